@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` and `make test` (README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test bench lint install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/teleimagerie serve
+
+test: install-test
+	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools
+	$(BIN)/mypy fhir_server
+	$(BIN)/pytest -n 2
+
+bench: install-test
+	$(BIN)/python -m benchmarks.run
+
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/mypy fhir_server
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

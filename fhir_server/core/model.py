@@ -1,0 +1,78 @@
+"""The transport-agnostic request and response (FHIR R4 http.html interactions).
+
+The HTTP adapter, bundle processing and the HL7/DICOM adapters all build a
+:class:`FhirRequest` and get a :class:`FhirResponse` back from :func:`fhir_server.core.handle`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Interaction(Enum):
+    CAPABILITIES = "capabilities"
+    READ = "read"
+    VREAD = "vread"
+    CREATE = "create"
+    UPDATE = "update"
+    PATCH = "patch"
+    DELETE = "delete"
+    HISTORY_INSTANCE = "history-instance"
+    HISTORY_TYPE = "history-type"
+    HISTORY_SYSTEM = "history-system"
+    SEARCH_TYPE = "search-type"
+    BATCH = "batch"  # batch or transaction, decided by Bundle.type
+
+
+@dataclass
+class RequestContext:
+    """Who is asking and on which request; later filled by the security layer."""
+
+    request_id: str = ""
+    user: str | None = None
+    client: str | None = None
+    roles: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    source: str = "rest"  # rest | bundle | hl7 | dicom | internal
+
+
+@dataclass
+class FhirRequest:
+    interaction: Interaction
+    resource_type: str | None = None
+    id: str | None = None
+    version_id: str | None = None
+    params: list[tuple[str, str]] = field(default_factory=list)
+    body: Any = None  # parsed JSON (dict) or None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    base_url: str = "http://localhost/fhir"
+    context: RequestContext = field(default_factory=RequestContext)
+    # create inside a transaction: the id pre-assigned to resolve urn:uuid references
+    assigned_id: str | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def param(self, name: str) -> str | None:
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass
+class FhirResponse:
+    """Status, headers and a payload: ``raw`` (stored JSON bytes, served as-is) or ``resource``."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    resource: dict[str, Any] | None = None
+    raw: bytes | None = None
+    # Search and history bundles: rendering hints for the formatter.
+    summary_ok: bool = True
+
+    @property
+    def has_body(self) -> bool:
+        return self.resource is not None or self.raw is not None

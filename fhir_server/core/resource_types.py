@@ -1,0 +1,54 @@
+"""The resource types this server serves, and their fhir.resources R4B models (ADR 0002)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from fhir_server.core.errors import ErrorKind, FhirError
+
+SUPPORTED_TYPES: tuple[str, ...] = (
+    "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
+    "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
+    "DocumentReference", "Binary", "Task", "Provenance", "Communication",
+)
+_SUPPORTED = frozenset(SUPPORTED_TYPES)
+
+
+def is_supported(rtype: str) -> bool:
+    return rtype in _SUPPORTED
+
+
+def require_supported(rtype: str) -> str:
+    if rtype not in _SUPPORTED:
+        raise FhirError(ErrorKind.UNSUPPORTED_TYPE, f"resource type not supported: {rtype}")
+    return rtype
+
+
+@cache
+def model_class(rtype: str) -> Any:
+    return get_fhir_model_class(rtype)
+
+
+@cache
+def summary_elements(rtype: str) -> frozenset[str]:
+    """Top-level JSON names flagged isSummary in the R4B model (search.html#summary)."""
+    names: set[str] = {"resourceType", "id", "meta"}
+    for name, info in model_class(rtype).model_fields.items():
+        extra = info.json_schema_extra or {}
+        if isinstance(extra, dict) and extra.get("summary_element_property"):
+            names.add(info.alias or name)
+    return frozenset(names)
+
+
+@cache
+def mandatory_elements(rtype: str) -> frozenset[str]:
+    """Top-level elements with min cardinality >= 1 (kept by ``_elements``)."""
+    names: set[str] = set()
+    for name, info in model_class(rtype).model_fields.items():
+        extra = info.json_schema_extra or {}
+        if isinstance(extra, dict) and extra.get("element_required"):
+            names.add(info.alias or name)
+    return frozenset(names)

@@ -1,0 +1,89 @@
+"""Map a FHIR RESTful URL and method to a :class:`FhirRequest` (FHIR R4 http.html §2.21).
+
+Used by the HTTP adapter and by Bundle entries (``entry.request.method`` + ``url``),
+so both reach the same interactions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fhir_server.core.errors import ErrorKind, FhirError
+from fhir_server.core.model import FhirRequest, Interaction, RequestContext
+from fhir_server.core.resource_types import require_supported
+
+
+def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = None,
+          headers: dict[str, str] | None = None, base_url: str = "",
+          context: RequestContext | None = None) -> FhirRequest:
+    """Resolve ``path`` (relative to the FHIR base, no leading slash) into a request."""
+    method = method.upper()
+    parts = [p for p in path.strip("/").split("/") if p]
+    req = FhirRequest(Interaction.READ, params=params, body=body, headers=headers or {},
+                      base_url=base_url, context=context or RequestContext())
+
+    def bad() -> FhirError:
+        return FhirError(ErrorKind.METHOD_NOT_ALLOWED,
+                         f"{method} /{'/'.join(parts)} is not a supported FHIR interaction")
+
+    if not parts:
+        if method == "POST":
+            req.interaction = Interaction.BATCH
+            return req
+        raise bad()
+    if parts[0] == "metadata" and len(parts) == 1:
+        if method != "GET":
+            raise bad()
+        req.interaction = Interaction.CAPABILITIES
+        return req
+    if parts[0] == "_history" and len(parts) == 1:
+        if method != "GET":
+            raise bad()
+        req.interaction = Interaction.HISTORY_SYSTEM
+        return req
+    req.resource_type = require_supported(parts[0])
+    n = len(parts)
+    if n == 1:
+        req.interaction = {
+            "GET": Interaction.SEARCH_TYPE, "POST": Interaction.CREATE,
+            "PUT": Interaction.UPDATE, "DELETE": Interaction.DELETE, "PATCH": Interaction.PATCH,
+            "HEAD": Interaction.SEARCH_TYPE,
+        }.get(method) or _raise(bad())
+        return req
+    if n == 2 and parts[1] == "_search":
+        if method != "POST":
+            raise bad()
+        req.interaction = Interaction.SEARCH_TYPE
+        return req
+    if n == 2 and parts[1] == "_history":
+        if method != "GET":
+            raise bad()
+        req.interaction = Interaction.HISTORY_TYPE
+        return req
+    req.id = parts[1]
+    if n == 2:
+        req.interaction = {
+            "GET": Interaction.READ, "HEAD": Interaction.READ, "PUT": Interaction.UPDATE,
+            "DELETE": Interaction.DELETE, "PATCH": Interaction.PATCH,
+        }.get(method) or _raise(bad())
+        return req
+    if parts[2] == "_history" and method in ("GET", "HEAD"):
+        if n == 3:
+            req.interaction = Interaction.HISTORY_INSTANCE
+            return req
+        if n == 4:
+            req.interaction = Interaction.VREAD
+            req.version_id = parts[3]
+            return req
+    raise bad()
+
+
+def _raise(exc: FhirError) -> Any:
+    raise exc
+
+
+def split_url(url: str) -> tuple[str, list[tuple[str, str]]]:
+    """``Patient?identifier=x`` -> (``Patient``, [(identifier, x)])."""
+    parts = urlsplit(url)
+    return parts.path, parse_qsl(parts.query, keep_blank_values=True)

@@ -1,0 +1,110 @@
+"""The FastAPI adapter: HTTP <-> FhirRequest/FhirResponse, nothing else (FHIR R4 http.html).
+
+It parses the body by Content-Type (JSON, XML, JSON Patch, form for ``_search``),
+resolves the URL with :func:`fhir_server.core.routing.route`, calls the core and
+writes the rendered bytes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from fhir_server.config import Settings
+from fhir_server.core.errors import ErrorKind, FhirError
+from fhir_server.core.formats import from_xml
+from fhir_server.core.model import FhirRequest, Interaction, RequestContext
+from fhir_server.core.routing import route
+from fhir_server.core.server import FhirServer, Rendered, render_error
+from fhir_server.core.validation import parse_json
+from fhir_server.store import open_store
+
+log = logging.getLogger("teleimagerie.http")
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+_JSON = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
+_XML = ("application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml")
+
+
+def _parse_body(raw: bytes, content_type: str, method: str, path: str) -> tuple[Any, bool]:
+    """Return (body, form_params_used) according to Content-Type."""
+    if not raw:
+        return None, False
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded" and path.endswith("_search"):
+        return parse_qsl(raw.decode(), keep_blank_values=True), True
+    if ctype in _XML:
+        return from_xml(raw), False
+    if ctype in _JSON or ctype == "application/json-patch+json" or ctype == "":
+        if method == "PATCH" and ctype not in ("application/json-patch+json", "application/json",
+                                               ""):
+            raise FhirError(ErrorKind.UNSUPPORTED_MEDIA, "PATCH needs application/json-patch+"
+                            "json (FHIRPath Patch is not supported)")
+        return parse_json(raw), False
+    raise FhirError(ErrorKind.UNSUPPORTED_MEDIA, f"unsupported Content-Type {content_type!r}; "
+                    "use application/fhir+json or application/fhir+xml")
+
+
+def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Response:
+    headers = dict(rendered.headers)
+    headers["X-Request-Id"] = request_id
+    if not rendered.body:
+        return Response(status_code=rendered.status, headers=headers)
+    return Response(content=b"" if head else rendered.body, status_code=rendered.status,
+                    headers=headers, media_type=f"{rendered.media_type};charset=utf-8")
+
+
+def create_app(settings: Settings | None = None, server: FhirServer | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    if server is None:
+        server = FhirServer(open_store(settings.store_url, settings.data_dir), settings.limits)
+    core = server
+    app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
+                  docs_url="/docs", redoc_url=None)
+    app.state.fhir = core
+
+    @app.on_event("shutdown")
+    def _close() -> None:  # pragma: no cover - process exit
+        core.store.close()
+
+    async def fhir_endpoint(request: Request, path: str = "") -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        base_url = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        params = parse_qsl(request.url.query, keep_blank_values=True)
+        try:
+            raw = await request.body()
+            if len(raw) > core.limits.max_body_bytes:
+                raise FhirError(ErrorKind.TOO_LARGE, f"request body of {len(raw)} bytes "
+                                f"exceeds {core.limits.max_body_bytes}")
+            body, is_form = _parse_body(raw, headers.get("content-type", ""), request.method,
+                                        path)
+            if is_form:
+                params = params + body
+                body = None
+            req = route(request.method, path, params, body=body, headers=headers,
+                        base_url=base_url,
+                        context=RequestContext(request_id=request_id))
+        except FhirError as exc:
+            return _respond(render_error(exc), request_id)
+        if req.interaction == Interaction.READ:
+            # Reads are a single indexed lookup of stored bytes: cheaper inline than a
+            # thread hop (ADR 0004).
+            resp = core.handle(req)
+            rendered = core.render(req, resp)
+        else:
+            rendered = await run_in_threadpool(_handle_and_render, core, req)
+        return _respond(rendered, request_id, head=request.method == "HEAD")
+
+    app.add_api_route("/fhir", fhir_endpoint, methods=METHODS, include_in_schema=False)
+    app.add_api_route("/fhir/{path:path}", fhir_endpoint, methods=METHODS)
+    return app
+
+
+def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:
+    return core.render(req, core.handle(req))

@@ -1,0 +1,235 @@
+"""batch and transaction — POST [base] with a Bundle (http.html#transaction).
+
+A transaction is all-or-nothing in one store write unit: entries are processed in the
+spec's order (DELETE, POST, PUT/PATCH, GET/HEAD), ``urn:uuid`` fullUrls and conditional
+references (``Patient?identifier=…``) are resolved first and every reference rewritten.
+A batch runs each entry on its own and reports per-entry status. Entries go through
+the same routing and interaction code as HTTP requests.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.core.errors import ErrorKind, FhirError, Issue
+from fhir_server.core.formats import RawJson, materialize
+from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, RequestContext
+from fhir_server.core.routing import route, split_url
+from fhir_server.core.validation import check_id
+from fhir_server.interactions.common import criteria_from_header, find_matches
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+
+
+def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    bundle = req.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise FhirError(ErrorKind.INVALID, "POST to the base expects a batch or transaction "
+                        "Bundle", expression=["Bundle"])
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise FhirError(ErrorKind.INVALID, f"Bundle.type must be batch or transaction, not "
+                        f"{kind!r}", expression=["Bundle.type"])
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise FhirError(ErrorKind.STRUCTURE, "Bundle.entry must be an array",
+                        expression=["Bundle.entry"])
+    if len(entries) > server.limits.max_bundle_entries:
+        raise FhirError(ErrorKind.TOO_LARGE, f"{len(entries)} entries exceed the limit of "
+                        f"{server.limits.max_bundle_entries}", expression=["Bundle.entry"])
+    for i, entry in enumerate(entries):
+        _check_entry(i, entry)
+    if kind == "transaction":
+        responses = _transaction(server, req, entries)
+    else:
+        responses = [_batch_entry(server, req, i, entry) for i, entry in enumerate(entries)]
+    return FhirResponse(200, {}, resource={
+        "resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
+
+
+def _check_entry(i: int, entry: Any) -> None:
+    where = f"Bundle.entry[{i}]"
+    request = entry.get("request") if isinstance(entry, dict) else None
+    if not isinstance(request, dict) or not isinstance(request.get("url"), str) or \
+            request.get("method") not in ORDER:
+        raise FhirError(ErrorKind.INVALID, f"{where}.request needs a method (GET, HEAD, POST, "
+                        "PUT, PATCH, DELETE) and a url", expression=[f"{where}.request"])
+    if request["method"] in ("POST", "PUT") and not isinstance(entry.get("resource"), dict):
+        raise FhirError(ErrorKind.INVALID, f"{where}: {request['method']} needs a resource",
+                        expression=[f"{where}.resource"])
+
+
+def _entry_request(server: FhirServer, req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
+    request = entry["request"]
+    url = request["url"]
+    if url.startswith(req.base_url + "/"):
+        url = url[len(req.base_url) + 1:]
+    path, params = split_url(url)
+    headers = {}
+    for field, header in (("ifNoneExist", "if-none-exist"), ("ifMatch", "if-match"),
+                          ("ifNoneMatch", "if-none-match"), ("ifModifiedSince",
+                                                             "if-modified-since")):
+        if isinstance(request.get(field), str):
+            headers[header] = request[field]
+    prefer = req.header("prefer")
+    if prefer:
+        headers["prefer"] = prefer
+    body = entry.get("resource")
+    if request["method"] == "PATCH" and isinstance(body, dict) and \
+            body.get("resourceType") == "Binary":
+        import base64
+
+        import orjson
+
+        body = orjson.loads(base64.b64decode(body.get("data", "")))
+    context = RequestContext(req.context.request_id, req.context.user, req.context.client,
+                             req.context.roles, req.context.scopes, "bundle")
+    return route(request["method"], path, params, body=body, headers=headers,
+                 base_url=req.base_url, context=context)
+
+
+def _response_entry(req: FhirRequest, resp: FhirResponse) -> dict[str, Any]:
+    status = f"{resp.status} {HTTPStatus(resp.status).phrase}"
+    response: dict[str, Any] = {"status": status}
+    if "Location" in resp.headers:
+        response["location"] = resp.headers["Location"]
+    if "ETag" in resp.headers:
+        response["etag"] = resp.headers["ETag"]
+    if "Last-Modified" in resp.headers:
+        response["lastModified"] = resp.headers["Last-Modified"]
+    out: dict[str, Any] = {}
+    payload = resp.raw if resp.raw is not None else resp.resource
+    if payload is not None:
+        resource = materialize(payload)
+        if resource.get("resourceType") == "OperationOutcome" and resp.status >= 300:
+            response["outcome"] = resource
+        else:
+            if resource.get("resourceType") not in (None, "OperationOutcome", "Bundle"):
+                out["fullUrl"] = f"{req.base_url}/{resource['resourceType']}/{resource['id']}"
+            out["resource"] = resource
+    out["response"] = response
+    return out
+
+
+def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]
+                 ) -> dict[str, Any]:
+    try:
+        sub = _entry_request(server, req, entry)
+        if sub.interaction == Interaction.BATCH:
+            raise FhirError(ErrorKind.INVALID, "a batch entry cannot be a nested batch")
+        resp = server.dispatch(sub)
+    except FhirError as exc:
+        resp = FhirResponse(exc.status, {}, resource=exc.operation_outcome())
+    return _response_entry(req, resp)
+
+
+def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
+    results: dict[int, dict[str, Any]] = {}
+    with server.store.write():
+        requests = {i: _entry_request(server, req, entries[i]) for i in range(len(entries))}
+        mapping, existing = _assign_ids(server, entries, requests)
+        for i, sub in requests.items():
+            if sub.body is not None and sub.interaction != Interaction.PATCH:
+                sub.body = _rewrite(server, sub.body, mapping, f"Bundle.entry[{i}].resource")
+        for i in order:
+            sub = requests[i]
+            if sub.interaction == Interaction.BATCH:
+                raise FhirError(ErrorKind.INVALID, f"Bundle.entry[{i}] cannot be a nested "
+                                "transaction")
+            try:
+                resp = existing[i] if i in existing else server.dispatch(sub)
+            except FhirError as exc:
+                where = f"Bundle.entry[{i}]"
+                exc.issues = [Issue(f"{where}: {issue.diagnostics}", issue.code,
+                                    issue.severity, issue.expression or [where])
+                              for issue in exc.issues]
+                raise
+            results[i] = _response_entry(req, resp)
+    return [results[i] for i in range(len(entries))]
+
+
+def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],
+                requests: dict[int, FhirRequest]
+                ) -> tuple[dict[str, str], dict[int, FhirResponse]]:
+    """fullUrl -> ``Type/id`` for every entry that creates, and the conditional creates
+    already satisfied by an existing resource (their responses)."""
+    mapping: dict[str, str] = {}
+    existing: dict[int, FhirResponse] = {}
+    for i, sub in requests.items():
+        full_url = entries[i].get("fullUrl")
+        rtype = sub.resource_type
+        if sub.interaction == Interaction.CREATE and rtype:
+            condition = sub.header("if-none-exist")
+            if condition:
+                matches = find_matches(server, rtype, criteria_from_header(condition),
+                                       f"Bundle.entry[{i}].request.ifNoneExist")
+                if len(matches) > 1:
+                    raise FhirError(ErrorKind.PRECONDITION_FAILED,
+                                    f"Bundle.entry[{i}]: ifNoneExist matches {len(matches)}")
+                if matches:
+                    found = matches[0]
+                    existing[i] = FhirResponse(
+                        200, {"Location": f"{sub.base_url}/{rtype}/{found.id}/_history/"
+                                          f"{found.vid}", "ETag": f'W/"{found.vid}"'},
+                        raw=RawJson(found.body or b""))
+                    if isinstance(full_url, str):
+                        mapping[full_url] = f"{rtype}/{found.id}"
+                    continue
+            sub.assigned_id = str(uuid.uuid4())
+            if isinstance(full_url, str):
+                mapping[full_url] = f"{rtype}/{sub.assigned_id}"
+        elif sub.interaction == Interaction.UPDATE and rtype and isinstance(full_url, str):
+            if sub.id is not None:
+                mapping[full_url] = f"{rtype}/{check_id(sub.id)}"
+            elif isinstance(sub.body, dict):
+                matches = find_matches(server, rtype, sub.params, f"Bundle.entry[{i}]")
+                if len(matches) == 1:
+                    mapping[full_url] = f"{rtype}/{matches[0].id}"
+                elif not matches:
+                    new_id = sub.body.get("id") or str(uuid.uuid4())
+                    sub.body = {**sub.body, "id": new_id}
+                    mapping[full_url] = f"{rtype}/{new_id}"
+    return mapping, existing
+
+
+def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                out[key] = _resolve_reference(server, value, mapping, where)
+            else:
+                out[key] = _rewrite(server, value, mapping, where)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(server, v, mapping, where) for v in node]
+    return node
+
+
+def _resolve_reference(server: FhirServer, ref: str, mapping: dict[str, str], where: str) -> str:
+    if ref in mapping:
+        return mapping[ref]
+    if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+        raise FhirError(ErrorKind.INVALID, f"{where}: reference {ref} matches no fullUrl in "
+                        "the transaction", expression=[where])
+    match = CONDITIONAL_REF.match(ref)
+    if match is None:
+        return ref
+    rtype, query = match.groups()
+    path, params = split_url(f"{rtype}?{query}")
+    found = find_matches(server, path, params, f"conditional reference {ref}")
+    if len(found) != 1:
+        raise FhirError(ErrorKind.PRECONDITION_FAILED if found else ErrorKind.NOT_FOUND,
+                        f"{where}: conditional reference {ref} matches {len(found)} resources "
+                        "(exactly one required)", expression=[where])
+    mapping[ref] = f"{rtype}/{found[0].id}"
+    return mapping[ref]

@@ -1,0 +1,74 @@
+"""history — instance, type and system level (http.html#history), newest first."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fhir_server.core.errors import invalid, not_found
+from fhir_server.core.formats import RawJson
+from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.interactions.common import etag, http_date
+from fhir_server.search.query import decode_cursor, encode_cursor
+from fhir_server.search.values import date_range, format_instant
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
+
+
+def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    since = None
+    count = server.limits.default_count
+    cursor = None
+    kept: list[tuple[str, str]] = []
+    for key, value in req.params:
+        if key == "_since":
+            rng = date_range(value)
+            if rng is None or "T" not in value:
+                raise invalid("_since must be an instant (YYYY-MM-DDThh:mm:ss[.sss]Z)", "_since")
+            since = rng[0]
+            kept.append((key, value))
+        elif key == "_count":
+            if not value.isdigit():
+                raise invalid("_count must be a non-negative integer", "_count")
+            count = min(int(value), server.limits.max_count)
+            kept.append((key, value))
+        elif key == "_cursor":
+            cursor = decode_cursor(value)
+    if req.id is not None:
+        assert req.resource_type
+        if server.store.read(req.resource_type, req.id) is None:
+            raise not_found(req.resource_type, req.id)
+    page = server.store.history(req.resource_type, req.id, since, count, cursor)
+    path = "/".join(p for p in (req.resource_type, req.id) if p)
+    base = f"{req.base_url}/{path}/_history" if path else f"{req.base_url}/_history"
+
+    def url(cur: dict[str, Any] | None) -> str:
+        items = kept + ([("_cursor", encode_cursor(cur))] if cur else [])
+        return f"{base}?{urlencode(items)}" if items else base
+
+    links = [{"relation": "self", "url": url(cursor)}]
+    if page.next_cursor:
+        links.append({"relation": "next", "url": url(page.next_cursor)})
+    if page.prev_cursor:
+        links.append({"relation": "previous", "url": url(page.prev_cursor)})
+    entries = []
+    for item in page.items:
+        entry: dict[str, Any] = {"fullUrl": f"{req.base_url}/{item.type}/{item.id}"}
+        if item.body is not None:
+            entry["resource"] = RawJson(item.body)
+        entry["request"] = {"method": "PUT" if item.method == "PATCH" else item.method,
+                            "url": item.type if item.method == "POST"
+                            else f"{item.type}/{item.id}"}
+        entry["response"] = {"status": STATUS.get(item.method, "200 OK"),
+                             "etag": etag(item.vid),
+                             "lastModified": format_instant(item.updated)}
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history",
+                              "total": page.total, "link": links}
+    if entries:
+        bundle["entry"] = entries
+    headers = {"Last-Modified": http_date(page.items[0].updated)} if page.items else {}
+    return FhirResponse(200, headers, resource=bundle)

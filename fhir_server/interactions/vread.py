@@ -1,0 +1,29 @@
+"""vread — GET [base]/[type]/[id]/_history/[vid] (http.html#vread)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fhir_server.core.errors import ErrorKind, FhirError
+from fhir_server.core.formats import RawJson
+from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.interactions.common import etag, http_date
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+
+def vread(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    assert req.resource_type and req.id and req.version_id is not None
+    if not req.version_id.isdigit():
+        raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id!r} of "
+                        f"{req.resource_type}/{req.id}")
+    item = server.store.vread(req.resource_type, req.id, int(req.version_id))
+    if item is None:
+        raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id} of "
+                        f"{req.resource_type}/{req.id}")
+    headers = {"ETag": etag(item.vid), "Last-Modified": http_date(item.updated)}
+    if item.deleted:
+        raise FhirError(ErrorKind.GONE, f"version {item.vid} of {item.type}/{item.id} is a "
+                        "deletion", headers=headers)
+    return FhirResponse(200, headers, raw=RawJson(item.body or b""))

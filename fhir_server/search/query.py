@@ -1,0 +1,366 @@
+"""Parse FHIR R4 search parameters into a backend-neutral query (search.html).
+
+The "compile" step belongs to each store: :mod:`fhir_server.store.sqlite` turns the
+:class:`SearchQuery` into SQL over the index tables and :mod:`fhir_server.store.mongo`
+into ``$elemMatch`` filters over the multikey index arrays.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fhir_server.core.errors import ErrorKind, FhirError, invalid
+from fhir_server.core.limits import Limits
+from fhir_server.core.resource_types import is_supported
+from fhir_server.search.registry import SearchParam, get, params_for
+from fhir_server.search.values import date_range, normalize_string, now_us, number_range
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+RESULT_PARAMS = frozenset({
+    "_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements",
+    "_format", "_pretty", "_cursor", "_contained", "_containedType",
+})
+MODIFIERS_BY_KIND: dict[str, frozenset[str]] = {
+    "string": frozenset({"exact", "contains", "missing"}),
+    "token": frozenset({"not", "text", "missing"}),
+    "reference": frozenset({"identifier", "missing"}),
+    "date": frozenset({"missing"}),
+    "number": frozenset({"missing"}),
+    "quantity": frozenset({"missing"}),
+    "uri": frozenset({"below", "above", "missing"}),
+}
+ANY = object()  # token system wildcard
+
+
+@dataclass(frozen=True)
+class TokenValue:
+    system: Any  # str | None (explicitly no system) | ANY
+    code: str | None  # None: any code of the system
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class RangeValue:
+    prefix: str
+    low: float
+    high: float
+    value: float = 0.0  # number/quantity: the value as written
+    system: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    rtype: str | None
+    rid: str | None
+    url: str | None
+
+
+@dataclass
+class Clause:
+    """One AND term: the OR of ``values`` for one parameter (with a modifier)."""
+
+    param: SearchParam
+    modifier: str | None
+    values: list[Any]
+    missing: bool | None = None
+
+
+@dataclass
+class Chain:
+    """``ref:Type.param=...``: resources whose ``param`` references a match in ``target``."""
+
+    param: SearchParam
+    target_types: list[str]
+    inner: list[Term]
+
+
+@dataclass
+class Has:
+    """``_has:Type:ref:param=...``: resources referenced by a match of ``source_type``."""
+
+    source_type: str
+    ref: SearchParam
+    inner: list[Term]
+
+
+Term = Clause | Chain | Has
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: str  # "*" or a reference parameter name
+    target_type: str | None
+    iterate: bool
+
+
+@dataclass
+class SearchQuery:
+    type: str
+    terms: list[Term] = field(default_factory=list)
+    sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
+    count: int = 20
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    total: str = "accurate"
+    summary: str | None = None
+    elements: list[str] | None = None
+    cursor: dict[str, Any] | None = None
+    used: list[tuple[str, str]] = field(default_factory=list)  # params honoured (self link)
+    ignored: list[str] = field(default_factory=list)
+
+
+def split_values(text: str) -> list[str]:
+    """Split an OR list on unescaped commas and unescape ``\\, \\| \\$ \\\\``."""
+    out, cur, i = [], [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            cur.append(text[i:i + 2])
+            i += 2
+            continue
+        if ch == ",":
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    out.append("".join(cur))
+    return out
+
+
+def _split_pipe(text: str) -> list[str]:
+    parts = re.split(r"(?<!\\)\|", text)
+    return [_unescape(p) for p in parts]
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\([,|$\\])", r"\1", text)
+
+
+def _prefix(text: str) -> tuple[str, str]:
+    if len(text) > 2 and text[:2] in PREFIXES and not text[2].isalpha():
+        return text[:2], text[2:]
+    return "eq", text
+
+
+def encode_cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise invalid("invalid paging cursor", "_cursor") from None
+    if not isinstance(data, dict) or data.get("d") not in ("after", "before"):
+        raise invalid("invalid paging cursor", "_cursor")
+    return data
+
+
+class QueryParser:
+    def __init__(self, limits: Limits | None = None, strict: bool = False) -> None:
+        self.limits = limits or Limits()
+        self.strict = strict
+
+    def parse(self, rtype: str, params: list[tuple[str, str]]) -> SearchQuery:
+        query = SearchQuery(type=rtype, count=self.limits.default_count)
+        for key, raw in params:
+            if key in RESULT_PARAMS:
+                self._result_param(query, key, raw)
+                continue
+            if key.startswith("_include") or key.startswith("_revinclude"):
+                self._result_param(query, key, raw)
+                continue
+            try:
+                term = self._term(rtype, key, raw, depth=0)
+            except _Unknown as exc:
+                if self.strict:
+                    raise invalid(f"unknown search parameter {exc.args[0]!r} for {rtype}",
+                                  exc.args[0]) from None
+                query.ignored.append(key)
+                continue
+            query.terms.append(term)
+            query.used.append((key, raw))
+        return query
+
+    # -- result parameters -------------------------------------------------------------
+    def _result_param(self, query: SearchQuery, key: str, raw: str) -> None:
+        if key == "_count":
+            if not raw.isdigit():
+                raise invalid("_count must be a non-negative integer", "_count")
+            query.count = min(int(raw), self.limits.max_count)
+            if int(raw) == 0:
+                query.summary = "count"
+        elif key == "_sort":
+            for item in raw.split(","):
+                desc = item.startswith("-")
+                name = item[1:] if desc else item
+                param = get(query.type, name)
+                if param is None:
+                    raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
+                query.sort.append((param, desc))
+        elif key == "_total":
+            if raw not in ("none", "estimate", "accurate"):
+                raise invalid("_total must be none, estimate or accurate", "_total")
+            query.total = raw
+        elif key == "_summary":
+            if raw not in ("true", "false", "text", "data", "count"):
+                raise invalid("_summary must be true, false, text, data or count", "_summary")
+            query.summary = None if raw == "false" else raw
+        elif key == "_elements":
+            query.elements = [e.strip() for e in raw.split(",") if e.strip()]
+        elif key == "_cursor":
+            query.cursor = decode_cursor(raw)
+            return
+        elif key.startswith("_include") or key.startswith("_revinclude"):
+            self._include(query, key, raw)
+        if key not in ("_format", "_pretty", "_cursor"):
+            query.used.append((key, raw))
+
+    def _include(self, query: SearchQuery, key: str, raw: str) -> None:
+        base, _, mod = key.partition(":")
+        if base not in ("_include", "_revinclude") or mod not in ("", "iterate", "recurse"):
+            raise invalid(f"unknown include parameter {key}", key)
+        iterate = mod in ("iterate", "recurse")
+        if raw == "*":
+            inc = Include(query.type if base == "_include" else "*", "*", None, iterate)
+        else:
+            parts = raw.split(":")
+            if len(parts) not in (2, 3) or not is_supported(parts[0]):
+                raise invalid(f"{key} must be Type:parameter[:targetType]", key)
+            param = get(parts[0], parts[1]) if parts[1] != "*" else None
+            if parts[1] != "*" and (param is None or param.kind != "reference"):
+                raise invalid(f"{parts[0]}:{parts[1]} is not a reference search parameter", key)
+            inc = Include(parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate)
+        (query.includes if base == "_include" else query.revincludes).append(inc)
+
+    # -- filter terms -------------------------------------------------------------------
+    def _term(self, rtype: str, key: str, raw: str, depth: int) -> Term:
+        if depth > self.limits.max_chain_depth:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"chain deeper than "
+                            f"{self.limits.max_chain_depth} levels: {key}")
+        if key.startswith("_has:"):
+            parts = key.split(":", 3)
+            if len(parts) != 4:
+                raise invalid(f"_has must be _has:Type:reference:parameter ({key})", key)
+            _, source, ref_name, rest = parts
+            if not is_supported(source):
+                raise invalid(f"_has: unsupported resource type {source}", key)
+            ref = get(source, ref_name)
+            if ref is None or ref.kind != "reference":
+                raise invalid(f"_has: {source}:{ref_name} is not a reference parameter", key)
+            return Has(source, ref, [self._term(source, rest, raw, depth + 1)])
+        name, dot, rest = key.partition(".")
+        pname, _, modifier = name.partition(":")
+        param = get(rtype, pname)
+        if param is None:
+            raise _Unknown(key)
+        if dot:
+            if param.kind != "reference":
+                raise invalid(f"{pname} is not a reference parameter and cannot be chained", key)
+            if modifier and not is_supported(modifier):
+                raise invalid(f"chain target type {modifier} is not supported", key)
+            chained = rest.partition(":")[0].partition(".")[0]
+            targets = [modifier] if modifier else [
+                t for t in (param.targets or ()) if is_supported(t) and get(t, chained)]
+            if not targets:
+                raise invalid(f"no target type of {pname} has a parameter {chained!r}", key)
+            inner = []
+            for target in targets:
+                try:
+                    inner.append(self._term(target, rest, raw, depth + 1))
+                except _Unknown:
+                    raise invalid(f"unknown chained parameter {rest!r} on {target}", key) from None
+            return Chain(param, targets, inner)
+        return self._clause(param, modifier or None, raw, key)
+
+    def _clause(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise invalid(f"{key} must be true or false", key)
+            return Clause(param, modifier, [], missing=raw == "true")
+        if modifier is not None and param.kind == "reference" and is_supported(modifier):
+            values = [self._reference(v, key, modifier) for v in split_values(raw)]
+            return Clause(param, None, values)
+        if modifier is not None and modifier not in MODIFIERS_BY_KIND[param.kind]:
+            raise invalid(f"modifier :{modifier} is not supported on {param.kind} "
+                          f"parameter {param.name}", key)
+        values = [self._value(param, modifier, v, key) for v in split_values(raw) if v != ""]
+        if not values:
+            raise invalid(f"empty value for search parameter {key}", key)
+        return Clause(param, modifier, values)
+
+    def _value(self, param: SearchParam, modifier: str | None, text: str, key: str) -> Any:
+        kind = param.kind
+        if kind == "token" or (kind == "reference" and modifier == "identifier"):
+            if modifier == "text":
+                return TokenValue(ANY, None, normalize_string(_unescape(text)))
+            parts = _split_pipe(text)
+            if len(parts) == 1:
+                return TokenValue(ANY, parts[0])
+            if len(parts) == 2:
+                system = parts[0] or None
+                return TokenValue(system, parts[1] or None)
+            raise invalid(f"invalid token {text!r} for {key}", key)
+        if kind == "string":
+            plain = _unescape(text)
+            return plain if modifier == "exact" else normalize_string(plain)
+        if kind == "uri":
+            return _unescape(text)
+        if kind == "reference":
+            return self._reference(text, key, None)
+        prefix, rest = _prefix(text)
+        if kind == "date":
+            rng = date_range(rest)
+            if rng is None:
+                raise invalid(f"invalid date {rest!r} for {key} (expected YYYY[-MM[-DD"
+                              "[Thh:mm[:ss[.sss]][Z|±hh:mm]]]])", key)
+            if prefix == "ap":  # search.html#prefix: within 10% of the gap to now
+                margin = abs(now_us() - rng[0]) // 10
+                return RangeValue(prefix, rng[0] - margin, rng[1] + margin)
+            return RangeValue(prefix, rng[0], rng[1])
+        if kind in ("number", "quantity"):
+            parts = _split_pipe(rest)
+            rng_n = number_range(parts[0])
+            if rng_n is None or (kind == "number" and len(parts) > 1) or len(parts) > 3:
+                raise invalid(f"invalid {kind} {text!r} for {key}", key)
+            value, low, high = rng_n
+            if prefix == "ap":
+                margin = abs(value) * 0.1
+                low, high = value - margin, value + margin
+            system = parts[1] or None if len(parts) > 1 else None
+            code = parts[2] or None if len(parts) > 2 else None
+            return RangeValue(prefix, low, high, value, system, code)
+        raise invalid(f"unsupported parameter kind {kind}", key)
+
+    def _reference(self, text: str, key: str, rtype: str | None) -> ReferenceValue:
+        text = _unescape(text)
+        if text.startswith(("http:", "https:", "urn:")):
+            tail = text.rstrip("/").split("/")
+            if len(tail) >= 2 and is_supported(tail[-2]) and rtype in (None, tail[-2]):
+                # absolute URL of a local resource: also match the relative form
+                return ReferenceValue(tail[-2], tail[-1], text)
+            return ReferenceValue(None, None, text)
+        parts = text.split("/")
+        if len(parts) == 1:
+            return ReferenceValue(rtype, parts[0], None)
+        if len(parts) in (2, 4) and is_supported(parts[0]):
+            if rtype and parts[0] != rtype:
+                raise invalid(f"reference {text} does not match the type modifier :{rtype}", key)
+            return ReferenceValue(parts[0], parts[1], None)
+        raise invalid(f"invalid reference {text!r} for {key}", key)
+
+
+class _Unknown(Exception):
+    pass
+
+
+def all_params(rtype: str) -> list[SearchParam]:
+    return list(params_for(rtype).values())

@@ -1,0 +1,78 @@
+"""The storage protocol shared by the embedded (SQLite) and MongoDB stores.
+
+A store keeps every version of every resource (history) and the current version with
+its extracted index rows. Writes happen inside :meth:`Store.write`, one atomic unit
+per FHIR interaction or transaction Bundle; the unit is re-entrant so a Bundle's
+entries join the Bundle's unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fhir_server.search.extract import IndexRows
+from fhir_server.search.query import SearchQuery
+
+
+@dataclass
+class Stored:
+    """One stored version. ``body`` is the exact JSON bytes served on read."""
+
+    type: str
+    id: str
+    vid: int
+    updated: int  # µs since epoch
+    deleted: bool
+    body: bytes | None
+    method: str = "PUT"  # POST | PUT | PATCH | DELETE (history entries)
+    pk: int = 0
+
+
+@dataclass
+class Page:
+    items: list[Stored]
+    total: int | None = None
+    next_cursor: dict[str, Any] | None = None
+    prev_cursor: dict[str, Any] | None = None
+    included: list[Stored] = field(default_factory=list)
+
+
+class Store(Protocol):
+    supports_transactions: bool
+
+    def write(self) -> AbstractContextManager[None]:
+        """An atomic, durable write unit (re-entrant)."""
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """Serialise conditional interactions on the same criteria (race-free If-None-Exist)."""
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        """Current version (``deleted`` set when the last version is a deletion)."""
+
+    def vread(self, rtype: str, rid: str, vid: int) -> Stored | None: ...
+
+    def put(self, item: Stored, rows: IndexRows | None) -> None:
+        """Store a new version (``item.body is None`` for a deletion) and its index rows."""
+
+    def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
+
+    def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]: ...
+
+    def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
+        """(type, id) referenced by ``items`` through the given reference parameters."""
+
+    def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
+        """Current resources whose reference parameters point at ``targets``."""
+
+    def history(self, rtype: str | None, rid: str | None, since: int | None,
+                count: int, cursor: dict[str, Any] | None) -> Page: ...
+
+    def close(self) -> None: ...
+
+
+def chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]

@@ -1,0 +1,487 @@
+"""The embedded store: SQLite (standard library), WAL, ``synchronous=FULL`` (ADR 0003).
+
+One connection per thread; a write unit is ``BEGIN IMMEDIATE … COMMIT``, which
+serialises writers across threads *and* processes, so conditional interactions
+checked inside the unit are race-free. Searches compile to ``pk IN (SELECT pk FROM
+idx_… WHERE p = ? AND …)`` over the typed index tables — never a scan of the bodies.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fhir_server.search.extract import IndexRows
+from fhir_server.search.query import (
+    ANY,
+    Chain,
+    Clause,
+    Has,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    Term,
+    TokenValue,
+)
+from fhir_server.store.base import Page, Stored, chunks
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+INDEX_TABLES = {
+    "token": ("idx_token", "(pk, p, system, code, text) VALUES (?, ?, ?, ?, ?)"),
+    "string": ("idx_string", "(pk, p, norm, exact) VALUES (?, ?, ?, ?)"),
+    "date": ("idx_date", "(pk, p, low, high) VALUES (?, ?, ?, ?)"),
+    "number": ("idx_number", "(pk, p, value) VALUES (?, ?, ?)"),
+    "quantity": ("idx_quantity", "(pk, p, value, system, code, unit) VALUES (?, ?, ?, ?, ?, ?)"),
+    "uri": ("idx_uri", "(pk, p, value) VALUES (?, ?, ?)"),
+    "reference": ("idx_reference",
+                  "(pk, p, rtype, rid, url, idsys, idval) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+}
+Sql = tuple[str, list[Any]]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _prefix_upper(text: str) -> str:
+    return text + "\U0010ffff"
+
+
+class SqlCompiler:
+    """Compile the search AST into SQL over the index tables (search.html semantics)."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def alias(self) -> str:
+        self._n += 1
+        return f"r{self._n}"
+
+    def where(self, alias: str, rtype: str, terms: list[Term]) -> Sql:
+        sql = [f"{alias}.type = ?", f"{alias}.deleted = 0"]
+        args: list[Any] = [rtype]
+        for term in terms:
+            part, part_args = self.term(alias, term)
+            sql.append(part)
+            args += part_args
+        return " AND ".join(sql), args
+
+    def term(self, alias: str, term: Term) -> Sql:
+        if isinstance(term, Clause):
+            return self.clause(alias, term)
+        if isinstance(term, Chain):
+            ors, args = [], [term.param.key]
+            for target, inner in zip(term.target_types, term.inner, strict=True):
+                a2 = self.alias()
+                cond, cargs = self.where(a2, target, [inner])
+                ors.append(f"(x.rtype = ? AND x.rid IN (SELECT {a2}.id FROM resource {a2} "
+                           f"WHERE {cond}))")
+                args += [target, *cargs]
+            return (f"{alias}.pk IN (SELECT x.pk FROM idx_reference x WHERE x.p = ? AND "
+                    f"({' OR '.join(ors)}))", args)
+        assert isinstance(term, Has)
+        a3 = self.alias()
+        cond, cargs = self.where(a3, term.source_type, term.inner)
+        return (f"{alias}.id IN (SELECT x.rid FROM idx_reference x WHERE x.p = ? AND "
+                f"x.rtype = {alias}.type AND x.pk IN (SELECT {a3}.pk FROM resource {a3} "
+                f"WHERE {cond}))", [term.ref.key, *cargs])
+
+    def clause(self, alias: str, clause: Clause) -> Sql:
+        kind = clause.param.kind
+        if clause.modifier == "identifier" or (kind == "reference" and clause.values
+                                               and isinstance(clause.values[0], TokenValue)):
+            kind = "reference-identifier"
+        table = INDEX_TABLES["reference" if kind.startswith("reference") else kind][0]
+        if clause.missing is not None:
+            op = "NOT IN" if clause.missing else "IN"
+            return f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ?)", [clause.param.key]
+        ors, args = [], []
+        for value in clause.values:
+            cond, cargs = self.value(kind, clause.modifier, value)
+            ors.append(f"({cond})")
+            args += cargs
+        op = "NOT IN" if clause.modifier == "not" else "IN"
+        return (f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ? AND ({' OR '.join(ors)}))",
+                [clause.param.key, *args])
+
+    def value(self, kind: str, modifier: str | None, v: Any) -> Sql:
+        if kind == "token":
+            return _token_sql(v, "system", "code")
+        if kind == "reference-identifier":
+            return _token_sql(v, "idsys", "idval")
+        if kind == "string":
+            if modifier == "exact":
+                return "exact = ?", [v]
+            if modifier == "contains":
+                return "norm LIKE ? ESCAPE '\\'", [f"%{_like_escape(v)}%"]
+            return "norm >= ? AND norm < ?", [v, _prefix_upper(v)]
+        if kind == "uri":
+            if modifier == "below":
+                return "value >= ? AND value < ?", [v, _prefix_upper(v)]
+            if modifier == "above":
+                return "substr(?, 1, length(value)) = value", [v]
+            return "value = ?", [v]
+        if kind == "date":
+            return _date_sql(v)
+        if kind in ("number", "quantity"):
+            cond, args = _number_sql(v)
+            if kind == "quantity" and v.code:
+                cond += " AND (code = ? OR unit = ?)"
+                args += [v.code, v.code]
+            if kind == "quantity" and v.system:
+                cond += " AND system = ?"
+                args.append(v.system)
+            return cond, args
+        assert isinstance(v, ReferenceValue)
+        if v.url and v.rid:
+            return "(url = ? OR (rid = ? AND rtype = ?))", [v.url, v.rid, v.rtype]
+        if v.url:
+            return "url = ?", [v.url]
+        if v.rtype:
+            return "rid = ? AND rtype = ?", [v.rid, v.rtype]
+        return "rid = ?", [v.rid]
+
+
+def _token_sql(v: TokenValue, sys_col: str, code_col: str) -> Sql:
+    if v.text is not None:
+        return "text LIKE ? ESCAPE '\\'", [f"%{_like_escape(v.text)}%"]
+    conds: list[str] = []
+    args: list[Any] = []
+    if v.code is not None:
+        conds.append(f"{code_col} = ?")
+        args.append(v.code)
+    if v.system is None:
+        conds.append(f"{sys_col} IS NULL")
+    elif v.system is not ANY:
+        conds.append(f"{sys_col} = ?")
+        args.append(v.system)
+    return " AND ".join(conds) or "1", args
+
+
+def _date_sql(v: RangeValue) -> Sql:
+    lo, hi = int(v.low), int(v.high)
+    within = "(low >= ? AND high <= ?)"
+    return {
+        "eq": (within, [lo, hi]),
+        "ne": (f"NOT {within}", [lo, hi]),
+        "gt": ("high > ?", [hi]),
+        "lt": ("low < ?", [lo]),
+        "ge": (f"(high > ? OR {within})", [hi, lo, hi]),
+        "le": (f"(low < ? OR {within})", [lo, lo, hi]),
+        "sa": ("low >= ?", [hi]),
+        "eb": ("high <= ?", [lo]),
+        "ap": ("(low < ? AND high > ?)", [hi, lo]),
+    }[v.prefix]
+
+
+def _number_sql(v: RangeValue) -> Sql:
+    return {
+        "eq": ("value >= ? AND value < ?", [v.low, v.high]),
+        "ne": ("NOT (value >= ? AND value < ?)", [v.low, v.high]),
+        "gt": ("value > ?", [v.value]),
+        "lt": ("value < ?", [v.value]),
+        "ge": ("value >= ?", [v.value]),
+        "le": ("value <= ?", [v.value]),
+        "sa": ("value > ?", [v.value]),
+        "eb": ("value < ?", [v.value]),
+        "ap": ("value >= ? AND value <= ?", [v.low, v.high]),
+    }[v.prefix]
+
+
+def keyset(columns: list[tuple[str, bool]], values: list[Any], after: bool) -> Sql:
+    """Rows strictly after (or before) ``values`` in the order ``columns`` (NULL lowest)."""
+    ors: list[str] = []
+    args: list[Any] = []
+    for i, (col, desc) in enumerate(columns):
+        conds: list[str] = []
+        cargs: list[Any] = []
+        for pcol, _ in columns[:i]:
+            pval = values[columns.index((pcol, _))]
+            if pval is None:
+                conds.append(f"{pcol} IS NULL")
+            else:
+                conds.append(f"{pcol} = ?")
+                cargs.append(pval)
+        val = values[i]
+        greater = (not desc) == after
+        if greater:
+            conds.append(f"{col} IS NOT NULL" if val is None else f"{col} > ?")
+        else:
+            conds.append("0" if val is None else f"({col} < ? OR {col} IS NULL)")
+        if val is not None:
+            cargs.append(val)
+        ors.append("(" + " AND ".join(conds) + ")")
+        args += cargs
+    return "(" + " OR ".join(ors) + ")", args
+
+
+class SqliteStore:
+    """The default store: one file in ``TELEIMG_DATA_DIR``; no server needed."""
+
+    supports_transactions = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=30.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._conn()
+        with self.write():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for script in sorted(MIGRATIONS.glob("*.sql")):
+                number = int(script.name.split("_", 1)[0])
+                if number > version:
+                    for statement in script.read_text().split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction so multi-statement reads (page + total) are consistent."""
+        conn = self._conn()
+        if self._local.depth:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        self._local.depth = 1
+        try:
+            yield conn
+        finally:
+            self._local.depth = 0
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        # Writers are serialised by BEGIN IMMEDIATE; the conditional check runs inside it.
+        yield
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- reads -------------------------------------------------------------------------
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        row = self._conn().execute(
+            "SELECT vid, updated, deleted, body, pk FROM resource WHERE type = ? AND id = ?",
+            (rtype, rid)).fetchone()
+        if row is None:
+            return None
+        return Stored(rtype, rid, row[0], row[1], bool(row[2]), row[3], pk=row[4])
+
+    def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
+        row = self._conn().execute(
+            "SELECT updated, method, body FROM history WHERE type = ? AND id = ? AND vid = ?",
+            (rtype, rid, vid)).fetchone()
+        if row is None:
+            return None
+        return Stored(rtype, rid, vid, row[0], row[1] == "DELETE", row[2], row[1])
+
+    def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        out: list[Stored] = []
+        conn = self._conn()
+        for part in chunks(sorted(set(keys)), 400):
+            cond = " OR ".join(["(type = ? AND id = ?)"] * len(part))
+            args = [x for key in part for x in key]
+            for row in conn.execute(
+                    f"SELECT type, id, vid, updated, body, pk FROM resource WHERE deleted = 0 "
+                    f"AND ({cond})", args):
+                out.append(Stored(row[0], row[1], row[2], row[3], False, row[4], pk=row[5]))
+        return out
+
+    # -- writes ------------------------------------------------------------------------
+    def put(self, item: Stored, rows: IndexRows | None) -> None:
+        conn = self._conn()
+        assert self._local.depth, "put() outside a write unit"
+        existing = conn.execute("SELECT pk FROM resource WHERE type = ? AND id = ?",
+                                (item.type, item.id)).fetchone()
+        if existing:
+            pk = existing[0]
+            conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? "
+                         "WHERE pk = ?", (item.vid, item.updated, int(item.deleted),
+                                          item.body, pk))
+            for table, _ in INDEX_TABLES.values():
+                conn.execute(f"DELETE FROM {table} WHERE pk = ?", (pk,))
+            conn.execute("DELETE FROM sort_key WHERE pk = ?", (pk,))
+        else:
+            cur = conn.execute(
+                "INSERT INTO resource (type, id, vid, updated, deleted, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (item.type, item.id, item.vid, item.updated, int(item.deleted), item.body))
+            pk = cur.lastrowid
+        conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
+                     (item.type, item.id, item.vid, item.updated, item.method, item.body))
+        if rows is None or item.deleted:
+            return
+        for kind, (table, columns) in INDEX_TABLES.items():
+            values = getattr(rows, kind)
+            if values:
+                conn.executemany(f"INSERT INTO {table} {columns}",
+                                 [(pk, *v) for v in values])
+        if rows.sort:
+            conn.executemany("INSERT INTO sort_key (pk, p, asc_key, desc_key) VALUES (?,?,?,?)",
+                             [(pk, k, a, d) for k, (a, d) in rows.sort.items()])
+
+    # -- search ------------------------------------------------------------------------
+    def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        compiler = SqlCompiler()
+        where, args = compiler.where("r", query.type, query.terms)
+        with self._snapshot() as conn:
+            total = None
+            if count_only or query.total in ("accurate", "estimate"):
+                total = conn.execute(f"SELECT COUNT(*) FROM resource r WHERE {where}",
+                                     args).fetchone()[0]
+            if count_only:
+                return Page([], total)
+            joins, jargs, columns = [], [], []
+            for i, (param, desc) in enumerate(query.sort):
+                joins.append(f"LEFT JOIN sort_key s{i} ON s{i}.pk = r.pk AND s{i}.p = ?")
+                jargs.append(param.key)
+                columns.append((f"s{i}.{'desc_key' if desc else 'asc_key'}", desc))
+            columns.append(("r.pk", False))
+            cursor = query.cursor
+            after = cursor is None or cursor["d"] == "after"
+            page_where, page_args = where, list(args)
+            if cursor is not None:
+                if len(cursor["k"]) != len(columns):
+                    from fhir_server.core.errors import invalid
+
+                    raise invalid("paging cursor does not match the search", "_cursor")
+                cond, cargs = keyset(columns, cursor["k"], after)
+                page_where += f" AND {cond}"
+                page_args += cargs
+            order = ", ".join(
+                f"{col} {'DESC' if desc == after else 'ASC'}" for col, desc in columns)
+            select_cols = ", ".join(col for col, _ in columns)
+            rows = conn.execute(
+                f"SELECT r.type, r.id, r.vid, r.updated, r.body, {select_cols} "
+                f"FROM resource r {' '.join(joins)} WHERE {page_where} ORDER BY {order} "
+                f"LIMIT ?", [*jargs, *page_args, query.count + 1]).fetchall()
+        more = len(rows) > query.count
+        rows = rows[:query.count]
+        if not after:
+            rows.reverse()
+        items = [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[-1]) for r in rows]
+        keys = [list(r[5:]) for r in rows]
+        page = Page(items, total)
+        if rows:
+            if (after and more) or not after:
+                page.next_cursor = {"d": "after", "k": keys[-1]}
+            if (not after and more) or (after and cursor is not None):
+                page.prev_cursor = {"d": "before", "k": keys[0]}
+        return page
+
+    def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
+        pks = [i.pk for i in items if i.pk]
+        if not pks or not param_keys:
+            return []
+        out: list[tuple[str, str]] = []
+        conn = self._conn()
+        for part in chunks(pks, 500):
+            rows = conn.execute(
+                f"SELECT DISTINCT rtype, rid FROM idx_reference WHERE pk IN "
+                f"({','.join('?' * len(part))}) AND p IN ({','.join('?' * len(param_keys))}) "
+                f"AND rid IS NOT NULL", [*part, *param_keys]).fetchall()
+            out += [(r[0], r[1]) for r in rows if r[0]]
+        return out
+
+    def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
+        if not targets or not param_keys:
+            return []
+        out: list[Stored] = []
+        conn = self._conn()
+        for part in chunks(targets, 300):
+            cond = " OR ".join(["(x.rid = ? AND x.rtype = ?)"] * len(part))
+            args = [v for (t, i) in part for v in (i, t)]
+            rows = conn.execute(
+                f"SELECT DISTINCT r.type, r.id, r.vid, r.updated, r.body, r.pk FROM resource r "
+                f"JOIN idx_reference x ON x.pk = r.pk WHERE r.deleted = 0 AND x.p IN "
+                f"({','.join('?' * len(param_keys))}) AND ({cond})",
+                [*param_keys, *args]).fetchall()
+            out += [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[5]) for r in rows]
+        return out
+
+    # -- history -----------------------------------------------------------------------
+    def history(self, rtype: str | None, rid: str | None, since: int | None,
+                count: int, cursor: dict[str, Any] | None) -> Page:
+        conds, args = ["1"], []
+        if rtype:
+            conds.append("type = ?")
+            args.append(rtype)
+        if rid:
+            conds.append("id = ?")
+            args.append(rid)
+        if since is not None:
+            conds.append("updated >= ?")
+            args.append(since)
+        base = " AND ".join(conds)
+        after = cursor is None or cursor["d"] == "after"
+        page_where, page_args = base, list(args)
+        if cursor is not None:
+            page_where += " AND seq < ?" if after else " AND seq > ?"
+            page_args.append(cursor["k"][0])
+        order = "DESC" if after else "ASC"
+        with self._snapshot() as conn:
+            total = conn.execute(f"SELECT COUNT(*) FROM history WHERE {base}", args).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT type, id, vid, updated, method, body, seq FROM history "
+                f"WHERE {page_where} ORDER BY seq {order} LIMIT ?",
+                [*page_args, count + 1]).fetchall()
+        more = len(rows) > count
+        rows = rows[:count]
+        if not after:
+            rows.reverse()
+        items = [Stored(r[0], r[1], r[2], r[3], r[4] == "DELETE", r[5], r[4], pk=r[6])
+                 for r in rows]
+        page = Page(items, total)
+        if rows:
+            if (after and more) or not after:
+                page.next_cursor = {"d": "after", "k": [rows[-1][6]]}
+            if (not after and more) or (after and cursor is not None):
+                page.prev_cursor = {"d": "before", "k": [rows[0][6]]}
+        return page

@@ -1,0 +1,1 @@
+"""terminology package — filled by later issues."""
