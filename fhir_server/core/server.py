@@ -111,7 +111,7 @@ class FhirServer:
         needs_subset = req.interaction in SUBSETTABLE and resp.status < 300 and (
             summary in ("true", "text", "data") or elements)
         payload: Any = resp.raw if resp.raw is not None else resp.resource
-        if mtype == "application/fhir+json" and not needs_subset:
+        if mtype == "application/fhir+json" and not needs_subset and not pretty:
             return Rendered(resp.status, resp.headers, dumps(payload, pretty), mtype)
         data = materialize(payload)
         if needs_subset:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -64,13 +66,15 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
     if server is None:
         server = FhirServer(open_store(settings.store_url, settings.data_dir), settings.limits)
     core = server
-    app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
-                  docs_url="/docs", redoc_url=None)
-    app.state.fhir = core
 
-    @app.on_event("shutdown")
-    def _close() -> None:  # pragma: no cover - process exit
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
         core.store.close()
+
+    app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
+                  docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.fhir = core
 
     async def fhir_endpoint(request: Request, path: str = "") -> Response:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())

@@ -1,0 +1,569 @@
+"""The MongoDB store (mongoengine), for production and scale-out (ADR 0003).
+
+``resources`` holds the current version of each resource with its extracted search
+values as typed arrays beside it (``tok``, ``str``, ``dt``, ``num``, ``qty``, ``uri``,
+``ref``) under multikey indexes, and sort keys (``sa``/``sd``); ``history`` keeps every
+version. Writes use write concern majority + journal. A write unit is a multi-document
+transaction when the deployment supports it (replica set / sharded cluster); on a
+standalone server it is an undo log that restores the prior state if the unit fails
+(README: no isolation from concurrent readers, and a crash mid-unit is not undone).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import mongoengine as me
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+from pymongo.write_concern import WriteConcern
+
+from fhir_server.core.errors import ErrorKind, FhirError, invalid
+from fhir_server.search.extract import IndexRows
+from fhir_server.search.query import (
+    ANY,
+    Chain,
+    Clause,
+    Has,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    Term,
+    TokenValue,
+)
+from fhir_server.store.base import Page, Stored
+
+ALIAS = "teleimagerie"
+ARRAYS = {"token": "tok", "string": "str", "date": "dt", "number": "num", "quantity": "qty",
+          "uri": "uri", "reference": "ref"}
+FIELDS = {
+    "token": ("s", "c", "t"), "string": ("n", "e"), "date": ("lo", "hi"), "number": ("v",),
+    "quantity": ("v", "s", "c", "u"), "uri": ("v",), "reference": ("t", "i", "u", "is", "iv"),
+}
+MAX_CHAIN_IDS = 50_000
+LOCK_SECONDS = 30
+
+
+class ResourceDoc(me.Document):
+    """Current version of a resource, with its index arrays (multikey indexes)."""
+
+    key = me.StringField(primary_key=True)  # "Type/id"
+    ordinal = me.IntField(required=True, db_field="pk")  # keyset order, stable on update
+    type = me.StringField(required=True)
+    rid = me.StringField(required=True)
+    vid = me.IntField(required=True)
+    updated = me.IntField(required=True)
+    deleted = me.BooleanField(default=False)
+    body = me.BinaryField()
+    # Extracted search values, one typed array per search parameter kind (multikey).
+    tok = me.ListField(me.DictField())
+    strings = me.ListField(me.DictField(), db_field="str")
+    dt = me.ListField(me.DictField())
+    num = me.ListField(me.DictField())
+    qty = me.ListField(me.DictField())
+    uri = me.ListField(me.DictField())
+    ref = me.ListField(me.DictField())
+    sa = me.DictField()  # ascending sort keys by parameter name
+    sd = me.DictField()  # descending sort keys by parameter name
+    meta = {
+        "collection": "resources", "db_alias": ALIAS, "auto_create_index": False,
+        "indexes": [
+            {"fields": ["type", "ordinal"]},
+            {"fields": ["ordinal"], "unique": True},
+            {"fields": ["type", "tok.p", "tok.c"]},
+            {"fields": ["type", "tok.p", "tok.t"]},
+            {"fields": ["type", "strings.p", "strings.n"]},
+            {"fields": ["type", "dt.p", "dt.lo"]},
+            {"fields": ["type", "dt.p", "dt.hi"]},
+            {"fields": ["type", "num.p", "num.v"]},
+            {"fields": ["type", "qty.p", "qty.v"]},
+            {"fields": ["type", "uri.p", "uri.v"]},
+            {"fields": ["type", "ref.p", "ref.i"]},
+            {"fields": ["type", "ref.p", "ref.u"]},
+            {"fields": ["type", "ref.p", "ref.iv"]},
+            {"fields": ["ref.t", "ref.i", "ref.p"]},
+        ],
+    }
+
+
+class HistoryDoc(me.Document):
+    """One version (``method`` DELETE for a deletion, body absent)."""
+
+    seq = me.IntField(primary_key=True)
+    type = me.StringField(required=True)
+    rid = me.StringField(required=True)
+    vid = me.IntField(required=True)
+    updated = me.IntField(required=True)
+    method = me.StringField(required=True)
+    body = me.BinaryField()
+    meta = {
+        "collection": "history", "db_alias": ALIAS, "auto_create_index": False,
+        "indexes": [
+            {"fields": ["type", "rid", "vid"], "unique": True},
+            {"fields": ["type", "-seq"]},
+            {"fields": ["updated"]},
+        ],
+    }
+
+
+class CounterDoc(me.Document):
+    name = me.StringField(primary_key=True)
+    value = me.IntField(default=0)
+    meta = {"collection": "counters", "db_alias": ALIAS}
+
+
+class LockDoc(me.Document):
+    """A lease serialising conditional interactions on the same criteria."""
+
+    key = me.StringField(primary_key=True)
+    owner = me.StringField(required=True)
+    expires = me.DateTimeField(required=True)
+    meta = {"collection": "locks", "db_alias": ALIAS,
+            "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}]}
+
+
+@dataclass
+class _Unit:
+    depth: int = 0
+    session: Any = None
+    undo: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+
+_unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar("mongo_unit", default=None)
+
+
+def _esc(text: str) -> str:
+    return re.escape(text)
+
+
+class MongoCompiler:
+    """Compile the search AST to MongoDB filters over the index arrays."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+
+    def where(self, rtype: str, terms: list[Term]) -> dict[str, Any]:
+        conds = [self.term(t) for t in terms]
+        base: dict[str, Any] = {"type": rtype, "deleted": False}
+        if conds:
+            base["$and"] = conds
+        return base
+
+    def term(self, term: Term) -> dict[str, Any]:
+        if isinstance(term, Clause):
+            return self.clause(term)
+        if isinstance(term, Chain):
+            ors = []
+            for target, inner in zip(term.target_types, term.inner, strict=True):
+                ids = self.store._distinct_ids(self.where(target, [inner]))
+                ors.append({"t": target, "i": {"$in": ids}})
+            return {"ref": {"$elemMatch": {"p": term.param.key, "$or": ors}}}
+        assert isinstance(term, Has)
+        ids = self.store._referenced_ids(self.where(term.source_type, term.inner), term.ref.key)
+        return {"rid": {"$in": ids}}
+
+    def clause(self, clause: Clause) -> dict[str, Any]:
+        kind = clause.param.kind
+        ident = clause.modifier == "identifier" or (
+            kind == "reference" and clause.values and isinstance(clause.values[0], TokenValue))
+        arr = ARRAYS[kind]
+        key = clause.param.key
+        if clause.missing is not None:
+            present = {arr: {"$elemMatch": {"p": key}}}
+            return {arr: {"$not": {"$elemMatch": {"p": key}}}} if clause.missing else present
+        ors = [self.value("reference-identifier" if ident else kind, clause.modifier, v)
+               for v in clause.values]
+        match = {"p": key, "$or": ors}
+        if clause.modifier == "not":
+            return {arr: {"$not": {"$elemMatch": match}}}
+        return {arr: {"$elemMatch": match}}
+
+    def value(self, kind: str, modifier: str | None, v: Any) -> dict[str, Any]:
+        if kind == "token":
+            return _token(v, "s", "c")
+        if kind == "reference-identifier":
+            return _token(v, "is", "iv")
+        if kind == "string":
+            if modifier == "exact":
+                return {"e": v}
+            if modifier == "contains":
+                return {"n": {"$regex": _esc(v)}}
+            return {"n": {"$regex": "^" + _esc(v)}}
+        if kind == "uri":
+            if modifier == "below":
+                return {"v": {"$regex": "^" + _esc(v)}}
+            if modifier == "above":
+                return {"v": {"$in": [v[:i] for i in range(1, len(v) + 1)]}}
+            return {"v": v}
+        if kind == "date":
+            return _date(v)
+        if kind in ("number", "quantity"):
+            cond = _number(v)
+            if kind == "quantity":
+                extra: list[dict[str, Any]] = []
+                if v.code:
+                    extra.append({"$or": [{"c": v.code}, {"u": v.code}]})
+                if v.system:
+                    extra.append({"s": v.system})
+                if extra:
+                    return {"$and": [cond, *extra]}
+            return cond
+        assert isinstance(v, ReferenceValue)
+        if v.url and v.rid:
+            return {"$or": [{"u": v.url}, {"i": v.rid, "t": v.rtype}]}
+        if v.url:
+            return {"u": v.url}
+        if v.rtype:
+            return {"i": v.rid, "t": v.rtype}
+        return {"i": v.rid}
+
+
+def _token(v: TokenValue, sys_f: str, code_f: str) -> dict[str, Any]:
+    if v.text is not None:
+        return {"t": {"$regex": _esc(v.text)}}
+    out: dict[str, Any] = {}
+    if v.code is not None:
+        out[code_f] = v.code
+    if v.system is None:
+        out[sys_f] = None
+    elif v.system is not ANY:
+        out[sys_f] = v.system
+    return out or {"p": {"$exists": True}}
+
+
+def _date(v: RangeValue) -> dict[str, Any]:
+    lo, hi = int(v.low), int(v.high)
+    within = {"lo": {"$gte": lo}, "hi": {"$lte": hi}}
+    return {
+        "eq": within,
+        "ne": {"$or": [{"lo": {"$lt": lo}}, {"hi": {"$gt": hi}}]},
+        "gt": {"hi": {"$gt": hi}},
+        "lt": {"lo": {"$lt": lo}},
+        "ge": {"$or": [{"hi": {"$gt": hi}}, within]},
+        "le": {"$or": [{"lo": {"$lt": lo}}, within]},
+        "sa": {"lo": {"$gte": hi}},
+        "eb": {"hi": {"$lte": lo}},
+        "ap": {"lo": {"$lt": hi}, "hi": {"$gt": lo}},
+    }[v.prefix]
+
+
+def _number(v: RangeValue) -> dict[str, Any]:
+    return {
+        "eq": {"v": {"$gte": v.low, "$lt": v.high}},
+        "ne": {"$or": [{"v": {"$lt": v.low}}, {"v": {"$gte": v.high}}]},
+        "gt": {"v": {"$gt": v.value}},
+        "lt": {"v": {"$lt": v.value}},
+        "ge": {"v": {"$gte": v.value}},
+        "le": {"v": {"$lte": v.value}},
+        "sa": {"v": {"$gt": v.value}},
+        "eb": {"v": {"$lt": v.value}},
+        "ap": {"v": {"$gte": v.low, "$lte": v.high}},
+    }[v.prefix]
+
+
+def keyset(columns: list[tuple[str, bool]], values: list[Any], after: bool) -> dict[str, Any]:
+    """Documents strictly after/before ``values`` in ``columns`` order (null lowest)."""
+    ors: list[dict[str, Any]] = []
+    for i, (col, desc) in enumerate(columns):
+        cond: dict[str, Any] = {c: values[j] for j, (c, _) in enumerate(columns[:i])}
+        val = values[i]
+        if (not desc) == after:
+            cond[col] = {"$ne": None} if val is None else {"$gt": val}
+        else:
+            if val is None:
+                continue
+            cond = {"$and": [cond, {"$or": [{col: {"$lt": val}}, {col: None}]}]}
+        ors.append(cond)
+    return {"$or": ors} if ors else {"pk": {"$lt": -1}}
+
+
+class MongoStore:
+    """MongoDB behind the same protocol as the embedded store."""
+
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        host = url
+        if url.startswith("mongomock://"):
+            import mongomock
+
+            host = "mongodb://" + url[len("mongomock://"):]
+            kwargs["mongo_client_class"] = mongomock.MongoClient
+        db = host.rsplit("/", 1)[-1].split("?")[0] or "teleimagerie"
+        me.disconnect(ALIAS)
+        me.connect(db=db, host=host, alias=ALIAS, uuidRepresentation="standard", **kwargs)
+        self.mock = "mongo_client_class" in kwargs
+        self.client = me.get_connection(ALIAS)
+        for doc in (ResourceDoc, HistoryDoc, LockDoc):
+            doc.ensure_indexes()
+        self.supports_transactions = self._detect_transactions()
+        concern = WriteConcern(w="majority", j=True)
+        self.res = self._with_concern(ResourceDoc._get_collection(), concern)
+        self.hist = self._with_concern(HistoryDoc._get_collection(), concern)
+        self.counters = CounterDoc._get_collection()
+        self.locks = LockDoc._get_collection()
+
+    def _with_concern(self, coll: Any, concern: WriteConcern) -> Any:
+        return coll if self.mock else coll.with_options(write_concern=concern)
+
+    def _detect_transactions(self) -> bool:
+        if self.mock:
+            return False
+        hello = self.client.admin.command("hello")
+        return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+    def close(self) -> None:
+        me.disconnect(ALIAS)
+
+    # -- units and locks ---------------------------------------------------------------
+    def _session(self) -> Any:
+        unit = _unit.get()
+        return unit.session if unit else None
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        unit = _unit.get()
+        if unit is not None:
+            unit.depth += 1
+            try:
+                yield
+            finally:
+                unit.depth -= 1
+            return
+        unit = _Unit(depth=1)
+        token = _unit.set(unit)
+        try:
+            if self.supports_transactions:
+                with self.client.start_session() as session:
+                    unit.session = session
+                    with session.start_transaction(
+                            write_concern=WriteConcern(w="majority", j=True)):
+                        yield
+            else:
+                try:
+                    yield
+                except BaseException:
+                    self._undo(unit)
+                    raise
+        finally:
+            _unit.reset(token)
+
+    def _undo(self, unit: _Unit) -> None:
+        for kind, key, prior in reversed(unit.undo):
+            if kind == "history":
+                self.hist.delete_one({"_id": key})
+            elif prior is None:
+                self.res.delete_one({"_id": key})
+            else:
+                self.res.replace_one({"_id": key}, prior, upsert=True)
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + 10.0
+        delay = 0.002
+        while True:
+            now = datetime.now(UTC)
+            try:
+                self.locks.insert_one({"_id": key, "owner": owner,
+                                       "expires": now + timedelta(seconds=LOCK_SECONDS)})
+                break
+            except DuplicateKeyError:
+                self.locks.delete_one({"_id": key, "expires": {"$lt": now}})  # stale lease
+                if time.monotonic() > deadline:
+                    raise FhirError(ErrorKind.UNAVAILABLE, "conditional interaction on the "
+                                    "same criteria is busy; retry") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        try:
+            yield
+        finally:
+            self.locks.delete_one({"_id": key, "owner": owner})
+
+    def _next(self, name: str) -> int:
+        doc = self.counters.find_one_and_update({"_id": name}, {"$inc": {"value": 1}},
+                                                upsert=True,
+                                                return_document=ReturnDocument.AFTER)
+        return int(doc["value"])
+
+    # -- reads -------------------------------------------------------------------------
+    @staticmethod
+    def _stored(doc: dict[str, Any]) -> Stored:
+        body = doc.get("body")
+        return Stored(doc["type"], doc["rid"], doc["vid"], doc["updated"],
+                      bool(doc.get("deleted")), bytes(body) if body is not None else None,
+                      pk=doc["pk"])
+
+    _PROJ = {"type": 1, "rid": 1, "vid": 1, "updated": 1, "deleted": 1, "body": 1, "pk": 1}
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        doc = self.res.find_one({"_id": f"{rtype}/{rid}"}, self._PROJ, session=self._session())
+        return self._stored(doc) if doc else None
+
+    def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
+        doc = self.hist.find_one({"type": rtype, "rid": rid, "vid": vid},
+                                 session=self._session())
+        if doc is None:
+            return None
+        body = doc.get("body")
+        return Stored(rtype, rid, vid, doc["updated"], doc["method"] == "DELETE",
+                      bytes(body) if body is not None else None, doc["method"])
+
+    def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        if not keys:
+            return []
+        ids = sorted({f"{t}/{i}" for t, i in keys})
+        return [self._stored(d) for d in self.res.find(
+            {"_id": {"$in": ids}, "deleted": False}, self._PROJ, session=self._session())]
+
+    # -- writes ------------------------------------------------------------------------
+    def put(self, item: Stored, rows: IndexRows | None) -> None:
+        unit = _unit.get()
+        assert unit is not None, "put() outside a write unit"
+        session = unit.session
+        key = f"{item.type}/{item.id}"
+        prior = self.res.find_one({"_id": key}, session=session)
+        doc: dict[str, Any] = {
+            "_id": key, "pk": prior["pk"] if prior else self._next("pk"), "type": item.type,
+            "rid": item.id, "vid": item.vid, "updated": item.updated, "deleted": item.deleted,
+            "body": item.body,
+        }
+        if rows is not None and not item.deleted:
+            for kind, arr in ARRAYS.items():
+                values = getattr(rows, kind)
+                if values:
+                    names = ("p", *FIELDS[kind])
+                    doc[arr] = [dict(zip(names, v, strict=True)) for v in values]
+            if rows.sort:
+                doc["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
+                doc["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
+        self.res.replace_one({"_id": key}, doc, upsert=True, session=session)
+        seq = self._next("seq")
+        self.hist.insert_one({"_id": seq, "type": item.type, "rid": item.id, "vid": item.vid,
+                              "updated": item.updated, "method": item.method,
+                              "body": item.body}, session=session)
+        if session is None:
+            unit.undo.append(("resource", key, prior))
+            unit.undo.append(("history", seq, None))
+
+    # -- search ------------------------------------------------------------------------
+    def _distinct_ids(self, flt: dict[str, Any]) -> list[str]:
+        ids = [d["rid"] for d in self.res.find(flt, {"rid": 1}, session=self._session())
+               .limit(MAX_CHAIN_IDS + 1)]
+        if len(ids) > MAX_CHAIN_IDS:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"chained search matches more than "
+                            f"{MAX_CHAIN_IDS} resources; narrow it")
+        return ids
+
+    def _referenced_ids(self, flt: dict[str, Any], param_key: str) -> list[str]:
+        ids: set[str] = set()
+        for doc in self.res.find(flt, {"ref": 1}, session=self._session()).limit(
+                MAX_CHAIN_IDS + 1):
+            ids.update(r["i"] for r in doc.get("ref", []) if r.get("p") == param_key
+                       and r.get("i"))
+        return sorted(ids)
+
+    def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        flt = MongoCompiler(self).where(query.type, query.terms)
+        session = self._session()
+        total = None
+        if count_only or query.total in ("accurate", "estimate"):
+            total = self.res.count_documents(flt, session=session)
+        if count_only:
+            return Page([], total)
+        columns = [(f"{'sd' if desc else 'sa'}.{p.name}", desc) for p, desc in query.sort]
+        columns.append(("pk", False))
+        cursor = query.cursor
+        after = cursor is None or cursor["d"] == "after"
+        page_flt = flt
+        if cursor is not None:
+            if len(cursor["k"]) != len(columns):
+                raise invalid("paging cursor does not match the search", "_cursor")
+            page_flt = {"$and": [flt, keyset(columns, cursor["k"], after)]}
+        order = [(c, -1 if desc == after else 1) for c, desc in columns]
+        proj = {**self._PROJ, "sa": 1, "sd": 1}
+        docs = list(self.res.find(page_flt, proj, session=session).sort(order)
+                    .limit(query.count + 1))
+        more = len(docs) > query.count
+        docs = docs[:query.count]
+        if not after:
+            docs.reverse()
+
+        def keys(doc: dict[str, Any]) -> list[Any]:
+            out = []
+            for col, _ in columns:
+                node: Any = doc
+                for part in col.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                out.append(node)
+            return out
+
+        page = Page([self._stored(d) for d in docs], total)
+        if docs:
+            if (after and more) or not after:
+                page.next_cursor = {"d": "after", "k": keys(docs[-1])}
+            if (not after and more) or (after and cursor is not None):
+                page.prev_cursor = {"d": "before", "k": keys(docs[0])}
+        return page
+
+    def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
+        pks = [i.pk for i in items if i.pk]
+        if not pks or not param_keys:
+            return []
+        wanted = set(param_keys)
+        out: set[tuple[str, str]] = set()
+        for doc in self.res.find({"pk": {"$in": pks}}, {"ref": 1}, session=self._session()):
+            out.update((r["t"], r["i"]) for r in doc.get("ref", [])
+                       if r.get("p") in wanted and r.get("t") and r.get("i"))
+        return sorted(out)
+
+    def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
+        if not targets or not param_keys:
+            return []
+        by_type: dict[str, list[str]] = {}
+        for t, i in targets:
+            by_type.setdefault(t, []).append(i)
+        ors = [{"t": t, "i": {"$in": ids}} for t, ids in by_type.items()]
+        flt = {"deleted": False,
+               "ref": {"$elemMatch": {"p": {"$in": param_keys}, "$or": ors}}}
+        return [self._stored(d) for d in self.res.find(flt, self._PROJ,
+                                                       session=self._session())]
+
+    # -- history -----------------------------------------------------------------------
+    def history(self, rtype: str | None, rid: str | None, since: int | None,
+                count: int, cursor: dict[str, Any] | None) -> Page:
+        flt: dict[str, Any] = {}
+        if rtype:
+            flt["type"] = rtype
+        if rid:
+            flt["rid"] = rid
+        if since is not None:
+            flt["updated"] = {"$gte": since}
+        total = self.hist.count_documents(flt)
+        after = cursor is None or cursor["d"] == "after"
+        page_flt = dict(flt)
+        if cursor is not None:
+            page_flt["_id"] = {"$lt" if after else "$gt": cursor["k"][0]}
+        docs = list(self.hist.find(page_flt).sort([("_id", -1 if after else 1)])
+                    .limit(count + 1))
+        more = len(docs) > count
+        docs = docs[:count]
+        if not after:
+            docs.reverse()
+        items = [Stored(d["type"], d["rid"], d["vid"], d["updated"], d["method"] == "DELETE",
+                        bytes(d["body"]) if d.get("body") is not None else None, d["method"],
+                        pk=d["_id"]) for d in docs]
+        page = Page(items, total)
+        if docs:
+            if (after and more) or not after:
+                page.next_cursor = {"d": "after", "k": [docs[-1]["_id"]]}
+            if (not after and more) or (after and cursor is not None):
+                page.prev_cursor = {"d": "before", "k": [docs[0]["_id"]]}
+        return page

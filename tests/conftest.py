@@ -1,0 +1,86 @@
+"""Shared fixtures: every behaviour test runs on both stores (DEVELOPERS.md "Tests").
+
+The embedded store runs for real in a temporary directory; MongoDB runs through
+mongomock, or against a real server when ``TELEIMG_TEST_MONGODB_URI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+from fastapi.testclient import TestClient  # noqa: E402
+
+from fhir_server.config import Settings  # noqa: E402
+from fhir_server.core.server import FhirServer  # noqa: E402
+from fhir_server.http.app import create_app  # noqa: E402
+from fhir_server.store import open_store  # noqa: E402
+
+REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
+BACKENDS = ["sqlite", "mongo"]
+
+
+def mongo_url() -> str:
+    real = os.environ.get("TELEIMG_TEST_MONGODB_URI")
+    db = f"teleimg_test_{uuid.uuid4().hex[:10]}"
+    if real:
+        base, _, query = real.partition("?")
+        return f"{base.rstrip('/')}/{db}" + (f"?{query}" if query else "")
+    return f"mongomock://localhost/{db}"
+
+
+def make_store(backend: str, tmp_path: Path) -> Any:
+    if backend == "sqlite":
+        return open_store(None, tmp_path / "data")
+    return open_store(mongo_url(), tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    st = make_store(request.param, tmp_path)
+    yield st
+    if request.param == "mongo" and os.environ.get("TELEIMG_TEST_MONGODB_URI"):
+        st.client.drop_database(st.res.database.name)
+    st.close()
+
+
+@pytest.fixture
+def fhir(store: Any) -> FhirServer:
+    return FhirServer(store)
+
+
+class Fhir:
+    """A thin test client speaking FHIR JSON to the in-process ASGI app."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.http = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.http, name)
+
+    def create(self, resource: dict[str, Any], **headers: str) -> dict[str, Any]:
+        r = self.http.post(f"/fhir/{resource['resourceType']}", json=resource, headers=headers)
+        assert r.status_code in (200, 201), r.text
+        return r.json()
+
+    def search(self, query: str) -> dict[str, Any]:
+        r = self.http.get(f"/fhir/{query}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def ids(self, query: str) -> list[str]:
+        return [e["resource"]["id"] for e in self.search(query).get("entry", [])
+                if e["search"]["mode"] == "match"]
+
+
+@pytest.fixture
+def client(fhir: FhirServer, tmp_path: Path) -> Fhir:
+    app = create_app(Settings(data_dir=tmp_path), server=fhir)
+    return Fhir(TestClient(app))
