@@ -2,7 +2,8 @@
 
 Run once when the reference material changes::
 
-    python tools/derive_search_parameters.py ../shared/references/fhir-r4/definitions/search-parameters-teleimagerie.json
+    python tools/derive_search_parameters.py \
+        ../shared/references/fhir-r4/definitions/search-parameters-teleimagerie.json
 
 The output is the project's own table (FHIR R4 search.html): one row per (resource type,
 parameter) with the FHIRPath expression restricted to that type. ``X.where(resolve() is T)``

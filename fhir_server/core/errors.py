@@ -105,7 +105,7 @@ class FhirError(Exception):
 
 def outcome(diagnostics: str, severity: str = "information", code: str = "informational"
             ) -> dict[str, Any]:
-    """A one-issue OperationOutcome for successful interactions (Prefer: return=OperationOutcome)."""
+    """A one-issue OperationOutcome for successful interactions (``Prefer: return=``)."""
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],

@@ -1,1 +1,1 @@
-"""One module per FHIR interaction (FHIR R4 http.html); each is ``(server, request) -> response``."""
+"""One module per FHIR interaction (FHIR R4 http.html): ``(server, request) -> response``."""

@@ -11,6 +11,7 @@ from fhir_server.core.errors import ErrorKind, FhirError, not_found
 from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.core.validation import validate_resource
 from fhir_server.interactions.common import check_if_match, find_matches, persist, written
+from fhir_server.store.base import Stored
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -21,6 +22,7 @@ def patch(server: FhirServer, req: FhirRequest) -> FhirResponse:
     operations = req.body
     if not isinstance(operations, list):
         raise FhirError(ErrorKind.INVALID, "a JSON Patch body must be an array of operations")
+    current: Stored | None
     with server.store.write():
         if req.id is None:
             matches = find_matches(server, req.resource_type, req.params, "conditional patch")
@@ -31,8 +33,8 @@ def patch(server: FhirServer, req: FhirRequest) -> FhirResponse:
             current = matches[0]
         else:
             current = server.store.read(req.resource_type, req.id)
-            if current is None:
-                raise not_found(req.resource_type, req.id)
+        if current is None:
+            raise not_found(req.resource_type, req.id or "")
         if current.deleted:
             raise FhirError(ErrorKind.GONE, f"{current.type}/{current.id} was deleted")
         check_if_match(req, current)

@@ -70,8 +70,9 @@ def _tokens(value: Any) -> list[tuple[str | None, str | None, str | None]]:
         return rows or [(None, None, text)]
     if "value" in value and isinstance(value["value"], str):  # Identifier / ContactPoint
         text = None
-        if isinstance(value.get("type"), dict):
-            text = _text_of(value["type"])
+        kind = value.get("type")
+        if isinstance(kind, dict):
+            text = _text_of(kind)
         return [(value.get("system"), value["value"], text)]
     if "code" in value:  # Coding, Quantity-as-token
         display = value.get("display")
@@ -128,7 +129,8 @@ def _references(value: Any, only: str | None
     if not isinstance(value, dict):
         return []
     ref = value.get("reference")
-    ident = value.get("identifier") if isinstance(value.get("identifier"), dict) else {}
+    raw_ident = value.get("identifier")
+    ident: dict[str, Any] = raw_ident if isinstance(raw_ident, dict) else {}
     rtype, rid = parse_reference(ref) if isinstance(ref, str) else (None, None)
     if rtype is None and isinstance(value.get("type"), str) and ident:
         rtype = value["type"]

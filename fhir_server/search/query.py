@@ -324,7 +324,7 @@ class QueryParser:
                               "[Thh:mm[:ss[.sss]][Z|±hh:mm]]]])", key)
             if prefix == "ap":  # search.html#prefix: within 10% of the gap to now
                 margin = abs(now_us() - rng[0]) // 10
-                return RangeValue(prefix, rng[0] - margin, rng[1] + margin)
+                return RangeValue(prefix, float(rng[0] - margin), float(rng[1] + margin))
             return RangeValue(prefix, rng[0], rng[1])
         if kind in ("number", "quantity"):
             parts = _split_pipe(rest)
@@ -333,8 +333,7 @@ class QueryParser:
                 raise invalid(f"invalid {kind} {text!r} for {key}", key)
             value, low, high = rng_n
             if prefix == "ap":
-                margin = abs(value) * 0.1
-                low, high = value - margin, value + margin
+                low, high = value - abs(value) * 0.1, value + abs(value) * 0.1
             system = parts[1] or None if len(parts) > 1 else None
             code = parts[2] or None if len(parts) > 2 else None
             return RangeValue(prefix, low, high, value, system, code)

@@ -22,7 +22,7 @@ KINDS = ("string", "token", "reference", "date", "quantity", "uri", "number")
 class SearchPath:
     expression: str
     only: str | None  # keep only references to this type (was `.where(resolve() is T)`)
-    evaluate: Callable[[Any], list[Any]] = field(compare=False, repr=False)
+    evaluate: Callable[..., list[Any]] = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import mongoengine as me
 from pymongo import ReturnDocument
@@ -73,7 +73,7 @@ class ResourceDoc(me.Document):
     ref = me.ListField(me.DictField())
     sa = me.DictField()  # ascending sort keys by parameter name
     sd = me.DictField()  # descending sort keys by parameter name
-    meta = {
+    meta = {  # noqa: RUF012 - mongoengine reads this class attribute
         "collection": "resources", "db_alias": ALIAS, "auto_create_index": False,
         "indexes": [
             {"fields": ["type", "ordinal"]},
@@ -104,7 +104,7 @@ class HistoryDoc(me.Document):
     updated = me.IntField(required=True)
     method = me.StringField(required=True)
     body = me.BinaryField()
-    meta = {
+    meta = {  # noqa: RUF012 - mongoengine reads this class attribute
         "collection": "history", "db_alias": ALIAS, "auto_create_index": False,
         "indexes": [
             {"fields": ["type", "rid", "vid"], "unique": True},
@@ -117,7 +117,7 @@ class HistoryDoc(me.Document):
 class CounterDoc(me.Document):
     name = me.StringField(primary_key=True)
     value = me.IntField(default=0)
-    meta = {"collection": "counters", "db_alias": ALIAS}
+    meta = {"collection": "counters", "db_alias": ALIAS}  # noqa: RUF012
 
 
 class LockDoc(me.Document):
@@ -126,7 +126,7 @@ class LockDoc(me.Document):
     key = me.StringField(primary_key=True)
     owner = me.StringField(required=True)
     expires = me.DateTimeField(required=True)
-    meta = {"collection": "locks", "db_alias": ALIAS,
+    meta = {"collection": "locks", "db_alias": ALIAS,  # noqa: RUF012
             "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}]}
 
 
@@ -252,7 +252,7 @@ def _date(v: RangeValue) -> dict[str, Any]:
         "sa": {"lo": {"$gte": hi}},
         "eb": {"hi": {"$lte": lo}},
         "ap": {"lo": {"$lt": hi}, "hi": {"$gt": lo}},
-    }[v.prefix]
+    }[v.prefix]  # type: ignore[return-value]
 
 
 def _number(v: RangeValue) -> dict[str, Any]:
@@ -266,7 +266,7 @@ def _number(v: RangeValue) -> dict[str, Any]:
         "sa": {"v": {"$gt": v.value}},
         "eb": {"v": {"$lt": v.value}},
         "ap": {"v": {"$gte": v.low, "$lte": v.high}},
-    }[v.prefix]
+    }[v.prefix]  # type: ignore[return-value]
 
 
 def keyset(columns: list[tuple[str, bool]], values: list[Any], after: bool) -> dict[str, Any]:
@@ -401,7 +401,8 @@ class MongoStore:
                       bool(doc.get("deleted")), bytes(body) if body is not None else None,
                       pk=doc["pk"])
 
-    _PROJ = {"type": 1, "rid": 1, "vid": 1, "updated": 1, "deleted": 1, "body": 1, "pk": 1}
+    _PROJ: ClassVar[dict[str, int]] = {"type": 1, "rid": 1, "vid": 1, "updated": 1,
+                                       "deleted": 1, "body": 1, "pk": 1}
 
     def read(self, rtype: str, rid: str) -> Stored | None:
         doc = self.res.find_one({"_id": f"{rtype}/{rid}"}, self._PROJ, session=self._session())
@@ -444,7 +445,20 @@ class MongoStore:
             if rows.sort:
                 doc["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
                 doc["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
-        self.res.replace_one({"_id": key}, doc, upsert=True, session=session)
+        # Compare-and-swap on the version: two writers that read the same version can
+        # never both succeed, with or without multi-document transactions.
+        try:
+            if prior is None:
+                self.res.insert_one(doc, session=session)
+                swapped = True
+            else:
+                swapped = self.res.replace_one({"_id": key, "vid": prior["vid"]}, doc,
+                                               session=session).matched_count == 1
+        except DuplicateKeyError:
+            swapped = False
+        if not swapped or (prior is not None and prior["vid"] != item.vid - 1):
+            raise FhirError(ErrorKind.CONFLICT, f"{key} was changed concurrently; retry "
+                            "with the current version")
         seq = self._next("seq")
         self.hist.insert_one({"_id": seq, "type": item.type, "rid": item.id, "vid": item.vid,
                               "updated": item.updated, "method": item.method,

@@ -449,7 +449,8 @@ class SqliteStore:
     # -- history -----------------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: int | None,
                 count: int, cursor: dict[str, Any] | None) -> Page:
-        conds, args = ["1"], []
+        conds: list[str] = ["1"]
+        args: list[Any] = []
         if rtype:
             conds.append("type = ?")
             args.append(rtype)

@@ -1,0 +1,114 @@
+"""End to end: the real server (``teleimagerie serve``, uvicorn, 2 worker processes) over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+INS = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    data = tmp_path_factory.mktemp("data")
+    env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(port),
+           "TELEIMG_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
+                             "2", "--no-access-log"], env=env, cwd=Path(__file__).parents[2])
+    url = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_metadata_and_crud_over_http(base_url: str) -> None:
+    cs = httpx.get(f"{base_url}/metadata").json()
+    assert cs["fhirVersion"] == "4.0.1"
+    r = httpx.post(f"{base_url}/Patient", json={"resourceType": "Patient", "gender": "male"},
+                   headers={"content-type": "application/fhir+json"})
+    assert r.status_code == 201
+    assert r.headers["location"].startswith(base_url + "/Patient/")
+    rid = r.json()["id"]
+    assert httpx.get(f"{base_url}/Patient/{rid}").json()["gender"] == "male"
+    assert httpx.get(f"{base_url}/Patient?_id={rid}").json()["total"] == 1
+    assert httpx.delete(f"{base_url}/Patient/{rid}").status_code == 200
+    assert httpx.get(f"{base_url}/Patient/{rid}").status_code == 410
+
+
+def test_concurrent_conditional_creates_across_processes(base_url: str) -> None:
+    barrier = threading.Barrier(10)
+    body = {"resourceType": "Patient", "identifier": [{"system": INS, "value": "e2e-race"}]}
+
+    def go(_: int) -> int:
+        with httpx.Client() as c:
+            barrier.wait()
+            return c.post(f"{base_url}/Patient", json=body,
+                          headers={"If-None-Exist": f"identifier={INS}|e2e-race"}).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(go, range(10)))
+    assert statuses.count(201) == 1 and statuses.count(200) == 9
+    total = httpx.get(f"{base_url}/Patient?identifier={INS}|e2e-race&_summary=count").json()
+    assert total["total"] == 1
+
+
+def test_acknowledged_write_survives_a_kill(tmp_path: Path) -> None:
+    """synchronous=FULL: what was answered 201 is there after SIGKILL and restart."""
+    port = _free_port()
+    env = {**os.environ, "TELEIMG_DATA_DIR": str(tmp_path), "TELEIMG_HTTP_PORT": str(port),
+           "TELEIMG_LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--no-access-log"]
+    url = f"http://127.0.0.1:{port}/fhir"
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[2])
+        for _ in range(150):
+            try:
+                httpx.get(f"{url}/metadata", timeout=1)
+                return proc
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    proc = start()
+    ids = [httpx.post(f"{url}/Organization", json={"resourceType": "Organization",
+                                                   "name": f"O{i}"}).json()["id"]
+           for i in range(20)]
+    proc.kill()
+    proc.wait()
+    proc = start()
+    try:
+        assert all(httpx.get(f"{url}/Organization/{i}").status_code == 200 for i in ids)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,38 @@
+"""URL and method -> interaction (FHIR R4 http.html summary table)."""
+
+import pytest
+
+from fhir_server.core.errors import FhirError
+from fhir_server.core.model import Interaction
+from fhir_server.core.routing import route
+
+
+@pytest.mark.parametrize("method,path,interaction", [
+    ("GET", "metadata", Interaction.CAPABILITIES),
+    ("GET", "Patient/1", Interaction.READ),
+    ("GET", "Patient/1/_history/2", Interaction.VREAD),
+    ("GET", "Patient/1/_history", Interaction.HISTORY_INSTANCE),
+    ("GET", "Patient/_history", Interaction.HISTORY_TYPE),
+    ("GET", "_history", Interaction.HISTORY_SYSTEM),
+    ("GET", "Patient", Interaction.SEARCH_TYPE),
+    ("POST", "Patient/_search", Interaction.SEARCH_TYPE),
+    ("POST", "Patient", Interaction.CREATE),
+    ("PUT", "Patient/1", Interaction.UPDATE),
+    ("PUT", "Patient", Interaction.UPDATE),
+    ("PATCH", "Patient/1", Interaction.PATCH),
+    ("DELETE", "Patient/1", Interaction.DELETE),
+    ("DELETE", "Patient", Interaction.DELETE),
+    ("POST", "", Interaction.BATCH),
+])
+def test_route(method: str, path: str, interaction: Interaction) -> None:
+    assert route(method, path, []).interaction == interaction
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "Medication/1", 404), ("POST", "Patient/1", 405), ("GET", "", 405),
+    ("DELETE", "metadata", 405),
+])
+def test_route_errors(method: str, path: str, status: int) -> None:
+    with pytest.raises(FhirError) as exc:
+        route(method, path, [])
+    assert exc.value.status == status
