@@ -112,6 +112,8 @@ class FhirServer:
             summary in ("true", "text", "data") or elements)
         payload: Any = resp.raw if resp.raw is not None else resp.resource
         if mtype == "application/fhir+json" and not needs_subset and not pretty:
+            if resp.raw is not None:  # stored bytes, served as they are
+                return Rendered(resp.status, resp.headers, bytes(resp.raw), mtype)
             return Rendered(resp.status, resp.headers, dumps(payload, pretty), mtype)
         data = materialize(payload)
         if needs_subset:

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         headers = {k.lower(): v for k, v in request.headers.items()}
         params = parse_qsl(request.url.query, keep_blank_values=True)
         try:
-            raw = await request.body()
+            raw = b"" if request.method in ("GET", "HEAD") else await request.body()
             if len(raw) > core.limits.max_body_bytes:
                 raise FhirError(ErrorKind.TOO_LARGE, f"request body of {len(raw)} bytes "
                                 f"exceeds {core.limits.max_body_bytes}")

@@ -1,0 +1,216 @@
+"""``make bench``: the real server (uvicorn, production settings) on the embedded store with a
+≥100 000-resource data set, driven by wrk; each figure beside a FastAPI static baseline
+measured in the same run. Results go to ``benchmarks/results/`` with machine info.
+
+Environment: BENCH_N (resources, default 100000), BENCH_SECONDS (per scenario, default 10),
+BENCH_CONNECTIONS (default 16), BENCH_WORKERS (uvicorn workers, default 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.dataset import INS_NIR, counts, generate, ins
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".work"
+RESULTS = ROOT / "results"
+N = int(os.environ.get("BENCH_N", "100000"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+
+LUA = """
+local paths = {%s}
+local method = "%s"
+local body = %s
+local i = 0
+request = function()
+  i = i + 1
+  local headers = {["Content-Type"] = "application/fhir+json"}
+  return wrk.format(method, paths[(i %% #paths) + 1], headers, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT {\\"rps\\": %%f, \\"p50\\": %%f, \\"p95\\": %%f, "
+    .. "\\"p99\\": %%f, \\"errors\\": %%d, \\"non2xx\\": %%d}\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,
+    latency:percentile(95) / 1000, latency:percentile(99) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                       stdout=subprocess.DEVNULL)
+    path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("wrk is needed for make bench: apt-get install wrk")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_dataset(data_dir: Path) -> float:
+    """Load N resources through the FHIR core in 500-entry transactions; seconds taken."""
+    from fhir_server.core.model import FhirRequest, Interaction
+    from fhir_server.core.server import FhirServer
+    from fhir_server.store import open_store
+
+    server = FhirServer(open_store(None, data_dir))
+    start = time.perf_counter()
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in batch]}
+        resp = server.handle(FhirRequest(Interaction.BATCH, body=bundle))
+        assert resp.status == 200, resp.resource
+        batch.clear()
+
+    for i, resource in enumerate(generate(N)):
+        batch.append(resource)
+        if len(batch) == 500:
+            flush()
+        if i and i % 20000 == 0:
+            print(f"  loaded {i} resources ({time.perf_counter() - start:.0f} s)", flush=True)
+    if batch:
+        flush()
+    server.store.close()
+    return time.perf_counter() - start
+
+
+def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT.parent, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            httpx.get(url, timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"server did not start: {' '.join(cmd)}")
+
+
+def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = None
+        ) -> dict[str, float]:
+    lua_paths = ",".join(json.dumps(p) for p in paths)
+    lua_body = "nil" if body is None else "[==[" + body + "]==]"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(LUA % (lua_paths, method, lua_body))
+    out = subprocess.run([ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-s", f.name,
+                          base], capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    return dict(json.loads(line[len("RESULT "):]))
+
+
+def main() -> None:
+    ensure_wrk()
+    rnd = random.Random(7)
+    data_dir = WORK / f"data-{N}"
+    load_seconds = None
+    if not (data_dir / "teleimagerie.db").exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        print(f"generating and loading {N} resources into {data_dir} …", flush=True)
+        load_seconds = load_dataset(data_dir)
+        print(f"  done in {load_seconds:.0f} s ({N / load_seconds:.0f} resources/s)")
+    c = counts(N)
+    port, bport = free_port(), free_port()
+    env = {**os.environ, "TELEIMG_DATA_DIR": str(data_dir), "TELEIMG_HTTP_PORT": str(port),
+           "TELEIMG_LOG_LEVEL": "warning"}
+    server = start([sys.executable, "-m", "fhir_server.cli", "serve", "--workers", str(WORKERS),
+                    "--no-access-log"], env, f"http://127.0.0.1:{port}/fhir/metadata")
+    baseline = start([sys.executable, "-m", "uvicorn", "benchmarks.baseline:app", "--port",
+                      str(bport), "--workers", str(WORKERS), "--no-access-log", "--log-level",
+                      "warning"], dict(os.environ), f"http://127.0.0.1:{bport}/fhir/Patient/x")
+    base = f"http://127.0.0.1:{port}"
+    pids = [rnd.randrange(c["Patient"]) for _ in range(2000)]
+    patient = json.dumps({"resourceType": "Patient", "gender": "female",
+                          "name": [{"family": "Bench", "given": ["Anne"]}],
+                          "identifier": [{"system": INS_NIR, "value": "299999999999999"}]})
+    tx = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": json.loads(patient), "request": {"method": "POST", "url": "Patient"}}
+        for _ in range(100)]})
+    days = [f"2024-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}" for _ in range(500)]
+    scenarios: list[tuple[str, str, list[str], str, str | None, int]] = [
+        ("read", "GET", [f"/fhir/Patient/p{i}" for i in pids], "GET", None, 1),
+        ("create (single)", "POST", ["/fhir/Patient"], "POST", patient, 1),
+        ("create (100-entry transaction)", "POST", ["/fhir"], "POST", tx, 100),
+        ("search token (identifier)", "GET",
+         [f"/fhir/Patient?identifier={INS_NIR}|{ins(i)}" for i in pids], "GET", None, 1),
+        ("search reference (subject)", "GET",
+         [f"/fhir/ServiceRequest?subject=Patient/p{i}" for i in pids], "GET", None, 1),
+        ("search date range (1 day)", "GET",
+         [f"/fhir/ServiceRequest?authored=ge{d}&authored=lt{d}T23:59:59Z" for d in days],
+         "GET", None, 1),
+        ("search chained (subject:Patient.identifier)", "GET",
+         [f"/fhir/ServiceRequest?subject:Patient.identifier={INS_NIR}|{ins(i)}" for i in pids],
+         "GET", None, 1),
+    ]
+    rows = []
+    try:
+        static = wrk(f"http://127.0.0.1:{bport}", [f"/fhir/Patient/p{i}" for i in pids])
+        rows.append({"scenario": "baseline: FastAPI static response", **static,
+                     "ratio": 1.0, "resources_per_s": static["rps"]})
+        for name, _, paths, method, body, per in scenarios:
+            res = wrk(base, paths, method, body)
+            rows.append({"scenario": name, **res, "ratio": res["rps"] / static["rps"],
+                         "resources_per_s": res["rps"] * per})
+    finally:
+        server.terminate()
+        baseline.terminate()
+        server.wait()
+        baseline.wait()
+    machine = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version, "resources": N,
+        "workers": WORKERS, "connections": CONNECTIONS, "seconds_per_scenario": SECONDS,
+        "load_seconds": load_seconds,
+    }
+    table = ["| scenario | req/s | × static | resources/s | p50 ms | p95 ms | p99 ms | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        table.append(f"| {r['scenario']} | {r['rps']:.0f} | {r['ratio']:.2f} | "
+                     f"{r['resources_per_s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | "
+                     f"{r['p99']:.1f} | {int(r['errors'] + r['non2xx'])} |")
+    text = "\n".join(table)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({"machine": machine, "rows": rows},
+                                                      indent=1))
+    (RESULTS / f"{stamp}.md").write_text(
+        f"# make bench {machine['date']}\n\n```\n{json.dumps(machine, indent=1)}\n```\n\n"
+        f"{text}\n")
+
+
+if __name__ == "__main__":
+    main()
