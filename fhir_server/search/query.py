@@ -188,6 +188,7 @@ class QueryParser:
                 continue
             query.terms.append(term)
             query.used.append((key, raw))
+        query.terms = merge_date_bounds(query.terms)
         return query
 
     # -- result parameters -------------------------------------------------------------
@@ -355,6 +356,26 @@ class QueryParser:
                 raise invalid(f"reference {text} does not match the type modifier :{rtype}", key)
             return ReferenceValue(parts[0], parts[1], None)
         raise invalid(f"invalid reference {text!r} for {key}", key)
+
+
+def merge_date_bounds(terms: list[Term]) -> list[Term]:
+    """AND-ed single-value bounds on one date parameter (``date=ge…&date=lt…``) become one
+    range matched on the same value: indexable, and what such a query means. For repeating
+    dates a resource then needs one value inside the range (README, "Search")."""
+    merged: list[Term] = []
+    by_param: dict[str, Clause] = {}
+    for term in terms:
+        if (isinstance(term, Clause) and term.param.kind == "date" and term.modifier is None
+                and term.missing is None and len(term.values) == 1):
+            first = by_param.get(term.param.key)
+            if first is not None:
+                prior = first.values[0]
+                first.values = [(*(prior if isinstance(prior, tuple) else (prior,)),
+                                 term.values[0])]
+                continue
+            by_param[term.param.key] = term
+        merged.append(term)
+    return merged
 
 
 class _Unknown(Exception):

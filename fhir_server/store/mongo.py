@@ -204,6 +204,8 @@ class MongoCompiler:
                 return {"v": {"$in": [v[:i] for i in range(1, len(v) + 1)]}}
             return {"v": v}
         if kind == "date":
+            if isinstance(v, tuple):  # bounds merged by query.merge_date_bounds
+                return {"$and": [_date(b) for b in v]}
             return _date(v)
         if kind in ("number", "quantity"):
             cond = _number(v)
@@ -247,8 +249,8 @@ def _date(v: RangeValue) -> dict[str, Any]:
         "ne": {"$or": [{"lo": {"$lt": lo}}, {"hi": {"$gt": hi}}]},
         "gt": {"hi": {"$gt": hi}},
         "lt": {"lo": {"$lt": lo}},
-        "ge": {"$or": [{"hi": {"$gt": hi}}, within]},
-        "le": {"$or": [{"lo": {"$lt": lo}}, within]},
+        "ge": {"hi": {"$gt": lo}, "$or": [{"hi": {"$gt": hi}}, within]},
+        "le": {"lo": {"$lt": hi}, "$or": [{"lo": {"$lt": lo}}, within]},
         "sa": {"lo": {"$gte": hi}},
         "eb": {"hi": {"$lte": lo}},
         "ap": {"lo": {"$lt": hi}, "hi": {"$gt": lo}},

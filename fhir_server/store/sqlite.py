@@ -8,6 +8,8 @@ idx_… WHERE p = ? AND …)`` over the typed index tables — never a scan of t
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -126,6 +128,10 @@ class SqlCompiler:
                 return "substr(?, 1, length(value)) = value", [v]
             return "value = ?", [v]
         if kind == "date":
+            if isinstance(v, tuple):  # bounds merged by query.merge_date_bounds
+                parts = [_date_sql(bound) for bound in v]
+                return (" AND ".join(f"({cond})" for cond, _ in parts),
+                        [arg for _, args in parts for arg in args])
             return _date_sql(v)
         if kind in ("number", "quantity"):
             cond, args = _number_sql(v)
@@ -163,15 +169,17 @@ def _token_sql(v: TokenValue, sys_col: str, code_col: str) -> Sql:
 
 
 def _date_sql(v: RangeValue) -> Sql:
+    """Prefix semantics on [low, high); each OR form is led by a bound it implies
+    (low < high always), so SQLite can range-scan idx_date_low / idx_date_high."""
     lo, hi = int(v.low), int(v.high)
     within = "(low >= ? AND high <= ?)"
     return {
-        "eq": (within, [lo, hi]),
+        "eq": (f"low >= ? AND low < ? AND {within}", [lo, hi, lo, hi]),
         "ne": (f"NOT {within}", [lo, hi]),
         "gt": ("high > ?", [hi]),
         "lt": ("low < ?", [lo]),
-        "ge": (f"(high > ? OR {within})", [hi, lo, hi]),
-        "le": (f"(low < ? OR {within})", [lo, lo, hi]),
+        "ge": (f"high > ? AND (high > ? OR {within})", [lo, hi, lo, hi]),
+        "le": (f"low < ? AND (low < ? OR {within})", [hi, lo, lo, hi]),
         "sa": ("low >= ?", [hi]),
         "eb": ("high <= ?", [lo]),
         "ap": ("(low < ? AND high > ?)", [hi, lo]),
@@ -227,9 +235,11 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        # Threads of this process queue here; SQLite's busy handler (sleep/retry) then only
-        # arbitrates between processes, which keeps write latency tails short.
+        # Writers queue on a thread lock, then on a kernel file lock shared by all worker
+        # processes: both wake the next writer at once, where SQLite's busy handler would
+        # sleep and poll (seconds-long latency tails under concurrent writes).
         self._writer = threading.Lock()
+        self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -270,17 +280,21 @@ class SqliteStore:
                 self._local.depth -= 1
             return
         with self._writer:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.depth = 1
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                yield
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                self._local.depth = 1
+                try:
+                    yield
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                else:
+                    conn.execute("COMMIT")
+                finally:
+                    self._local.depth = 0
             finally:
-                self._local.depth = 0
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -307,6 +321,9 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     # -- reads -------------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored | None:

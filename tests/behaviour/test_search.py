@@ -264,3 +264,11 @@ def test_invalid_cursor_and_modifier_are_400(client: Fhir) -> None:
     assert client.get("/fhir/Patient?_cursor=garbage").status_code == 400
     assert client.get("/fhir/Patient?birthdate:exact=2000").status_code == 400
     assert client.get("/fhir/Patient?_sort=nope").status_code == 400
+
+
+def test_date_bounds_on_one_parameter_form_a_range(client: Fhir, data: dict[str, Any]) -> None:
+    q = "ServiceRequest?authored=ge2024-03-15&authored=lt2024-03-16"
+    assert client.ids(q) == [data["sr1"]]
+    assert client.ids("ServiceRequest?authored=ge2024-03-16&authored=lt2024-04-01") == []
+    assert sorted(client.ids("ServiceRequest?authored=ge2024-03-01&authored=le2024-04")) == \
+        sorted([data["sr1"], data["sr2"]])
