@@ -56,8 +56,9 @@ def _prefix_upper(text: str) -> str:
 class SqlCompiler:
     """Compile the search AST into SQL over the index tables (search.html semantics)."""
 
-    def __init__(self) -> None:
+    def __init__(self, date_widths: dict[str, int] | None = None) -> None:
         self._n = 0
+        self.date_widths = date_widths or {}
 
     def alias(self) -> str:
         self._n += 1
@@ -103,6 +104,11 @@ class SqlCompiler:
             return f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ?)", [clause.param.key]
         ors, args = [], []
         for value in clause.values:
+            if kind == "date":
+                cond, cargs = _date_sql(value, self.date_widths.get(clause.param.key, 0))
+                ors.append(f"({cond})")
+                args += cargs
+                continue
             cond, cargs = self.value(kind, clause.modifier, value)
             ors.append(f"({cond})")
             args += cargs
@@ -127,12 +133,6 @@ class SqlCompiler:
             if modifier == "above":
                 return "substr(?, 1, length(value)) = value", [v]
             return "value = ?", [v]
-        if kind == "date":
-            if isinstance(v, tuple):  # bounds merged by query.merge_date_bounds
-                parts = [_date_sql(bound) for bound in v]
-                return (" AND ".join(f"({cond})" for cond, _ in parts),
-                        [arg for _, args in parts for arg in args])
-            return _date_sql(v)
         if kind in ("number", "quantity"):
             cond, args = _number_sql(v)
             if kind == "quantity" and v.code:
@@ -168,21 +168,27 @@ def _token_sql(v: TokenValue, sys_col: str, code_col: str) -> Sql:
     return " AND ".join(conds) or "1", args
 
 
-def _date_sql(v: RangeValue) -> Sql:
-    """Prefix semantics on [low, high); each OR form is led by a bound it implies
-    (low < high always), so SQLite can range-scan idx_date_low / idx_date_high."""
+def _date_sql(v: RangeValue | tuple[RangeValue, ...], width: int) -> Sql:
+    """Prefix semantics on [low, high). Each form is led by bounds it implies (low < high,
+    and high - low <= width, the widest interval stored for the parameter), so SQLite can
+    range-scan idx_date_low on both sides."""
+    if isinstance(v, tuple):  # bounds merged by query.merge_date_bounds
+        parts = [_date_sql(bound, width) for bound in v]
+        return (" AND ".join(f"({cond})" for cond, _ in parts),
+                [arg for _, args in parts for arg in args])
     lo, hi = int(v.low), int(v.high)
     within = "(low >= ? AND high <= ?)"
     return {
         "eq": (f"low >= ? AND low < ? AND {within}", [lo, hi, lo, hi]),
         "ne": (f"NOT {within}", [lo, hi]),
-        "gt": ("high > ?", [hi]),
+        "gt": ("low > ? AND high > ?", [hi - width, hi]),
         "lt": ("low < ?", [lo]),
-        "ge": (f"high > ? AND (high > ? OR {within})", [lo, hi, lo, hi]),
+        "ge": (f"low > ? AND high > ? AND (high > ? OR {within})",
+               [lo - width, lo, hi, lo, hi]),
         "le": (f"low < ? AND (low < ? OR {within})", [hi, lo, lo, hi]),
         "sa": ("low >= ?", [hi]),
-        "eb": ("high <= ?", [lo]),
-        "ap": ("(low < ? AND high > ?)", [hi, lo]),
+        "eb": ("low < ? AND high <= ?", [lo, lo]),
+        "ap": ("low > ? AND low < ? AND high > ?", [lo - width, hi, lo]),
     }[v.prefix]
 
 
@@ -384,15 +390,21 @@ class SqliteStore:
             if values:
                 conn.executemany(f"INSERT INTO {table} {columns}",
                                  [(pk, *v) for v in values])
+        if rows.date:
+            widest: dict[str, int] = {}
+            for key, low, high in rows.date:
+                widest[key] = max(widest.get(key, 0), high - low)
+            conn.executemany("INSERT INTO date_width (p, w) VALUES (?, ?) ON CONFLICT (p) "
+                             "DO UPDATE SET w = max(w, excluded.w)", list(widest.items()))
         if rows.sort:
             conn.executemany("INSERT INTO sort_key (pk, p, asc_key, desc_key) VALUES (?,?,?,?)",
                              [(pk, k, a, d) for k, (a, d) in rows.sort.items()])
 
     # -- search ------------------------------------------------------------------------
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
-        compiler = SqlCompiler()
-        where, args = compiler.where("r", query.type, query.terms)
         with self._snapshot() as conn:
+            widths = dict(conn.execute("SELECT p, w FROM date_width").fetchall())
+            where, args = SqlCompiler(widths).where("r", query.type, query.terms)
             total = None
             if count_only or query.total in ("accurate", "estimate"):
                 total = conn.execute(f"SELECT COUNT(*) FROM resource r WHERE {where}",

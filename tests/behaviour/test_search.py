@@ -272,3 +272,18 @@ def test_date_bounds_on_one_parameter_form_a_range(client: Fhir, data: dict[str,
     assert client.ids("ServiceRequest?authored=ge2024-03-16&authored=lt2024-04-01") == []
     assert sorted(client.ids("ServiceRequest?authored=ge2024-03-01&authored=le2024-04")) == \
         sorted([data["sr1"], data["sr2"]])
+
+
+def test_open_ended_period_still_matches_after_bounds(client: Fhir) -> None:
+    """The implied width bound on dates must not lose intervals without an end."""
+    open_ended = client.create({"resourceType": "ServiceRequest", "status": "active",
+                                "intent": "order", "subject": {"reference": "Patient/x"},
+                                "occurrencePeriod": {"start": "2020-01-01"}})["id"]
+    short = client.create({"resourceType": "ServiceRequest", "status": "active",
+                           "intent": "order", "subject": {"reference": "Patient/x"},
+                           "occurrenceDateTime": "2031-05-01T10:00:00Z"})["id"]
+    assert sorted(client.ids("ServiceRequest?occurrence=ge2030-01-01")) == sorted(
+        [open_ended, short])
+    assert client.ids("ServiceRequest?occurrence=gt2031-06-01") == [open_ended]
+    assert sorted(client.ids("ServiceRequest?occurrence=ap2031-05-01T10:00:00Z")) == sorted(
+        [open_ended, short])

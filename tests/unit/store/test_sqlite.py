@@ -24,3 +24,17 @@ def test_token_search_uses_an_index_not_a_scan(tmp_path: Path) -> None:
         args))
     assert "idx_token_code" in plan
     assert "SCAN r" not in plan
+
+
+def test_migration_2_backfills_date_widths(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    conn = store._conn()
+    with store.write():
+        conn.execute("INSERT INTO idx_date (pk, p, low, high) VALUES (1, 'X.d', 0, 86400)")
+        conn.execute("DROP TABLE date_width")  # as a version-1 file
+        conn.execute("PRAGMA user_version = 1")
+    store.close()
+    reopened = SqliteStore(tmp_path / "t.db")
+    assert reopened._conn().execute("SELECT w FROM date_width WHERE p = 'X.d'").fetchone() == (
+        86400,)
+    assert reopened._conn().execute("PRAGMA user_version").fetchone()[0] == 2
