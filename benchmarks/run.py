@@ -124,7 +124,8 @@ def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = Non
     lua_body = "nil" if body is None else "[==[" + body + "]==]"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(LUA % (lua_paths, method, lua_body))
-    out = subprocess.run([ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-s", f.name,
+    out = subprocess.run([ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout",
+                          "30s", "-s", f.name,
                           base], capture_output=True, text=True, check=True).stdout
     os.unlink(f.name)
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
