@@ -73,6 +73,24 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def keyset_page(items: list[Stored], total: int | None, first_key: list[Any] | None,
+                last_key: list[Any] | None, cursor: dict[str, Any] | None, more: bool) -> Page:
+    """A page fetched with ``limit + 1`` after/before ``cursor``, with its paging cursors.
+
+    Going forward there is a next page when the extra row came back, and a previous one
+    whenever we started from a cursor; going backward, the reverse.
+    """
+    page = Page(items, total)
+    if not items:
+        return page
+    after = cursor is None or cursor["d"] == "after"
+    if more or not after:
+        page.next_cursor = {"d": "after", "k": last_key}
+    if (not after and more) or (after and cursor is not None):
+        page.prev_cursor = {"d": "before", "k": first_key}
+    return page
+
+
 def chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]

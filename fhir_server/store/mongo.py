@@ -39,7 +39,7 @@ from fhir_server.search.query import (
     Term,
     TokenValue,
 )
-from fhir_server.store.base import Page, Stored
+from fhir_server.store.base import Page, Stored, keyset_page
 
 ALIAS = "teleimagerie"
 ARRAYS = {"token": "tok", "string": "str", "date": "dt", "number": "num", "quantity": "qty",
@@ -521,13 +521,9 @@ class MongoStore:
                 out.append(node)
             return out
 
-        page = Page([self._stored(d) for d in docs], total)
-        if docs:
-            if (after and more) or not after:
-                page.next_cursor = {"d": "after", "k": keys(docs[-1])}
-            if (not after and more) or (after and cursor is not None):
-                page.prev_cursor = {"d": "before", "k": keys(docs[0])}
-        return page
+        return keyset_page([self._stored(d) for d in docs], total,
+                           keys(docs[0]) if docs else None, keys(docs[-1]) if docs else None,
+                           cursor, more)
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         pks = [i.pk for i in items if i.pk]
@@ -576,10 +572,5 @@ class MongoStore:
         items = [Stored(d["type"], d["rid"], d["vid"], d["updated"], d["method"] == "DELETE",
                         bytes(d["body"]) if d.get("body") is not None else None, d["method"],
                         pk=d["_id"]) for d in docs]
-        page = Page(items, total)
-        if docs:
-            if (after and more) or not after:
-                page.next_cursor = {"d": "after", "k": [docs[-1]["_id"]]}
-            if (not after and more) or (after and cursor is not None):
-                page.prev_cursor = {"d": "before", "k": [docs[0]["_id"]]}
-        return page
+        return keyset_page(items, total, [docs[0]["_id"]] if docs else None,
+                           [docs[-1]["_id"]] if docs else None, cursor, more)

@@ -29,7 +29,7 @@ from fhir_server.search.query import (
     Term,
     TokenValue,
 )
-from fhir_server.store.base import Page, Stored, chunks
+from fhir_server.store.base import Page, Stored, chunks, keyset_page
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 INDEX_TABLES = {
@@ -440,14 +440,8 @@ class SqliteStore:
         if not after:
             rows.reverse()
         items = [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[-1]) for r in rows]
-        keys = [list(r[5:]) for r in rows]
-        page = Page(items, total)
-        if rows:
-            if (after and more) or not after:
-                page.next_cursor = {"d": "after", "k": keys[-1]}
-            if (not after and more) or (after and cursor is not None):
-                page.prev_cursor = {"d": "before", "k": keys[0]}
-        return page
+        return keyset_page(items, total, list(rows[0][5:]) if rows else None,
+                           list(rows[-1][5:]) if rows else None, cursor, more)
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         pks = [i.pk for i in items if i.pk]
@@ -512,10 +506,5 @@ class SqliteStore:
             rows.reverse()
         items = [Stored(r[0], r[1], r[2], r[3], r[4] == "DELETE", r[5], r[4], pk=r[6])
                  for r in rows]
-        page = Page(items, total)
-        if rows:
-            if (after and more) or not after:
-                page.next_cursor = {"d": "after", "k": [rows[-1][6]]}
-            if (not after and more) or (after and cursor is not None):
-                page.prev_cursor = {"d": "before", "k": [rows[0][6]]}
-        return page
+        return keyset_page(items, total, [rows[0][6]] if rows else None,
+                           [rows[-1][6]] if rows else None, cursor, more)
