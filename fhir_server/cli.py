@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
     logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                            host, port, store)
-    uvicorn.run("fhir_server.http.app:create_app", factory=True, host=host, port=port,
+    uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
                 workers=args.workers, log_level=settings.log_level, access_log=args.access_log)
     return 0
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from fhir_server.config import Settings  # noqa: E402
 from fhir_server.core.server import FhirServer  # noqa: E402
-from fhir_server.http.app import create_app  # noqa: E402
+from fhir_server.http.app import ReadFastPath, create_app  # noqa: E402
 from fhir_server.store import open_store  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
@@ -82,5 +82,6 @@ class Fhir:
 
 @pytest.fixture
 def client(fhir: FhirServer, tmp_path: Path) -> Fhir:
-    app = create_app(Settings(data_dir=tmp_path), server=fhir)
+    # Served as in production: the read fast path in front of the FastAPI app.
+    app = ReadFastPath(create_app(Settings(data_dir=tmp_path), server=fhir), fhir, None)
     return Fhir(TestClient(app))

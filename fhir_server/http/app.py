@@ -22,6 +22,7 @@ from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
+from fhir_server.core.resource_types import is_supported
 from fhir_server.core.routing import route
 from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
@@ -99,8 +100,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         if req.interaction == Interaction.READ:
             # Reads are a single indexed lookup of stored bytes: cheaper inline than a
             # thread hop (ADR 0004).
-            resp = core.handle(req)
-            rendered = core.render(req, resp)
+            rendered = _handle_and_render(core, req)
         else:
             rendered = await run_in_threadpool(_handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
@@ -110,5 +110,50 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
     return app
 
 
+def create_asgi(settings: Settings | None = None) -> Any:
+    """The served ASGI application: the read fast path in front of the FastAPI app."""
+    settings = settings or Settings.from_env()
+    app = create_app(settings)
+    return ReadFastPath(app, app.state.fhir, settings.base_url)
+
+
 def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:
     return core.render(req, core.handle(req))
+
+
+class ReadFastPath:
+    """ASGI entry for plain reads, ``GET /fhir/{type}/{id}`` without a query string (ADR 0004).
+
+    Same core path (``FhirServer.handle`` + ``render``), minus FastAPI's routing and
+    request objects: a read is one indexed lookup of stored bytes, so framework overhead
+    would otherwise dominate. Anything else goes to the FastAPI app.
+    """
+
+    def __init__(self, app: Any, core: FhirServer, base_url: str | None) -> None:
+        self.app = app
+        self.core = core
+        self.base_url = base_url
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+            await self.app(scope, receive, send)
+            return
+        parts = scope["path"].split("/")
+        if len(parts) != 4 or parts[1] != "fhir" or not parts[3] or \
+                not is_supported(parts[2]) or parts[3].startswith("_"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or str(uuid.uuid4())
+        req = FhirRequest(Interaction.READ, parts[2], parts[3], headers=headers,
+                          base_url=self.base_url or "",
+                          context=RequestContext(request_id=request_id))
+        rendered = self.core.render(req, self.core.handle(req))
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+               for k, v in rendered.headers.items()]
+        out.append((b"x-request-id", request_id.encode("latin-1")))
+        if rendered.body:
+            out.append((b"content-type", f"{rendered.media_type};charset=utf-8".encode()))
+        out.append((b"content-length", str(len(rendered.body)).encode()))
+        await send({"type": "http.response.start", "status": rendered.status, "headers": out})
+        await send({"type": "http.response.body", "body": rendered.body})

@@ -232,3 +232,19 @@ def test_capability_statement(client: Fhir) -> None:
     assert sr["subject"] == "reference" and sr["authored"] == "date" and "_lastUpdated" in sr
     assert {"code": "transaction"} in cs["rest"][0]["interaction"]
     assert "application/fhir+xml" in cs["format"]
+
+
+def test_read_answers_304_for_current_etag_and_echoes_request_id(client: Fhir) -> None:
+    rid = client.create(patient())["id"]
+    r = client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": 'W/"1"',
+                                                   "X-Request-Id": "req-42"})
+    assert r.status_code == 304 and r.content == b""
+    assert r.headers["x-request-id"] == "req-42"
+    assert client.get(f"/fhir/Patient/{rid}", headers={"If-None-Match": 'W/"9"'}
+                      ).status_code == 200
+
+
+def test_head_read_has_headers_only(client: Fhir) -> None:
+    rid = client.create(patient())["id"]
+    r = client.head(f"/fhir/Patient/{rid}")
+    assert r.status_code == 200 and r.content == b"" and r.headers["etag"] == 'W/"1"'
