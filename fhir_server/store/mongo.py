@@ -447,26 +447,27 @@ class MongoStore:
             if rows.sort:
                 doc["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
                 doc["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
-        # Compare-and-swap on the version: two writers that read the same version can
-        # never both succeed, with or without multi-document transactions.
+        # Compare-and-swap on the version the caller built on: two writers that read the
+        # same version can never both succeed, with or without multi-document transactions.
         try:
-            if prior is None:
+            if item.vid == 1:
                 self.res.insert_one(doc, session=session)
                 swapped = True
             else:
-                swapped = self.res.replace_one({"_id": key, "vid": prior["vid"]}, doc,
+                swapped = self.res.replace_one({"_id": key, "vid": item.vid - 1}, doc,
                                                session=session).matched_count == 1
         except DuplicateKeyError:
             swapped = False
-        if not swapped or (prior is not None and prior["vid"] != item.vid - 1):
+        if not swapped:
             raise FhirError(ErrorKind.CONFLICT, f"{key} was changed concurrently; retry "
                             "with the current version")
+        if session is None:
+            unit.undo.append(("resource", key, prior))
         seq = self._next("seq")
         self.hist.insert_one({"_id": seq, "type": item.type, "rid": item.id, "vid": item.vid,
                               "updated": item.updated, "method": item.method,
                               "body": item.body}, session=session)
         if session is None:
-            unit.undo.append(("resource", key, prior))
             unit.undo.append(("history", seq, None))
 
     # -- search ------------------------------------------------------------------------

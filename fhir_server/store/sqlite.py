@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import (
     ANY,
@@ -364,8 +365,11 @@ class SqliteStore:
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         conn = self._conn()
         assert self._local.depth, "put() outside a write unit"
-        existing = conn.execute("SELECT pk FROM resource WHERE type = ? AND id = ?",
+        existing = conn.execute("SELECT pk, vid FROM resource WHERE type = ? AND id = ?",
                                 (item.type, item.id)).fetchone()
+        if item.vid != (existing[1] + 1 if existing else 1):
+            raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} was changed "
+                            "concurrently; retry with the current version")
         if existing:
             pk = existing[0]
             conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? "
@@ -422,8 +426,6 @@ class SqliteStore:
             page_where, page_args = where, list(args)
             if cursor is not None:
                 if len(cursor["k"]) != len(columns):
-                    from fhir_server.core.errors import invalid
-
                     raise invalid("paging cursor does not match the search", "_cursor")
                 cond, cargs = keyset(columns, cursor["k"], after)
                 page_where += f" AND {cond}"

@@ -10,6 +10,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
+
 from fhir_server.core.model import FhirRequest, Interaction
 from fhir_server.core.server import FhirServer
 from tests.conftest import Fhir
@@ -94,3 +96,24 @@ def test_concurrent_if_match_updates_only_one_wins(fhir: FhirServer) -> None:
     with ThreadPoolExecutor(6) as pool:
         statuses = list(pool.map(go, range(6)))
     assert sorted(statuses) == [200] + [412] * 5
+
+
+def test_stale_version_write_is_refused_and_changes_nothing(store: Any) -> None:
+    """A writer that read version 1 after someone wrote version 2 must not overwrite it."""
+    from fhir_server.core.errors import FhirError
+    from fhir_server.store.base import Stored
+
+    def version(vid: int, gender: str) -> Stored:
+        body = f'{{"resourceType":"Patient","id":"cas","gender":"{gender}"}}'.encode()
+        return Stored("Patient", "cas", vid, vid, False, body, "PUT")
+
+    for vid, gender in ((1, "male"), (2, "female")):
+        with store.write():
+            store.put(version(vid, gender), None)
+    with pytest.raises(FhirError) as exc:
+        with store.write():
+            store.put(version(2, "other"), None)  # computed from the stale version 1
+    assert exc.value.status == 409
+    current = store.read("Patient", "cas")
+    assert current.vid == 2 and b'"female"' in current.body
+    assert store.vread("Patient", "cas", 2).body == version(2, "female").body
