@@ -22,11 +22,9 @@ def ins(i: int) -> str:
 def generate(n: int, seed: int = 20261122) -> Iterator[dict[str, Any]]:
     """Yield ``n`` resources with client ids (update-as-create) so references are stable."""
     rnd = random.Random(seed)
-    patients = n // 5
-    practitioners = max(n // 50, 1)
-    requests = (n - patients - practitioners) * 2 // 5
-    studies = (n - patients - practitioners - requests) // 2
-    reports = n - patients - practitioners - requests - studies
+    c = counts(n)
+    patients, practitioners, requests = c["Patient"], c["Practitioner"], c["ServiceRequest"]
+    studies, reports = c["ImagingStudy"], c["DiagnosticReport"]
     for i in range(practitioners):
         yield {"resourceType": "Practitioner", "id": f"pr{i}",
                "identifier": [{"system": RPPS, "value": f"8100{i:08d}"}],
@@ -62,7 +60,11 @@ def generate(n: int, seed: int = 20261122) -> Iterator[dict[str, Any]]:
 
 
 def counts(n: int) -> dict[str, int]:
+    """How many of each type ``generate(n)`` yields (they sum to ``n``)."""
     patients = n // 5
     practitioners = max(n // 50, 1)
     requests = (n - patients - practitioners) * 2 // 5
-    return {"Patient": patients, "Practitioner": practitioners, "ServiceRequest": requests}
+    studies = (n - patients - practitioners - requests) // 2
+    return {"Patient": patients, "Practitioner": practitioners, "ServiceRequest": requests,
+            "ImagingStudy": studies,
+            "DiagnosticReport": n - patients - practitioners - requests - studies}

@@ -17,7 +17,6 @@ from fhir_server.core.resource_types import mandatory_elements, model_class, sum
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
-JSON_PATCH = "application/json-patch+json"
 _JSON_NAMES = {"json", "application/json", FHIR_JSON, "application/json+fhir", "text/json"}
 _XML_NAMES = {"xml", "application/xml", FHIR_XML, "application/xml+fhir", "text/xml"}
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",

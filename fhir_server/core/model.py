@@ -70,8 +70,6 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
     resource: dict[str, Any] | None = None
     raw: bytes | None = None
-    # Search and history bundles: rendering hints for the formatter.
-    summary_ok: bool = True
 
     @property
     def has_body(self) -> bool:

@@ -9,10 +9,13 @@ the same routing and interaction code as HTTP requests.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.formats import RawJson, materialize
@@ -66,7 +69,7 @@ def _check_entry(i: int, entry: Any) -> None:
                         expression=[f"{where}.resource"])
 
 
-def _entry_request(server: FhirServer, req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
+def _entry_request(req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
     request = entry["request"]
     url = request["url"]
     if url.startswith(req.base_url + "/"):
@@ -84,10 +87,6 @@ def _entry_request(server: FhirServer, req: FhirRequest, entry: dict[str, Any]) 
     body = entry.get("resource")
     if request["method"] == "PATCH" and isinstance(body, dict) and \
             body.get("resourceType") == "Binary":
-        import base64
-
-        import orjson
-
         body = orjson.loads(base64.b64decode(body.get("data", "")))
     context = RequestContext(req.context.request_id, req.context.user, req.context.client,
                              req.context.roles, req.context.scopes, "bundle")
@@ -121,7 +120,7 @@ def _response_entry(req: FhirRequest, resp: FhirResponse) -> dict[str, Any]:
 def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]
                  ) -> dict[str, Any]:
     try:
-        sub = _entry_request(server, req, entry)
+        sub = _entry_request(req, entry)
         if sub.interaction == Interaction.BATCH:
             raise FhirError(ErrorKind.INVALID, "a batch entry cannot be a nested batch")
         resp = server.dispatch(sub)
@@ -135,7 +134,7 @@ def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, A
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     results: dict[int, dict[str, Any]] = {}
     with server.store.write():
-        requests = {i: _entry_request(server, req, entries[i]) for i in range(len(entries))}
+        requests = {i: _entry_request(req, entries[i]) for i in range(len(entries))}
         mapping, existing = _assign_ids(server, entries, requests)
         for i, sub in requests.items():
             if sub.body is not None and sub.interaction != Interaction.PATCH:

@@ -28,12 +28,13 @@ def etag(vid: int) -> str:
     return f'W/"{vid}"'
 
 
+def cache_headers(item: Stored) -> dict[str, str]:
+    return {"ETag": etag(item.vid), "Last-Modified": http_date(item.updated)}
+
+
 def version_headers(req: FhirRequest, item: Stored) -> dict[str, str]:
-    return {
-        "ETag": etag(item.vid),
-        "Last-Modified": http_date(item.updated),
-        "Location": f"{req.base_url}/{item.type}/{item.id}/_history/{item.vid}",
-    }
+    return {**cache_headers(item),
+            "Location": f"{req.base_url}/{item.type}/{item.id}/_history/{item.vid}"}
 
 
 def parse_if_match(value: str) -> int:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fhir_server.core.errors import ErrorKind, FhirError, not_found
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.interactions.common import etag, http_date
+from fhir_server.interactions.common import cache_headers, etag
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -18,7 +18,7 @@ def read(server: FhirServer, req: FhirRequest) -> FhirResponse:
     item = server.store.read(req.resource_type, req.id)
     if item is None:
         raise not_found(req.resource_type, req.id)
-    headers = {"ETag": etag(item.vid), "Last-Modified": http_date(item.updated)}
+    headers = cache_headers(item)
     if item.deleted:
         raise FhirError(ErrorKind.GONE, f"{req.resource_type}/{req.id} was deleted",
                         headers=headers)

@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from fhir_server.core.errors import outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.core.resource_types import SUPPORTED_TYPES
 from fhir_server.interactions.common import preference
 from fhir_server.search.query import Include, QueryParser, SearchQuery, encode_cursor
 from fhir_server.search.registry import params_for
@@ -111,8 +112,6 @@ def _reverse(server: FhirServer, inc: Include, frontier: list[Stored],
     targets = [(i.type, i.id) for i in frontier
                if inc.target_type is None or i.type == inc.target_type]
     if inc.source_type == "*":
-        from fhir_server.core.resource_types import SUPPORTED_TYPES
-
         keys = [k for t in SUPPORTED_TYPES for k in _reference_keys(t, "*")]
     else:
         keys = _reference_keys(inc.source_type, inc.param)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.interactions.common import etag, http_date
+from fhir_server.interactions.common import cache_headers
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -22,7 +22,7 @@ def vread(server: FhirServer, req: FhirRequest) -> FhirResponse:
     if item is None:
         raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id} of "
                         f"{req.resource_type}/{req.id}")
-    headers = {"ETag": etag(item.vid), "Last-Modified": http_date(item.updated)}
+    headers = cache_headers(item)
     if item.deleted:
         raise FhirError(ErrorKind.GONE, f"version {item.vid} of {item.type}/{item.id} is a "
                         "deletion", headers=headers)

@@ -17,7 +17,7 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.core.limits import Limits
 from fhir_server.core.resource_types import is_supported
-from fhir_server.search.registry import SearchParam, get, params_for
+from fhir_server.search.registry import SearchParam, get
 from fhir_server.search.values import date_range, normalize_string, now_us, number_range
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -172,10 +172,7 @@ class QueryParser:
     def parse(self, rtype: str, params: list[tuple[str, str]]) -> SearchQuery:
         query = SearchQuery(type=rtype, count=self.limits.default_count)
         for key, raw in params:
-            if key in RESULT_PARAMS:
-                self._result_param(query, key, raw)
-                continue
-            if key.startswith("_include") or key.startswith("_revinclude"):
+            if key in RESULT_PARAMS or key.startswith(("_include", "_revinclude")):
                 self._result_param(query, key, raw)
                 continue
             try:
@@ -381,6 +378,3 @@ def merge_date_bounds(terms: list[Term]) -> list[Term]:
 class _Unknown(Exception):
     pass
 
-
-def all_params(rtype: str) -> list[SearchParam]:
-    return list(params_for(rtype).values())

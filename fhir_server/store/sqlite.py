@@ -57,9 +57,16 @@ def _prefix_upper(text: str) -> str:
 class SqlCompiler:
     """Compile the search AST into SQL over the index tables (search.html semantics)."""
 
-    def __init__(self, date_widths: dict[str, int] | None = None) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._n = 0
-        self.date_widths = date_widths or {}
+        self._conn = conn
+        self._date_widths: dict[str, int] | None = None
+
+    def date_width(self, key: str) -> int:
+        """Widest stored interval of a date parameter, read once per query that needs it."""
+        if self._date_widths is None:
+            self._date_widths = dict(self._conn.execute("SELECT p, w FROM date_width"))
+        return self._date_widths.get(key, 0)
 
     def alias(self) -> str:
         self._n += 1
@@ -105,19 +112,14 @@ class SqlCompiler:
             return f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ?)", [clause.param.key]
         ors, args = [], []
         for value in clause.values:
-            if kind == "date":
-                cond, cargs = _date_sql(value, self.date_widths.get(clause.param.key, 0))
-                ors.append(f"({cond})")
-                args += cargs
-                continue
-            cond, cargs = self.value(kind, clause.modifier, value)
+            cond, cargs = self.value(kind, clause.modifier, value, clause.param.key)
             ors.append(f"({cond})")
             args += cargs
         op = "NOT IN" if clause.modifier == "not" else "IN"
         return (f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ? AND ({' OR '.join(ors)}))",
                 [clause.param.key, *args])
 
-    def value(self, kind: str, modifier: str | None, v: Any) -> Sql:
+    def value(self, kind: str, modifier: str | None, v: Any, key: str) -> Sql:
         if kind == "token":
             return _token_sql(v, "system", "code")
         if kind == "reference-identifier":
@@ -134,6 +136,8 @@ class SqlCompiler:
             if modifier == "above":
                 return "substr(?, 1, length(value)) = value", [v]
             return "value = ?", [v]
+        if kind == "date":
+            return _date_sql(v, self.date_width(key))
         if kind in ("number", "quantity"):
             cond, args = _number_sql(v)
             if kind == "quantity" and v.code:
@@ -407,8 +411,7 @@ class SqliteStore:
     # -- search ------------------------------------------------------------------------
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         with self._snapshot() as conn:
-            widths = dict(conn.execute("SELECT p, w FROM date_width").fetchall())
-            where, args = SqlCompiler(widths).where("r", query.type, query.terms)
+            where, args = SqlCompiler(conn).where("r", query.type, query.terms)
             total = None
             if count_only or query.total in ("accurate", "estimate"):
                 total = conn.execute(f"SELECT COUNT(*) FROM resource r WHERE {where}",
