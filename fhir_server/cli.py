@@ -1,4 +1,4 @@
-"""The ``teleimagerie`` command line (``serve``; later issues add subcommands)."""
+"""The ``teleimagerie`` command line: ``serve``, ``token``, ``audit verify|head``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,60 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from fhir_server.security.devissuer import DevIssuer
+    from fhir_server.security.roles import ROLES
+
+    settings = Settings.from_env()
+    if not settings.auth.dev_issuer:
+        print("the development issuer is disabled (TELEIMG_ENV=production)", file=sys.stderr)
+        return 2
+    unknown = [r for r in args.role if r not in ROLES]
+    if unknown:
+        print(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(sorted(ROLES))}",
+              file=sys.stderr)
+        return 2
+    system = all(r in ("ris", "pacs", "dmp-connector") for r in args.role)
+    scopes = args.scope or (["system/*.cruds"] if system else
+                            ["patient/*.cruds"] if args.patient else ["user/*.cruds"])
+    sub = args.sub or (f"rpps:{args.rpps}" if args.rpps else
+                       f"patient:{args.patient}" if args.patient else f"client:{args.role[0]}")
+    token = DevIssuer(settings.data_dir, settings.auth.audience).mint(
+        sub=sub, roles=args.role, scopes=scopes, id_nat_ps=args.rpps, patient=args.patient,
+        acr=None if system and not args.acr else args.acr or "eidas2", name=args.name,
+        finess=args.finess, lifetime=args.lifetime)
+    print(token)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import json
+
+    from fhir_server.audit.chain import head, verify
+    from fhir_server.store import open_store
+
+    settings = Settings.from_env()
+    store = open_store(settings.store_url, settings.data_dir)
+    try:
+        if args.audit_command == "head":
+            seq, digest = head(store)
+            print(json.dumps({"sequence": seq, "hash": digest}))
+            return 0
+        expected = None
+        if args.head:
+            data = json.loads(open(args.head, encoding="utf-8").read())
+            expected = (int(data["sequence"]), str(data["hash"]))
+        report = verify(store, expected)
+    finally:
+        store.close()
+    for problem in report.problems:
+        print(f"BROKEN: {problem}")
+    status = "intact" if report.ok else f"{len(report.problems)} problem(s)"
+    print(f"audit chain {status}: {report.checked} events checked, head "
+          f"{report.head_sequence} {report.head_hash}")
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teleimagerie", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(func=_serve)
+    token = sub.add_parser("token", help="print a token signed by the development issuer")
+    token.add_argument("--role", action="append", required=True,
+                       help="application role (repeatable), e.g. remote-imager")
+    token.add_argument("--rpps", help="idNatPs / RPPS of the professional (SubjectNameID)")
+    token.add_argument("--patient", help="patient context (Patient id) for patient tokens")
+    token.add_argument("--scope", action="append", help="SMART scope (repeatable)")
+    token.add_argument("--acr", help="authentication level (default eidas2 for users)")
+    token.add_argument("--name", help="display name")
+    token.add_argument("--finess", action="append", help="FINESS of the user's structure")
+    token.add_argument("--sub", help="subject (default derived from rpps/patient/role)")
+    token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(func=_token)
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")
+    verify.add_argument("--head", help="JSON from 'audit head' exported earlier")
+    audit_sub.add_parser("head", help="print the chain head (sequence and hash) to export")
+    audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

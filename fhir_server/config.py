@@ -19,6 +19,26 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from None
 
 
+def _list(name: str, default: str = "") -> tuple[str, ...]:
+    return tuple(v.strip() for v in os.environ.get(name, default).split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Token validation (README "Security"). Issuers are ``issuer|jwks`` pairs."""
+
+    issuers: tuple[tuple[str, str], ...] = ()
+    audience: str = "teleimagerie-fhir"
+    clients: tuple[str, ...] = ()  # azp allow-list for issuers that send no aud (PSC)
+    strong_acr: tuple[str, ...] = ("eidas2", "eidas3")
+    leeway: int = 30
+    max_token_bytes: int = 16 * 1024
+    role_claim: str = "roles"
+    dev_issuer: bool = True
+    authorize_url: str | None = None
+    token_url: str | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     http_host: str = "127.0.0.1"
@@ -28,11 +48,49 @@ class Settings:
     base_url: str | None = None  # public FHIR base when behind a proxy
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    environment: str = "development"  # development | production
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: bool = True
+    audit_interval: float = 0.2
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
 
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
+        environment = env.get("TELEIMG_ENV", "development")
+        if environment not in ("development", "production"):
+            raise SystemExit(f"TELEIMG_ENV must be development or production, not {environment!r}")
+        production = environment == "production"
+        issuers = []
+        for item in _list("TELEIMG_AUTH_ISSUERS"):
+            issuer, sep, jwks = item.partition("|")
+            if not sep or not jwks:
+                raise SystemExit("TELEIMG_AUTH_ISSUERS entries are 'issuer|jwks-file-or-url', "
+                                 f"got {item!r}")
+            issuers.append((issuer, jwks))
+        if production and not issuers:
+            raise SystemExit("TELEIMG_ENV=production needs TELEIMG_AUTH_ISSUERS (the "
+                             "development issuer is disabled in production)")
+        audit = env.get("TELEIMG_AUDIT", "on") != "off"
+        if production and not audit:
+            raise SystemExit("TELEIMG_AUDIT=off is refused in production (R-SEC-3)")
         return cls(
+            environment=environment,
+            auth=AuthConfig(
+                issuers=tuple(issuers),
+                audience=env.get("TELEIMG_AUTH_AUDIENCE", "teleimagerie-fhir"),
+                clients=_list("TELEIMG_AUTH_CLIENTS"),
+                strong_acr=_list("TELEIMG_AUTH_STRONG_ACR", "eidas2,eidas3"),
+                leeway=_int("TELEIMG_AUTH_LEEWAY", 30),
+                max_token_bytes=_int("TELEIMG_AUTH_MAX_TOKEN_BYTES", 16 * 1024),
+                role_claim=env.get("TELEIMG_AUTH_ROLE_CLAIM", "roles"),
+                dev_issuer=not production,
+                authorize_url=env.get("TELEIMG_AUTH_AUTHORIZE_URL") or None,
+                token_url=env.get("TELEIMG_AUTH_TOKEN_URL") or None),
+            audit=audit,
             http_host=env.get("TELEIMG_HTTP_HOST", "127.0.0.1"),
             http_port=_int("TELEIMG_HTTP_PORT", 8080),
             data_dir=Path(env.get("TELEIMG_DATA_DIR", "data")),

@@ -18,9 +18,14 @@ import pytest
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 from fastapi.testclient import TestClient  # noqa: E402
 
+from fhir_server.audit.sink import AuditSink  # noqa: E402
 from fhir_server.config import Settings  # noqa: E402
 from fhir_server.core.server import FhirServer  # noqa: E402
 from fhir_server.http.app import ReadFastPath, create_app  # noqa: E402
+from fhir_server.runtime import auth_settings  # noqa: E402
+from fhir_server.security.devissuer import DevIssuer  # noqa: E402
+from fhir_server.security.policy import SecurityPolicy  # noqa: E402
+from fhir_server.security.tokens import TokenValidator  # noqa: E402
 from fhir_server.store import open_store  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
@@ -80,8 +85,43 @@ class Fhir:
                 if e["search"]["mode"] == "match"]
 
 
-@pytest.fixture
-def client(fhir: FhirServer, tmp_path: Path) -> Fhir:
+def secured_core(store: Any, data_dir: Path) -> FhirServer:
+    """The core as served: token validation (dev issuer in ``data_dir``) and audit trail."""
+    settings = Settings(data_dir=data_dir)
+    return FhirServer(store, settings.limits,
+                      security=SecurityPolicy(TokenValidator(auth_settings(settings))),
+                      audit=AuditSink(store, interval=0.05))
+
+
+def mint(data_dir: Path, roles: list[str], scopes: list[str] | None = None,
+         **claims: Any) -> str:
+    """A development-issuer token (``teleimagerie token``) for tests."""
+    return DevIssuer(data_dir).mint(sub=claims.pop("sub", f"test:{roles[0]}"), roles=roles,
+                                    scopes=scopes or ["system/*.cruds"], **claims)
+
+
+def serve(core: FhirServer, data_dir: Path, token: str | None) -> TestClient:
     # Served as in production: the read fast path in front of the FastAPI app.
-    app = ReadFastPath(create_app(Settings(data_dir=tmp_path), server=fhir), fhir, None)
-    return Fhir(TestClient(app))
+    app = ReadFastPath(create_app(Settings(data_dir=data_dir), server=core), core, None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return TestClient(app, headers=headers)
+
+
+@pytest.fixture
+def secured(store: Any, tmp_path: Path) -> Iterator[FhirServer]:
+    core = secured_core(store, tmp_path)
+    yield core
+    assert core.audit is not None
+    core.audit.close()
+
+
+@pytest.fixture
+def client(secured: FhirServer, tmp_path: Path) -> Fhir:
+    """A RIS-like system client with full rights (role ``ris``, ``system/*.cruds``)."""
+    return Fhir(serve(secured, tmp_path, mint(tmp_path, ["ris"])))
+
+
+@pytest.fixture
+def trusted_client(fhir: FhirServer, tmp_path: Path) -> Fhir:
+    """The HTTP app over a core without security or audit (storage-fidelity tests only)."""
+    return Fhir(serve(fhir, tmp_path, None))

@@ -24,18 +24,26 @@ class Interaction(Enum):
     HISTORY_SYSTEM = "history-system"
     SEARCH_TYPE = "search-type"
     BATCH = "batch"  # batch or transaction, decided by Bundle.type
+    OPERATION = "operation"  # $name at system, type or instance level
 
 
 @dataclass
 class RequestContext:
-    """Who is asking and on which request; later filled by the security layer."""
+    """Who is asking, from where, and what the request touched (shared by Bundle entries).
+
+    ``principal`` is set by authentication (HTTP) or by an adapter (its system
+    identity); ``None`` only for trusted in-process callers. ``access`` is the
+    per-request rights and data view; ``events`` collects audit records until the
+    request completes.
+    """
 
     request_id: str = ""
-    user: str | None = None
-    client: str | None = None
-    roles: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
+    principal: Any = None  # fhir_server.security.principal.Principal
     source: str = "rest"  # rest | bundle | hl7 | dicom | internal
+    client_address: str | None = None
+    user_agent: str | None = None
+    access: Any = None  # fhir_server.security.access.Access, built on first use
+    events: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +59,7 @@ class FhirRequest:
     context: RequestContext = field(default_factory=RequestContext)
     # create inside a transaction: the id pre-assigned to resolve urn:uuid references
     assigned_id: str | None = None
+    operation: str | None = None  # name without "$" for Interaction.OPERATION
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -37,6 +37,16 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
             raise bad()
         req.interaction = Interaction.CAPABILITIES
         return req
+    if parts[-1].startswith("$") and len(parts) <= 3:
+        req.interaction = Interaction.OPERATION
+        req.operation = parts[-1][1:]
+        if len(parts) > 1:
+            req.resource_type = require_supported(parts[0])
+        if len(parts) == 3:
+            req.id = parts[1]
+        if method not in ("GET", "POST"):
+            raise bad()
+        return req
     if parts[0] == "_history" and len(parts) == 1:
         if method != "GET":
             raise bad()

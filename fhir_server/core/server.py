@@ -7,12 +7,14 @@ HL7/DICOM adapters all go through here.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fhir_server.audit.balp import build
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import (
     FHIR_XML,
@@ -30,6 +32,7 @@ from fhir_server.interactions import (
     capabilities,
     create,
     delete,
+    everything,
     history,
     patch,
     read,
@@ -37,7 +40,12 @@ from fhir_server.interactions import (
     update,
     vread,
 )
+from fhir_server.security.access import GuardedStore
+from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
+
+if TYPE_CHECKING:
+    from fhir_server.audit.sink import AuditSink
 
 log = logging.getLogger("teleimagerie.fhir")
 
@@ -56,6 +64,10 @@ HANDLERS: dict[Interaction, Handler] = {
     Interaction.SEARCH_TYPE: search.search,
     Interaction.BATCH: bundle.batch,
 }
+# (resource type or None, operation name) -> handler
+OPERATIONS: dict[tuple[str | None, str], Handler] = {
+    ("Patient", "everything"): everything.everything,
+}
 SUBSETTABLE = {Interaction.READ, Interaction.VREAD, Interaction.SEARCH_TYPE,
                Interaction.HISTORY_INSTANCE, Interaction.HISTORY_TYPE,
                Interaction.HISTORY_SYSTEM}
@@ -70,16 +82,72 @@ class Rendered:
 
 
 class FhirServer:
-    def __init__(self, store: Store, limits: Limits | None = None) -> None:
+    """The core. With a ``security`` policy every request is authenticated, authorised
+    and served from a :class:`GuardedStore`; with an ``audit`` sink every interaction
+    (Bundle entries included, refusals included) leaves an AuditEvent. Without them it
+    trusts its caller (in-process tools and unit tests only)."""
+
+    def __init__(self, store: Store, limits: Limits | None = None,
+                 security: SecurityPolicy | None = None, audit: AuditSink | None = None,
+                 name: str = "teleimagerie FHIR server") -> None:
         self.store = store
         self.limits = limits or Limits()
+        self.security = security
+        self.audit = audit
+        self.name = name
         self.released = datetime.now(UTC).strftime("%Y-%m-%d")
 
     def dispatch(self, req: FhirRequest) -> FhirResponse:
-        return HANDLERS[req.interaction](self, req)
+        """Authorise, run and audit one interaction (also each Bundle entry)."""
+        access = access_for(req, self.store, self.limits)
+        if access is None:
+            return self._run(self, req)
+        view = copy.copy(self)
+        guarded = GuardedStore(self.store, access)
+        view.store = guarded
+        try:
+            authorize(req, access)
+            resp = self._run(view, req)
+        except FhirError as exc:
+            self._record(req, exc.status, exc.issues[0].diagnostics if exc.issues else None,
+                         guarded.touched)
+            raise
+        self._record(req, resp.status, None, guarded.touched, resp.headers.get("Location"))
+        return resp
+
+    @staticmethod
+    def _run(server: FhirServer, req: FhirRequest) -> FhirResponse:
+        if req.interaction == Interaction.OPERATION:
+            handler = OPERATIONS.get((req.resource_type, req.operation or ""))
+            if handler is None:
+                raise FhirError(ErrorKind.NOT_FOUND, f"operation ${req.operation} is not "
+                                f"supported on {req.resource_type or 'the system'}")
+            return handler(server, req)
+        return HANDLERS[req.interaction](server, req)
 
     def handle(self, req: FhirRequest) -> FhirResponse:
+        """The entry point of every transport: errors become OperationOutcomes."""
+        if req.interaction == Interaction.CAPABILITIES:
+            return self._guarded(req)
+        recorded = len(req.context.events)
+        resp = self._guarded(req)
+        if len(req.context.events) == recorded and req.context.principal is None and \
+                self.security is not None:
+            # refused before dispatch (no or bad token): still audited (R-SEC-3)
+            self._record(req, resp.status, _diagnostics(resp), None)
+        if req.interaction == Interaction.BATCH and resp.status >= 400:
+            for event in req.context.events[recorded:]:
+                if event.get("outcome") == "0":
+                    event["outcome"] = "4"
+                    event["outcomeDesc"] = "rolled back: the transaction failed"
+        self._flush(req)
+        return resp
+
+    def _guarded(self, req: FhirRequest) -> FhirResponse:
         try:
+            if self.security is not None and req.context.principal is None and \
+                    req.interaction != Interaction.CAPABILITIES:
+                req.context.principal = self.security.authenticate(req)
             return self.dispatch(req)
         except FhirError as exc:
             return error_response(exc)
@@ -87,6 +155,23 @@ class FhirServer:
             log.exception("unhandled error in %s %s/%s", req.interaction.value,
                           req.resource_type, req.id)
             return error_response(FhirError(ErrorKind.INTERNAL, "internal server error"))
+
+    def _record(self, req: FhirRequest, status: int, diagnostics: str | None,
+                touched: dict[str, set[str]] | None, location: str | None = None) -> None:
+        if self.audit is None:
+            return
+        target = location[len(req.base_url) + 1:] if location and \
+            location.startswith(req.base_url + "/") else None
+        req.context.events.extend(build(req, status, diagnostics, touched, self.name, target))
+
+    def _flush(self, req: FhirRequest) -> None:
+        events = req.context.events
+        if self.audit is None or not events:
+            return
+        req.context.events = []
+        # writes and refusals are committed before answering; successful reads batch
+        durable = any(e["action"] in ("C", "U", "D") or e["outcome"] != "0" for e in events)
+        self.audit.record(events, durable)
 
     def render(self, req: FhirRequest, resp: FhirResponse) -> Rendered:
         """Serialise the payload honouring _format/Accept, _pretty, _summary, _elements."""
@@ -125,6 +210,12 @@ class FhirServer:
         if mtype == FHIR_XML:
             return Rendered(resp.status, resp.headers, to_xml(data), mtype)
         return Rendered(resp.status, resp.headers, dumps(data, pretty), mtype)
+
+
+def _diagnostics(resp: FhirResponse) -> str | None:
+    issues = (resp.resource or {}).get("issue") or [{}]
+    text = issues[0].get("diagnostics")
+    return text if isinstance(text, str) else None
 
 
 def error_response(exc: FhirError) -> FhirResponse:

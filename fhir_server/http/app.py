@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 
 from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
-from fhir_server.core.formats import from_xml
+from fhir_server.core.formats import dumps, from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
 from fhir_server.core.resource_types import is_supported
 from fhir_server.core.routing import route
 from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
-from fhir_server.store import open_store
+from fhir_server.runtime import build_core
+from fhir_server.security.devissuer import DEV_ISSUER
 
 log = logging.getLogger("teleimagerie.http")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -64,13 +65,13 @@ def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Respons
 
 def create_app(settings: Settings | None = None, server: FhirServer | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    if server is None:
-        server = FhirServer(open_store(settings.store_url, settings.data_dir), settings.limits)
-    core = server
+    core = server or build_core(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if core.audit is not None:
+            core.audit.close()
         core.store.close()
 
     app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
@@ -82,7 +83,17 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         base_url = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
         headers = {k.lower(): v for k, v in request.headers.items()}
         params = parse_qsl(request.url.query, keep_blank_values=True)
+        context = _context(request_id, request.client, headers)
         try:
+            if core.security is not None and path not in ("metadata", ""):
+                try:  # authenticate before reading a body (the core checks again)
+                    context.principal = core.security.validator.principal(
+                        headers.get("authorization"))
+                except FhirError:
+                    req = route(request.method, path, params, headers=headers,
+                                base_url=base_url, context=context)
+                    return _respond(await run_in_threadpool(_handle_and_render, core, req),
+                                    request_id)
             raw = b"" if request.method in ("GET", "HEAD") else await request.body()
             if len(raw) > core.limits.max_body_bytes:
                 raise FhirError(ErrorKind.TOO_LARGE, f"request body of {len(raw)} bytes "
@@ -93,8 +104,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
                 params = params + body
                 body = None
             req = route(request.method, path, params, body=body, headers=headers,
-                        base_url=base_url,
-                        context=RequestContext(request_id=request_id))
+                        base_url=base_url, context=context)
         except FhirError as exc:
             return _respond(render_error(exc), request_id)
         if req.interaction == Interaction.READ:
@@ -105,6 +115,12 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             rendered = await run_in_threadpool(_handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
 
+    async def smart_configuration() -> Response:
+        return Response(content=dumps(smart_configuration_document(settings)),
+                        media_type="application/json")
+
+    app.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration,
+                      methods=["GET"], include_in_schema=False)
     app.add_api_route("/fhir", fhir_endpoint, methods=METHODS, include_in_schema=False)
     app.add_api_route("/fhir/{path:path}", fhir_endpoint, methods=METHODS)
     return app
@@ -115,6 +131,42 @@ def create_asgi(settings: Settings | None = None) -> Any:
     settings = settings or Settings.from_env()
     app = create_app(settings)
     return ReadFastPath(app, app.state.fhir, settings.base_url)
+
+
+def _context(request_id: str, client: Any, headers: dict[str, str]) -> RequestContext:
+    address = client[0] if client else None
+    return RequestContext(request_id=request_id, client_address=address,
+                          user_agent=headers.get("user-agent"))
+
+
+def _base_from_scope(scope: Any, headers: dict[str, str]) -> str:
+    host = headers.get("host") or "localhost"
+    return f"{scope.get('scheme', 'http')}://{host}/fhir"
+
+
+def smart_configuration_document(settings: Settings) -> dict[str, Any]:
+    """SMART App Launch discovery (``.well-known/smart-configuration``)."""
+    issuers = [iss for iss, _ in settings.auth.issuers]
+    if settings.auth.dev_issuer:
+        issuers.append(DEV_ISSUER)
+    doc: dict[str, Any] = {
+        "issuer": issuers[0] if issuers else None,
+        "jwks_uri": settings.auth.issuers[0][1] if settings.auth.issuers else None,
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs",
+                             "user/*.cruds", "system/*.cruds"],
+        "response_types_supported": ["code"],
+        "capabilities": ["launch-standalone", "client-public", "client-confidential-asymmetric",
+                         "context-standalone-patient", "permission-patient", "permission-user",
+                         "permission-v1", "permission-v2"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+    if settings.auth.authorize_url:
+        doc["authorization_endpoint"] = settings.auth.authorize_url
+    if settings.auth.token_url:
+        doc["token_endpoint"] = settings.auth.token_url
+    return {k: v for k, v in doc.items() if v is not None}
 
 
 def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:
@@ -146,8 +198,8 @@ class ReadFastPath:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
         req = FhirRequest(Interaction.READ, parts[2], parts[3], headers=headers,
-                          base_url=self.base_url or "",
-                          context=RequestContext(request_id=request_id))
+                          base_url=self.base_url or _base_from_scope(scope, headers),
+                          context=_context(request_id, scope.get("client"), headers))
         rendered = self.core.render(req, self.core.handle(req))
         out = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                for k, v in rendered.headers.items()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from dataclasses import replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.formats import RawJson, materialize
-from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, RequestContext
+from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
 from fhir_server.core.routing import route, split_url
 from fhir_server.core.validation import check_id
 from fhir_server.interactions.common import criteria_from_header, find_matches
@@ -88,8 +89,8 @@ def _entry_request(req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
     if request["method"] == "PATCH" and isinstance(body, dict) and \
             body.get("resourceType") == "Binary":
         body = orjson.loads(base64.b64decode(body.get("data", "")))
-    context = RequestContext(req.context.request_id, req.context.user, req.context.client,
-                             req.context.roles, req.context.scopes, "bundle")
+    # Entries act for the same principal, share its access view and audit list.
+    context = replace(req.context, source="bundle")
     return route(request["method"], path, params, body=body, headers=headers,
                  base_url=req.base_url, context=context)
 

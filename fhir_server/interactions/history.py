@@ -66,8 +66,10 @@ def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
                              "etag": etag(item.vid),
                              "lastModified": format_instant(item.updated)}
         entries.append(entry)
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history",
-                              "total": page.total, "link": links}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
     if entries:
         bundle["entry"] = entries
     headers = {"Last-Modified": http_date(page.items[0].updated)} if page.items else {}

@@ -15,6 +15,8 @@ from typing import Any
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
 
+from fhir_server.search.paths import compile_simple
+
 KINDS = ("string", "token", "reference", "date", "quantity", "uri", "number")
 
 
@@ -49,6 +51,7 @@ def register(row: dict[str, Any]) -> SearchParam:
         raise ValueError(f"unsupported search parameter kind {row['kind']}")
     paths = tuple(
         SearchPath(p["expression"], p.get("only"),
+                   compile_simple(p["expression"]) or
                    fhirpath_compile(p["expression"], models["r4"]))
         for p in row["paths"]
     )

@@ -207,7 +207,8 @@ def test_unacceptable_format_is_406(client: Fhir) -> None:
     assert client.get(f"/fhir/Patient/{rid}", headers={"accept": "text/csv"}).status_code == 406
 
 
-def test_history_type_and_system_with_since_and_count(client: Fhir) -> None:
+def test_history_type_and_system_with_since_and_count(trusted_client: Fhir) -> None:
+    client = trusted_client  # counts every stored version, so no audit trail here
     first = client.create(patient())
     client.create({"resourceType": "Organization", "name": "CH Test"})
     client.put(f"/fhir/Patient/{first['id']}", json=patient(id=first["id"]))

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fhir_server.security.devissuer import DevIssuer
+
 pytestmark = pytest.mark.e2e
 INS = "urn:oid:1.2.250.1.213.1.4.8"
 
@@ -25,10 +27,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _auth(data: Path, roles: list[str] | None = None, **claims: object) -> dict[str, str]:
+    """Headers with a development-issuer token (what ``teleimagerie token`` prints)."""
+    token = DevIssuer(data).mint(sub="e2e", roles=roles or ["ris"],
+                                 scopes=["system/*.cruds"], **claims)  # type: ignore[arg-type]
+    return {"Authorization": f"Bearer {token}"}
+
+
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def api(data_dir: Path) -> Iterator[httpx.Client]:
+    with httpx.Client(headers=_auth(data_dir)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def base_url(data_dir: Path) -> Iterator[str]:
     port = _free_port()
-    data = tmp_path_factory.mktemp("data")
+    data = data_dir
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(port),
            "TELEIMG_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
@@ -51,26 +71,28 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def test_metadata_and_crud_over_http(base_url: str) -> None:
+def test_metadata_and_crud_over_http(base_url: str, api: httpx.Client) -> None:
     cs = httpx.get(f"{base_url}/metadata").json()
     assert cs["fhirVersion"] == "4.0.1"
-    r = httpx.post(f"{base_url}/Patient", json={"resourceType": "Patient", "gender": "male"},
+    assert httpx.get(f"{base_url}/Patient").status_code == 401  # R-SEC-1
+    r = api.post(f"{base_url}/Patient", json={"resourceType": "Patient", "gender": "male"},
                    headers={"content-type": "application/fhir+json"})
     assert r.status_code == 201
     assert r.headers["location"].startswith(base_url + "/Patient/")
     rid = r.json()["id"]
-    assert httpx.get(f"{base_url}/Patient/{rid}").json()["gender"] == "male"
-    assert httpx.get(f"{base_url}/Patient?_id={rid}").json()["total"] == 1
-    assert httpx.delete(f"{base_url}/Patient/{rid}").status_code == 200
-    assert httpx.get(f"{base_url}/Patient/{rid}").status_code == 410
+    assert api.get(f"{base_url}/Patient/{rid}").json()["gender"] == "male"
+    assert api.get(f"{base_url}/Patient?_id={rid}").json()["total"] == 1
+    assert api.delete(f"{base_url}/Patient/{rid}").status_code == 200
+    assert api.get(f"{base_url}/Patient/{rid}").status_code == 410
 
 
-def test_concurrent_conditional_creates_across_processes(base_url: str) -> None:
+def test_concurrent_conditional_creates_across_processes(base_url: str, data_dir: Path,
+                                                         api: httpx.Client) -> None:
     barrier = threading.Barrier(10)
     body = {"resourceType": "Patient", "identifier": [{"system": INS, "value": "e2e-race"}]}
 
     def go(_: int) -> int:
-        with httpx.Client() as c:
+        with httpx.Client(headers=_auth(data_dir)) as c:
             barrier.wait()
             return c.post(f"{base_url}/Patient", json=body,
                           headers={"If-None-Exist": f"identifier={INS}|e2e-race"}).status_code
@@ -78,7 +100,7 @@ def test_concurrent_conditional_creates_across_processes(base_url: str) -> None:
     with ThreadPoolExecutor(10) as pool:
         statuses = list(pool.map(go, range(10)))
     assert statuses.count(201) == 1 and statuses.count(200) == 9
-    total = httpx.get(f"{base_url}/Patient?identifier={INS}|e2e-race&_summary=count").json()
+    total = api.get(f"{base_url}/Patient?identifier={INS}|e2e-race&_summary=count").json()
     assert total["total"] == 1
 
 
@@ -101,14 +123,16 @@ def test_acknowledged_write_survives_a_kill(tmp_path: Path) -> None:
         raise RuntimeError("server did not start")
 
     proc = start()
-    ids = [httpx.post(f"{url}/Organization", json={"resourceType": "Organization",
-                                                   "name": f"O{i}"}).json()["id"]
+    auth = _auth(tmp_path)
+    ids = [httpx.post(f"{url}/Organization", headers=auth,
+                      json={"resourceType": "Organization", "name": f"O{i}"}).json()["id"]
            for i in range(20)]
     proc.kill()
     proc.wait()
     proc = start()
     try:
-        assert all(httpx.get(f"{url}/Organization/{i}").status_code == 200 for i in ids)
+        assert all(httpx.get(f"{url}/Organization/{i}", headers=auth).status_code == 200
+                   for i in ids)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,0 +1,90 @@
+"""Patient/[id]/$everything (patient-operation-everything) — the right of access (R-SEC-4).
+
+The patient and every resource of its compartment the caller may see, as a searchset
+Bundle paged by a keyset cursor that walks the compartment types in a fixed order.
+Supports ``_count``, ``_type`` and ``_since``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fhir_server.core.errors import invalid, not_found
+from fhir_server.core.formats import RawJson
+from fhir_server.core.limits import Limits
+from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.search.query import QueryParser, decode_cursor, encode_cursor
+from fhir_server.security.compartment import NARROWING_PARAM
+from fhir_server.store.base import Stored
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+# Patient first, then its clinical record; the audit trail is not part of the record.
+TYPES = ["Patient", *sorted(t for t in NARROWING_PARAM if t not in ("Patient", "AuditEvent"))]
+
+
+def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    assert req.id
+    if server.store.read("Patient", req.id) is None:
+        raise not_found("Patient", req.id)
+    count = server.limits.default_count
+    types = list(TYPES)
+    since: str | None = None
+    cursor: dict[str, Any] = {"t": 0, "k": None}
+    kept: list[tuple[str, str]] = []
+    for key, value in req.params:
+        if key == "_count":
+            if not value.isdigit() or int(value) == 0:
+                raise invalid("_count must be a positive integer", "_count")
+            count = min(int(value), server.limits.max_count)
+        elif key == "_type":
+            wanted = {t.strip() for t in value.split(",") if t.strip()}
+            types = [t for t in TYPES if t in wanted]
+        elif key == "_since":
+            since = value
+        elif key == "_cursor":
+            cursor = _decode(value)
+            continue
+        else:
+            continue
+        kept.append((key, value))
+    items: list[Stored] = []
+    index, inner = int(cursor.get("t", 0)), cursor.get("k")
+    parser = QueryParser(Limits(default_count=count, max_count=server.limits.max_count))
+    while index < len(types) and len(items) < count:
+        rtype = types[index]
+        param = NARROWING_PARAM[rtype]
+        target = req.id if param == "_id" else f"Patient/{req.id}"
+        params = [(param, target)] + ([("_lastUpdated", f"ge{since}")] if since else [])
+        query = parser.parse(rtype, params)
+        query.count = count - len(items)
+        query.total = "none"
+        query.cursor = inner
+        page = server.store.search(query)
+        items.extend(page.items)
+        if page.next_cursor is not None:
+            inner = page.next_cursor
+            if len(items) >= count:
+                break
+        else:
+            index, inner = index + 1, None
+    base = f"{req.base_url}/Patient/{req.id}/$everything"
+    links = [{"relation": "self", "url": f"{base}?{urlencode(kept)}" if kept else base}]
+    if index < len(types):
+        nxt = [*kept, ("_cursor", encode_cursor({"d": "after", "t": index, "k": inner}))]
+        links.append({"relation": "next", "url": f"{base}?{urlencode(nxt)}"})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
+    if items:
+        bundle["entry"] = [{"fullUrl": f"{req.base_url}/{i.type}/{i.id}",
+                            "resource": RawJson(i.body or b"{}"),
+                            "search": {"mode": "match"}} for i in items]
+    return FhirResponse(200, {}, resource=bundle)
+
+
+def _decode(value: str) -> dict[str, Any]:
+    data = decode_cursor(value)
+    if not isinstance(data.get("t"), int):
+        raise invalid("invalid paging cursor", "_cursor")
+    return data

@@ -1,0 +1,45 @@
+"""Assemble the running core from :class:`Settings`: store, security policy, audit sink.
+
+Shared by the HTTP server, the CLI and (later) the adapters, so all of them enforce the
+same rules on the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fhir_server.audit.sink import AuditSink
+from fhir_server.config import Settings
+from fhir_server.core.server import FhirServer
+from fhir_server.security.devissuer import DEV_ISSUER, DevIssuer
+from fhir_server.security.jwks import KeySet
+from fhir_server.security.policy import SecurityPolicy
+from fhir_server.security.tokens import AuthSettings, Issuer, TokenValidator
+from fhir_server.store import open_store
+
+log = logging.getLogger("teleimagerie")
+
+
+def auth_settings(settings: Settings) -> AuthSettings:
+    cfg = settings.auth
+    issuers = [Issuer(iss, KeySet(jwks), cfg.audience if not cfg.clients else None,
+                      cfg.clients) for iss, jwks in cfg.issuers]
+    if cfg.dev_issuer:
+        dev = DevIssuer(settings.data_dir, cfg.audience)
+        if dev.ensure():
+            log.warning("DEVELOPMENT MODE: generated development issuer keys in %s", dev.dir)
+        issuers.append(Issuer(DEV_ISSUER, KeySet(str(dev.jwks_path)), cfg.audience))
+        log.warning("DEVELOPMENT MODE: tokens from the local development issuer are "
+                    "accepted (teleimagerie token …); set TELEIMG_ENV=production to refuse them")
+    return AuthSettings(issuers=tuple(issuers), strong_acr=frozenset(cfg.strong_acr),
+                        leeway=cfg.leeway, max_token_bytes=cfg.max_token_bytes,
+                        role_claim=cfg.role_claim)
+
+
+def build_core(settings: Settings) -> FhirServer:
+    store = open_store(settings.store_url, settings.data_dir)
+    policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
+    sink = AuditSink(store, settings.audit_interval) if settings.audit else None
+    if sink is None:
+        log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
+    return FhirServer(store, settings.limits, security=policy, audit=sink)

@@ -1,0 +1,254 @@
+"""Per-request rights and the guarded data view (R-SEC-1, R-SEC-2, R-ACT-1).
+
+:class:`Access` answers "may this principal do letter X on type T, and for which
+patients?" from the intersection of its roles (:mod:`roles`) and SMART scopes.
+:class:`GuardedStore` wraps the store for one request so that *every* interaction —
+reads, searches and their includes, history, bundle entries, operations — only sees
+resources the principal may see and only writes where it may write. Resources of
+other patients are simply absent (404, never 403: no existence leak across patients),
+searches are narrowed in the query itself so paging and totals stay right.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+
+from fhir_server.core.errors import ErrorKind, FhirError
+from fhir_server.core.limits import Limits
+from fhir_server.search.extract import IndexRows
+from fhir_server.search.query import QueryParser, SearchQuery
+from fhir_server.security.care import care_patients, parties
+from fhir_server.security.compartment import (
+    NARROWING_PARAM,
+    in_compartment,
+    patients_of,
+    references,
+)
+from fhir_server.security.principal import Principal
+from fhir_server.security.roles import ROLES
+from fhir_server.store.base import Page, Store, Stored
+
+ALL = None  # reach: every patient
+Reach = frozenset[str] | None
+
+
+def forbidden(message: str) -> FhirError:
+    return FhirError(ErrorKind.FORBIDDEN, message)
+
+
+class Access:
+    """What one principal may do, computed lazily and cached for the request."""
+
+    def __init__(self, principal: Principal, store: Store, limits: Limits) -> None:
+        self.principal = principal
+        self.store = store
+        self.limits = limits
+        self._care: frozenset[str] | None = None
+        self._parties: set[str] | None = None
+        self._reach: dict[tuple[str, str], Reach | bool] = {}
+        self.roles = [ROLES[r] for r in principal.roles if r in ROLES]
+
+    def permits(self, rtype: str, letter: str) -> bool:
+        return self._compute(rtype, letter) is not False
+
+    def require(self, rtype: str, letter: str) -> None:
+        if not self.roles:
+            raise forbidden("the token carries no role known to this server (R-ACT-1); "
+                            f"known roles: {', '.join(sorted(ROLES))}")
+        if not any(letter in r.letters(rtype) for r in self.roles):
+            raise forbidden(f"role(s) {', '.join(r.code for r in self.roles)} may not "
+                            f"{_VERB[letter]} {rtype}")
+        if not any(s.grants(rtype, letter) for s in self.principal.scopes):
+            raise forbidden(f"no SMART scope grants '{letter}' on {rtype}")
+
+    def reach(self, rtype: str, letter: str) -> Reach:
+        """Patients reachable for (type, letter); ``ALL`` when unrestricted."""
+        value = self._compute(rtype, letter)
+        if value is False:
+            return frozenset()
+        return value  # type: ignore[return-value]
+
+    def _compute(self, rtype: str, letter: str) -> Reach | bool:
+        key = (rtype, letter)
+        if key not in self._reach:
+            self._reach[key] = self._evaluate(rtype, letter)
+        return self._reach[key]
+
+    def _evaluate(self, rtype: str, letter: str) -> Reach | bool:
+        roles = [r for r in self.roles if letter in r.letters(rtype)]
+        scopes = [s for s in self.principal.scopes if s.grants(rtype, letter)]
+        if not roles or not scopes:
+            return False
+        if not in_compartment(rtype):
+            return ALL
+        own = frozenset([self.principal.patient] if self.principal.patient else [])
+        by_role: Reach
+        if any(r.reach == "all" for r in roles):
+            by_role = ALL
+        else:
+            by_role = frozenset()
+            if any(r.reach == "care" for r in roles):
+                by_role |= self.care()
+            if any(r.reach == "self" for r in roles):
+                by_role |= own
+        by_scope: Reach = ALL if any(s.context != "patient" for s in scopes) else own
+        if by_role is ALL:
+            return by_scope
+        if by_scope is ALL:
+            return by_role
+        return by_role & by_scope
+
+    def care(self) -> frozenset[str]:
+        if self._care is None:
+            self._care = frozenset(care_patients(self.store, self.limits, self.principal))
+        return self._care
+
+    def parties(self) -> set[str]:
+        if self._parties is None:
+            self._parties = parties(self.store, self.limits, self.principal)
+        return self._parties
+
+
+_VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_WRITE_LETTER = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+
+
+class GuardedStore:
+    """The store as one principal may see it, recording the patients it touched."""
+
+    def __init__(self, inner: Store, access: Access) -> None:
+        self.inner = inner
+        self.access = access
+        self.supports_transactions = inner.supports_transactions
+        self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
+
+    # -- pass-through -------------------------------------------------------------------
+    def write(self) -> AbstractContextManager[None]:
+        return self.inner.write()
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        return self.inner.lock(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
+        return self.inner.outgoing(items, param_keys)
+
+    # -- visibility ---------------------------------------------------------------------
+    def patients(self, item: Stored) -> set[str]:
+        if item.body is None:
+            return set()
+        resource = orjson.loads(item.body)
+        found = patients_of(resource)
+        if item.type == "Binary" and not found:
+            for ref in references(resource, "Binary"):
+                rtype, _, rid = ref.partition("/")
+                if in_compartment(rtype) and rid:
+                    target = self.inner.read(rtype, rid.split("/")[0])
+                    if target is not None and target.body is not None:
+                        found |= patients_of(orjson.loads(target.body))
+        return found
+
+    def visible(self, item: Stored, letter: str = "r") -> bool:
+        if not self.access.permits(item.type, letter):
+            # included resources: a search right on the type is enough to see them
+            if letter != "r" or not self.access.permits(item.type, "s"):
+                return False
+            letter = "s"
+        reach = self.access.reach(item.type, letter)
+        if item.deleted:
+            return reach is ALL
+        found = self.patients(item)
+        if reach is not ALL and in_compartment(item.type):
+            if not found:
+                return item.type != "Patient" and not self._self_only(item.type, letter)
+            if not (found & reach):
+                return False
+        self.touched[f"{item.type}/{item.id}"] = found
+        return True
+
+    def _self_only(self, rtype: str, letter: str) -> bool:
+        return all(r.reach == "self" for r in self.access.roles if letter in r.letters(rtype))
+
+    def _filter(self, items: list[Stored], letter: str) -> list[Stored]:
+        return [i for i in items if self.visible(i, letter)]
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        item = self.inner.read(rtype, rid)
+        return item if item is not None and self.visible(item) else None
+
+    def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
+        item = self.inner.vread(rtype, rid, vid)
+        return item if item is not None and self.visible(item) else None
+
+    def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        return self._filter(self.inner.read_many(keys), "r")
+
+    def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
+        return self._filter(self.inner.incoming(param_keys, targets), "r")
+
+    def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        reach = self.access.reach(query.type, "s")
+        if reach is not ALL and query.type in NARROWING_PARAM:
+            if not reach:
+                return Page([], 0)
+            # Narrow in the query itself so pages and totals only count reachable data.
+            param = NARROWING_PARAM[query.type]
+            values = sorted(reach) if param == "_id" else [f"Patient/{p}" for p in sorted(reach)]
+            extra = QueryParser(self.access.limits).parse(query.type, [(param, ",".join(values))])
+            query.terms = [*query.terms, *extra.terms]
+        page = self.inner.search(query, count_only)
+        page.items = self._filter(page.items, "s")
+        return page
+
+    def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,
+                cursor: dict[str, Any] | None) -> Page:
+        page = self.inner.history(rtype, rid, since, count, cursor)
+        letter = "r" if rid else "s"
+        if rid is not None and rtype is not None:
+            # an instance's deletions are shown when its live versions are visible
+            if not any(self.visible(i, "r") for i in page.items if not i.deleted) and \
+                    self.access.reach(rtype, "r") is not ALL:
+                page.items = []
+            else:
+                page.items = [i for i in page.items if i.deleted or self.visible(i, "r")]
+            return page
+        if rtype is None or self.access.reach(rtype, letter) is not ALL:
+            page.total = None  # the unfiltered count would leak other patients' activity
+        page.items = self._filter(page.items, letter)
+        return page
+
+    # -- writes -------------------------------------------------------------------------
+    def put(self, item: Stored, rows: IndexRows | None) -> None:
+        self.check_write(item)
+        self.inner.put(item, rows)
+
+    def check_write(self, item: Stored) -> None:
+        letter = _WRITE_LETTER.get(item.method, "u")
+        self.access.require(item.type, letter)
+        reach = self.access.reach(item.type, letter)
+        found = self.patients(item)
+        self.touched[f"{item.type}/{item.id}"] = found
+        if reach is ALL or not in_compartment(item.type) or item.deleted:
+            return
+        if found and found <= reach:
+            return
+        if not found and item.type != "Patient" and not self._self_only(item.type, letter):
+            return
+        if item.type == "Patient" and item.method == "POST" and \
+                any(r.reach == "care" for r in self.access.roles if "c" in r.letters("Patient")):
+            return  # a new patient enters the care relationship with its first request
+        if item.type == "ServiceRequest" and item.body is not None:
+            body = orjson.loads(item.body)
+            refs = {(body.get(k) or {}).get("reference") for k in ("requester",)}
+            refs |= {p.get("reference") for p in body.get("performer") or []
+                     if isinstance(p, dict)}
+            if refs & self.access.parties():
+                return  # the requester (or assigned imager) creates the care relationship
+        raise forbidden(f"{item.type}/{item.id} concerns a patient outside your care "
+                        "relationship (R-SEC-2)")
+

@@ -1,0 +1,63 @@
+"""Who is asking: the identity taken from a validated access token (R-SEC-1).
+
+Claims follow Pro Santé Connect where it defines them (``SubjectNameID`` = idNatPs,
+``SubjectRole``, ``acr``, ``authMode``); application roles come from a configurable claim
+(default ``roles``), SMART scopes from ``scope``, the launch patient from ``patient``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fhir_server.security.scopes import Scope
+
+RPPS_OID = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs (FR Core Practitioner)
+RPPS_URL = "https://rpps.esante.gouv.fr"  # RPPS number (FR Core Practitioner)
+FINESS_OID = "urn:oid:1.2.250.1.71.4.2.2"
+FINESS_URL = "https://finess.esante.gouv.fr"
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    issuer: str
+    roles: tuple[str, ...] = ()
+    scopes: tuple[Scope, ...] = ()
+    id_nat_ps: str | None = None  # PSC SubjectNameID: "8" + RPPS for RPPS professionals
+    name: str | None = None
+    acr: str | None = None
+    auth_mode: str | None = None
+    strong: bool = False  # authentication level at or above the configured minimum
+    patient: str | None = None  # launch/patient context (SMART ``patient`` claim)
+    client_id: str | None = None
+    organizations: tuple[str, ...] = ()  # FINESS numbers of the user's structures
+    professions: tuple[str, ...] = field(default=())  # PSC SubjectRole codes
+
+    @property
+    def rpps(self) -> str | None:
+        """The 11-digit RPPS number behind an idNatPs ``8`` + RPPS."""
+        nat = self.id_nat_ps
+        if nat and len(nat) == 12 and nat.startswith("8"):
+            return nat[1:]
+        return nat
+
+    @property
+    def is_system(self) -> bool:
+        return bool(self.scopes) and all(s.context == "system" for s in self.scopes)
+
+    @property
+    def display(self) -> str:
+        return self.name or self.id_nat_ps or self.sub
+
+    def identifiers(self) -> list[tuple[str, str]]:
+        """(system, value) pairs that identify this professional's Practitioner."""
+        out: list[tuple[str, str]] = []
+        if self.id_nat_ps:
+            nat = self.id_nat_ps
+            out.append((RPPS_OID, nat))
+            if self.rpps and self.rpps != nat:
+                out.append((RPPS_URL, self.rpps))
+            elif len(nat) == 11 and nat.isdigit():
+                out.append((RPPS_OID, "8" + nat))
+                out.append((RPPS_URL, nat))
+        return out

@@ -1,0 +1,83 @@
+"""Application roles (R-ACT-1) and what each may do (R-SEC-2 "differentiated levels").
+
+A role grants permission letters (SMART ``cruds``) per resource type and a *reach*:
+
+- ``all``: every patient (system connectors, the auditor for AuditEvent);
+- ``care``: only the patients of the requests the user is party to (R-SEC-2);
+- ``self``: only the user's own compartment (patients, R-SEC-4).
+
+The effective right of a token is the intersection of its roles and its SMART
+scopes. The table is documented in ``docs/security.md``; AuditEvent is never
+writable through the API (append-only trail, R-SEC-3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PATIENT_DATA = ("Patient", "ServiceRequest", "Consent", "ImagingStudy", "DiagnosticReport",
+                "Observation", "DocumentReference", "Binary", "Task", "Provenance",
+                "Communication")
+DIRECTORY = ("Practitioner", "PractitionerRole", "Organization", "Endpoint", "Device")
+
+
+@dataclass(frozen=True)
+class Role:
+    code: str
+    title: str
+    reach: str  # all | care | self
+    grants: dict[str, str]  # resource type -> letters
+
+    def letters(self, rtype: str) -> str:
+        return self.grants.get(rtype, "")
+
+
+def _grants(*parts: tuple[tuple[str, ...], str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for types, letters in parts:
+        for t in types:
+            out[t] = "".join(c for c in "cruds" if c in out.get(t, "") + letters)
+    return out
+
+
+_READ_DIRECTORY = (DIRECTORY, "rs")
+ROLES: dict[str, Role] = {r.code: r for r in (
+    Role("requesting-physician", "Médecin demandeur", "care", _grants(
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (("Patient", "ServiceRequest", "Consent", "Communication", "Observation"), "cu"))),
+    Role("radiographer", "Manipulateur en électroradiologie (MERM)", "care", _grants(
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (("Patient", "ImagingStudy", "Observation", "Communication", "Consent"), "cu"),
+        (("Task",), "u"))),
+    Role("remote-imager", "Médecin téléradiologue", "care", _grants(
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (("DiagnosticReport", "Observation", "ImagingStudy", "Communication", "Task",
+          "DocumentReference", "Binary"), "cu"),
+        (("ServiceRequest",), "u"), (("Provenance",), "c"))),
+    Role("local-physician", "Médecin sur site (effets indésirables)", "care", _grants(
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, (("Observation", "Communication"), "cu"))),
+    Role("nuclear-physician", "Médecin nucléaire sur site", "care", _grants(
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (("Observation", "Communication", "ImagingStudy"), "cu"), (("Task",), "u"))),
+    Role("secretary", "Secrétaire médicale", "care", _grants(
+        _READ_DIRECTORY,
+        (("Patient", "ServiceRequest", "Consent", "Communication", "Task"), "crus"),
+        (("DiagnosticReport", "DocumentReference", "Binary"), "rs"))),
+    Role("admin", "Administrateur PACS / interfaces", "all", _grants((DIRECTORY, "cruds"))),
+    Role("biomedical-engineer", "Ingénieur biomédical", "all", _grants(
+        _READ_DIRECTORY, (("Device",), "cruds"))),
+    Role("auditor", "Auditeur (DPO, RSSI)", "all", _grants(
+        _READ_DIRECTORY, (("AuditEvent",), "rs"))),
+    Role("ris", "Connecteur RIS (système)", "all", _grants(
+        (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds"))),
+    Role("pacs", "Connecteur PACS (système)", "all", _grants(
+        _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy", "Observation"), "crus"),
+        (("Patient", "ServiceRequest"), "rs"))),
+    Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(
+        _READ_DIRECTORY,
+        (("Patient", "Consent", "DiagnosticReport", "DocumentReference", "Binary",
+          "ImagingStudy", "ServiceRequest", "Observation"), "rs"))),
+    Role("patient", "Patient", "self", _grants(
+        _READ_DIRECTORY, (tuple(t for t in PATIENT_DATA if t != "Provenance"), "rs"),
+        (("Consent",), "cu"))),
+)}
