@@ -96,7 +96,8 @@ def secured_core(store: Any, data_dir: Path) -> FhirServer:
 def mint(data_dir: Path, roles: list[str], scopes: list[str] | None = None,
          **claims: Any) -> str:
     """A development-issuer token (``teleimagerie token``) for tests."""
-    return DevIssuer(data_dir).mint(sub=claims.pop("sub", f"test:{roles[0]}"), roles=roles,
+    sub = claims.pop("sub", f"test:{roles[0] if roles else 'none'}")
+    return DevIssuer(data_dir).mint(sub=sub, roles=roles,
                                     scopes=scopes or ["system/*.cruds"], **claims)
 
 

@@ -227,9 +227,28 @@ class GuardedStore:
         self.check_write(item)
         self.inner.put(item, rows)
 
+    def _check_server_owned(self, item: Stored) -> None:
+        """Mass assignment: ``meta.security`` is the server's (confidentiality, masking).
+
+        A client may send it back unchanged (read-modify-write) but not set or change
+        it; ``versionId``/``lastUpdated`` are always overwritten by the server.
+        """
+        if item.body is None:
+            return
+        labels = (orjson.loads(item.body).get("meta") or {}).get("security") or []
+        before: list[Any] = []
+        if item.vid > 1:
+            previous = self.inner.read(item.type, item.id)
+            if previous is not None and previous.body is not None:
+                before = (orjson.loads(previous.body).get("meta") or {}).get("security") or []
+        if labels != before:
+            raise FhirError(ErrorKind.FORBIDDEN, "meta.security is managed by the server and "
+                            "cannot be set or changed by a client", expression=["meta.security"])
+
     def check_write(self, item: Stored) -> None:
         letter = _WRITE_LETTER.get(item.method, "u")
         self.access.require(item.type, letter)
+        self._check_server_owned(item)
         reach = self.access.reach(item.type, letter)
         found = self.patients(item)
         self.touched[f"{item.type}/{item.id}"] = found
