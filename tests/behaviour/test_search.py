@@ -232,7 +232,8 @@ def test_post_search_form(client: Fhir, data: dict[str, Any]) -> None:
     assert [e["resource"]["id"] for e in r.json()["entry"]] == [data["p2"]]
 
 
-def test_tag_profile_security_lastupdated(client: Fhir) -> None:
+def test_tag_profile_security_lastupdated(trusted_client: Fhir) -> None:
+    client = trusted_client  # meta.security is server-owned through the secured API
     rid = client.create({"resourceType": "Patient", "meta": {
         "tag": [{"system": "urn:t", "code": "vip"}],
         "profile": ["https://example.org/StructureDefinition/p"],
