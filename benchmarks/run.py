@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from benchmarks.dataset import INS_NIR, counts, generate, ins
+from fhir_server.security.devissuer import DevIssuer
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work"
@@ -39,10 +40,12 @@ LUA = """
 local paths = {%s}
 local method = "%s"
 local body = %s
+local token = "%s"
 local i = 0
 request = function()
   i = i + 1
-  local headers = {["Content-Type"] = "application/fhir+json"}
+  local headers = {["Content-Type"] = "application/fhir+json",
+                   ["Authorization"] = "Bearer " .. token}
   return wrk.format(method, paths[(i %% #paths) + 1], headers, body)
 end
 done = function(summary, latency, requests)
@@ -118,12 +121,12 @@ def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[byt
     raise SystemExit(f"server did not start: {' '.join(cmd)}")
 
 
-def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = None
-        ) -> dict[str, float]:
+def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = None,
+        token: str = "") -> dict[str, float]:
     lua_paths = ",".join(json.dumps(p) for p in paths)
     lua_body = "nil" if body is None else "[==[" + body + "]==]"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA % (lua_paths, method, lua_body))
+        f.write(LUA % (lua_paths, method, lua_body, token))
     out = subprocess.run([ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout",
                           "30s", "-s", f.name,
                           base], capture_output=True, text=True, check=True).stdout
@@ -146,8 +149,13 @@ def main() -> None:
     port, bport = free_port(), free_port()
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data_dir), "TELEIMG_HTTP_PORT": str(port),
            "TELEIMG_LOG_LEVEL": "warning"}
-    server = start([sys.executable, "-m", "fhir_server.cli", "serve", "--workers", str(WORKERS),
-                    "--no-access-log"], env, f"http://127.0.0.1:{port}/fhir/metadata")
+    issuer = DevIssuer(data_dir)
+    issuer.ensure()
+    # a RIS connector token: full rights, no care-relationship lookups
+    token = issuer.mint(sub="bench", roles=["ris"], scopes=["system/*.cruds"], acr=None)
+    serve_cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--workers", str(WORKERS),
+                 "--no-access-log"]
+    server = start(serve_cmd, env, f"http://127.0.0.1:{port}/fhir/metadata")
     baseline = start([sys.executable, "-m", "uvicorn", "benchmarks.baseline:app", "--port",
                       str(bport), "--workers", str(WORKERS), "--no-access-log", "--log-level",
                       "warning"], dict(os.environ), f"http://127.0.0.1:{bport}/fhir/Patient/x")
@@ -181,9 +189,20 @@ def main() -> None:
         rows.append({"scenario": "baseline: FastAPI static response", **static,
                      "ratio": 1.0, "resources_per_s": static["rps"]})
         for name, _, paths, method, body, per in scenarios:
-            res = wrk(base, paths, method, body)
+            res = wrk(base, paths, method, body, token)
             rows.append({"scenario": name, **res, "ratio": res["rps"] / static["rps"],
                          "resources_per_s": res["rps"] * per})
+        server.terminate()
+        server.wait()
+        # the same reads and searches with the audit trail off: its cost (issue #3)
+        server = start(serve_cmd, {**env, "TELEIMG_AUDIT": "off"},
+                       f"http://127.0.0.1:{port}/fhir/metadata")
+        for name, _, paths, method, body, per in scenarios:
+            if method != "GET":
+                continue
+            res = wrk(base, paths, method, body, token)
+            rows.append({"scenario": f"{name} — audit off", **res,
+                         "ratio": res["rps"] / static["rps"], "resources_per_s": res["rps"] * per})
     finally:
         server.terminate()
         baseline.terminate()

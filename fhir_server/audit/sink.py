@@ -1,11 +1,13 @@
-"""Where AuditEvents go: chained into the store, in batches (R-SEC-3; ADR 0005).
+"""Where AuditEvents go: chained into the store (R-SEC-3; ADR 0005).
 
-Events of writes and of refused or failed requests are committed before the response
+Events of writes and of refused or failed requests are appended before the response
 leaves (``durable=True``). Events of successful reads and searches are queued and
-committed together within ``interval`` seconds by a background thread: one write unit
-per batch instead of one fsync per read keeps auditing from halving read throughput.
-The queue is flushed on shutdown; a crash can lose at most one interval of read
-events, never a write's.
+appended by a background thread in batches of at most ``max_batch`` (one write unit per
+batch instead of one fsync per read), at least every ``interval`` seconds. The chain
+orders events by append, not by arrival; each carries its ``recorded`` time. When the
+queue reaches ``max_pending``, readers wait for the writer (back-pressure, never an
+unbounded queue). The queue is drained on shutdown; a crash can lose at most the queued
+read events, never a write's.
 """
 
 from __future__ import annotations
@@ -21,60 +23,79 @@ log = logging.getLogger("teleimagerie.audit")
 
 
 class AuditSink:
-    def __init__(self, store: Store, interval: float = 0.2, max_batch: int = 2000) -> None:
+    def __init__(self, store: Store, interval: float = 0.2, max_batch: int = 500,
+                 max_pending: int = 10000) -> None:
         self.store = store
         self.interval = interval
         self.max_batch = max_batch
+        self.max_pending = max_pending
         self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()  # guards _pending
-        self._flushing = threading.Lock()  # one flush at a time keeps the chain in order
-        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._flushing = threading.Lock()  # the background drain and flush() never interleave
         self._stop = False
         self._thread: threading.Thread | None = None
 
     def record(self, events: list[dict[str, Any]], durable: bool) -> None:
-        with self._lock:
-            self._pending.extend(events)
-            size = len(self._pending)
         if durable:
-            self.flush()
-        else:
-            self._ensure_thread()
-            if size >= self.max_batch:
-                self._wake.set()
+            append(self.store, events)
+            return
+        with self._cond:
+            while len(self._pending) >= self.max_pending and not self._stop:
+                self._cond.notify_all()
+                self._cond.wait(1.0)
+            self._pending.extend(events)
+            if len(self._pending) >= self.max_batch:
+                self._cond.notify_all()
+        self._ensure_thread()
 
     def flush(self) -> None:
+        """Append everything queued now (tests, shutdown)."""
         with self._flushing:
-            with self._lock:
-                batch, self._pending = self._pending, []
-            if batch:
-                try:
-                    append(self.store, batch)
-                except Exception:
-                    with self._lock:  # keep them for the next attempt, in order
-                        self._pending[:0] = batch
-                    raise
+            while self._drain_one():
+                pass
+
+    def _drain_one(self) -> bool:
+        with self._cond:
+            batch = self._pending[:self.max_batch]
+            del self._pending[:self.max_batch]
+            self._cond.notify_all()
+        if not batch:
+            return False
+        try:
+            append(self.store, batch)
+        except Exception:
+            with self._cond:  # keep them for the next attempt
+                self._pending[:0] = batch
+            raise
+        return True
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(target=self._run, name="audit-sink",
-                                                    daemon=True)
-                    self._thread.start()
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-sink",
+                                                daemon=True)
+                self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self.interval)
-            self._wake.clear()
+        while True:
+            with self._cond:
+                if not self._pending and not self._stop:
+                    self._cond.wait(self.interval)
+                if self._stop and not self._pending:
+                    return
             try:
                 self.flush()
             except Exception:
-                log.exception("audit flush failed; retrying")
+                log.exception("audit append failed; retrying")
+                with self._cond:
+                    self._cond.wait(self.interval)
 
     def close(self) -> None:
-        self._stop = True
-        self._wake.set()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=30)
         self.flush()
