@@ -1,0 +1,64 @@
+"""Schemathesis over the served OpenAPI: bounded random requests never get a 5xx (issue 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from fhir_server.config import Settings
+from fhir_server.http.app import ReadFastPath, create_app
+from tests.conftest import make_store, mint, secured_core
+
+DATA = Path(__file__).parent / ".fuzz-data"
+
+
+class _NoLifespan:
+    """Schemathesis runs each call in its own client; keep the store open across them."""
+
+    def __init__(self, app: ReadFastPath) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            while message["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+                message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await self.app(scope, receive, send)
+
+
+def _app() -> ReadFastPath:
+    import shutil
+
+    shutil.rmtree(DATA, ignore_errors=True)
+    store = make_store("sqlite", DATA)
+    core = secured_core(store, DATA / "data")
+    return ReadFastPath(create_app(Settings(data_dir=DATA / "data"), server=core), core, None)
+
+
+APP = _app()
+TOKEN = mint(DATA / "data", ["ris"])
+schema = schemathesis.openapi.from_asgi("/openapi.json", _NoLifespan(APP))
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case: schemathesis.Case) -> None:
+    for headers in ({"Authorization": f"Bearer {TOKEN}"}, {}):
+        response = case.call(headers=headers)
+        case.validate_response(response, checks=[not_a_server_error])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cleanup() -> object:
+    yield None
+    import shutil
+
+    shutil.rmtree(DATA, ignore_errors=True)
