@@ -263,7 +263,7 @@ class GuardedStore:
             return  # a new patient enters the care relationship with its first request
         if item.type == "ServiceRequest" and item.body is not None:
             body = orjson.loads(item.body)
-            refs = {(body.get(k) or {}).get("reference") for k in ("requester",)}
+            refs = {(body.get("requester") or {}).get("reference")}
             refs |= {p.get("reference") for p in body.get("performer") or []
                      if isinstance(p, dict)}
             if refs & self.access.parties():

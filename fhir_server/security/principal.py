@@ -7,7 +7,7 @@ Claims follow Pro Santé Connect where it defines them (``SubjectNameID`` = idNa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fhir_server.security.scopes import Scope
 
@@ -31,7 +31,7 @@ class Principal:
     patient: str | None = None  # launch/patient context (SMART ``patient`` claim)
     client_id: str | None = None
     organizations: tuple[str, ...] = ()  # FINESS numbers of the user's structures
-    professions: tuple[str, ...] = field(default=())  # PSC SubjectRole codes
+    professions: tuple[str, ...] = ()  # PSC SubjectRole codes
 
     @property
     def rpps(self) -> str | None:
