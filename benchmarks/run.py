@@ -138,13 +138,19 @@ def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = Non
 def main() -> None:
     ensure_wrk()
     rnd = random.Random(7)
-    data_dir = WORK / f"data-{N}"
+    pristine = WORK / f"data-{N}"
     load_seconds = None
-    if not (data_dir / "teleimagerie.db").exists():
-        shutil.rmtree(data_dir, ignore_errors=True)
-        print(f"generating and loading {N} resources into {data_dir} …", flush=True)
-        load_seconds = load_dataset(data_dir)
+    if not (pristine / "teleimagerie.db").exists():
+        shutil.rmtree(pristine, ignore_errors=True)
+        print(f"generating and loading {N} resources into {pristine} …", flush=True)
+        load_seconds = load_dataset(pristine)
         print(f"  done in {load_seconds:.0f} s ({N / load_seconds:.0f} resources/s)")
+    # every run starts from the loaded data set: creates and audit events of earlier runs
+    # would otherwise pile up and make runs incomparable
+    data_dir = WORK / f"run-{N}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    shutil.copy2(pristine / "teleimagerie.db", data_dir / "teleimagerie.db")
     c = counts(N)
     port, bport = free_port(), free_port()
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data_dir), "TELEIMG_HTTP_PORT": str(port),

@@ -11,6 +11,8 @@ deleted one (sequence gap or previous-hash mismatch) or an extra version.
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,8 +20,9 @@ from typing import Any
 
 import orjson
 
+from fhir_server.audit.index import rows as index_rows
 from fhir_server.core.canonical import url
-from fhir_server.search.extract import extract
+from fhir_server.search.extract import IndexRows
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.store.base import Store, Stored
 
@@ -61,7 +64,7 @@ def link_hash(previous: str, resource: dict[str, Any]) -> str:
 
 def head(store: Store) -> tuple[int, str]:
     """(sequence, hash) of the last chained AuditEvent, (0, GENESIS) when none."""
-    page = store.history("AuditEvent", None, None, 1, None)
+    page = store.history("AuditEvent", None, None, 1, None, counted=False)
     for item in page.items:
         if item.body is None:
             continue
@@ -73,29 +76,45 @@ def head(store: Store) -> tuple[int, str]:
     return 0, GENESIS
 
 
+def event_id() -> str:
+    """A time-ordered UUID (version 7 layout, RFC 9562): new events land at the end of
+    the id index instead of at random pages."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
 def append(store: Store, events: list[dict[str, Any]]) -> None:
-    """Chain and store ``events`` atomically (one write unit, under the chain lock)."""
+    """Chain and store ``events`` atomically (one write unit, under the chain lock).
+
+    Ids, timestamps and index rows are prepared before taking the lock; only the links
+    (sequence, previous hash, hash) need the chain head, so writers wait the least."""
     if not events:
         return
+    prepared: list[tuple[dict[str, Any], IndexRows, int]] = []
+    for event in events:
+        updated = now_us()
+        resource = {"resourceType": "AuditEvent", "id": event_id(),
+                    "meta": {"versionId": "1", "lastUpdated": format_instant(updated)},
+                    **{k: v for k, v in event.items()
+                       if k not in ("resourceType", "id", "meta", "extension")},
+                    "extension": list(event.get("extension") or [])}
+        prepared.append((resource, index_rows(resource), updated))
     with store.lock(LOCK), store.write():
         seq, previous = head(store)
-        for event in events:
+        items: list[tuple[Stored, IndexRows | None]] = []
+        for resource, rows, updated in prepared:
             seq += 1
-            updated = now_us()
-            rid = str(uuid.uuid4())
-            resource = {"resourceType": "AuditEvent", "id": rid,
-                        "meta": {"versionId": "1", "lastUpdated": format_instant(updated)},
-                        **{k: v for k, v in event.items()
-                           if k not in ("resourceType", "id", "meta", "extension")}}
-            resource["extension"] = [*(event.get("extension") or []), {
-                "url": CHAIN_URL, "extension": [
-                    {"url": "sequence", "valueString": str(seq)},
-                    {"url": "previous", "valueString": previous}]}]
-            digest = link_hash(previous, resource)
-            resource["extension"][-1]["extension"].append({"url": "hash", "valueString": digest})
-            store.put(Stored("AuditEvent", rid, 1, updated, False, orjson.dumps(resource),
-                             "POST"), extract(resource))
-            previous = digest
+            link: dict[str, Any] = {"url": CHAIN_URL, "extension": [
+                {"url": "sequence", "valueString": str(seq)},
+                {"url": "previous", "valueString": previous}]}
+            resource["extension"].append(link)
+            previous = link_hash(previous, resource)
+            link["extension"].append({"url": "hash", "valueString": previous})
+            items.append((Stored("AuditEvent", resource["id"], 1, updated, False,
+                                 orjson.dumps(resource), "POST"), rows))
+        store.append(items)
 
 
 @dataclass
@@ -114,7 +133,7 @@ def _oldest_first(store: Store, page_size: int = 1000) -> Iterator[Stored]:
     """Every AuditEvent version in write order (keyset pages walked forward)."""
     cursor: dict[str, Any] = {"d": "before", "k": [0]}
     while True:
-        page = store.history("AuditEvent", None, None, page_size, cursor)
+        page = store.history("AuditEvent", None, None, page_size, cursor, counted=False)
         items = list(reversed(page.items))  # "before" pages come newest-first
         yield from items
         if len(items) < page_size:

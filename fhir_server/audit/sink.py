@@ -23,7 +23,7 @@ log = logging.getLogger("teleimagerie.audit")
 
 
 class AuditSink:
-    def __init__(self, store: Store, interval: float = 0.2, max_batch: int = 500,
+    def __init__(self, store: Store, interval: float = 0.2, max_batch: int = 200,
                  max_pending: int = 10000) -> None:
         self.store = store
         self.interval = interval

@@ -164,19 +164,23 @@ def _sort_key(kind: str, param_rows: list[Any]) -> tuple[Any, Any] | None:
 def extract(resource: dict[str, Any]) -> IndexRows:
     """Index rows for every search parameter of the resource's type."""
     rows = IndexRows()
+    seen: dict[str, list[Any]] = {}  # parameters sharing a path evaluate it once
     for param in params_for(resource["resourceType"]).values():
-        _extract_param(param, resource, rows)
+        _extract_param(param, resource, rows, seen)
     return rows
 
 
-def _extract_param(param: SearchParam, resource: dict[str, Any], rows: IndexRows) -> None:
+def _extract_param(param: SearchParam, resource: dict[str, Any], rows: IndexRows,
+                   seen: dict[str, list[Any]]) -> None:
     key = param.key
     mine: list[Any] = []
     for path in param.paths:
-        try:
-            values = path.evaluate(resource)
-        except Exception:  # a malformed optional element must not block the write
-            continue
+        values = seen.get(path.expression)
+        if values is None:
+            try:
+                values = seen[path.expression] = path.evaluate(resource)
+            except Exception:  # a malformed optional element must not block the write
+                continue
         for value in values:
             if param.kind == "token":
                 mine.extend((key, *t) for t in _tokens(value))

@@ -7,7 +7,6 @@ a time zone are read as UTC (documented in the README).
 
 from __future__ import annotations
 
-import calendar
 import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -23,8 +22,12 @@ _DATE_RE = re.compile(
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def _epoch_us(dt: datetime) -> int:
-    return calendar.timegm(dt.utctimetuple()) * 1_000_000 + dt.microsecond
+    return (dt - _EPOCH) // _US
 
 
 def date_range(text: str) -> tuple[int, int] | None:
@@ -63,14 +66,17 @@ def date_range(text: str) -> tuple[int, int] | None:
                 step = timedelta(seconds=1)
             else:
                 step = timedelta(microseconds=10 ** max(0, 6 - (len(frac) - 1)))
-            high = low + step
+            try:
+                high = low + step
+            except OverflowError:  # the last instant of year 9999
+                high = None
     except (ValueError, OverflowError):
         return None
     return _epoch_us(low), (_epoch_us(high) if high else MAX_US)
 
 
 def format_instant(us: int) -> str:
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    dt = _EPOCH + timedelta(microseconds=us)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -206,8 +206,8 @@ class GuardedStore:
         return page
 
     def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,
-                cursor: dict[str, Any] | None) -> Page:
-        page = self.inner.history(rtype, rid, since, count, cursor)
+                cursor: dict[str, Any] | None, counted: bool = True) -> Page:
+        page = self.inner.history(rtype, rid, since, count, cursor, counted)
         letter = "r" if rid else "s"
         if rid is not None and rtype is not None:
             # an instance's deletions are shown when its live versions are visible
@@ -226,6 +226,11 @@ class GuardedStore:
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         self.check_write(item)
         self.inner.put(item, rows)
+
+    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
+        for item, _ in items:
+            self.check_write(item)
+        self.inner.append(items)
 
     def _check_server_owned(self, item: Stored) -> None:
         """Mass assignment: ``meta.security`` is the server's (confidentiality, masking).

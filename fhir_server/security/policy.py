@@ -17,9 +17,7 @@ from fhir_server.security.compartment import in_compartment
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import LETTER_OF
 from fhir_server.security.tokens import TokenValidator
-from fhir_server.store.base import Store
-
-APPEND_ONLY = frozenset({"AuditEvent"})
+from fhir_server.store.base import APPEND_ONLY_TYPES, Store
 
 
 @dataclass
@@ -46,7 +44,7 @@ def authorize(req: FhirRequest, access: Access) -> None:
     principal = access.principal
     rtype = req.resource_type
     letter = LETTER_OF.get(req.interaction)
-    if rtype in APPEND_ONLY and letter in ("c", "u", "d"):
+    if rtype in APPEND_ONLY_TYPES and letter in ("c", "u", "d"):
         raise FhirError(ErrorKind.FORBIDDEN, f"{rtype} is append-only: audit records are "
                         "written by the server and never changed or deleted (R-SEC-3)")
     if req.interaction == Interaction.OPERATION and req.operation == "everything":
@@ -55,7 +53,7 @@ def authorize(req: FhirRequest, access: Access) -> None:
         access.require(rtype, letter)
     elif not access.roles:
         access.require(rtype or "*", "r")  # produces the "no known role" refusal
-    patient_data = rtype is None or in_compartment(rtype) or rtype in APPEND_ONLY
+    patient_data = rtype is None or in_compartment(rtype) or rtype in APPEND_ONLY_TYPES
     if patient_data and req.interaction != Interaction.BATCH and not principal.is_system \
             and not principal.strong:
         raise FhirError(ErrorKind.FORBIDDEN, "access to patient data requires strong "

@@ -16,6 +16,10 @@ from typing import Any, Protocol
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
 
+# Types whose records are never changed once written: the audit trail (R-SEC-3). Stores
+# keep them in lean append-only tables/collections and refuse updates and deletions.
+APPEND_ONLY_TYPES = frozenset({"AuditEvent"})
+
 
 @dataclass
 class Stored:
@@ -57,6 +61,9 @@ class Store(Protocol):
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         """Store a new version (``item.body is None`` for a deletion) and its index rows."""
 
+    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
+        """Store new first versions in bulk (one round trip per table, not per item)."""
+
     def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]: ...
@@ -68,7 +75,8 @@ class Store(Protocol):
         """Current resources whose reference parameters point at ``targets``."""
 
     def history(self, rtype: str | None, rid: str | None, since: int | None,
-                count: int, cursor: dict[str, Any] | None) -> Page: ...
+                count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
+        """Versions newest first; ``counted=False`` skips the total (a full count)."""
 
     def close(self) -> None: ...
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import mongoengine as me
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
@@ -39,7 +39,7 @@ from fhir_server.search.query import (
     Term,
     TokenValue,
 )
-from fhir_server.store.base import Page, Stored, keyset_page
+from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, keyset_page
 
 ALIAS = "teleimagerie"
 ARRAYS = {"token": "tok", "string": "str", "date": "dt", "number": "num", "quantity": "qty",
@@ -389,11 +389,12 @@ class MongoStore:
         finally:
             self.locks.delete_one({"_id": key, "owner": owner})
 
-    def _next(self, name: str) -> int:
-        doc = self.counters.find_one_and_update({"_id": name}, {"$inc": {"value": 1}},
+    def _next(self, name: str, n: int = 1) -> int:
+        """Reserve ``n`` numbers of a counter; the first one is returned."""
+        doc = self.counters.find_one_and_update({"_id": name}, {"$inc": {"value": n}},
                                                 upsert=True,
                                                 return_document=ReturnDocument.AFTER)
-        return int(doc["value"])
+        return int(doc["value"]) - n + 1
 
     # -- reads -------------------------------------------------------------------------
     @staticmethod
@@ -411,6 +412,9 @@ class MongoStore:
         return self._stored(doc) if doc else None
 
     def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
+        if rtype in APPEND_ONLY_TYPES:
+            current = self.read(rtype, rid)
+            return current if current is not None and current.vid == vid else None
         doc = self.hist.find_one({"type": rtype, "rid": rid, "vid": vid},
                                  session=self._session())
         if doc is None:
@@ -427,15 +431,11 @@ class MongoStore:
             {"_id": {"$in": ids}, "deleted": False}, self._PROJ, session=self._session())]
 
     # -- writes ------------------------------------------------------------------------
-    def put(self, item: Stored, rows: IndexRows | None) -> None:
-        unit = _unit.get()
-        assert unit is not None, "put() outside a write unit"
-        session = unit.session
-        key = f"{item.type}/{item.id}"
-        prior = self.res.find_one({"_id": key}, session=session)
+    @staticmethod
+    def _doc(item: Stored, rows: IndexRows | None, pk: int) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "_id": key, "pk": prior["pk"] if prior else self._next("pk"), "type": item.type,
-            "rid": item.id, "vid": item.vid, "updated": item.updated, "deleted": item.deleted,
+            "_id": f"{item.type}/{item.id}", "pk": pk, "type": item.type, "rid": item.id,
+            "vid": item.vid, "updated": item.updated, "deleted": item.deleted,
             "body": item.body,
         }
         if rows is not None and not item.deleted:
@@ -447,6 +447,23 @@ class MongoStore:
             if rows.sort:
                 doc["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
                 doc["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
+        return doc
+
+    @staticmethod
+    def _hist(item: Stored, seq: int) -> dict[str, Any]:
+        return {"_id": seq, "type": item.type, "rid": item.id, "vid": item.vid,
+                "updated": item.updated, "method": item.method, "body": item.body}
+
+    def put(self, item: Stored, rows: IndexRows | None) -> None:
+        if item.type in APPEND_ONLY_TYPES:
+            self.append([(item, rows)])
+            return
+        unit = _unit.get()
+        assert unit is not None, "put() outside a write unit"
+        session = unit.session
+        key = f"{item.type}/{item.id}"
+        prior = self.res.find_one({"_id": key}, session=session)
+        doc = self._doc(item, rows, prior["pk"] if prior else self._next("pk"))
         # Compare-and-swap on the version the caller built on: two writers that read the
         # same version can never both succeed, with or without multi-document transactions.
         try:
@@ -464,11 +481,39 @@ class MongoStore:
         if session is None:
             unit.undo.append(("resource", key, prior))
         seq = self._next("seq")
-        self.hist.insert_one({"_id": seq, "type": item.type, "rid": item.id, "vid": item.vid,
-                              "updated": item.updated, "method": item.method,
-                              "body": item.body}, session=session)
+        self.hist.insert_one(self._hist(item, seq), session=session)
         if session is None:
             unit.undo.append(("history", seq, None))
+
+    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
+        unit = _unit.get()
+        assert unit is not None, "append() outside a write unit"
+        if not items:
+            return
+        for item, _ in items:
+            if item.vid != 1 or item.deleted:
+                raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
+                                "cannot be changed or deleted")
+        first_pk = self._next("pk", len(items))
+        docs = [self._doc(item, rows, first_pk + i) for i, (item, rows) in enumerate(items)]
+        try:
+            self.res.insert_many(docs, ordered=True, session=unit.session)
+        except BulkWriteError:
+            if unit.session is None:  # the ones inserted before the duplicate
+                self.res.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "pk": {
+                    "$gte": first_pk, "$lt": first_pk + len(items)}})
+            raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists") from None
+        if unit.session is None:
+            unit.undo.extend(("resource", d["_id"], None) for d in docs)
+        # a journal record has one version: its history is the record itself (ADR 0006)
+        versions = [item for item, _ in items if item.type not in APPEND_ONLY_TYPES]
+        if not versions:
+            return
+        first_seq = self._next("seq", len(versions))
+        self.hist.insert_many([self._hist(item, first_seq + i)
+                               for i, item in enumerate(versions)], session=unit.session)
+        if unit.session is None:
+            unit.undo.extend(("history", first_seq + i, None) for i in range(len(versions)))
 
     # -- search ------------------------------------------------------------------------
     def _distinct_ids(self, flt: dict[str, Any]) -> list[str]:
@@ -551,27 +596,29 @@ class MongoStore:
 
     # -- history -----------------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: int | None,
-                count: int, cursor: dict[str, Any] | None) -> Page:
-        flt: dict[str, Any] = {}
-        if rtype:
-            flt["type"] = rtype
+                count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
+        """System history is the clinical history: journal types are listed by type and
+        read from their records, which are their only versions (ADR 0006)."""
+        journal = rtype in APPEND_ONLY_TYPES
+        coll, key = (self.res, "pk") if journal else (self.hist, "_id")
+        flt: dict[str, Any] = {"type": rtype} if rtype else {}
         if rid:
             flt["rid"] = rid
         if since is not None:
             flt["updated"] = {"$gte": since}
-        total = self.hist.count_documents(flt)
+        total = coll.count_documents(flt) if counted else None
         after = cursor is None or cursor["d"] == "after"
         page_flt = dict(flt)
         if cursor is not None:
-            page_flt["_id"] = {"$lt" if after else "$gt": cursor["k"][0]}
-        docs = list(self.hist.find(page_flt).sort([("_id", -1 if after else 1)])
-                    .limit(count + 1))
+            page_flt[key] = {"$lt" if after else "$gt": cursor["k"][0]}
+        docs = list(coll.find(page_flt).sort([(key, -1 if after else 1)]).limit(count + 1))
         more = len(docs) > count
         docs = docs[:count]
         if not after:
             docs.reverse()
-        items = [Stored(d["type"], d["rid"], d["vid"], d["updated"], d["method"] == "DELETE",
-                        bytes(d["body"]) if d.get("body") is not None else None, d["method"],
-                        pk=d["_id"]) for d in docs]
-        return keyset_page(items, total, [docs[0]["_id"]] if docs else None,
-                           [docs[-1]["_id"]] if docs else None, cursor, more)
+        items = [Stored(d["type"], d["rid"], d["vid"], d["updated"],
+                        d.get("method") == "DELETE",
+                        bytes(d["body"]) if d.get("body") is not None else None,
+                        d.get("method", "POST"), pk=d[key]) for d in docs]
+        return keyset_page(items, total, [docs[0][key]] if docs else None,
+                           [docs[-1][key]] if docs else None, cursor, more)

@@ -12,10 +12,11 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows
@@ -30,20 +31,47 @@ from fhir_server.search.query import (
     Term,
     TokenValue,
 )
-from fhir_server.store.base import Page, Stored, chunks, keyset_page
+from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, chunks, keyset_page
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-INDEX_TABLES = {
-    "token": ("idx_token", "(pk, p, system, code, text) VALUES (?, ?, ?, ?, ?)"),
-    "string": ("idx_string", "(pk, p, norm, exact) VALUES (?, ?, ?, ?)"),
-    "date": ("idx_date", "(pk, p, low, high) VALUES (?, ?, ?, ?)"),
-    "number": ("idx_number", "(pk, p, value) VALUES (?, ?, ?)"),
-    "quantity": ("idx_quantity", "(pk, p, value, system, code, unit) VALUES (?, ?, ?, ?, ?, ?)"),
-    "uri": ("idx_uri", "(pk, p, value) VALUES (?, ?, ?)"),
-    "reference": ("idx_reference",
-                  "(pk, p, rtype, rid, url, idsys, idval) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+INDEX_COLUMNS = {
+    "token": "(pk, p, system, code, text) VALUES (?, ?, ?, ?, ?)",
+    "string": "(pk, p, norm, exact) VALUES (?, ?, ?, ?)",
+    "date": "(pk, p, low, high) VALUES (?, ?, ?, ?)",
+    "number": "(pk, p, value) VALUES (?, ?, ?)",
+    "quantity": "(pk, p, value, system, code, unit) VALUES (?, ?, ?, ?, ?, ?)",
+    "uri": "(pk, p, value) VALUES (?, ?, ?)",
+    "reference": "(pk, p, rtype, rid, url, idsys, idval) VALUES (?, ?, ?, ?, ?, ?, ?)",
 }
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Where one resource type lives: the clinical tables, or the append-only journal
+    tables of :data:`APPEND_ONLY_TYPES` (lean indexes, no history copy; ADR 0006)."""
+
+    resource: str
+    history: str
+    sort: str
+    index: dict[str, str]
+    append_only: bool
+
+    @classmethod
+    def named(cls, prefix: str, append_only: bool) -> Tables:
+        return cls(f"{prefix}resource", f"{prefix}history", f"{prefix}sort_key",
+                   {kind: f"{prefix}idx_{kind}" for kind in INDEX_COLUMNS}, append_only)
+
+
+CLINICAL = Tables.named("", append_only=False)
+JOURNAL = Tables.named("audit_", append_only=True)
+
+
+def tables_for(rtype: str | None) -> Tables:
+    return JOURNAL if rtype in APPEND_ONLY_TYPES else CLINICAL
+
+
 Sql = tuple[str, list[Any]]
+T = TypeVar("T")
 
 
 def _like_escape(text: str) -> str:
@@ -76,37 +104,38 @@ class SqlCompiler:
         sql = [f"{alias}.type = ?", f"{alias}.deleted = 0"]
         args: list[Any] = [rtype]
         for term in terms:
-            part, part_args = self.term(alias, term)
+            part, part_args = self.term(alias, rtype, term)
             sql.append(part)
             args += part_args
         return " AND ".join(sql), args
 
-    def term(self, alias: str, term: Term) -> Sql:
+    def term(self, alias: str, rtype: str, term: Term) -> Sql:
         if isinstance(term, Clause):
-            return self.clause(alias, term)
+            return self.clause(alias, rtype, term)
         if isinstance(term, Chain):
             ors, args = [], [term.param.key]
             for target, inner in zip(term.target_types, term.inner, strict=True):
                 a2 = self.alias()
                 cond, cargs = self.where(a2, target, [inner])
-                ors.append(f"(x.rtype = ? AND x.rid IN (SELECT {a2}.id FROM resource {a2} "
-                           f"WHERE {cond}))")
+                ors.append(f"(x.rtype = ? AND x.rid IN (SELECT {a2}.id FROM "
+                           f"{tables_for(target).resource} {a2} WHERE {cond}))")
                 args += [target, *cargs]
-            return (f"{alias}.pk IN (SELECT x.pk FROM idx_reference x WHERE x.p = ? AND "
-                    f"({' OR '.join(ors)}))", args)
+            return (f"{alias}.pk IN (SELECT x.pk FROM {tables_for(rtype).index['reference']} x "
+                    f"WHERE x.p = ? AND ({' OR '.join(ors)}))", args)
         assert isinstance(term, Has)
         a3 = self.alias()
         cond, cargs = self.where(a3, term.source_type, term.inner)
-        return (f"{alias}.id IN (SELECT x.rid FROM idx_reference x WHERE x.p = ? AND "
-                f"x.rtype = {alias}.type AND x.pk IN (SELECT {a3}.pk FROM resource {a3} "
-                f"WHERE {cond}))", [term.ref.key, *cargs])
+        source = tables_for(term.source_type)
+        return (f"{alias}.id IN (SELECT x.rid FROM {source.index['reference']} x WHERE x.p = ? "
+                f"AND x.rtype = {alias}.type AND x.pk IN (SELECT {a3}.pk FROM "
+                f"{source.resource} {a3} WHERE {cond}))", [term.ref.key, *cargs])
 
-    def clause(self, alias: str, clause: Clause) -> Sql:
+    def clause(self, alias: str, rtype: str, clause: Clause) -> Sql:
         kind = clause.param.kind
         if clause.modifier == "identifier" or (kind == "reference" and clause.values
                                                and isinstance(clause.values[0], TokenValue)):
             kind = "reference-identifier"
-        table = INDEX_TABLES["reference" if kind.startswith("reference") else kind][0]
+        table = tables_for(rtype).index["reference" if kind.startswith("reference") else kind]
         if clause.missing is not None:
             op = "NOT IN" if clause.missing else "IN"
             return f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ?)", [clause.param.key]
@@ -339,16 +368,16 @@ class SqliteStore:
     # -- reads -------------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored | None:
         row = self._conn().execute(
-            "SELECT vid, updated, deleted, body, pk FROM resource WHERE type = ? AND id = ?",
-            (rtype, rid)).fetchone()
+            f"SELECT vid, updated, deleted, body, pk FROM {tables_for(rtype).resource} "
+            "WHERE type = ? AND id = ?", (rtype, rid)).fetchone()
         if row is None:
             return None
         return Stored(rtype, rid, row[0], row[1], bool(row[2]), row[3], pk=row[4])
 
     def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
         row = self._conn().execute(
-            "SELECT updated, method, body FROM history WHERE type = ? AND id = ? AND vid = ?",
-            (rtype, rid, vid)).fetchone()
+            f"SELECT updated, method, body FROM {tables_for(rtype).history} "
+            "WHERE type = ? AND id = ? AND vid = ?", (rtype, rid, vid)).fetchone()
         if row is None:
             return None
         return Stored(rtype, rid, vid, row[0], row[1] == "DELETE", row[2], row[1])
@@ -356,19 +385,24 @@ class SqliteStore:
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         out: list[Stored] = []
         conn = self._conn()
-        for part in chunks(sorted(set(keys)), 400):
-            cond = " OR ".join(["(type = ? AND id = ?)"] * len(part))
-            args = [x for key in part for x in key]
-            for row in conn.execute(
-                    f"SELECT type, id, vid, updated, body, pk FROM resource WHERE deleted = 0 "
-                    f"AND ({cond})", args):
-                out.append(Stored(row[0], row[1], row[2], row[3], False, row[4], pk=row[5]))
+        for tables, group in _by_tables(sorted(set(keys)), lambda key: key[0]):
+            for part in chunks(group, 400):
+                cond = " OR ".join(["(type = ? AND id = ?)"] * len(part))
+                args = [x for key in part for x in key]
+                for row in conn.execute(
+                        f"SELECT type, id, vid, updated, body, pk FROM {tables.resource} "
+                        f"WHERE deleted = 0 AND ({cond})", args):
+                    out.append(Stored(row[0], row[1], row[2], row[3], False, row[4], pk=row[5]))
         return out
 
     # -- writes ------------------------------------------------------------------------
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         conn = self._conn()
         assert self._local.depth, "put() outside a write unit"
+        tables = tables_for(item.type)
+        if tables.append_only:
+            self.append([(item, rows)])
+            return
         existing = conn.execute("SELECT pk, vid FROM resource WHERE type = ? AND id = ?",
                                 (item.type, item.id)).fetchone()
         if item.vid != (existing[1] + 1 if existing else 1):
@@ -379,7 +413,7 @@ class SqliteStore:
             conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? "
                          "WHERE pk = ?", (item.vid, item.updated, int(item.deleted),
                                           item.body, pk))
-            for table, _ in INDEX_TABLES.values():
+            for table in tables.index.values():
                 conn.execute(f"DELETE FROM {table} WHERE pk = ?", (pk,))
             conn.execute("DELETE FROM sort_key WHERE pk = ?", (pk,))
         else:
@@ -391,36 +425,74 @@ class SqliteStore:
         conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
                      "VALUES (?, ?, ?, ?, ?, ?)",
                      (item.type, item.id, item.vid, item.updated, item.method, item.body))
-        if rows is None or item.deleted:
-            return
-        for kind, (table, columns) in INDEX_TABLES.items():
-            values = getattr(rows, kind)
+        if rows is not None and not item.deleted:
+            self._index(tables, [(pk, rows)])
+
+    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
+        """Insert new first versions in bulk (the audit trail: one statement per table per
+        batch). Append-only types refuse anything but a first, live version."""
+        conn = self._conn()
+        assert self._local.depth, "append() outside a write unit"
+        for tables, group in _by_tables(items, lambda entry: entry[0].type):
+            indexed: list[tuple[int, IndexRows]] = []
+            for item, rows in group:
+                if item.vid != 1 or item.deleted:
+                    raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its "
+                                    "records cannot be changed or deleted")
+                try:
+                    cur = conn.execute(
+                        f"INSERT INTO {tables.resource} (type, id, vid, updated, deleted, body) "
+                        "VALUES (?, ?, ?, ?, 0, ?)",
+                        (item.type, item.id, 1, item.updated, item.body))
+                except sqlite3.IntegrityError:
+                    raise FhirError(ErrorKind.CONFLICT,
+                                    f"{item.type}/{item.id} already exists") from None
+                if rows is not None:
+                    indexed.append((cur.lastrowid or 0, rows))
+            if not tables.append_only:
+                conn.executemany(
+                    "INSERT INTO history (type, id, vid, updated, method, body) "
+                    "VALUES (?, ?, 1, ?, ?, ?)",
+                    [(item.type, item.id, item.updated, item.method, item.body)
+                     for item, _ in group])
+            self._index(tables, indexed)
+
+    def _index(self, tables: Tables, entries: list[tuple[int, IndexRows]]) -> None:
+        conn = self._conn()
+        for kind, columns in INDEX_COLUMNS.items():
+            values = [(pk, *v) for pk, rows in entries for v in getattr(rows, kind)]
             if values:
-                conn.executemany(f"INSERT INTO {table} {columns}",
-                                 [(pk, *v) for v in values])
-        if rows.date:
-            widest: dict[str, int] = {}
+                conn.executemany(f"INSERT INTO {tables.index[kind]} {columns}", values)
+        widest: dict[str, int] = {}
+        for _, rows in entries:
             for key, low, high in rows.date:
                 widest[key] = max(widest.get(key, 0), high - low)
+        if widest:
             conn.executemany("INSERT INTO date_width (p, w) VALUES (?, ?) ON CONFLICT (p) "
-                             "DO UPDATE SET w = max(w, excluded.w)", list(widest.items()))
-        if rows.sort:
-            conn.executemany("INSERT INTO sort_key (pk, p, asc_key, desc_key) VALUES (?,?,?,?)",
-                             [(pk, k, a, d) for k, (a, d) in rows.sort.items()])
+                             "DO UPDATE SET w = max(w, excluded.w) WHERE excluded.w > w",
+                             list(widest.items()))
+        # append-only types keep the sort keys auditors use (time) and nothing more
+        dated = {key for _, rows in entries for key, _, _ in rows.date}
+        sort_rows = [(pk, k, a, d) for pk, rows in entries for k, (a, d) in rows.sort.items()
+                     if not tables.append_only or k in dated]
+        if sort_rows:
+            conn.executemany(f"INSERT INTO {tables.sort} (pk, p, asc_key, desc_key) "
+                             "VALUES (?, ?, ?, ?)", sort_rows)
 
     # -- search ------------------------------------------------------------------------
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        tables = tables_for(query.type)
         with self._snapshot() as conn:
             where, args = SqlCompiler(conn).where("r", query.type, query.terms)
             total = None
             if count_only or query.total in ("accurate", "estimate"):
-                total = conn.execute(f"SELECT COUNT(*) FROM resource r WHERE {where}",
+                total = conn.execute(f"SELECT COUNT(*) FROM {tables.resource} r WHERE {where}",
                                      args).fetchone()[0]
             if count_only:
                 return Page([], total)
             joins, jargs, columns = [], [], []
             for i, (param, desc) in enumerate(query.sort):
-                joins.append(f"LEFT JOIN sort_key s{i} ON s{i}.pk = r.pk AND s{i}.p = ?")
+                joins.append(f"LEFT JOIN {tables.sort} s{i} ON s{i}.pk = r.pk AND s{i}.p = ?")
                 jargs.append(param.key)
                 columns.append((f"s{i}.{'desc_key' if desc else 'asc_key'}", desc))
             columns.append(("r.pk", False))
@@ -438,7 +510,7 @@ class SqliteStore:
             select_cols = ", ".join(col for col, _ in columns)
             rows = conn.execute(
                 f"SELECT r.type, r.id, r.vid, r.updated, r.body, {select_cols} "
-                f"FROM resource r {' '.join(joins)} WHERE {page_where} ORDER BY {order} "
+                f"FROM {tables.resource} r {' '.join(joins)} WHERE {page_where} ORDER BY {order} "
                 f"LIMIT ?", [*jargs, *page_args, query.count + 1]).fetchall()
         more = len(rows) > query.count
         rows = rows[:query.count]
@@ -449,17 +521,18 @@ class SqliteStore:
                            list(rows[-1][5:]) if rows else None, cursor, more)
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
-        pks = [i.pk for i in items if i.pk]
-        if not pks or not param_keys:
+        if not param_keys:
             return []
         out: list[tuple[str, str]] = []
         conn = self._conn()
-        for part in chunks(pks, 500):
-            rows = conn.execute(
-                f"SELECT DISTINCT rtype, rid FROM idx_reference WHERE pk IN "
-                f"({','.join('?' * len(part))}) AND p IN ({','.join('?' * len(param_keys))}) "
-                f"AND rid IS NOT NULL", [*part, *param_keys]).fetchall()
-            out += [(r[0], r[1]) for r in rows if r[0]]
+        for tables, group in _by_tables([i for i in items if i.pk], lambda item: item.type):
+            for part in chunks([i.pk for i in group], 500):
+                rows = conn.execute(
+                    f"SELECT DISTINCT rtype, rid FROM {tables.index['reference']} WHERE pk IN "
+                    f"({','.join('?' * len(part))}) AND p IN "
+                    f"({','.join('?' * len(param_keys))}) AND rid IS NOT NULL",
+                    [*part, *param_keys]).fetchall()
+                out += [(r[0], r[1]) for r in rows if r[0]]
         return out
 
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
@@ -467,20 +540,24 @@ class SqliteStore:
             return []
         out: list[Stored] = []
         conn = self._conn()
-        for part in chunks(targets, 300):
-            cond = " OR ".join(["(x.rid = ? AND x.rtype = ?)"] * len(part))
-            args = [v for (t, i) in part for v in (i, t)]
-            rows = conn.execute(
-                f"SELECT DISTINCT r.type, r.id, r.vid, r.updated, r.body, r.pk FROM resource r "
-                f"JOIN idx_reference x ON x.pk = r.pk WHERE r.deleted = 0 AND x.p IN "
-                f"({','.join('?' * len(param_keys))}) AND ({cond})",
-                [*param_keys, *args]).fetchall()
-            out += [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[5]) for r in rows]
+        # a parameter key is "SourceType.name": its source type says which tables hold it
+        for tables, keys in _by_tables(param_keys, lambda key: key.split(".", 1)[0]):
+            for part in chunks(targets, 300):
+                cond = " OR ".join(["(x.rid = ? AND x.rtype = ?)"] * len(part))
+                args = [v for (t, i) in part for v in (i, t)]
+                rows = conn.execute(
+                    f"SELECT DISTINCT r.type, r.id, r.vid, r.updated, r.body, r.pk FROM "
+                    f"{tables.resource} r JOIN {tables.index['reference']} x ON x.pk = r.pk "
+                    f"WHERE r.deleted = 0 AND x.p IN ({','.join('?' * len(keys))}) "
+                    f"AND ({cond})", [*keys, *args]).fetchall()
+                out += [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[5]) for r in rows]
         return out
 
     # -- history -----------------------------------------------------------------------
     def history(self, rtype: str | None, rid: str | None, since: int | None,
-                count: int, cursor: dict[str, Any] | None) -> Page:
+                count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
+        """System history is the clinical history: journal types are listed by type."""
+        table = tables_for(rtype).history
         conds: list[str] = ["1"]
         args: list[Any] = []
         if rtype:
@@ -500,9 +577,10 @@ class SqliteStore:
             page_args.append(cursor["k"][0])
         order = "DESC" if after else "ASC"
         with self._snapshot() as conn:
-            total = conn.execute(f"SELECT COUNT(*) FROM history WHERE {base}", args).fetchone()[0]
+            total = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {base}",
+                                 args).fetchone()[0] if counted else None
             rows = conn.execute(
-                f"SELECT type, id, vid, updated, method, body, seq FROM history "
+                f"SELECT type, id, vid, updated, method, body, seq FROM {table} "
                 f"WHERE {page_where} ORDER BY seq {order} LIMIT ?",
                 [*page_args, count + 1]).fetchall()
         more = len(rows) > count
@@ -513,3 +591,10 @@ class SqliteStore:
                  for r in rows]
         return keyset_page(items, total, [rows[0][6]] if rows else None,
                            [rows[-1][6]] if rows else None, cursor, more)
+
+
+def _by_tables(items: list[T], type_of: Callable[[T], str]) -> list[tuple[Tables, list[T]]]:
+    groups: dict[bool, list[T]] = {}
+    for item in items:
+        groups.setdefault(tables_for(type_of(item)).append_only, []).append(item)
+    return [(JOURNAL if journal else CLINICAL, group) for journal, group in groups.items()]

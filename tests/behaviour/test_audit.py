@@ -128,22 +128,23 @@ def test_transaction_entries_are_marked_failed_when_it_rolls_back(
 def _tamper(core: FhirServer, event_id: str, change: dict[str, Any] | None) -> None:
     """Edit (or delete when ``change`` is None) a stored AuditEvent behind the API's back."""
     store: Any = core.store
-    if hasattr(store, "hist"):  # MongoDB
+    if hasattr(store, "res"):  # MongoDB
+        key = f"AuditEvent/{event_id}"
         if change is None:
-            store.hist.delete_one({"type": "AuditEvent", "rid": event_id})
+            store.res.delete_one({"_id": key})
         else:
-            doc = store.hist.find_one({"type": "AuditEvent", "rid": event_id})
+            doc = store.res.find_one({"_id": key})
             body = {**orjson.loads(doc["body"]), **change}
-            store.hist.update_one({"_id": doc["_id"]}, {"$set": {"body": orjson.dumps(body)}})
+            store.res.update_one({"_id": key}, {"$set": {"body": orjson.dumps(body)}})
         return
     conn = store._conn()
     if change is None:
-        conn.execute("DELETE FROM history WHERE type='AuditEvent' AND id=?", (event_id,))
+        conn.execute("DELETE FROM audit_resource WHERE type='AuditEvent' AND id=?", (event_id,))
     else:
-        (raw,) = conn.execute("SELECT body FROM history WHERE type='AuditEvent' AND id=?",
-                              (event_id,)).fetchone()
+        (raw,) = conn.execute("SELECT body FROM audit_resource WHERE type='AuditEvent' AND "
+                              "id=?", (event_id,)).fetchone()
         body = {**orjson.loads(raw), **change}
-        conn.execute("UPDATE history SET body=? WHERE type='AuditEvent' AND id=?",
+        conn.execute("UPDATE audit_resource SET body=? WHERE type='AuditEvent' AND id=?",
                      (orjson.dumps(body), event_id))
 
 

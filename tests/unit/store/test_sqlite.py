@@ -1,9 +1,10 @@
 """Embedded store: durability settings, migrations, and index-driven query plans."""
 
+import sqlite3
 from pathlib import Path
 
 from fhir_server.search.query import QueryParser
-from fhir_server.store.sqlite import SqlCompiler, SqliteStore
+from fhir_server.store.sqlite import MIGRATIONS, SqlCompiler, SqliteStore
 
 
 def test_wal_full_sync_and_schema_version(tmp_path: Path) -> None:
@@ -26,15 +27,43 @@ def test_token_search_uses_an_index_not_a_scan(tmp_path: Path) -> None:
     assert "SCAN r" not in plan
 
 
+def _version_1_file(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in (MIGRATIONS / "0001_initial.sql").read_text().split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    return conn
+
+
 def test_migration_2_backfills_date_widths(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
-    conn = store._conn()
-    with store.write():
-        conn.execute("INSERT INTO idx_date (pk, p, low, high) VALUES (1, 'X.d', 0, 86400)")
-        conn.execute("DROP TABLE date_width")  # as a version-1 file
-        conn.execute("PRAGMA user_version = 1")
-    store.close()
+    conn = _version_1_file(tmp_path / "t.db")
+    conn.execute("INSERT INTO idx_date (pk, p, low, high) VALUES (1, 'X.d', 0, 86400)")
+    conn.close()
     reopened = SqliteStore(tmp_path / "t.db")
     assert reopened._conn().execute("SELECT w FROM date_width WHERE p = 'X.d'").fetchone() == (
         86400,)
-    assert reopened._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+    assert reopened._conn().execute("PRAGMA user_version").fetchone()[0] >= 2
+
+
+def test_migration_3_moves_audit_events_to_the_journal_tables_in_chain_order(
+        tmp_path: Path) -> None:
+    conn = _version_1_file(tmp_path / "t.db")
+    for pk, rid in ((1, "b"), (2, "p"), (3, "a")):
+        rtype = "Patient" if rid == "p" else "AuditEvent"
+        conn.execute("INSERT INTO resource (pk, type, id, vid, updated, body) "
+                     "VALUES (?, ?, ?, 1, 0, ?)", (pk, rtype, rid, b"{}"))
+        conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
+                     "VALUES (?, ?, 1, 0, 'POST', ?)", (rtype, rid, b"{}"))
+        conn.execute("INSERT INTO idx_token (pk, p, code) VALUES (?, ?, 'x')",
+                     (pk, f"{rtype}.k"))
+    conn.close()
+    store = SqliteStore(tmp_path / "t.db")
+    db = store._conn()
+    assert [r[0] for r in db.execute("SELECT id FROM audit_resource ORDER BY pk")] == ["b", "a"]
+    assert db.execute("SELECT COUNT(*) FROM audit_idx_token").fetchone() == (2,)
+    assert [r[0] for r in db.execute("SELECT type FROM resource")] == ["Patient"]
+    assert [r[0] for r in db.execute("SELECT type FROM history")] == ["Patient"]
+    assert store.read("AuditEvent", "a") is not None
+    page = store.history("AuditEvent", None, None, 10, None)
+    assert [i.id for i in page.items] == ["a", "b"] and page.total == 2
