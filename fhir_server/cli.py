@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import socket
 import sys
 
 from fhir_server.config import Settings
@@ -52,9 +54,10 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    import json
+    from pathlib import Path
 
     from fhir_server.audit.chain import head, verify
+    from fhir_server.audit.export import HeadError, head_document, read_head, sign_head
     from fhir_server.store import open_store
 
     settings = Settings.from_env()
@@ -62,12 +65,22 @@ def _audit(args: argparse.Namespace) -> int:
     try:
         if args.audit_command == "head":
             seq, digest = head(store)
-            print(json.dumps({"sequence": seq, "hash": digest}))
+            document = head_document(seq, digest, f"teleimagerie {socket.gethostname()} "
+                                     f"{settings.data_dir.resolve()}")
+            if args.sign_key:
+                print(sign_head(document, Path(args.sign_key).read_bytes()))
+            else:
+                print(json.dumps(document))
             return 0
         expected = None
         if args.head:
-            data = json.loads(open(args.head, encoding="utf-8").read())
-            expected = (int(data["sequence"]), str(data["hash"]))
+            try:
+                expected = read_head(Path(args.head).read_text(encoding="utf-8"),
+                                     Path(args.public_key).read_bytes()
+                                     if args.public_key else None)
+            except (HeadError, OSError) as exc:
+                print(f"cannot use the exported head: {exc}", file=sys.stderr)
+                return 2
         report = verify(store, expected)
     finally:
         store.close()
@@ -103,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")
-    verify.add_argument("--head", help="JSON from 'audit head' exported earlier")
-    audit_sub.add_parser("head", help="print the chain head (sequence and hash) to export")
+    verify.add_argument("--head", help="file written by 'audit head' earlier (JSON or JWS)")
+    verify.add_argument("--public-key", help="PEM public key that signed the head")
+    head = audit_sub.add_parser("head", help="print the chain head (sequence, hash) to keep "
+                                "elsewhere")
+    head.add_argument("--sign-key", help="PEM private key (EC P-256 or RSA): print a JWS")
     audit.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     result: int = args.func(args)

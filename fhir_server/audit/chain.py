@@ -85,7 +85,7 @@ def event_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def append(store: Store, events: list[dict[str, Any]]) -> None:
+def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> None:
     """Chain and store ``events`` atomically (one write unit, under the chain lock).
 
     Ids, timestamps and index rows are prepared before taking the lock; only the links
@@ -101,7 +101,7 @@ def append(store: Store, events: list[dict[str, Any]]) -> None:
                        if k not in ("resourceType", "id", "meta", "extension")},
                     "extension": list(event.get("extension") or [])}
         prepared.append((resource, index_rows(resource), updated))
-    with store.lock(LOCK), store.write():
+    with store.lock(LOCK), store.write(durable):
         seq, previous = head(store)
         items: list[tuple[Stored, IndexRows | None]] = []
         for resource, rows, updated in prepared:

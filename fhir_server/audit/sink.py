@@ -7,7 +7,8 @@ batch instead of one fsync per read), at least every ``interval`` seconds. The c
 orders events by append, not by arrival; each carries its ``recorded`` time. When the
 queue reaches ``max_pending``, readers wait for the writer (back-pressure, never an
 unbounded queue). The queue is drained on shutdown; a crash can lose at most the queued
-read events, never a write's.
+read events, never a write's. Read batches are committed without waiting for the disk
+(WAL, ``synchronous=NORMAL``): a power loss can also take the last such batches.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class AuditSink:
         if not batch:
             return False
         try:
-            append(self.store, batch)
+            append(self.store, batch, durable=False)
         except Exception:
             with self._cond:  # keep them for the next attempt
                 self._pending[:0] = batch

@@ -126,8 +126,8 @@ class GuardedStore:
         self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
 
     # -- pass-through -------------------------------------------------------------------
-    def write(self) -> AbstractContextManager[None]:
-        return self.inner.write()
+    def write(self, durable: bool = True) -> AbstractContextManager[None]:
+        return self.inner.write(durable)
 
     def lock(self, key: str) -> AbstractContextManager[None]:
         return self.inner.lock(key)

@@ -47,8 +47,10 @@ class Page:
 class Store(Protocol):
     supports_transactions: bool
 
-    def write(self) -> AbstractContextManager[None]:
-        """An atomic, durable write unit (re-entrant)."""
+    def write(self, durable: bool = True) -> AbstractContextManager[None]:
+        """An atomic write unit (re-entrant), on disk when it ends. ``durable=False`` lets
+        a batch of read-audit events skip the flush to disk (they survive a process crash,
+        not a power loss) — never a clinical write."""
 
     def lock(self, key: str) -> AbstractContextManager[None]:
         """Serialise conditional interactions on the same criteria (race-free If-None-Exist)."""

@@ -330,7 +330,7 @@ class MongoStore:
         return unit.session if unit else None
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, durable: bool = True) -> Iterator[None]:  # always majority + journal
         unit = _unit.get()
         if unit is not None:
             unit.depth += 1

@@ -35,14 +35,31 @@ from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, chunks, keys
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 INDEX_COLUMNS = {
-    "token": "(pk, p, system, code, text) VALUES (?, ?, ?, ?, ?)",
-    "string": "(pk, p, norm, exact) VALUES (?, ?, ?, ?)",
-    "date": "(pk, p, low, high) VALUES (?, ?, ?, ?)",
-    "number": "(pk, p, value) VALUES (?, ?, ?)",
-    "quantity": "(pk, p, value, system, code, unit) VALUES (?, ?, ?, ?, ?, ?)",
-    "uri": "(pk, p, value) VALUES (?, ?, ?)",
-    "reference": "(pk, p, rtype, rid, url, idsys, idval) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    "token": "(pk, p, system, code, text)",
+    "string": "(pk, p, norm, exact)",
+    "date": "(pk, p, low, high)",
+    "number": "(pk, p, value)",
+    "quantity": "(pk, p, value, system, code, unit)",
+    "uri": "(pk, p, value)",
+    "reference": "(pk, p, rtype, rid, url, idsys, idval)",
 }
+MAX_VARIABLES = 999  # SQLite's smallest compiled-in limit (3.32+ allow 32766)
+
+
+def insert_rows(conn: sqlite3.Connection, table: str, columns: str,
+                rows: list[tuple[Any, ...]]) -> None:
+    """Multi-row INSERTs: one statement per ~1000 values instead of one step per row.
+    Each SQLite call releases the GIL; a background writer doing thousands of them per
+    batch waits for the request thread every time (convoy), so fewer calls matter more
+    than fewer rows."""
+    if not rows:
+        return
+    width = len(rows[0])
+    per = max(1, MAX_VARIABLES // width)
+    for part in chunks(rows, per):
+        one = "(" + ", ".join("?" * width) + ")"
+        conn.execute(f"INSERT INTO {table} {columns} VALUES {', '.join([one] * len(part))}",
+                     [value for row in part for value in row])
 
 
 @dataclass(frozen=True)
@@ -310,7 +327,7 @@ class SqliteStore:
                     conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self, durable: bool = True) -> Iterator[None]:
         conn = self._conn()
         if self._local.depth:
             self._local.depth += 1
@@ -322,6 +339,8 @@ class SqliteStore:
         with self._writer:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
+                if not durable:  # WAL stays consistent; the next FULL commit syncs it
+                    conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 self._local.depth = 1
                 try:
@@ -334,6 +353,8 @@ class SqliteStore:
                 finally:
                     self._local.depth = 0
             finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextmanager
@@ -429,55 +450,51 @@ class SqliteStore:
             self._index(tables, [(pk, rows)])
 
     def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
-        """Insert new first versions in bulk (the audit trail: one statement per table per
-        batch). Append-only types refuse anything but a first, live version."""
+        """Insert new first versions in bulk (the audit trail: a few multi-row statements
+        per batch). Append-only types refuse anything but a first, live version."""
         conn = self._conn()
         assert self._local.depth, "append() outside a write unit"
         for tables, group in _by_tables(items, lambda entry: entry[0].type):
-            indexed: list[tuple[int, IndexRows]] = []
-            for item, rows in group:
+            for item, _ in group:
                 if item.vid != 1 or item.deleted:
                     raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its "
                                     "records cannot be changed or deleted")
-                try:
-                    cur = conn.execute(
-                        f"INSERT INTO {tables.resource} (type, id, vid, updated, deleted, body) "
-                        "VALUES (?, ?, ?, ?, 0, ?)",
-                        (item.type, item.id, 1, item.updated, item.body))
-                except sqlite3.IntegrityError:
-                    raise FhirError(ErrorKind.CONFLICT,
-                                    f"{item.type}/{item.id} already exists") from None
-                if rows is not None:
-                    indexed.append((cur.lastrowid or 0, rows))
+            # explicit keys (we hold the write lock): index rows need them, and one
+            # statement cannot report each row's id
+            first = conn.execute(f"SELECT COALESCE(MAX(pk), 0) + 1 FROM {tables.resource}"
+                                 ).fetchone()[0]
+            try:
+                insert_rows(conn, tables.resource, "(pk, type, id, vid, updated, deleted, body)",
+                            [(first + n, item.type, item.id, 1, item.updated, 0, item.body)
+                             for n, (item, _) in enumerate(group)])
+            except sqlite3.IntegrityError:
+                raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists"
+                                ) from None
             if not tables.append_only:
-                conn.executemany(
-                    "INSERT INTO history (type, id, vid, updated, method, body) "
-                    "VALUES (?, ?, 1, ?, ?, ?)",
-                    [(item.type, item.id, item.updated, item.method, item.body)
-                     for item, _ in group])
-            self._index(tables, indexed)
+                insert_rows(conn, tables.history, "(type, id, vid, updated, method, body)",
+                            [(item.type, item.id, 1, item.updated, item.method, item.body)
+                             for item, _ in group])
+            self._index(tables, [(first + n, rows) for n, (_, rows) in enumerate(group)
+                                 if rows is not None])
 
     def _index(self, tables: Tables, entries: list[tuple[int, IndexRows]]) -> None:
         conn = self._conn()
         for kind, columns in INDEX_COLUMNS.items():
-            values = [(pk, *v) for pk, rows in entries for v in getattr(rows, kind)]
-            if values:
-                conn.executemany(f"INSERT INTO {tables.index[kind]} {columns}", values)
+            insert_rows(conn, tables.index[kind], columns,
+                        [(pk, *v) for pk, rows in entries for v in getattr(rows, kind)])
         widest: dict[str, int] = {}
         for _, rows in entries:
             for key, low, high in rows.date:
                 widest[key] = max(widest.get(key, 0), high - low)
-        if widest:
-            conn.executemany("INSERT INTO date_width (p, w) VALUES (?, ?) ON CONFLICT (p) "
-                             "DO UPDATE SET w = max(w, excluded.w) WHERE excluded.w > w",
-                             list(widest.items()))
+        for key, width in widest.items():
+            conn.execute("INSERT INTO date_width (p, w) VALUES (?, ?) ON CONFLICT (p) "
+                         "DO UPDATE SET w = max(w, excluded.w) WHERE excluded.w > w",
+                         (key, width))
         # append-only types keep the sort keys auditors use (time) and nothing more
         dated = {key for _, rows in entries for key, _, _ in rows.date}
-        sort_rows = [(pk, k, a, d) for pk, rows in entries for k, (a, d) in rows.sort.items()
-                     if not tables.append_only or k in dated]
-        if sort_rows:
-            conn.executemany(f"INSERT INTO {tables.sort} (pk, p, asc_key, desc_key) "
-                             "VALUES (?, ?, ?, ?)", sort_rows)
+        insert_rows(conn, tables.sort, "(pk, p, asc_key, desc_key)",
+                    [(pk, k, a, d) for pk, rows in entries for k, (a, d) in rows.sort.items()
+                     if not tables.append_only or k in dated])
 
     # -- search ------------------------------------------------------------------------
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:

@@ -184,3 +184,48 @@ def test_audit_verify_cli_reports_the_chain(tmp_path: Path, monkeypatch: Any,
     assert "audit chain intact: 1 events checked" in capsys.readouterr().out
     assert main(["audit", "head"]) == 0
     assert '"sequence": 1' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(bool(os.environ.get("TELEIMG_TEST_MONGODB_URI")), reason="CLI uses sqlite")
+def test_signed_chain_head_detects_truncation_and_a_forged_signature_R_SEC_3(
+        tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from fhir_server.cli import main
+    from tests.conftest import make_store, secured_core
+
+    def keypair(name: str) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
+        private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        public.write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return private, public
+
+    store = make_store("sqlite", tmp_path)
+    core = secured_core(store, tmp_path / "data")
+    client = Fhir(serve(core, tmp_path / "data", mint(tmp_path / "data", ["ris"])))
+    for n in range(3):
+        client.create({"resourceType": "Organization", "name": f"O{n}"})
+    assert core.audit is not None
+    core.audit.close()
+    monkeypatch.setenv("TELEIMG_DATA_DIR", str(tmp_path / "data"))
+    private, public = keypair("audit")
+    _, other_public = keypair("other")
+    capsys.readouterr()
+    assert main(["audit", "head", "--sign-key", str(private)]) == 0
+    jws_head = tmp_path / "head.jws"
+    jws_head.write_text(capsys.readouterr().out)
+    assert jws_head.read_text().count(".") == 2  # compact JWS
+    assert main(["audit", "verify", "--head", str(jws_head), "--public-key", str(public)]) == 0
+    assert main(["audit", "verify", "--head", str(jws_head),
+                 "--public-key", str(other_public)]) == 2
+    assert "does not verify" in capsys.readouterr().err
+    assert main(["audit", "verify", "--head", str(jws_head)]) == 2  # signed needs the key
+    last = _events(core)[-1]["id"]
+    _tamper(core, last, None)
+    assert main(["audit", "verify", "--head", str(jws_head), "--public-key", str(public)]) == 1
+    assert "removed from the end" in capsys.readouterr().out

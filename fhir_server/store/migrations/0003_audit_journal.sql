@@ -12,6 +12,7 @@ CREATE TABLE audit_resource (
     body    BLOB,
     UNIQUE (type, id)
 );
+CREATE INDEX audit_resource_type_pk ON audit_resource (type, pk);
 CREATE VIEW audit_history AS
     SELECT pk AS seq, type, id, vid, updated, 'POST' AS method, body FROM audit_resource;
 CREATE TABLE audit_idx_token (pk INTEGER NOT NULL, p TEXT NOT NULL, system TEXT, code TEXT, text TEXT);

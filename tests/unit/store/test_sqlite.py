@@ -67,3 +67,13 @@ def test_migration_3_moves_audit_events_to_the_journal_tables_in_chain_order(
     assert store.read("AuditEvent", "a") is not None
     page = store.history("AuditEvent", None, None, 10, None)
     assert [i.id for i in page.items] == ["a", "b"] and page.total == 2
+
+
+def test_audit_chain_head_lookup_uses_an_index_not_a_scan(tmp_path: Path) -> None:
+    """The chain head is read before every audit append (R-SEC-3): a scan of the journal
+    there made each append cost O(events)."""
+    store = SqliteStore(tmp_path / "t.db")
+    plan = " ".join(str(row[3]) for row in store._conn().execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM audit_history WHERE 1 AND type = ? "
+        "ORDER BY seq DESC LIMIT 2", ("AuditEvent",)))
+    assert "audit_resource_type_pk" in plan and "TEMP B-TREE" not in plan
