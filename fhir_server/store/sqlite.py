@@ -420,10 +420,10 @@ class SqliteStore:
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         conn = self._conn()
         assert self._local.depth, "put() outside a write unit"
-        tables = tables_for(item.type)
-        if tables.append_only:
+        if item.type in APPEND_ONLY_TYPES:
             self.append([(item, rows)])
             return
+        # below: the clinical tables, named as such
         existing = conn.execute("SELECT pk, vid FROM resource WHERE type = ? AND id = ?",
                                 (item.type, item.id)).fetchone()
         if item.vid != (existing[1] + 1 if existing else 1):
@@ -434,9 +434,8 @@ class SqliteStore:
             conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? "
                          "WHERE pk = ?", (item.vid, item.updated, int(item.deleted),
                                           item.body, pk))
-            for table in tables.index.values():
+            for table in (*CLINICAL.index.values(), CLINICAL.sort):
                 conn.execute(f"DELETE FROM {table} WHERE pk = ?", (pk,))
-            conn.execute("DELETE FROM sort_key WHERE pk = ?", (pk,))
         else:
             cur = conn.execute(
                 "INSERT INTO resource (type, id, vid, updated, deleted, body) "
@@ -447,7 +446,7 @@ class SqliteStore:
                      "VALUES (?, ?, ?, ?, ?, ?)",
                      (item.type, item.id, item.vid, item.updated, item.method, item.body))
         if rows is not None and not item.deleted:
-            self._index(tables, [(pk, rows)])
+            self._index(CLINICAL, [(pk, rows)])
 
     def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
         """Insert new first versions in bulk (the audit trail: a few multi-row statements
