@@ -52,6 +52,7 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     audit: bool = True
     audit_interval: float = 0.2
+    audit_index_lag: int = 50_000  # unindexed AuditEvents tolerated under load (ADR 0007)
 
     @property
     def production(self) -> bool:
@@ -91,6 +92,7 @@ class Settings:
                 authorize_url=env.get("TELEIMG_AUTH_AUTHORIZE_URL") or None,
                 token_url=env.get("TELEIMG_AUTH_TOKEN_URL") or None),
             audit=audit,
+            audit_index_lag=_int("TELEIMG_AUDIT_INDEX_LAG", 50_000),
             http_host=env.get("TELEIMG_HTTP_HOST", "127.0.0.1"),
             http_port=_int("TELEIMG_HTTP_PORT", 8080),
             data_dir=Path(env.get("TELEIMG_DATA_DIR", "data")),

@@ -39,7 +39,8 @@ def auth_settings(settings: Settings) -> AuthSettings:
 def build_core(settings: Settings) -> FhirServer:
     store = open_store(settings.store_url, settings.data_dir)
     policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
-    sink = AuditSink(store, settings.audit_interval) if settings.audit else None
+    sink = AuditSink(store, settings.audit_interval, max_lag=settings.audit_index_lag) \
+        if settings.audit else None
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
     return FhirServer(store, settings.limits, security=policy, audit=sink)

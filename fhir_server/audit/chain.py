@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 
-from fhir_server.audit.index import rows as index_rows
 from fhir_server.core.canonical import url
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.values import format_instant, now_us
@@ -88,11 +87,12 @@ def event_id() -> str:
 def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> None:
     """Chain and store ``events`` atomically (one write unit, under the chain lock).
 
-    Ids, timestamps and index rows are prepared before taking the lock; only the links
-    (sequence, previous hash, hash) need the chain head, so writers wait the least."""
+    Ids and timestamps are prepared before taking the lock; only the links (sequence,
+    previous hash, hash) need the chain head, so writers wait the least. The store
+    indexes the events later (ADR 0007)."""
     if not events:
         return
-    prepared: list[tuple[dict[str, Any], IndexRows, int]] = []
+    prepared: list[tuple[dict[str, Any], int]] = []
     for event in events:
         updated = now_us()
         resource = {"resourceType": "AuditEvent", "id": event_id(),
@@ -100,11 +100,11 @@ def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> 
                     **{k: v for k, v in event.items()
                        if k not in ("resourceType", "id", "meta", "extension")},
                     "extension": list(event.get("extension") or [])}
-        prepared.append((resource, index_rows(resource), updated))
+        prepared.append((resource, updated))
     with store.lock(LOCK), store.write(durable):
         seq, previous = head(store)
         items: list[tuple[Stored, IndexRows | None]] = []
-        for resource, rows, updated in prepared:
+        for resource, updated in prepared:
             seq += 1
             link: dict[str, Any] = {"url": CHAIN_URL, "extension": [
                 {"url": "sequence", "valueString": str(seq)},
@@ -113,7 +113,7 @@ def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> 
             previous = link_hash(previous, resource)
             link["extension"].append({"url": "hash", "valueString": previous})
             items.append((Stored("AuditEvent", resource["id"], 1, updated, False,
-                                 orjson.dumps(resource), "POST"), rows))
+                                 orjson.dumps(resource), "POST"), None))
         store.append(items)
 
 

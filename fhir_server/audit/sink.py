@@ -9,6 +9,11 @@ queue reaches ``max_pending``, readers wait for the writer (back-pressure, never
 unbounded queue). The queue is drained on shutdown; a crash can lose at most the queued
 read events, never a write's. Read batches are committed without waiting for the disk
 (WAL, ``synchronous=NORMAL``): a power loss can also take the last such batches.
+
+The store indexes events after they are appended (ADR 0007). The same thread does that
+work when no event arrived for ``interval`` (idle time), or at once when more than
+``max_lag`` events wait, so a busy server spends its CPU on requests and the backlog
+stays bounded; a search on AuditEvent indexes whatever is left before it runs.
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ log = logging.getLogger("teleimagerie.audit")
 
 class AuditSink:
     def __init__(self, store: Store, interval: float = 0.2, max_batch: int = 200,
-                 max_pending: int = 10000) -> None:
+                 max_pending: int = 10000, max_lag: int = 50_000,
+                 index_chunk: int = 500) -> None:
         self.store = store
+        self.max_lag = max_lag
+        self.index_chunk = index_chunk
         self.interval = interval
         self.max_batch = max_batch
         self.max_pending = max_pending
@@ -70,6 +78,18 @@ class AuditSink:
             raise
         return True
 
+    def _index(self, idle: bool) -> None:
+        """Idle: index chunk after chunk until events arrive. Busy: one chunk, only when
+        the backlog is over ``max_lag``."""
+        if not idle:
+            if self.store.journal_backlog() > self.max_lag:
+                self.store.index_journal(self.index_chunk)
+            return
+        while self.store.index_journal(self.index_chunk):
+            with self._cond:
+                if self._pending or self._stop:
+                    return
+
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
@@ -86,8 +106,10 @@ class AuditSink:
                     self._cond.wait(self.interval)
                 if self._stop and not self._pending:
                     return
+                idle = not self._pending
             try:
                 self.flush()
+                self._index(idle)
             except Exception:
                 log.exception("audit append failed; retrying")
                 with self._cond:

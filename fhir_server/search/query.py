@@ -375,6 +375,19 @@ def merge_date_bounds(terms: list[Term]) -> list[Term]:
     return merged
 
 
+def types_read(rtype: str, terms: list[Term]) -> set[str]:
+    """Every resource type whose index a search reads (its own, chained targets, _has
+    sources): stores index append-only types lazily and catch up before such a search."""
+    found = {rtype}
+    for term in terms:
+        if isinstance(term, Chain):
+            for target, inner in zip(term.target_types, term.inner, strict=True):
+                found |= types_read(target, [inner])
+        elif isinstance(term, Has):
+            found |= types_read(term.source_type, term.inner)
+    return found
+
+
 class _Unknown(Exception):
     pass
 

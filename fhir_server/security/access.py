@@ -232,6 +232,12 @@ class GuardedStore:
             self.check_write(item)
         self.inner.append(items)
 
+    def journal_backlog(self) -> int:
+        return self.inner.journal_backlog()
+
+    def index_journal(self, limit: int = 1000) -> int:
+        return self.inner.index_journal(limit)  # derived rows only: no data is revealed
+
     def _check_server_owned(self, item: Stored) -> None:
         """Mass assignment: ``meta.security`` is the server's (confidentiality, masking).
 

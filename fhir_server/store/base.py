@@ -64,7 +64,17 @@ class Store(Protocol):
         """Store a new version (``item.body is None`` for a deletion) and its index rows."""
 
     def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
-        """Store new first versions in bulk (one round trip per table, not per item)."""
+        """Store new first versions in bulk (one round trip per table, not per item).
+        Records of :data:`APPEND_ONLY_TYPES` are stored unindexed (their rows are ignored)
+        and indexed later by :meth:`index_journal`, in append order (ADR 0007)."""
+
+    def journal_backlog(self) -> int:
+        """How many journal records are not indexed yet."""
+
+    def index_journal(self, limit: int = 1000) -> int:
+        """Index up to ``limit`` of the oldest unindexed journal records (idle-time work).
+        A search, include or revinclude reading a journal type indexes all of them first,
+        so it sees every record appended before it."""
 
     def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
 

@@ -15,19 +15,20 @@ import contextvars
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import mongoengine as me
-from pymongo import ReturnDocument
+import orjson
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
-from fhir_server.search.extract import IndexRows
+from fhir_server.search.extract import IndexRows, extract
 from fhir_server.search.query import (
     ANY,
     Chain,
@@ -38,6 +39,7 @@ from fhir_server.search.query import (
     SearchQuery,
     Term,
     TokenValue,
+    types_read,
 )
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, keyset_page
 
@@ -73,6 +75,7 @@ class ResourceDoc(me.Document):
     ref = me.ListField(me.DictField())
     sa = me.DictField()  # ascending sort keys by parameter name
     sd = me.DictField()  # descending sort keys by parameter name
+    pending = me.BooleanField()  # a journal record not indexed yet (ADR 0007)
     meta = {  # noqa: RUF012 - mongoengine reads this class attribute
         "collection": "resources", "db_alias": ALIAS, "auto_create_index": False,
         "indexes": [
@@ -90,6 +93,7 @@ class ResourceDoc(me.Document):
             {"fields": ["type", "ref.p", "ref.u"]},
             {"fields": ["type", "ref.p", "ref.iv"]},
             {"fields": ["ref.t", "ref.i", "ref.p"]},
+            {"fields": ["pending", "ordinal"], "sparse": True},
         ],
     }
 
@@ -287,10 +291,25 @@ def keyset(columns: list[tuple[str, bool]], values: list[Any], after: bool) -> d
     return {"$or": ors} if ors else {"pk": {"$lt": -1}}
 
 
+def _index_fields(rows: IndexRows) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind, arr in ARRAYS.items():
+        values = getattr(rows, kind)
+        if values:
+            names = ("p", *FIELDS[kind])
+            out[arr] = [dict(zip(names, v, strict=True)) for v in values]
+    if rows.sort:
+        out["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
+        out["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
+    return out
+
+
 class MongoStore:
     """MongoDB behind the same protocol as the embedded store."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str,
+                 indexer: Callable[[dict[str, Any]], IndexRows] = extract) -> None:
+        self.indexer = indexer
         kwargs: dict[str, Any] = {}
         host = url
         if url.startswith("mongomock://"):
@@ -438,15 +457,10 @@ class MongoStore:
             "vid": item.vid, "updated": item.updated, "deleted": item.deleted,
             "body": item.body,
         }
-        if rows is not None and not item.deleted:
-            for kind, arr in ARRAYS.items():
-                values = getattr(rows, kind)
-                if values:
-                    names = ("p", *FIELDS[kind])
-                    doc[arr] = [dict(zip(names, v, strict=True)) for v in values]
-            if rows.sort:
-                doc["sa"] = {k.split(".", 1)[1]: a for k, (a, _) in rows.sort.items()}
-                doc["sd"] = {k.split(".", 1)[1]: d for k, (_, d) in rows.sort.items()}
+        if item.type in APPEND_ONLY_TYPES:
+            doc["pending"] = True  # indexed later, in append order (index_journal)
+        elif rows is not None and not item.deleted:
+            doc.update(_index_fields(rows))
         return doc
 
     @staticmethod
@@ -515,6 +529,31 @@ class MongoStore:
         if unit.session is None:
             unit.undo.extend(("history", first_seq + i, None) for i in range(len(versions)))
 
+    # -- journal indexing (ADR 0007) ---------------------------------------------------
+    def journal_backlog(self) -> int:
+        return int(self.res.count_documents({"pending": True}))
+
+    def index_journal(self, limit: int = 1000) -> int:
+        """Index the oldest ``limit`` unindexed journal records; how many were indexed.
+        Each update matches only a still-pending record, so concurrent indexers never
+        write a record twice."""
+        docs = list(self.res.find({"pending": True}, {"body": 1}).sort("pk", 1).limit(limit))
+        if not docs:
+            return 0
+        updates = [({"_id": d["_id"], "pending": True},
+                    {"$set": _index_fields(self.indexer(orjson.loads(d["body"]))),
+                     "$unset": {"pending": ""}}) for d in docs]
+        if self.mock:  # mongomock's bulk API rejects the arguments pymongo 4.9+ passes
+            return sum(self.res.update_one(f, u).modified_count for f, u in updates)
+        return int(self.res.bulk_write([UpdateOne(f, u) for f, u in updates],
+                                       ordered=False).modified_count)
+
+    def _catch_up(self) -> None:
+        """Before reading journal index fields: index every record appended so far."""
+        for _ in range(self.journal_backlog() // 1000 + 1):
+            if not self.index_journal():
+                return
+
     # -- search ------------------------------------------------------------------------
     def _distinct_ids(self, flt: dict[str, Any]) -> list[str]:
         ids = [d["rid"] for d in self.res.find(flt, {"rid": 1}, session=self._session())
@@ -533,6 +572,8 @@ class MongoStore:
         return sorted(ids)
 
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
         flt = MongoCompiler(self).where(query.type, query.terms)
         session = self._session()
         total = None
@@ -575,6 +616,8 @@ class MongoStore:
         pks = [i.pk for i in items if i.pk]
         if not pks or not param_keys:
             return []
+        if any(i.type in APPEND_ONLY_TYPES for i in items):
+            self._catch_up()
         wanted = set(param_keys)
         out: set[tuple[str, str]] = set()
         for doc in self.res.find({"pk": {"$in": pks}}, {"ref": 1}, session=self._session()):
@@ -585,6 +628,8 @@ class MongoStore:
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
         if not targets or not param_keys:
             return []
+        if any(key.split(".", 1)[0] in APPEND_ONLY_TYPES for key in param_keys):
+            self._catch_up()
         by_type: dict[str, list[str]] = {}
         for t, i in targets:
             by_type.setdefault(t, []).append(i)

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
-from fhir_server.search.extract import IndexRows
+from fhir_server.search.extract import IndexRows, extract
 from fhir_server.search.query import (
     ANY,
     Chain,
@@ -30,6 +32,7 @@ from fhir_server.search.query import (
     SearchQuery,
     Term,
     TokenValue,
+    types_read,
 )
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, chunks, keyset_page
 
@@ -289,8 +292,10 @@ class SqliteStore:
 
     supports_transactions = True
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path,
+                 indexer: Callable[[dict[str, Any]], IndexRows] = extract) -> None:
         self.path = path
+        self.indexer = indexer
         self._local = threading.local()
         # Writers queue on a thread lock, then on a kernel file lock shared by all worker
         # processes: both wake the next writer at once, where SQLite's busy handler would
@@ -469,12 +474,52 @@ class SqliteStore:
             except sqlite3.IntegrityError:
                 raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists"
                                 ) from None
-            if not tables.append_only:
-                insert_rows(conn, tables.history, "(type, id, vid, updated, method, body)",
-                            [(item.type, item.id, 1, item.updated, item.method, item.body)
-                             for item, _ in group])
+            if tables.append_only:
+                continue  # indexed later, in append order (index_journal; ADR 0007)
+            insert_rows(conn, tables.history, "(type, id, vid, updated, method, body)",
+                        [(item.type, item.id, 1, item.updated, item.method, item.body)
+                         for item, _ in group])
             self._index(tables, [(first + n, rows) for n, (_, rows) in enumerate(group)
                                  if rows is not None])
+
+    # -- journal indexing (ADR 0007) ---------------------------------------------------
+    def journal_backlog(self) -> int:
+        row = self._conn().execute(
+            "SELECT (SELECT COALESCE(MAX(pk), 0) FROM audit_resource) - indexed_upto "
+            "FROM journal_state WHERE name = 'audit'").fetchone()
+        return int(row[0])
+
+    def index_journal(self, limit: int = 1000) -> int:
+        """Index the oldest ``limit`` unindexed journal records; how many were indexed.
+
+        Index rows are computed outside the write lock (they are pure functions of the
+        stored bodies); the unit writes them only if no other thread or process indexed
+        the same records meanwhile."""
+        conn = self._conn()
+        upto = conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
+                            ).fetchone()[0]
+        records = conn.execute("SELECT pk, body FROM audit_resource WHERE pk > ? "
+                               "ORDER BY pk LIMIT ?", (upto, limit)).fetchall()
+        if not records:
+            return 0
+        entries = [(pk, self.indexer(orjson.loads(body))) for pk, body in records]
+        with self.write(durable=False):
+            if conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
+                            ).fetchone()[0] != upto:
+                return 0  # someone else got there first; the caller asks again
+            self._index(JOURNAL, entries)
+            conn.execute("UPDATE journal_state SET indexed_upto = ? WHERE name = 'audit'",
+                         (records[-1][0],))
+        return len(records)
+
+    def _catch_up(self) -> None:
+        """Before reading journal index tables: index every record appended so far, so a
+        search sees every event recorded before it (read-your-writes for auditors)."""
+        conn = self._conn()
+        target = conn.execute("SELECT COALESCE(MAX(pk), 0) FROM audit_resource").fetchone()[0]
+        while conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
+                           ).fetchone()[0] < target:
+            self.index_journal()
 
     def _index(self, tables: Tables, entries: list[tuple[int, IndexRows]]) -> None:
         conn = self._conn()
@@ -498,6 +543,8 @@ class SqliteStore:
     # -- search ------------------------------------------------------------------------
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         tables = tables_for(query.type)
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
         with self._snapshot() as conn:
             where, args = SqlCompiler(conn).where("r", query.type, query.terms)
             total = None
@@ -542,6 +589,8 @@ class SqliteStore:
         out: list[tuple[str, str]] = []
         conn = self._conn()
         for tables, group in _by_tables([i for i in items if i.pk], lambda item: item.type):
+            if tables.append_only:
+                self._catch_up()
             for part in chunks([i.pk for i in group], 500):
                 rows = conn.execute(
                     f"SELECT DISTINCT rtype, rid FROM {tables.index['reference']} WHERE pk IN "
@@ -558,6 +607,8 @@ class SqliteStore:
         conn = self._conn()
         # a parameter key is "SourceType.name": its source type says which tables hold it
         for tables, keys in _by_tables(param_keys, lambda key: key.split(".", 1)[0]):
+            if tables.append_only:
+                self._catch_up()
             for part in chunks(targets, 300):
                 cond = " OR ".join(["(x.rid = ? AND x.rtype = ?)"] * len(part))
                 args = [v for (t, i) in part for v in (i, t)]
