@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fhir_server.core.limits import Limits
+from fhir_server.validation.registry import DEFAULT_REQUIRED, parse_required
 
 
 def _int(name: str, default: int) -> int:
@@ -53,6 +54,9 @@ class Settings:
     audit: bool = True
     audit_interval: float = 0.2
     audit_index_lag: int = 50_000  # unindexed AuditEvents tolerated under load (ADR 0007)
+    # resource type -> profiles every write of that type must meet (issue 4)
+    required_profiles: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_REQUIRED))
 
     @property
     def production(self) -> bool:
@@ -93,6 +97,8 @@ class Settings:
                 token_url=env.get("TELEIMG_AUTH_TOKEN_URL") or None),
             audit=audit,
             audit_index_lag=_int("TELEIMG_AUDIT_INDEX_LAG", 50_000),
+            required_profiles=parse_required(env["TELEIMG_REQUIRED_PROFILES"])
+            if "TELEIMG_REQUIRED_PROFILES" in env else dict(DEFAULT_REQUIRED),
             http_host=env.get("TELEIMG_HTTP_HOST", "127.0.0.1"),
             http_port=_int("TELEIMG_HTTP_PORT", 8080),
             data_dir=Path(env.get("TELEIMG_DATA_DIR", "data")),

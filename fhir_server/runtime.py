@@ -16,6 +16,7 @@ from fhir_server.security.jwks import KeySet
 from fhir_server.security.policy import SecurityPolicy
 from fhir_server.security.tokens import AuthSettings, Issuer, TokenValidator
 from fhir_server.store import open_store
+from fhir_server.validation.registry import ProfileRegistry
 
 log = logging.getLogger("teleimagerie")
 
@@ -43,4 +44,5 @@ def build_core(settings: Settings) -> FhirServer:
         if settings.audit else None
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
-    return FhirServer(store, settings.limits, security=policy, audit=sink)
+    return FhirServer(store, settings.limits, security=policy, audit=sink,
+                      profiles=ProfileRegistry(settings.required_profiles))

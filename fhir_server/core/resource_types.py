@@ -14,7 +14,11 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
 )
+# served read-only from the shipped implementation guide (profiles/, terminology/)
+CONFORMANCE_TYPES: frozenset[str] = frozenset(
+    {"StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap"})
 _SUPPORTED = frozenset(SUPPORTED_TYPES)
+_ROUTED = _SUPPORTED | CONFORMANCE_TYPES
 
 
 def is_supported(rtype: str) -> bool:
@@ -22,7 +26,8 @@ def is_supported(rtype: str) -> bool:
 
 
 def require_supported(rtype: str) -> str:
-    if rtype not in _SUPPORTED:
+    """A type the REST API answers for: stored types and the conformance types."""
+    if rtype not in _ROUTED:
         raise FhirError(ErrorKind.UNSUPPORTED_TYPE, f"resource type not supported: {rtype}")
     return rtype
 

@@ -27,9 +27,11 @@ from fhir_server.core.formats import (
 )
 from fhir_server.core.limits import Limits
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
+from fhir_server.core.resource_types import CONFORMANCE_TYPES
 from fhir_server.interactions import (
     bundle,
     capabilities,
+    conformance,
     create,
     delete,
     everything,
@@ -43,6 +45,7 @@ from fhir_server.interactions import (
 from fhir_server.security.access import GuardedStore
 from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
+from fhir_server.validation.registry import ProfileRegistry
 
 if TYPE_CHECKING:
     from fhir_server.audit.sink import AuditSink
@@ -67,6 +70,7 @@ HANDLERS: dict[Interaction, Handler] = {
 # (resource type or None, operation name) -> handler
 OPERATIONS: dict[tuple[str | None, str], Handler] = {
     ("Patient", "everything"): everything.everything,
+    **conformance.OPERATIONS,
 }
 SUBSETTABLE = {Interaction.READ, Interaction.VREAD, Interaction.SEARCH_TYPE,
                Interaction.HISTORY_INSTANCE, Interaction.HISTORY_TYPE,
@@ -89,8 +93,11 @@ class FhirServer:
 
     def __init__(self, store: Store, limits: Limits | None = None,
                  security: SecurityPolicy | None = None, audit: AuditSink | None = None,
-                 name: str = "teleimagerie FHIR server") -> None:
+                 name: str = "teleimagerie FHIR server",
+                 profiles: ProfileRegistry | None = None) -> None:
         self.store = store
+        # without a policy only the profiles a resource declares are enforced
+        self.profiles = profiles or ProfileRegistry()
         self.limits = limits or Limits()
         self.security = security
         self.audit = audit
@@ -118,11 +125,14 @@ class FhirServer:
     @staticmethod
     def _run(server: FhirServer, req: FhirRequest) -> FhirResponse:
         if req.interaction == Interaction.OPERATION:
-            handler = OPERATIONS.get((req.resource_type, req.operation or ""))
+            handler = OPERATIONS.get((req.resource_type, req.operation or "")) or (
+                OPERATIONS.get((None, req.operation or "")) if req.resource_type else None)
             if handler is None:
                 raise FhirError(ErrorKind.NOT_FOUND, f"operation ${req.operation} is not "
                                 f"supported on {req.resource_type or 'the system'}")
             return handler(server, req)
+        if req.resource_type in CONFORMANCE_TYPES:
+            return conformance.interaction(server, req)
         return HANDLERS[req.interaction](server, req)
 
     def handle(self, req: FhirRequest) -> FhirResponse:

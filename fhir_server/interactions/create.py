@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def create(server: FhirServer, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
+    server.profiles.check_write(resource)
     # a client id in the body is ignored (http.html#create)
     rid = req.assigned_id or str(uuid.uuid4())
     condition = req.header("if-none-exist")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
+    server.profiles.check_write(resource)
     if req.id is None:
         return _conditional_update(server, req, resource)
     check_id(req.id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.limits import Limits
 from fhir_server.core.model import FhirRequest, Interaction
+from fhir_server.core.resource_types import CONFORMANCE_TYPES
 from fhir_server.security.access import Access
 from fhir_server.security.compartment import in_compartment
 from fhir_server.security.principal import Principal
@@ -44,6 +45,10 @@ def authorize(req: FhirRequest, access: Access) -> None:
     principal = access.principal
     rtype = req.resource_type
     letter = LETTER_OF.get(req.interaction)
+    if rtype in CONFORMANCE_TYPES:  # the shipped IG: public to every known role
+        if not access.roles:
+            access.require(rtype, "r")  # produces the "no known role" refusal
+        return
     if rtype in APPEND_ONLY_TYPES and letter in ("c", "u", "d"):
         raise FhirError(ErrorKind.FORBIDDEN, f"{rtype} is append-only: audit records are "
                         "written by the server and never changed or deleted (R-SEC-3)")

@@ -1,0 +1,1 @@
+"""Profile validation driven by StructureDefinition snapshots (issue 4)."""
