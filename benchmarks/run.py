@@ -109,6 +109,23 @@ def load_dataset(data_dir: Path) -> float:
     return time.perf_counter() - start
 
 
+def profile_costs(rounds: int = 500) -> dict[str, float]:
+    """µs of CPU to validate one resource against its profile (issue 4), per profile,
+    compiled validators (the first validation of each profile compiles it)."""
+    from fhir_server.validation.registry import ProfileRegistry
+
+    registry = ProfileRegistry()
+    out: dict[str, float] = {}
+    for path in sorted((ROOT.parent / "profiles" / "examples").glob("*--valid.json")):
+        resource = json.loads(path.read_text())
+        registry.validate(resource)
+        began = time.process_time()
+        for _ in range(rounds):
+            registry.validate(resource)
+        out[path.stem.split("--")[0]] = (time.process_time() - began) / rounds * 1e6
+    return out
+
+
 def catch_up(data_dir: Path) -> dict[str, float]:
     """The indexing the audited run left for idle time: how much, and how fast it goes."""
     store = SqliteStore(data_dir / "teleimagerie.db")
@@ -244,6 +261,11 @@ def main() -> None:
         table.append(f"| {r['scenario']} | {r['rps']:.0f} | {r['ratio']:.2f} | "
                      f"{r['resources_per_s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | "
                      f"{r['p99']:.1f} | {int(r['errors'] + r['non2xx'])} |")
+    costs = profile_costs()
+    machine["profile_validation_us"] = costs
+    table.append("")
+    table.append("Profile validation, µs of CPU per resource (compiled once): " + ", ".join(
+        f"{name} {us:.0f}" for name, us in costs.items()))
     table.append("")
     table.append(f"AuditEvents left unindexed after the audited run (ADR 0007): "
                  f"{audit_index['backlog']}; indexed afterwards at "

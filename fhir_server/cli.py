@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import sys
+from pathlib import Path
 
 from fhir_server.config import Settings
 
@@ -92,6 +93,15 @@ def _audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _ig_package(args: argparse.Namespace) -> int:
+    from fhir_server.validation.package import build
+
+    count = build(Path(args.out))
+    print(f"wrote {args.out}: {count} resources (StructureDefinition, CodeSystem, ValueSet, "
+          "ConceptMap)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teleimagerie", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", help="subject (default derived from rpps/patient/role)")
     token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_token)
+    ig = sub.add_parser("ig", help="the implementation guide we ship (profiles, terminology)")
+    ig_sub = ig.add_subparsers(dest="ig_command", required=True)
+    pack = ig_sub.add_parser("package", help="write the IG as a FHIR NPM package (package.tgz)")
+    pack.add_argument("--out", default="package.tgz", help="output file (default package.tgz)")
+    pack.set_defaults(func=_ig_package)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")
