@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server import FHIR_VERSION, __version__
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.resource_types import SUPPORTED_TYPES
+from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES
 from fhir_server.search.registry import params_for
 
 if TYPE_CHECKING:
@@ -21,13 +21,31 @@ TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-inst
                      "history-type", "create", "search-type"]
 
 
+TERMINOLOGY_OPERATIONS = {"CodeSystem": ["lookup", "validate-code"],
+                          "ValueSet": ["expand", "validate-code"], "ConceptMap": ["translate"]}
+OPERATION_DEFINITIONS = {
+    "lookup": "http://hl7.org/fhir/OperationDefinition/CodeSystem-lookup",
+    "validate-code": "http://hl7.org/fhir/OperationDefinition/ValueSet-validate-code",
+    "expand": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand",
+    "translate": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
+    "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+}
+
+
 def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
-    return FhirResponse(200, {}, resource=_statement(req.base_url, server.released))
+    required = tuple(sorted((t, tuple(u)) for t, u in server.profiles.required.items()))
+    return FhirResponse(200, {}, resource=_statement(req.base_url, server.released, required))
+
+
+def _operation(name: str) -> dict[str, str]:
+    return {"name": name, "definition": OPERATION_DEFINITIONS[name]}
 
 
 @cache
-def _statement(base_url: str, released: str) -> dict[str, Any]:
+def _statement(base_url: str, released: str,
+               required: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
     resources = []
+    mandatory = dict(required)
     for rtype in SUPPORTED_TYPES:
         params = sorted(params_for(rtype).values(), key=lambda p: p.name)
         ref_params = [p.name for p in params if p.kind == "reference"]
@@ -48,6 +66,19 @@ def _statement(base_url: str, released: str) -> dict[str, Any]:
             "searchParam": [
                 {"name": p.name, "definition": p.url, "type": p.kind} for p in params
             ],
+            "operation": [_operation("validate")],
+        })
+        if rtype in mandatory:  # writes must meet these (TELEIMG_REQUIRED_PROFILES)
+            resources[-1]["supportedProfile"] = list(mandatory[rtype])
+    for rtype in sorted(CONFORMANCE_TYPES):
+        resources.append({
+            "type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+            "searchParam": [{"name": n, "type": "uri" if n == "url" else "token"
+                             if n in ("_id", "status", "type", "version") else "string"}
+                            for n in ("url", "name", "title", "version", "status", "type",
+                                      "_id")],
+            "operation": [_operation(op) for op in TERMINOLOGY_OPERATIONS.get(rtype, [])],
         })
     return {
         "resourceType": "CapabilityStatement",

@@ -296,12 +296,13 @@ def validate(server: FhirServer, req: FhirRequest) -> FhirResponse:
         issues += exc.issues
     if not issues:
         profile = _one(inputs, "profile")
-        issues = server.profiles.validate(resource, [profile] if profile else None)
+        issues = server.profiles.validate(resource, [profile] if profile else None,
+                                          must_support=True)
     return FhirResponse(200, {}, resource=_outcome(issues))
 
 
 def _outcome(issues: list[Issue]) -> dict[str, Any]:
-    if not any(i.severity in ("error", "fatal") for i in issues):
+    if not any(i.severity in ("error", "fatal", "warning") for i in issues):
         issues = [*issues, Issue("validation réussie : aucune erreur", code="informational",
                                  severity="information")]
     return {"resourceType": "OperationOutcome",

@@ -54,7 +54,7 @@ class Rule:
         return bool(self.min > base_min or (self.max is not None and base_max == "*")
                     or self.fixed is not None or self.pattern is not None or self.binding
                     or self.constraints or self.discriminators or self.slices
-                    or self.children)
+                    or self.children or self.must_support)
 
 
 def _max(value: str) -> int | None:
@@ -160,6 +160,25 @@ class ProfileValidator:
         issues: list[Issue] = []
         self._node(self.root, resource, self.type, resource, issues)
         return issues
+
+    def must_support_missing(self, resource: dict[str, Any]) -> list[Issue]:
+        """Information issues for absent mustSupport elements ($validate reports them)."""
+        out: list[Issue] = []
+        self._must_support(self.root, resource, self.type, out)
+        return out
+
+    def _must_support(self, rule: Rule, node: Any, expr: str, out: list[Issue]) -> None:
+        if not isinstance(node, dict):
+            return
+        for name, child in rule.children.items():
+            here = f"{expr}.{name.replace('[x]', '')}"
+            values = _values(node, name)
+            if child.must_support and not values and child.min == 0:
+                out.append(Issue(f"élément à renseigner si disponible (mustSupport) : "
+                                 f"{child.short}", code="informational",
+                                 severity="information", expression=[here]))
+            for _, value in values:
+                self._must_support(child, value, here, out)
 
     # -- walking -----------------------------------------------------------------------
     def _node(self, rule: Rule, node: Any, expr: str, resource: dict[str, Any],

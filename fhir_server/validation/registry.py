@@ -73,9 +73,10 @@ class ProfileRegistry:
                 known.append(p)
         return known, unknown
 
-    def validate(self, resource: dict[str, Any], profiles: list[str] | None = None
-                 ) -> list[Issue]:
-        """Every issue found (errors, warnings). ``profiles`` overrides the policy."""
+    def validate(self, resource: dict[str, Any], profiles: list[str] | None = None,
+                 must_support: bool = False) -> list[Issue]:
+        """Every issue found (errors, warnings; absent mustSupport elements as information
+        when asked). ``profiles`` overrides the policy."""
         unknown: list[str] = []
         if profiles is None:
             profiles, unknown = self.applicable(resource)
@@ -91,6 +92,8 @@ class ProfileRegistry:
                                     expression=["resourceType"]))
                 continue
             issues += validator.validate(resource)
+            if must_support:
+                issues += validator.must_support_missing(resource)
         return issues
 
     def check_write(self, resource: dict[str, Any]) -> None:
