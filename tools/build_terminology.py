@@ -63,7 +63,122 @@ CCAM_ACTS: list[tuple[str, str, str, bool]] = [
     ("ZBQH001", "Scanographie du thorax, avec injection intraveineuse de produit de "
      "contraste", "ans-cda-img-da-img", False),
     ("QEQK004", "Mammographie de dépistage", "snds-screening-studies", True),
+    ("ACQJ002", "Remnographie [IRM] du crâne et de son contenu, avec injection intraveineuse "
+     "de produit de contraste", "ans-ig-terminologies-fsh", False),
+    ("ACQN001", "Remnographie [IRM] du crâne et de son contenu, sans injection intraveineuse "
+     "de produit de contraste", "ans-ig-terminologies", False),
+    ("EBQH006", "Scanographie des vaisseaux cervicaux [Angioscanner cervical]",
+     "ans-ig-terminologies", False),
+    ("ZCQH001", "Scanographie de l'abdomen et du petit bassin, avec injection intraveineuse "
+     "de produit de contraste", "clinical-references-seed", False),
+    ("ZCQH002", "Scanographie de l'abdomen ou du petit bassin, avec injection intraveineuse "
+     "de produit de contraste", "clinical-references-seed", False),
+    ("ZCQK004", "Scanographie de l'abdomen et du petit bassin, sans injection intraveineuse "
+     "de produit de contraste", "clinical-references-seed", False),
+    ("ZCQK005", "Scanographie de l'abdomen ou du petit bassin, sans injection intraveineuse "
+     "de produit de contraste", "clinical-references-seed", False),
+    ("ELQH002", "Scanographie des vaisseaux de l'abdomen et/ou du petit bassin "
+     "[Angioscanner abdominopelvien]", "clinical-references-seed", False),
+    ("ZCQM005", "Échographie transcutanée de l'abdomen, avec échographie transcutanée du "
+     "petit bassin [pelvis]", "clinical-references-seed", False),
+    ("ZBQK002", "Radiographie du thorax", "ccam-sample-repositories", False),
+    ("ZCQK002", "Radiographie de l'abdomen sans préparation", "ccam-sample-repositories",
+     False),
+    ("EAQH002", "Scanographie des vaisseaux encéphaliques [Angioscanner cérébral]",
+     "ccam-sample-repositories", False),
+    ("ZZQN002", "Restitution tridimensionnelle des images acquises par remnographie [IRM]",
+     "ccam-sample-repositories", False),
+    ("ACQN004", "Remnographie [IRM] du crâne et de son contenu avec étude de la viabilité du "
+     "parenchyme cérébral (diffusion, perfusion)", "ccam-v80-imaging-table", False),
+    ("AAQN004", "Remnographie [IRM] fonctionnelle du cerveau pour étude des fonctions "
+     "motrices", "ccam-v80-imaging-table", False),
+    ("LAQN001", "Remnographie [IRM] de la face, sans injection de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("LAQJ001", "Remnographie [IRM] de la face, avec injection intraveineuse de produit de "
+     "contraste", "ccam-v80-imaging-table", False),
+    ("LCQN001", "Remnographie [IRM] des tissus mous du cou, sans injection de produit de "
+     "contraste", "ccam-v80-imaging-table", False),
+    ("LCQJ001", "Remnographie [IRM] des tissus mous du cou, avec injection intraveineuse de "
+     "produit de contraste", "ccam-v80-imaging-table", False),
+    ("LHQN001", "Remnographie [IRM] d'un ou deux segments de la colonne vertébrale, sans "
+     "injection de produit de contraste", "ccam-v80-imaging-table", False),
+    ("LHQJ001", "Remnographie [IRM] d'un ou deux segments de la colonne vertébrale, avec "
+     "injection intraveineuse de produit de contraste", "ccam-v80-imaging-table", False),
+    ("ZBQN001", "Remnographie [IRM] du thorax, sans injection de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("ZBQJ001", "Remnographie [IRM] du thorax, avec injection intraveineuse de produit de "
+     "contraste", "ccam-v80-imaging-table", False),
+    ("ZCQN001", "Remnographie [IRM] de l'abdomen et du petit bassin, sans injection de "
+     "produit de contraste", "ccam-v80-imaging-table", False),
+    ("ZCQJ005", "Remnographie [IRM] de l'abdomen et du petit bassin, avec injection "
+     "intraveineuse de produit de contraste", "ccam-v80-imaging-table", False),
+    ("QEQN001", "Remnographie [IRM] du sein, sans injection de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("QEQJ001", "Remnographie [IRM] du sein, avec injection intraveineuse de produit de "
+     "contraste", "ccam-v80-imaging-table", False),
+    ("DZQN001", "Remnographie [IRM] morphologique du cœur", "ccam-v80-imaging-table", False),
+    ("DZQN002", "Remnographie [IRM] fonctionnelle du cœur, sans épreuve pharmacologique de "
+     "stress", "ccam-v80-imaging-table", False),
+    ("MZQN001", "Remnographie [IRM] unilatérale ou bilatérale de segment du membre "
+     "supérieur, sans injection de produit de contraste", "ccam-v80-imaging-table", False),
+    ("MZQJ001", "Remnographie [IRM] unilatérale ou bilatérale de segment du membre "
+     "supérieur, avec injection intraveineuse de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("NZQJ001", "Remnographie [IRM] unilatérale ou bilatérale de segment du membre "
+     "inférieur, avec injection intraveineuse de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("EAQJ001", "Remnographie [IRM] des vaisseaux encéphaliques [Angio-IRM cérébrale]",
+     "ccam-v80-imaging-table", False),
+    ("EBQJ001", "Remnographie [IRM] des vaisseaux cervicocéphaliques [Angio-IRM "
+     "cervicocérébrale]", "ccam-v80-imaging-table", False),
+    ("ECQJ001", "Remnographie [IRM] des vaisseaux du thorax [Angio-IRM thoracique]",
+     "ccam-v80-imaging-table", False),
+    ("ELQJ001", "Remnographie [IRM] des vaisseaux de l'abdomen et/ou du petit bassin "
+     "[Angio-IRM abdominopelvienne]", "ccam-v80-imaging-table", False),
+    ("EMQJ001", "Remnographie [IRM] des vaisseaux des membres inférieurs",
+     "ccam-v80-imaging-table", False),
+    ("ZZQN001", "Remnographie [IRM] comportant au moins 6 séquences",
+     "ccam-v80-imaging-table", False),
+    ("LAQK013", "Scanographie de la face", "ccam-v80-imaging-table", False),
+    ("LAQK002", "Scanographie unilatérale ou bilatérale du rocher et de l'oreille moyenne",
+     "ccam-v80-imaging-table", False),
+    ("LCQK001", "Scanographie des tissus mous du cou, sans injection de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("LHQK001", "Scanographie d'un segment de la colonne vertébrale, sans injection de "
+     "produit de contraste", "ccam-v80-imaging-table", False),
+    ("LHQH006", "Scanographie d'un segment de la colonne vertébrale, avec injection "
+     "intraveineuse de produit de contraste", "ccam-v80-imaging-table", False),
+    ("LHQK005", "Scanographie de plusieurs segments de la colonne vertébrale, sans "
+     "injection de produit de contraste", "ccam-v80-imaging-table", False),
+    ("ZBQK001", "Scanographie du thorax, sans injection de produit de contraste",
+     "ccam-v80-imaging-table", False),
+    ("EBQH004", "Scanographie des vaisseaux cervicocéphaliques [Angioscanner "
+     "cervicocérébral]", "ccam-v80-imaging-table", False),
+    ("EMQH001", "Scanographie des vaisseaux des membres inférieurs [Angioscanner des "
+     "membres inférieurs]", "ccam-v80-imaging-table", False),
+    ("MZQK002", "Scanographie unilatérale ou bilatérale de segment du membre supérieur, "
+     "sans injection de produit de contraste", "ccam-v80-imaging-table", False),
+    ("NZQK002", "Scanographie unilatérale ou bilatérale de segment du membre inférieur, "
+     "sans injection de produit de contraste", "ccam-v80-imaging-table", False),
+    ("ZCQK003", "Pelvimétrie par scanographie", "ccam-v80-imaging-table", False),
+    ("ZZQK024", "Scanographie de 3 territoires anatomiques ou plus, sans injection de "
+     "produit de contraste", "ccam-v80-imaging-table", False),
+    ("ZZQH033", "Scanographie de 3 territoires anatomiques ou plus, avec injection "
+     "intraveineuse de produit de contraste", "ccam-v80-imaging-table", False),
 ]
+# where each code was checked (public sources; labels follow CCAM wording)
+CCAM_SOURCES = {
+    "avenant-7-annexe-33-3": "Arrêté du 14 août 2019, avenant 7, annexe 33-3 (liste des "
+                             "actes éligibles au modificateur Z de radiologie)",
+    "ans-cda-img-da-img": "ANS CI-SIS, exemples IMG-DA-IMG 2024.01 (displayName CCAM)",
+    "ans-ig-terminologies": "ANS IG Terminologies de santé, JDV investigation réalisée",
+    "ans-ig-terminologies-fsh": "ANS, codes CCAM de validation de cas de test (FSH)",
+    "snds-screening-studies": "études SNDS : QEQK004 = mammographie de dépistage",
+    "clinical-references-seed": "référentiel CCAM d'un logiciel clinique public",
+    "ccam-sample-repositories": "plusieurs dépôts publics concordants",
+    "ccam-v80-imaging-table": "table d'actes IRM/scanner, nomenclature CCAM v80.0 "
+                              "(aideaucodage.fr, novembre 2025)",
+}
 
 CODE_SYSTEMS: list[dict[str, Any]] = [
     {"id": "teleimagerie-act-kind", "title": "Nature de l'acte de téléimagerie",
@@ -168,7 +283,8 @@ def main() -> None:
         "ccam-imagerie", "CCAM — actes d'imagerie (extrait vérifié)", CCAM,
         [_concept(c, d, source=s, mammographie=m) for c, d, s, m in CCAM_ACTS],
         content="fragment", description="Extrait de la CCAM (OID 1.2.250.1.213.2.5) : actes "
-        "d'imagerie dont le libellé a été vérifié sur une source publique (propriété source).",
+        "d'imagerie dont le code a été vérifié sur une source publique (propriété source) : "
+        + "; ".join(f"{k} = {v}" for k, v in CCAM_SOURCES.items()),
         properties=[{"code": "mammographie", "type": "boolean",
                      "description": "Acte de mammographie (exclu de la téléimagerie, R-SCOPE-2)"},
                     {"code": "source", "type": "string",
