@@ -261,8 +261,8 @@ SERVICE_REQUEST = profile("tlm-service-request", "ServiceRequest",
        mustSupport=True),
     el("ServiceRequest.bodySite", "la région anatomique examinée", min=1, mustSupport=True,
        binding=extensible("region-anatomique")),
-    el("ServiceRequest.supportingInfo", "les antécédents, examens antérieurs et résultats "
-       "biologiques", mustSupport=True),
+    el("ServiceRequest.supportingInfo", "les antécédents, examens antérieurs, résultats "
+       "biologiques et consentements recueillis (Consent)", mustSupport=True),
     el("ServiceRequest.note", "les informations complémentaires", mustSupport=True),
     el("ServiceRequest", constraint=[
         invariant("tlm-sr-1", "la demande d'examen doit préciser le statut de grossesse "
@@ -271,7 +271,10 @@ SERVICE_REQUEST = profile("tlm-service-request", "ServiceRequest",
                   f".exists() implies extension('{EXT_PREGNANCY}').exists()"),
         invariant("tlm-sr-2", "la mammographie ne peut pas être réalisée en téléimagerie "
                   "(R-SCOPE-2)",
-                  f"extension('{EXT_MODALITY}').value.code != 'MG'")]),
+                  f"extension('{EXT_MODALITY}').value.code != 'MG'"),
+        invariant("tlm-sr-3", "le numéro de demande porte l'OID de l'autorité d'affectation "
+                  "(urn:oid:…)", "identifier.where(type.coding.code = 'PLAC')"
+                  ".all(system.startsWith('urn:oid:'))")]),
 ])
 
 CONSENT = profile("tlm-consent", "Consent", "Consentement (téléimagerie)",

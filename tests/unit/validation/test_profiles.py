@@ -42,6 +42,8 @@ INVALID: dict[str, tuple[str, str, str]] = {
     "tlm-service-request--invalid-sans-numero-demande": (
         "R-REQ-1", "numéro de demande", "ServiceRequest.identifier.where(type"),
     "tlm-service-request--invalid-modalite-inconnue": ("R-REQ-2", "XX", "ServiceRequest."),
+    "tlm-service-request--invalid-numero-demande-sans-oid": ("R-REQ-1", "tlm-sr-3",
+                                                             "ServiceRequest"),
     "tlm-consent--invalid-sans-mode-recueil": ("R-CONS-2", "mode de recueil",
                                                "Consent.extension('"),
     "tlm-consent--invalid-categorie-hors-jeu": ("R-CONS-2", "59284-0", "Consent.category"),
@@ -153,3 +155,22 @@ def test_committed_snapshots_are_what_the_generator_produces() -> None:
         committed = json.loads((EXAMPLES.parent / "definitions" /
                                 f"StructureDefinition-{spec['id']}.json").read_text())
         assert structure_definition(spec, base) == committed, spec["id"]
+
+
+def test_the_audit_events_we_write_meet_the_balp_profile_R_SEC_3(
+        registry: ProfileRegistry) -> None:
+    from fhir_server.audit.balp import build
+    from fhir_server.core.model import FhirRequest, Interaction, RequestContext
+    from fhir_server.security.principal import Principal
+
+    principal = Principal(sub="u1", issuer="https://issuer", roles=("remote-imager",),
+                          id_nat_ps="810000000042", acr="eidas3", name="Dr Test")
+    for interaction, rid in ((Interaction.READ, "p1"), (Interaction.SEARCH_TYPE, None),
+                             (Interaction.CREATE, None)):
+        req = FhirRequest(interaction, "Patient", rid, context=RequestContext(
+            request_id="r1", principal=principal))
+        for event in build(req, 200, None, {"Patient/p1": {"p1"}}, "teleimagerie"):
+            event["id"] = "e1"
+            errors = [i for i in registry.validate(event, [SD + "tlm-audit-event"])
+                      if i.severity == "error"]
+            assert errors == [], (interaction, errors)
