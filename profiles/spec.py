@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-BASE = "https://teleimagerie.fr/fhir"
+from fhir_server.core.canonical import BASE
+
 VERSION = "0.1.0"
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
 INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"

@@ -17,9 +17,12 @@ from typing import Any
 from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fhir_server.core.canonical import BASE  # noqa: E402
+
 OUT = ROOT / "terminology" / "resources"
 REFS = ROOT.parent / "shared" / "references"
-BASE = "https://teleimagerie.fr/fhir"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
