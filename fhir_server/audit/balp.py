@@ -8,13 +8,14 @@ this server the Destination Role ID, as DICOM/IHE establish.
 from __future__ import annotations
 
 import base64
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from fhir_server.core.canonical import url
 from fhir_server.core.model import FhirRequest, Interaction
 from fhir_server.search.values import format_instant, now_us
-from fhir_server.security.principal import RPPS_OID
+from fhir_server.security.principal import RPPS_OID, Principal
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -56,24 +57,43 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return out
 
 
+V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+V3_ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
+IRCP = _coding(V3_PARTICIPATION, "IRCP", "information recipient")
+PAT = _coding(V3_ROLE_CLASS, "PAT", "patient")
+AGNT = _coding(V3_ROLE_CLASS, "AGNT", "agent")
+REST = _coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest",
+               "Restful Operation")
+SUBTYPE_CODING = {code: _coding(INTERACTION, code) for code in
+                  [*(s for s, _ in SUBTYPE.values()), "transaction", "operation"]}
+XREQUEST_ID = _coding(BALP_ENTITY, "XrequestId", "X-Request-Id")
+SYSTEM_OBJECT = _coding(ENTITY_TYPE, "2", "System Object")
+DOMAIN_RESOURCE = _coding(OBJECT_ROLE, "4", "Domain Resource")
+QUERY = _coding(OBJECT_ROLE, "24", "Query")
+PERSON = _coding(ENTITY_TYPE, "1", "Person")
+PATIENT = _coding(OBJECT_ROLE, "1", "Patient")
+
+
 def user_agent(req: FhirRequest, action: str) -> dict[str, Any]:
-    ctx = req.context
-    principal = ctx.principal
+    return _user_agent(req.context.principal, action in ("C", "U", "D"),
+                       req.context.client_address)
+
+
+# Events share these parts: they are built once per principal (or server) and never
+# mutated afterwards, which keeps a read's audit cost low (issue 3).
+@lru_cache(maxsize=4096)
+def _user_agent(principal: Principal | None, writes: bool,
+                client_address: str | None) -> dict[str, Any]:
     if principal is None:
         who: dict[str, Any] = {"display": "anonymous (no valid token)"}
-        kind = _coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "IRCP",
-                       "information recipient")
-        agent: dict[str, Any] = {"type": {"coding": [kind]}, "who": who, "requestor": True}
+        agent: dict[str, Any] = {"type": {"coding": [IRCP]}, "who": who, "requestor": True}
     else:
         if principal.patient and "patient" in principal.roles:
-            kind = _coding("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "PAT",
-                           "patient")
-        elif action in ("C", "U", "D"):
-            kind = _coding("http://terminology.hl7.org/CodeSystem/v3-RoleClass", "AGNT",
-                           "agent")
+            kind = PAT
+        elif writes:
+            kind = AGNT
         else:
-            kind = _coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                           "IRCP", "information recipient")
+            kind = IRCP
         ident = {"system": RPPS_OID, "value": principal.id_nat_ps} if principal.id_nat_ps \
             else {"system": principal.issuer, "value": principal.sub}
         agent = {"type": {"coding": [kind]},
@@ -83,9 +103,27 @@ def user_agent(req: FhirRequest, action: str) -> dict[str, Any]:
             agent["role"] = [{"coding": [_coding(ROLE_SYSTEM, r)]} for r in principal.roles]
         if principal.acr or principal.auth_mode:
             agent["policy"] = [f"acr:{principal.acr or principal.auth_mode}"]
-    if ctx.client_address:
-        agent["network"] = {"address": ctx.client_address, "type": "2"}
+    if client_address:
+        agent["network"] = {"address": client_address, "type": "2"}
     return agent
+
+
+@lru_cache(maxsize=64)
+def _client_agent(client_id: str) -> dict[str, Any]:
+    return {"type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
+            "who": {"identifier": {"value": client_id}}, "requestor": False}
+
+
+@lru_cache(maxsize=64)
+def _server_parts(server_name: str, base_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(destination agent, source) of this server."""
+    agent = {"type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
+             "who": {"display": server_name}, "requestor": False,
+             "network": {"address": base_url, "type": "5"}}
+    source = {"site": base_url, "observer": {"display": server_name},
+              "type": [_coding("http://terminology.hl7.org/CodeSystem/security-source-type",
+                               "4", "Application Server")]}
+    return agent, source
 
 
 def build(req: FhirRequest, status: int, diagnostics: str | None,
@@ -97,51 +135,39 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
             req.body.get("type") == "transaction":
         subtype = "transaction"
     recorded = format_instant(now_us())
-    agents = [user_agent(req, action)]
     principal = req.context.principal
+    destination, source = _server_parts(server_name, req.base_url)
+    agents = [user_agent(req, action)]
     if principal is not None and principal.client_id:
-        agents.append({"type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
-                       "who": {"identifier": {"value": principal.client_id}},
-                       "requestor": False})
-    agents.append({"type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
-                   "who": {"display": server_name}, "requestor": False,
-                   "network": {"address": req.base_url, "type": "5"}})
+        agents.append(_client_agent(principal.client_id))
+    agents.append(destination)
     entities: list[dict[str, Any]] = [{
-        "what": {"identifier": {"value": req.context.request_id}},
-        "type": _coding(BALP_ENTITY, "XrequestId", "X-Request-Id")}]
+        "what": {"identifier": {"value": req.context.request_id}}, "type": XREQUEST_ID}]
     target = target or _target(req)
     if target:
-        entities.append({"what": {"reference": target},
-                         "type": _coding(ENTITY_TYPE, "2", "System Object"),
-                         "role": _coding(OBJECT_ROLE, "4", "Domain Resource")})
+        entities.append({"what": {"reference": target}, "type": SYSTEM_OBJECT,
+                         "role": DOMAIN_RESOURCE})
     if action == "E" and req.interaction != Interaction.BATCH:
         query = urlencode([(k, v) for k, v in req.params if k != "_format"])
-        entities.append({"type": _coding(ENTITY_TYPE, "2", "System Object"),
-                         "role": _coding(OBJECT_ROLE, "24", "Query"),
+        entities.append({"type": SYSTEM_OBJECT, "role": QUERY,
                          "description": f"{req.resource_type or ''}?{query}",
                          "query": base64.b64encode(query.encode()).decode()})
+    if req.context.source != "rest":
+        source = {**source, "type": [*source["type"],
+                                     _coding(CHANNEL_SYSTEM, req.context.source)]}
     base: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": _coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest",
-                        "Restful Operation"),
-        "subtype": [_coding(INTERACTION, subtype)],
+        "resourceType": "AuditEvent", "type": REST, "subtype": [SUBTYPE_CODING[subtype]],
         "action": action, "recorded": recorded, "outcome": outcome_code(status),
-        "agent": agents,
-        "source": {"site": req.base_url, "observer": {"display": server_name},
-                   "type": [_coding("http://terminology.hl7.org/CodeSystem/"
-                                    "security-source-type", "4", "Application Server")]},
+        "agent": agents, "source": source,
     }
     if diagnostics and status >= 400:
         base["outcomeDesc"] = f"{status}: {diagnostics}"[:1000]
-    if req.context.source != "rest":
-        base["source"]["type"].append(_coding(CHANNEL_SYSTEM, req.context.source))
     patients = sorted({p for found in (touched or {}).values() for p in found})
     if not patients:
         return [{**base, "entity": entities}]
     return [{**base, "entity": [*entities, {
-        "what": {"reference": f"Patient/{p}"},
-        "type": _coding(ENTITY_TYPE, "1", "Person"),
-        "role": _coding(OBJECT_ROLE, "1", "Patient")}]} for p in patients]
+        "what": {"reference": f"Patient/{p}"}, "type": PERSON, "role": PATIENT}]}
+        for p in patients]
 
 
 def _target(req: FhirRequest) -> str | None:

@@ -314,6 +314,9 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA cache_size=-65536")
+            # Every commit by another connection (the audit writer, other workers) resets
+            # this connection's page cache; mapped pages are re-read without a syscall.
+            conn.execute("PRAGMA mmap_size=1073741824")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._local.conn = conn
             self._local.depth = 0
