@@ -22,7 +22,7 @@ INVALID: dict[str, tuple[str, str, str]] = {
     "tlm-patient--invalid-ins-sans-fiabilite": ("R-EXAM-1", "tlm-pat-1", "Patient"),
     "tlm-patient--invalid-sans-date-naissance": ("R-EXAM-1", "date de naissance",
                                                  "Patient.birthDate"),
-    "tlm-patient--invalid-statut-identite-inconnu": ("R-EXAM-1", "XXXX", "Patient.extension("),
+    "tlm-patient--invalid-statut-identite-inconnu": ("R-EXAM-1", "ZZZZ", "Patient.extension("),
     "tlm-patient--invalid-ins-mal-forme": ("R-EXAM-1", "tlm-pat-2", "Patient"),
     "tlm-practitioner--invalid-sans-idnatps": ("R-ACT-2", "idNatPs",
                                                "Practitioner.identifier.where(system"),
