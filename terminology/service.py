@@ -18,11 +18,7 @@ RESOURCES = Path(__file__).parent / "resources"
 
 
 class TerminologyError(Exception):
-    """An unknown system, value set or map: the operations answer 404 / 400 with it."""
-
-    def __init__(self, message: str, not_found: bool = True) -> None:
-        super().__init__(message)
-        self.not_found = not_found
+    """An unknown code system, code, value set or map: the operations answer 404."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +75,6 @@ class Terminology:
             raise TerminologyError(f"code {code!r} is not in {system}")
         return found
 
-    def complete(self, system: str) -> bool:
-        cs = self.code_systems.get(system)
-        return cs is not None and cs.get("content") == "complete"
-
     # -- $expand -----------------------------------------------------------------------
     def expansion(self, url: str) -> Expansion:
         url = url.split("|", 1)[0]
@@ -113,18 +105,19 @@ class Terminology:
         if system is not None:
             known = self.concepts.get(system, {})
             if inc.get("concept"):
-                chosen = [known.get(c["code"]) or Concept(system, c["code"], c.get("display"))
-                          for c in inc["concept"]]
-                # the value set's own display wins (it is the French label we ship)
-                chosen = [Concept(system, c.code, d.get("display") or c.display, c.properties)
-                          for c, d in zip(chosen, inc["concept"], strict=True)]
+                chosen = []
+                for listed in inc["concept"]:
+                    held = known.get(listed["code"])
+                    # the value set's own display wins (it is the French label we ship)
+                    chosen.append(Concept(system, listed["code"], listed.get("display") or (
+                        held.display if held else None), held.properties if held else ()))
             else:
                 if system not in self.concepts:
                     raise TerminologyError(f"value set includes all of {system}, a code "
                                            "system this server does not hold")
                 chosen = list(known.values())
             for flt in inc.get("filter", []):
-                chosen = [c for c in chosen if _matches(c, flt, known)]
+                chosen = [c for c in chosen if _matches(c, flt)]
             found = chosen if found is None else [c for c in found if c in chosen]
         return found or []
 
@@ -184,7 +177,7 @@ def _flatten(system: str, concepts: list[dict[str, Any]]) -> list[Concept]:
     return out
 
 
-def _matches(concept: Concept, flt: dict[str, Any], known: dict[str, Concept]) -> bool:
+def _matches(concept: Concept, flt: dict[str, Any]) -> bool:
     op, prop, value = flt.get("op"), flt.get("property"), str(flt.get("value"))
     if op == "=":
         found = concept.prop(prop or "")

@@ -61,8 +61,6 @@ DATATYPES: dict[str, list[tuple[str, int, str, list[str]]]] = {
                      ("use", 0, "1", ["code"]), ("rank", 0, "1", ["positiveInt"]),
                      ("period", 0, "1", ["Period"])],
 }
-MERGED = ("min", "max", "short", "definition", "comment", "mustSupport", "binding",
-          "slicing", "type", "sliceName", "condition")
 
 
 def _strip(element: dict[str, Any]) -> dict[str, Any]:

@@ -79,9 +79,10 @@ def _matches(res: dict[str, Any], name: str, value: str) -> bool:
     field = "id" if name == "_id" else name
     have = res.get(field)
     options = value.split(",")
-    if field in ("url", "version", "status", "type", "id"):
-        return any(have == v.split("|", 1)[0] if field == "url" else have == v
-                   for v in options)
+    if field == "url":  # a canonical may carry |version
+        return any(have == v.split("|", 1)[0] for v in options)
+    if field in ("version", "status", "type", "id"):
+        return have in options
     text = str(have or "").casefold()
     return any(text.startswith(v.casefold()) for v in options)
 
@@ -136,7 +137,7 @@ def _instance_url(req: FhirRequest, inputs: dict[str, list[Any]], rtype: str) ->
 
 
 def _terminology_error(exc: TerminologyError) -> FhirError:
-    return FhirError(ErrorKind.NOT_FOUND if exc.not_found else ErrorKind.INVALID, str(exc))
+    return FhirError(ErrorKind.NOT_FOUND, str(exc))
 
 
 # -- operations ----------------------------------------------------------------------

@@ -486,11 +486,16 @@ class SqliteStore:
                                  if rows is not None])
 
     # -- journal indexing (ADR 0007) ---------------------------------------------------
-    def journal_backlog(self) -> int:
+    def _journal_bounds(self) -> tuple[int, int]:
+        """(last indexed pk, last appended pk) of the journal."""
         row = self._conn().execute(
-            "SELECT (SELECT COALESCE(MAX(pk), 0) FROM audit_resource) - indexed_upto "
+            "SELECT indexed_upto, (SELECT COALESCE(MAX(pk), 0) FROM audit_resource) "
             "FROM journal_state WHERE name = 'audit'").fetchone()
-        return int(row[0])
+        return int(row[0]), int(row[1])
+
+    def journal_backlog(self) -> int:
+        upto, last = self._journal_bounds()
+        return last - upto
 
     def index_journal(self, limit: int = 1000) -> int:
         """Index the oldest ``limit`` unindexed journal records; how many were indexed.
@@ -499,16 +504,14 @@ class SqliteStore:
         stored bodies); the unit writes them only if no other thread or process indexed
         the same records meanwhile."""
         conn = self._conn()
-        upto = conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
-                            ).fetchone()[0]
+        upto = self._journal_bounds()[0]
         records = conn.execute("SELECT pk, body FROM audit_resource WHERE pk > ? "
                                "ORDER BY pk LIMIT ?", (upto, limit)).fetchall()
         if not records:
             return 0
         entries = [(pk, self.indexer(orjson.loads(body))) for pk, body in records]
         with self.write(durable=False):
-            if conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
-                            ).fetchone()[0] != upto:
+            if self._journal_bounds()[0] != upto:
                 return 0  # someone else got there first; the caller asks again
             self._index(JOURNAL, entries)
             conn.execute("UPDATE journal_state SET indexed_upto = ? WHERE name = 'audit'",
@@ -518,10 +521,8 @@ class SqliteStore:
     def _catch_up(self) -> None:
         """Before reading journal index tables: index every record appended so far, so a
         search sees every event recorded before it (read-your-writes for auditors)."""
-        conn = self._conn()
-        target = conn.execute("SELECT COALESCE(MAX(pk), 0) FROM audit_resource").fetchone()[0]
-        while conn.execute("SELECT indexed_upto FROM journal_state WHERE name = 'audit'"
-                           ).fetchone()[0] < target:
+        target = self._journal_bounds()[1]
+        while self._journal_bounds()[0] < target:
             self.index_journal()
 
     def _index(self, tables: Tables, entries: list[tuple[int, IndexRows]]) -> None:

@@ -29,7 +29,6 @@ NOUN = {"ServiceRequest": "la demande d'examen", "Patient": "le patient",
         "PractitionerRole": "le rôle du professionnel", "Organization": "la structure",
         "Observation": "l'observation", "AuditEvent": "la trace d'audit",
         "Extension": "l'extension"}
-_FIXED = ("fixed", "pattern")
 
 
 @dataclass
@@ -150,7 +149,6 @@ def _values(node: dict[str, Any], name: str) -> list[tuple[str, Any]]:
 
 class ProfileValidator:
     def __init__(self, sd: dict[str, Any], terminology: Terminology) -> None:
-        self.url: str = sd["url"]
         self.type: str = sd["type"]
         self.root = compile_profile(sd)
         self.terminology = terminology
@@ -250,16 +248,15 @@ class ProfileValidator:
     def _binding(self, rule: Rule, value: Any, expr: str, issues: list[Issue]) -> None:
         assert rule.binding
         codings: list[tuple[Any, Any]]
-        if isinstance(value, str):
+        if isinstance(value, str):  # code
             codings = [(None, value)]
-        elif (isinstance(value, dict) and "coding" in value) or (isinstance(value, dict) and \
-                "text" in value and "code" not in value):
+        elif not isinstance(value, dict):
+            return
+        elif "code" in value:  # Coding
+            codings = [(value.get("system"), value.get("code"))]
+        else:  # CodeableConcept
             codings = [(c.get("system"), c.get("code")) for c in value.get("coding") or []
                        if isinstance(c, dict)]
-        elif isinstance(value, dict):
-            codings = [(value.get("system"), value.get("code"))]
-        else:
-            return
         try:
             ok = any(code is not None and self.terminology.in_value_set(rule.binding, system,
                                                                          code)
