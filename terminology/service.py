@@ -99,8 +99,9 @@ class Terminology:
     def _included(self, inc: dict[str, Any]) -> list[Concept]:
         found: list[Concept] | None = None
         for other in inc.get("valueSet", []):
-            members = self.expansion(other).concepts
-            found = members if found is None else [c for c in found if c in members]
+            expansion = self.expansion(other)
+            found = expansion.concepts if found is None else \
+                [c for c in found if (c.system, c.code) in expansion.members]
         system = inc.get("system")
         if system is not None:
             known = self.concepts.get(system, {})
@@ -118,7 +119,8 @@ class Terminology:
                 chosen = list(known.values())
             for flt in inc.get("filter", []):
                 chosen = [c for c in chosen if _matches(c, flt)]
-            found = chosen if found is None else [c for c in found if c in chosen]
+            keys = {(c.system, c.code) for c in chosen}
+            found = chosen if found is None else [c for c in found if (c.system, c.code) in keys]
         return found or []
 
     def expand(self, url: str, text: str | None = None, offset: int = 0,

@@ -73,3 +73,16 @@ def test_translate_hl7v2_modality_to_dcm() -> None:
     matches = terminology().translate(None, "DCM", "CT")
     assert matches and matches[0]["system"] == DCM and matches[0]["code"] == "CT"
     assert terminology().translate(None, "DCM", "??") == []
+
+
+def test_include_of_a_value_set_and_a_system_intersects_by_code_not_label() -> None:
+    from terminology.service import Terminology
+
+    terms = Terminology()
+    url = f"{BASE}/ValueSet/test-intersection"
+    # the two sides label 774007 differently: membership is by system and code
+    terms.value_sets[url] = {"resourceType": "ValueSet", "url": url, "compose": {"include": [{
+        "valueSet": [f"{BASE}/ValueSet/region-anatomique"],
+        "system": "http://snomed.info/sct",
+        "concept": [{"code": "774007", "display": "Tête"}, {"code": "1"}]}]}}
+    assert [c.code for c in terms.expansion(url).concepts] == ["774007"]
