@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fhir_server.core.limits import Limits
 from fhir_server.validation.registry import DEFAULT_REQUIRED, parse_required
+from fhir_server.workflow.settings import WorkflowSettings
 
 
 def _int(name: str, default: int) -> int:
@@ -57,6 +58,7 @@ class Settings:
     # resource type -> profiles every write of that type must meet (issue 4)
     required_profiles: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_REQUIRED))
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
 
     @property
     def production(self) -> bool:
@@ -96,6 +98,7 @@ class Settings:
                 authorize_url=env.get("TELEIMG_AUTH_AUTHORIZE_URL") or None,
                 token_url=env.get("TELEIMG_AUTH_TOKEN_URL") or None),
             audit=audit,
+            workflow=WorkflowSettings.from_env(),
             audit_index_lag=_int("TELEIMG_AUDIT_INDEX_LAG", 50_000),
             required_profiles=parse_required(env["TELEIMG_REQUIRED_PROFILES"])
             if "TELEIMG_REQUIRED_PROFILES" in env else dict(DEFAULT_REQUIRED),

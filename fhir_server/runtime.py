@@ -17,6 +17,7 @@ from fhir_server.security.policy import SecurityPolicy
 from fhir_server.security.tokens import AuthSettings, Issuer, TokenValidator
 from fhir_server.store import open_store
 from fhir_server.validation.registry import ProfileRegistry
+from fhir_server.workflow.engine import Workflow
 
 log = logging.getLogger("teleimagerie")
 
@@ -45,4 +46,5 @@ def build_core(settings: Settings) -> FhirServer:
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
     return FhirServer(store, settings.limits, security=policy, audit=sink,
-                      profiles=ProfileRegistry(settings.required_profiles))
+                      profiles=ProfileRegistry(settings.required_profiles),
+                      workflow=Workflow(settings.workflow))

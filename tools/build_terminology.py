@@ -214,7 +214,50 @@ CODE_SYSTEMS: list[dict[str, Any]] = [
                   ("contre-indication", "Contre-indication"),
                   ("refus-patient", "Refus du patient"),
                   ("indisponibilite", "Indisponibilité de l'imageur ou de l'équipement"),
-                  ("doublon", "Demande en double"), ("autre", "Autre motif")]},
+                  ("doublon", "Demande en double"),
+                  ("realisation-distance-impossible", "Réalisation à distance impossible "
+                   "(R-VAL-4)"),
+                  ("qualite-images", "Qualité des images insuffisante (R-REP-4)"),
+                  ("autre", "Autre motif")]},
+    # issue 5: the request workflow (ADR 0009)
+    {"id": "teleimagerie-request-state", "title": "État d'une demande de téléimagerie "
+     "(Task.businessStatus)",
+     "concepts": [("recue", "Demande reçue"), ("validee", "Demande validée par l'imageur"),
+                  ("planifiee", "Examen planifié"), ("en-cours", "Examen en cours de "
+                                                                 "réalisation"),
+                  ("images-disponibles", "Images transmises, en attente d'interprétation"),
+                  ("cr-preliminaire", "Compte rendu préliminaire"),
+                  ("cr-definitif", "Compte rendu définitif"),
+                  ("cr-modifie", "Compte rendu modifié (remplace le précédent)"),
+                  ("refusee", "Demande refusée"), ("annulee", "Demande annulée")]},
+    {"id": "teleimagerie-task", "title": "Tâches et données du parcours de téléimagerie",
+     "concepts": [("realisation-interpretation", "Réalisation et interprétation à distance"),
+                  ("teleexpertise", "Télé-expertise (second avis)"),
+                  ("information-a-posteriori", "Informer le patient a posteriori (urgence)"),
+                  ("modalite", "Modalité de l'examen"), ("site", "Site demandeur"),
+                  ("medecin-nucleaire-sur-site", "Médecin nucléaire présent sur site"),
+                  ("echange-video", "Échange vidéo avec le patient prévu"),
+                  ("eligibilite-qualite-images", "Qualité des images vérifiée"),
+                  ("eligibilite-images-anterieures", "Images antérieures disponibles"),
+                  ("eligibilite-donnees-identification", "Données d'identification complètes"),
+                  ("eligibilite-donnees-medicales", "Données médicales complètes"),
+                  ("prise-en-charge-adaptee", "Prise en charge adaptée proposée"),
+                  ("compte-rendu", "Compte rendu définitif"),
+                  ("destinataire-medecin-traitant", "Destinataire : médecin traitant"),
+                  ("destinataire-professionnel-designe", "Destinataire : professionnel "
+                   "désigné par le patient"),
+                  ("destinataire-patient", "Destinataire : le patient"),
+                  ("destinataire-demandeur", "Destinataire : le médecin demandeur")]},
+    {"id": "teleimagerie-alternative-path", "title": "Prise en charge adaptée quand la "
+     "réalisation à distance est impossible (R-VAL-4)",
+     "concepts": [("deplacement-imageur", "Déplacement de l'imageur sur site"),
+                  ("mode-degrade", "Procédure en mode dégradé"),
+                  ("orientation-autre-site", "Orientation vers un autre site d'imagerie")]},
+    {"id": "teleimagerie-flag", "title": "Signalements posés par le serveur (meta.tag)",
+     "concepts": [("pediatrique", "Enfant : examen irradiant, radioprotection renforcée "
+                   "(R-VAL-6)"),
+                  ("hors-perimetre", "Hors périmètre de la téléimagerie (R-SCOPE-2)"),
+                  ("teleimagerie", "Acte de téléimagerie")]},
 ]
 
 

@@ -131,6 +131,7 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
           target: str | None = None) -> list[dict[str, Any]]:
     """The AuditEvent(s) for one interaction: one per patient concerned (at least one)."""
     subtype, action = SUBTYPE.get(req.interaction, ("operation", "E"))
+    action = req.audit_action or action
     if req.interaction == Interaction.BATCH and isinstance(req.body, dict) and \
             req.body.get("type") == "transaction":
         subtype = "transaction"

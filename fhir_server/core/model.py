@@ -60,6 +60,9 @@ class FhirRequest:
     # create inside a transaction: the id pre-assigned to resolve urn:uuid references
     assigned_id: str | None = None
     operation: str | None = None  # name without "$" for Interaction.OPERATION
+    method: str = "GET"  # the HTTP verb (operations that change state need POST)
+    # an operation that changes data records its AuditEvent as an update (durable)
+    audit_action: str | None = None
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

@@ -21,7 +21,7 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
     method = method.upper()
     parts = [p for p in path.strip("/").split("/") if p]
     req = FhirRequest(Interaction.READ, params=params, body=body, headers=headers or {},
-                      base_url=base_url, context=context or RequestContext())
+                      base_url=base_url, context=context or RequestContext(), method=method)
 
     def bad() -> FhirError:
         return FhirError(ErrorKind.METHOD_NOT_ALLOWED,

@@ -49,6 +49,7 @@ from fhir_server.validation.registry import ProfileRegistry
 
 if TYPE_CHECKING:
     from fhir_server.audit.sink import AuditSink
+    from fhir_server.workflow.engine import Workflow
 
 log = logging.getLogger("teleimagerie.fhir")
 
@@ -94,11 +95,14 @@ class FhirServer:
     def __init__(self, store: Store, limits: Limits | None = None,
                  security: SecurityPolicy | None = None, audit: AuditSink | None = None,
                  name: str = "teleimagerie FHIR server",
-                 profiles: ProfileRegistry | None = None) -> None:
+                 profiles: ProfileRegistry | None = None,
+                 workflow: Workflow | None = None) -> None:
         self.store = store
         # without a policy only the profiles a resource declares are enforced
         self.profiles = profiles or ProfileRegistry()
         self.limits = limits or Limits()
+        # the téléimagerie rules and request lifecycle (issue 5); None: plain FHIR server
+        self.workflow = workflow
         self.security = security
         self.audit = audit
         self.name = name
@@ -125,8 +129,10 @@ class FhirServer:
     @staticmethod
     def _run(server: FhirServer, req: FhirRequest) -> FhirResponse:
         if req.interaction == Interaction.OPERATION:
-            handler = OPERATIONS.get((req.resource_type, req.operation or "")) or (
-                OPERATIONS.get((None, req.operation or "")) if req.resource_type else None)
+            table = {**OPERATIONS, **server.workflow.operations} if server.workflow \
+                else OPERATIONS
+            handler = table.get((req.resource_type, req.operation or "")) or (
+                table.get((None, req.operation or "")) if req.resource_type else None)
             if handler is None:
                 raise FhirError(ErrorKind.NOT_FOUND, f"operation ${req.operation} is not "
                                 f"supported on {req.resource_type or 'the system'}")

@@ -14,7 +14,7 @@ from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
 from fhir_server.search.values import format_instant, now_us
-from fhir_server.store.base import Stored
+from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -58,8 +58,22 @@ def check_if_match(req: FhirRequest, current: Stored | None) -> None:
                         f"If-Match {value} does not match the current version ({have})")
 
 
-def persist(server: FhirServer, rtype: str, rid: str, resource: dict[str, Any] | None,
-            method: str, previous: Stored | None) -> Stored:
+def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
+            resource: dict[str, Any] | None, method: str, previous: Stored | None) -> Stored:
+    """Write a client's new version: the workflow's rules and side effects around it (issue
+    5) — whichever way it arrived (REST, Bundle entry, HL7/DICOM adapter)."""
+    workflow = server.workflow
+    if workflow is not None:
+        resource = workflow.before_write(server, req, rtype, rid, resource, previous)
+    item = store_version(server, server.store, rtype, rid, resource, method, previous)
+    if workflow is not None:
+        workflow.after_write(server, req, item, resource, previous)
+    return item
+
+
+def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
+                  resource: dict[str, Any] | None, method: str,
+                  previous: Stored | None) -> Stored:
     """Write a new version: server-owned meta, index extraction, history (one write unit)."""
     vid = previous.vid + 1 if previous else 1
     updated = max(now_us(), previous.updated + 1 if previous else 0)
@@ -74,7 +88,7 @@ def persist(server: FhirServer, rtype: str, rid: str, resource: dict[str, Any] |
         body = orjson.dumps(resource)
         rows = extract(resource)
     item = Stored(rtype, rid, vid, updated, resource is None, body, method)
-    server.store.put(item, rows)
+    store.put(item, rows)
     return item
 
 

@@ -35,7 +35,7 @@ def create(server: FhirServer, req: FhirRequest) -> FhirResponse:
     condition = req.header("if-none-exist")
     if condition is None:
         with server.store.write():
-            item = persist(server, req.resource_type, rid, resource, "POST", None)
+            item = persist(server, req, req.resource_type, rid, resource, "POST", None)
         return written(req, item, 201, f"created {item.type}/{item.id}")
     criteria = criteria_from_header(condition)
     with server.store.lock(lock_key(req.resource_type, criteria)), server.store.write():
@@ -46,5 +46,5 @@ def create(server: FhirServer, req: FhirRequest) -> FhirResponse:
         if matches:
             found = matches[0]
             return FhirResponse(200, version_headers(req, found), raw=RawJson(found.body or b""))
-        item = persist(server, req.resource_type, rid, resource, "POST", None)
+        item = persist(server, req, req.resource_type, rid, resource, "POST", None)
     return written(req, item, 201, f"created {item.type}/{item.id}")

@@ -36,7 +36,7 @@ def delete(server: FhirServer, req: FhirRequest) -> FhirResponse:
                                                               "deleted"))
             target = matches[0]
             check_if_match(req, target)
-            item = persist(server, target.type, target.id, None, "DELETE", target)
+            item = persist(server, req, target.type, target.id, None, "DELETE", target)
         return FhirResponse(200, {"ETag": etag(item.vid)},
                             resource=outcome(f"deleted {item.type}/{item.id}"))
     with server.store.write():
@@ -48,6 +48,6 @@ def delete(server: FhirServer, req: FhirRequest) -> FhirResponse:
                                 resource=outcome(f"{current.type}/{current.id} was already "
                                                  "deleted"))
         check_if_match(req, current)
-        item = persist(server, current.type, current.id, None, "DELETE", current)
+        item = persist(server, req, current.type, current.id, None, "DELETE", current)
     return FhirResponse(200, {"ETag": etag(item.vid)},
                         resource=outcome(f"deleted {item.type}/{item.id}"))

@@ -48,5 +48,5 @@ def patch(server: FhirServer, req: FhirRequest) -> FhirResponse:
             raise FhirError(ErrorKind.UNPROCESSABLE, "a patch may not change id or resourceType")
         validate_resource(patched, current.type)
         server.profiles.check_write(patched)
-        item = persist(server, current.type, current.id, patched, "PATCH", current)
+        item = persist(server, req, current.type, current.id, patched, "PATCH", current)
     return written(req, item, 200, f"patched {item.type}/{item.id}")

@@ -41,7 +41,7 @@ def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
     with server.store.write():
         current = server.store.read(req.resource_type, req.id)
         check_if_match(req, current)
-        item = persist(server, req.resource_type, req.id, resource, "PUT", current)
+        item = persist(server, req, req.resource_type, req.id, resource, "PUT", current)
     created = current is None or current.deleted
     return written(req, item, 201 if created else 200,
                    f"{'created' if created else 'updated'} {item.type}/{item.id}")
@@ -62,9 +62,9 @@ def _conditional_update(server: FhirServer, req: FhirRequest, resource: dict) ->
                                 f"from the matched {target.type}/{target.id}",
                                 expression=[f"{req.resource_type}.id"])
             check_if_match(req, target)
-            item = persist(server, req.resource_type, target.id, resource, "PUT", target)
+            item = persist(server, req, req.resource_type, target.id, resource, "PUT", target)
             return written(req, item, 200, f"updated {item.type}/{item.id}")
         rid = resource.get("id") or str(uuid.uuid4())
         current = server.store.read(req.resource_type, rid)
-        item = persist(server, req.resource_type, rid, resource, "PUT", current)
+        item = persist(server, req, req.resource_type, rid, resource, "PUT", current)
     return written(req, item, 201, f"created {item.type}/{item.id}")

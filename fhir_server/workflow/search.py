@@ -1,0 +1,37 @@
+"""Search parameters the workflow adds on Task, so indicators and work lists are indexed
+queries (R-EVAL-1, R-CONS-3, R-VAL-5). Published in the CapabilityStatement like the
+standard ones."""
+
+from __future__ import annotations
+
+from fhir_server.core.canonical import url
+from fhir_server.search.registry import get, register
+from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND
+
+STEPS = ("validation", "examen", "interpretation", "total")
+
+
+def _row(name: str, kind: str, expression: str, targets: tuple[str, ...] = ()) -> dict:
+    return {"type": "Task", "name": name, "kind": kind, "targets": list(targets),
+            "url": url("SearchParameter", f"Task-{name}"),
+            "paths": [{"expression": expression}]}
+
+
+ROWS = [
+    _row("tlm-due", "date", "Task.restriction.period.end"),
+    _row("tlm-late", "token", f"Task.extension.where(url='{EXT_LATE}').value"),
+    _row("tlm-reason", "token", "Task.statusReason"),
+    _row("tlm-incident", "string", f"Task.extension.where(url='{EXT_INCIDENT}').value"),
+    _row("tlm-modality", "token", "Task.input.where(type.coding.code='modalite').value"),
+    _row("tlm-site", "reference", "Task.input.where(type.coding.code='site').value",
+         ("Organization",)),
+    *(_row(f"tlm-turnaround-{step}", "quantity",
+           f"Task.extension.where(url='{EXT_TURNAROUND}').extension.where(url='{step}').value")
+      for step in STEPS),
+]
+
+
+def register_all() -> None:
+    for row in ROWS:
+        if get(row["type"], row["name"]) is None:
+            register(row)
