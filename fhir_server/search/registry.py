@@ -75,3 +75,12 @@ def params_for(rtype: str) -> dict[str, SearchParam]:
 
 def get(rtype: str, name: str) -> SearchParam | None:
     return params_for(rtype).get(name)
+
+
+def param_kind(key: str) -> str:
+    """The kind of the parameter behind an index key ``Type.name``."""
+    rtype, _, name = key.partition(".")
+    param = get(rtype, name)
+    if param is None:
+        raise KeyError(f"unknown search parameter {key}")
+    return param.kind

@@ -191,16 +191,25 @@ class GuardedStore:
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
         return self._filter(self.inner.incoming(param_keys, targets), "r")
 
-    def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+    def _narrow(self, query: SearchQuery) -> bool:
+        """Narrow ``query`` to the reachable patients in the query itself, so pages, totals
+        and aggregates only count reachable data; False when nothing is reachable."""
         reach = self.access.reach(query.type, "s")
         if reach is not ALL and query.type in NARROWING_PARAM:
             if not reach:
-                return Page([], 0)
-            # Narrow in the query itself so pages and totals only count reachable data.
+                return False
             param = NARROWING_PARAM[query.type]
             values = sorted(reach) if param == "_id" else [f"Patient/{p}" for p in sorted(reach)]
             extra = QueryParser(self.access.limits).parse(query.type, [(param, ",".join(values))])
             query.terms = [*query.terms, *extra.terms]
+        return True
+
+    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
+        return self.inner.values(query, key) if self._narrow(query) else []
+
+    def search(self, query: SearchQuery, count_only: bool = False) -> Page:
+        if not self._narrow(query):
+            return Page([], 0)
         page = self.inner.search(query, count_only)
         page.items = self._filter(page.items, "s")
         return page

@@ -41,6 +41,7 @@ from fhir_server.search.query import (
     TokenValue,
     types_read,
 )
+from fhir_server.search.registry import param_kind
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, keyset_page
 
 ALIAS = "teleimagerie"
@@ -611,6 +612,19 @@ class MongoStore:
         return keyset_page([self._stored(d) for d in docs], total,
                            keys(docs[0]) if docs else None, keys(docs[-1]) if docs else None,
                            cursor, more)
+
+    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
+        kind = param_kind(key)
+        array, names = ARRAYS[kind], FIELDS[kind]
+        flt = MongoCompiler(self).where(query.type, query.terms)
+        out: list[tuple[Any, ...]] = []
+        # only the one index array travels, never the bodies
+        for doc in self.res.find(flt, {array: 1, "_id": 0}, session=self._session()):
+            out += [tuple(v.get(n) for n in names) for v in doc.get(array) or []
+                    if v.get("p") == key]
+        return out
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         pks = [i.pk for i in items if i.pk]

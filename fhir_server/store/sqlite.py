@@ -34,6 +34,7 @@ from fhir_server.search.query import (
     TokenValue,
     types_read,
 )
+from fhir_server.search.registry import param_kind
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, chunks, keyset_page
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -586,6 +587,19 @@ class SqliteStore:
         items = [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[-1]) for r in rows]
         return keyset_page(items, total, list(rows[0][5:]) if rows else None,
                            list(rows[-1][5:]) if rows else None, cursor, more)
+
+    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
+        tables = tables_for(query.type)
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
+        kind = param_kind(key)
+        columns = ", ".join(f"x.{c}" for c in INDEX_COLUMNS[kind].strip("()").split(", ")[2:])
+        with self._snapshot() as conn:
+            where, args = SqlCompiler(conn).where("r", query.type, query.terms)
+            rows = conn.execute(
+                f"SELECT {columns} FROM {tables.index[kind]} x WHERE x.p = ? AND x.pk IN "
+                f"(SELECT r.pk FROM {tables.resource} r WHERE {where})", [key, *args]).fetchall()
+        return [tuple(r) for r in rows]
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         if not param_keys:

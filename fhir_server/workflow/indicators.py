@@ -1,9 +1,183 @@
-"""Activity indicators (R-EVAL-1, R-TLE-3) — placeholder replaced below."""
+"""``GET [base]/$indicators`` — activity indicators from the server's own data (R-EVAL-1,
+R-TLE-3).
+
+Every figure is a count or an index-value read on the request Tasks (their custom
+search parameters, :mod:`fhir_server.workflow.search`) and on DiagnosticReports: the
+stores answer from their indexes, no resource body is loaded. Filters: ``start`` /
+``end`` (dates, default: the current calendar year), ``site`` (Organization), ``imager``
+(Practitioner), ``modality`` (DICOM code).
+"""
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+import statistics
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.core.errors import ErrorKind, FhirError, invalid
+from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.search.query import QueryParser, SearchQuery
+from fhir_server.workflow.machine import (
+    FLAG_SYSTEM,
+    FULFILMENT,
+    INFORMATION,
+    STATES,
+    TASK_SYSTEM,
+    TELEDIAGNOSTIC,
+    TELEEXPERTISE,
+)
+from fhir_server.workflow.records import now, raw_store
+from fhir_server.workflow.search import STEPS
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import Handler
+    from fhir_server.core.server import FhirServer, Handler
 
-OPERATIONS: dict[tuple[str | None, str], Handler] = {}
+ALLOWED = frozenset({"admin", "auditor", "ris", "remote-imager"})
+UCUM = "http://unitsofmeasure.org"
+
+
+def _minutes(value: float) -> dict[str, Any]:
+    return {"value": round(value, 1), "unit": "min", "system": UCUM, "code": "min"}
+
+
+def _int(name: str, value: int) -> dict[str, Any]:
+    return {"name": name, "valueInteger": value}
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (p90: the smallest value ≥ 90 % of them)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+class Scope:
+    """The filters, turned into search criteria on Tasks and on reports."""
+
+    def __init__(self, server: FhirServer, req: FhirRequest) -> None:
+        year = now()[:4]
+        self.start = req.param("start") or f"{year}-01-01"
+        self.end = req.param("end") or f"{int(year) + 1}-01-01"
+        for name, value in (("start", self.start), ("end", self.end)):
+            if len(value) < 4 or not value[:4].isdigit():
+                raise invalid(f"{name} must be a date (YYYY-MM-DD), got {value!r}",
+                              f"Parameters.parameter[{name}]")
+        self.site = req.param("site")
+        self.imager = req.param("imager")
+        self.modality = req.param("modality")
+        principal = req.context.principal
+        if principal is not None:
+            roles = set(principal.roles)
+            if not roles & ALLOWED:
+                raise FhirError(ErrorKind.FORBIDDEN, "$indicators is for the roles "
+                                f"{', '.join(sorted(ALLOWED))} (R-EVAL-1)")
+            if roles & ALLOWED == {"remote-imager"}:
+                mine = sorted(r for r in server.store.access.parties()  # type: ignore[attr-defined]
+                              if r.startswith("Practitioner/"))
+                if not mine or (self.imager and self.imager not in mine):
+                    raise FhirError(ErrorKind.FORBIDDEN, "an imager sees their own indicators "
+                                    "only (imager=their Practitioner)")
+                self.imager = mine[0]
+        self.parser = QueryParser(server.limits, strict=True)
+
+    def tasks(self, kind: str | None = None, *extra: tuple[str, str]) -> SearchQuery:
+        codes = [FULFILMENT[kind]] if kind else list(FULFILMENT.values())
+        criteria = [("code", ",".join(f"{TASK_SYSTEM}|{c}" for c in codes)),
+                    ("authored-on", f"ge{self.start}"), ("authored-on", f"lt{self.end}")]
+        if self.site:
+            criteria.append(("tlm-site", self.site))
+        if self.imager:
+            criteria.append(("owner", self.imager))
+        if self.modality:
+            criteria.append(("tlm-modality", self.modality))
+        return self.parser.parse("Task", [*criteria, *extra])
+
+    def reports(self, *extra: tuple[str, str]) -> SearchQuery:
+        criteria = [("date", f"ge{self.start}"), ("date", f"lt{self.end}"),
+                    ("status", "final,amended,corrected,appended")]
+        if self.imager:
+            criteria.append(("performer", self.imager))
+        return self.parser.parse("DiagnosticReport", [*criteria, *extra])
+
+
+def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource."""
+    scope = Scope(server, req)
+    store = raw_store(server)
+
+    def count(query: SearchQuery) -> int:
+        return store.search(query, count_only=True).total or 0
+
+    out: list[dict[str, Any]] = [
+        {"name": "period", "valuePeriod": {"start": scope.start, "end": scope.end}}]
+    totals = {kind: count(scope.tasks(kind)) for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
+    out += [_int("telediagnostics", totals[TELEDIAGNOSTIC]),
+            _int("teleexpertises", totals[TELEEXPERTISE])]
+    everything = sum(totals.values())
+    states = Counter(code for _, code, _ in store.values(scope.tasks(), "Task.business-status"))
+    out += [{"name": "state", "part": [{"name": "code", "valueCode": code},
+                                       {"name": "display", "valueString": STATES[code].display},
+                                       _int("count", states[code])]}
+            for code in STATES if states.get(code)]
+    for step in STEPS:
+        values = [v[0] for v in store.values(scope.tasks(), f"Task.tlm-turnaround-{step}")
+                  if v[0] is not None]
+        part = [{"name": "step", "valueCode": step}, _int("count", len(values))]
+        if values:
+            part += [{"name": "median", "valueQuantity": _minutes(statistics.median(values))},
+                     {"name": "p90", "valueQuantity": _minutes(percentile(values, 0.9))}]
+        out.append({"name": "turnaround", "part": part})
+    refused = store.values(scope.tasks(None, ("status", "rejected")), "Task.tlm-reason")
+    reasons = Counter(code for _, code, _ in refused if code)
+    refused_n = count(scope.tasks(None, ("status", "rejected")))
+    out.append({"name": "refusals", "part": [
+        _int("count", refused_n), {"name": "rate", "valueDecimal": _rate(refused_n, everything)},
+        *({"name": "reason", "part": [{"name": "code", "valueCode": code}, _int("count", n),
+                                      {"name": "rate", "valueDecimal": _rate(n, everything)}]}
+          for code, n in reasons.most_common())]})
+    out.append(_int("cancellations", count(scope.tasks(None, ("status", "cancelled")))))
+    out.append(_int("incidents", count(scope.tasks(None, ("tlm-incident:missing", "false")))))
+    late = count(scope.tasks(None, ("tlm-late", "true")))
+    reported = late + count(scope.tasks(None, ("tlm-late", "false")))
+    out.append({"name": "late-reports", "part": [
+        _int("count", late), _int("reported", reported),
+        {"name": "rate", "valueDecimal": _rate(late, reported)}]})
+    overdue = scope.parser.parse("Task", [("code", f"{TASK_SYSTEM}|{INFORMATION}"),
+                                          ("status", "requested,in-progress"),
+                                          ("tlm-due", f"lt{now()}")])
+    out.append(_int("information-overdue", count(overdue)))
+    out += _imagers(server, scope)
+    return FhirResponse(200, {}, resource={"resourceType": "Parameters", "parameter": out})
+
+
+def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
+    """R-TLE-3: each imager's remote share of the reports they signed in the period."""
+    store = raw_store(server)
+    assert server.workflow is not None
+    threshold = server.workflow.settings.remote_share_warning
+
+    def by_performer(query: SearchQuery) -> Counter[str]:
+        return Counter(f"{t}/{i}" for t, i, *_ in store.values(query, "DiagnosticReport.performer")
+                       if t == "Practitioner" and i)
+
+    remote = by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie")))
+    total = by_performer(scope.reports())
+    out = []
+    for practitioner, n in sorted(total.items()):
+        share = _rate(remote[practitioner], n)
+        part: list[dict[str, Any]] = [
+            {"name": "practitioner", "valueReference": {"reference": practitioner}},
+            _int("remote", remote[practitioner]), _int("total", n),
+            {"name": "share", "valueDecimal": share}]
+        if share > threshold:
+            part.append({"name": "warning", "valueString": (
+                f"part de l'activité à distance {share:.0%} > {threshold:.0%} (R-TLE-3)")})
+        out.append({"name": "imager", "part": part})
+    return out
+
+
+OPERATIONS: dict[tuple[str | None, str], Handler] = {(None, "indicators"): indicators}

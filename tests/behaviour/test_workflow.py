@@ -403,3 +403,49 @@ def test_imager_acts_in_their_own_name_R_EXAM_2(world: World) -> None:
     r = world.op(world.imager, sr, "accept",
                  practitioner={"reference": world.refs["nuclear"]})
     assert r.status_code == 403
+
+
+# -- indicators -------------------------------------------------------------------------------
+
+def _parts(parameter: dict[str, Any]) -> dict[str, Any]:
+    return {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+            for p in parameter["part"] if any(k.startswith("value") for k in p)}
+
+
+def test_indicators_from_stored_data_R_EVAL_1_R_TLE_3(world: World) -> None:
+    for _ in range(2):
+        sr, study = _reported(world)
+        r = world.imager.post("/fhir/DiagnosticReport", json=world.report(
+            sr, study, result=[{"reference": world.dose(study)}]))
+        assert r.status_code == 201, r.text
+    refused = world.request("CT")
+    world.op(world.imager, refused, "refuse", text="doublon de la demande de la veille",
+             reason={"system": REFUSAL, "code": "doublon"})
+    world.request("MR", kind="teleexpertise")
+    # an on-site report by the same imager counts in their total activity only
+    onsite = world.report("none", "none", basedOn=None, imagingStudy=None)
+    onsite["meta"] = {}
+    assert world.ris.post("/fhir/DiagnosticReport", json=onsite).status_code == 201
+    r = world.user(["auditor"], "899999999999").get("/fhir/$indicators")
+    assert r.status_code == 200, r.text
+    params = r.json()["parameter"]
+    value = {p["name"]: p.get("valueInteger") for p in params}
+    assert value["telediagnostics"] == 3 and value["teleexpertises"] == 1
+    turnaround = [_parts(p) for p in params if p["name"] == "turnaround"]
+    total = next(t for t in turnaround if t["step"] == "total")
+    assert total["count"] == 2 and total["median"]["code"] == "min"
+    refusals = next(p for p in params if p["name"] == "refusals")
+    assert _parts(refusals)["count"] == 1 and _parts(refusals)["rate"] == 0.25
+    reason = _parts(next(p for p in refusals["part"] if p["name"] == "reason"))
+    assert reason["code"] == "doublon"
+    late = _parts(next(p for p in params if p["name"] == "late-reports"))
+    assert late["reported"] == 2 and late["count"] == 0
+    imager = _parts(next(p for p in params if p["name"] == "imager"))
+    assert imager["practitioner"] == {"reference": world.refs["imager"]}
+    assert (imager["remote"], imager["total"]) == (2, 3)
+    assert "R-TLE-3" in imager["warning"]
+    filtered = world.user(["auditor"], "899999999999").get("/fhir/$indicators?modality=MR")
+    value = {p["name"]: p.get("valueInteger") for p in filtered.json()["parameter"]}
+    assert (value["telediagnostics"], value["teleexpertises"]) == (0, 1)
+    assert world.user(["radiographer"], "810000000199").get(
+        "/fhir/$indicators").status_code == 403
