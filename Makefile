@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench lint install install-test clean
+.PHONY: run test bench bench-indicators lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python -m benchmarks.run
+
+bench-indicators: install-test
+	$(BIN)/python -m benchmarks.indicators
 
 lint: install-test
 	$(BIN)/ruff check .

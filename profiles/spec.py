@@ -128,6 +128,8 @@ EXT_CONSENT_METHOD = extension("tlm-consent-method", "Mode de recueil (oral / é
                                required("teleimagerie-consent-method"))
 EXT_EMERGENCY = extension("tlm-emergency", "Urgence : information du patient a posteriori "
                           "(R-CONS-3)", "boolean", "ServiceRequest | Consent")
+EXT_DOSE_UNAVAILABLE = extension("tlm-dose-unavailable", "Dose non disponible : raison "
+                                 "(R-REP-3)", "string", "DiagnosticReport")
 EXT_INCIDENT = extension("tlm-technical-incident", "Incident technique ou effet indésirable "
                          "(R-EXAM-3)", "string", "DiagnosticReport | ImagingStudy")
 
@@ -343,6 +345,8 @@ DIAGNOSTIC_REPORT = profile("tlm-diagnostic-report", "DiagnosticReport",
     by_url("DiagnosticReport.extension"),
     *extension_slice("DiagnosticReport.extension", "technicalIncident", EXT_INCIDENT,
                      "les incidents techniques", "string", 0, "*"),
+    *extension_slice("DiagnosticReport.extension", "doseUnavailable", EXT_DOSE_UNAVAILABLE,
+                     "la raison pour laquelle la dose n'est pas disponible", "string", 0, "1"),
     el("DiagnosticReport.basedOn", "la demande d'examen", min=1, mustSupport=True),
     el("DiagnosticReport.code", "le type de compte rendu (LOINC 18748-4)",
        patternCodeableConcept={"coding": [{"system": "http://loinc.org",

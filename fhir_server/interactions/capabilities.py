@@ -10,6 +10,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from fhir_server import FHIR_VERSION, __version__
+from fhir_server.core.canonical import url
 from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES
 from fhir_server.search.registry import params_for
@@ -34,7 +35,10 @@ OPERATION_DEFINITIONS = {
 
 def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
     required = tuple(sorted((t, tuple(u)) for t, u in server.profiles.required.items()))
-    return FhirResponse(200, {}, resource=_statement(req.base_url, server.released, required))
+    extra = tuple(sorted((t or "", n) for t, n in server.workflow.operations)) \
+        if server.workflow else ()
+    return FhirResponse(200, {}, resource=_statement(req.base_url, server.released, required,
+                                                     extra))
 
 
 def _operation(name: str) -> dict[str, str]:
@@ -43,7 +47,9 @@ def _operation(name: str) -> dict[str, str]:
 
 @cache
 def _statement(base_url: str, released: str,
-               required: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Any]:
+               required: tuple[tuple[str, tuple[str, ...]], ...],
+               extra: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+    """``extra``: (type or "" for the system, name) of the workflow's operations."""
     resources = []
     mandatory = dict(required)
     for rtype in SUPPORTED_TYPES:
@@ -66,7 +72,9 @@ def _statement(base_url: str, released: str,
             "searchParam": [
                 {"name": p.name, "definition": p.url, "type": p.kind} for p in params
             ],
-            "operation": [_operation("validate")],
+            "operation": [_operation("validate"), *(
+                {"name": n, "definition": url("OperationDefinition", f"{rtype}-{n}")}
+                for t, n in extra if t == rtype)],
         })
         if rtype in mandatory:  # writes must meet these (TELEIMG_REQUIRED_PROFILES)
             resources[-1]["supportedProfile"] = list(mandatory[rtype])
@@ -96,5 +104,7 @@ def _statement(base_url: str, released: str,
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"},
                             {"code": "history-system"}],
+            "operation": [{"name": n, "definition": url("OperationDefinition", n)}
+                          for t, n in extra if not t],
         }],
     }

@@ -204,8 +204,8 @@ class GuardedStore:
             query.terms = [*query.terms, *extra.terms]
         return True
 
-    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
-        return self.inner.values(query, key) if self._narrow(query) else []
+    def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        return self.inner.values(query, keys) if self._narrow(query) else {k: [] for k in keys}
 
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if not self._narrow(query):

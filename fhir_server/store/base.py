@@ -80,10 +80,11 @@ class Store(Protocol):
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]: ...
 
-    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
-        """The index values of parameter ``key`` (``Type.name``) of every resource matching
-        ``query`` — one tuple per value, the kind's fields in :class:`IndexRows` order
-        without the key. Aggregates (indicators) read these, never the bodies."""
+    def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        """The index values of parameters ``keys`` (``Type.name``) of the resources matching
+        ``query``: per key, one tuple per value — a resource handle (equal for values of the
+        same resource), then the kind's fields in :class:`IndexRows` order. The match is
+        computed once per kind; aggregates (indicators) read these, never the bodies."""
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         """(type, id) referenced by ``items`` through the given reference parameters."""

@@ -613,17 +613,19 @@ class MongoStore:
                            keys(docs[0]) if docs else None, keys(docs[-1]) if docs else None,
                            cursor, more)
 
-    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
+    def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
             self._catch_up()
-        kind = param_kind(key)
-        array, names = ARRAYS[kind], FIELDS[kind]
+        wanted = {key: (ARRAYS[param_kind(key)], FIELDS[param_kind(key)]) for key in keys}
+        arrays = {array for array, _ in wanted.values()}
         flt = MongoCompiler(self).where(query.type, query.terms)
-        out: list[tuple[Any, ...]] = []
-        # only the one index array travels, never the bodies
-        for doc in self.res.find(flt, {array: 1, "_id": 0}, session=self._session()):
-            out += [tuple(v.get(n) for n in names) for v in doc.get(array) or []
-                    if v.get("p") == key]
+        out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
+        # only the index arrays travel, never the bodies
+        for doc in self.res.find(flt, {**{a: 1 for a in arrays}, "pk": 1, "_id": 0},
+                                 session=self._session()):
+            for key, (array, names) in wanted.items():
+                out[key] += [(doc.get("pk"), *(v.get(n) for n in names))
+                             for v in doc.get(array) or [] if v.get("p") == key]
         return out
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:

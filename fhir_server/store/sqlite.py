@@ -588,18 +588,27 @@ class SqliteStore:
         return keyset_page(items, total, list(rows[0][5:]) if rows else None,
                            list(rows[-1][5:]) if rows else None, cursor, more)
 
-    def values(self, query: SearchQuery, key: str) -> list[tuple[Any, ...]]:
+    def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         tables = tables_for(query.type)
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
             self._catch_up()
-        kind = param_kind(key)
-        columns = ", ".join(f"x.{c}" for c in INDEX_COLUMNS[kind].strip("()").split(", ")[2:])
+        by_kind: dict[str, list[str]] = {}
+        for key in keys:
+            by_kind.setdefault(param_kind(key), []).append(key)
+        out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
         with self._snapshot() as conn:
             where, args = SqlCompiler(conn).where("r", query.type, query.terms)
-            rows = conn.execute(
-                f"SELECT {columns} FROM {tables.index[kind]} x WHERE x.p = ? AND x.pk IN "
-                f"(SELECT r.pk FROM {tables.resource} r WHERE {where})", [key, *args]).fetchall()
-        return [tuple(r) for r in rows]
+            for kind, wanted in by_kind.items():
+                columns = ", ".join(
+                    f"x.{c}" for c in INDEX_COLUMNS[kind].strip("()").split(", ")[2:])
+                rows = conn.execute(
+                    f"WITH m AS (SELECT r.pk FROM {tables.resource} r WHERE {where}) "
+                    f"SELECT x.p, x.pk, {columns} FROM {tables.index[kind]} x JOIN m "
+                    f"ON x.pk = m.pk WHERE x.p IN ({','.join('?' * len(wanted))})",
+                    [*args, *wanted]).fetchall()
+                for row in rows:
+                    out[row[0]].append(tuple(row[1:]))
+        return out
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         if not param_keys:

@@ -95,7 +95,7 @@ def actor(server: FhirServer, req: FhirRequest, named: str | None) -> Actor:
     if principal is None:
         return Actor(None, named)
     roles = frozenset(principal.roles)
-    if principal.is_system:
+    if principal.is_system and not principal.id_nat_ps:  # a connector names who acts
         return Actor(roles, named, principal.display)
     mine = sorted(r for r in (server.store.access.parties() if isinstance(
         server.store, GuardedStore) else set()) if r.startswith("Practitioner/"))

@@ -84,9 +84,8 @@ class Scope:
                 self.imager = mine[0]
         self.parser = QueryParser(server.limits, strict=True)
 
-    def tasks(self, kind: str | None = None, *extra: tuple[str, str]) -> SearchQuery:
-        codes = [FULFILMENT[kind]] if kind else list(FULFILMENT.values())
-        criteria = [("code", ",".join(f"{TASK_SYSTEM}|{c}" for c in codes)),
+    def tasks(self) -> SearchQuery:
+        criteria = [("code", ",".join(f"{TASK_SYSTEM}|{c}" for c in FULFILMENT.values())),
                     ("authored-on", f"ge{self.start}"), ("authored-on", f"lt{self.end}")]
         if self.site:
             criteria.append(("tlm-site", self.site))
@@ -94,7 +93,7 @@ class Scope:
             criteria.append(("owner", self.imager))
         if self.modality:
             criteria.append(("tlm-modality", self.modality))
-        return self.parser.parse("Task", [*criteria, *extra])
+        return self.parser.parse("Task", criteria)
 
     def reports(self, *extra: tuple[str, str]) -> SearchQuery:
         criteria = [("date", f"ge{self.start}"), ("date", f"lt{self.end}"),
@@ -114,35 +113,39 @@ def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
 
     out: list[dict[str, Any]] = [
         {"name": "period", "valuePeriod": {"start": scope.start, "end": scope.end}}]
-    totals = {kind: count(scope.tasks(kind)) for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
+    turnaround = [f"Task.tlm-turnaround-{step}" for step in STEPS]
+    found = store.values(scope.tasks(), ["Task.code", "Task.business-status", "Task.tlm-reason",
+                                         "Task.tlm-late", "Task.tlm-incident", *turnaround])
+    kinds = Counter(code for _, _, code, _ in found["Task.code"])
+    totals = {kind: kinds[FULFILMENT[kind]] for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
     out += [_int("telediagnostics", totals[TELEDIAGNOSTIC]),
             _int("teleexpertises", totals[TELEEXPERTISE])]
     everything = sum(totals.values())
-    states = Counter(code for _, code, _ in store.values(scope.tasks(), "Task.business-status"))
+    state_of = {handle: code for handle, _, code, _ in found["Task.business-status"]}
+    states = Counter(state_of.values())
     out += [{"name": "state", "part": [{"name": "code", "valueCode": code},
                                        {"name": "display", "valueString": STATES[code].display},
                                        _int("count", states[code])]}
             for code in STATES if states.get(code)]
-    for step in STEPS:
-        values = [v[0] for v in store.values(scope.tasks(), f"Task.tlm-turnaround-{step}")
-                  if v[0] is not None]
+    for step, key in zip(STEPS, turnaround, strict=True):
+        values = [v[1] for v in found[key] if v[1] is not None]
         part = [{"name": "step", "valueCode": step}, _int("count", len(values))]
         if values:
             part += [{"name": "median", "valueQuantity": _minutes(statistics.median(values))},
                      {"name": "p90", "valueQuantity": _minutes(percentile(values, 0.9))}]
         out.append({"name": "turnaround", "part": part})
-    refused = store.values(scope.tasks(None, ("status", "rejected")), "Task.tlm-reason")
-    reasons = Counter(code for _, code, _ in refused if code)
-    refused_n = count(scope.tasks(None, ("status", "rejected")))
+    refused_n = states["refusee"]
+    reasons = Counter(code for handle, _, code, _ in found["Task.tlm-reason"]
+                      if code and state_of.get(handle) == "refusee")
     out.append({"name": "refusals", "part": [
         _int("count", refused_n), {"name": "rate", "valueDecimal": _rate(refused_n, everything)},
         *({"name": "reason", "part": [{"name": "code", "valueCode": code}, _int("count", n),
                                       {"name": "rate", "valueDecimal": _rate(n, everything)}]}
           for code, n in reasons.most_common())]})
-    out.append(_int("cancellations", count(scope.tasks(None, ("status", "cancelled")))))
-    out.append(_int("incidents", count(scope.tasks(None, ("tlm-incident:missing", "false")))))
-    late = count(scope.tasks(None, ("tlm-late", "true")))
-    reported = late + count(scope.tasks(None, ("tlm-late", "false")))
+    out.append(_int("cancellations", states["annulee"]))
+    out.append(_int("incidents", len({v[0] for v in found["Task.tlm-incident"]})))
+    late_flags = Counter(code for _, _, code, _ in found["Task.tlm-late"])
+    late, reported = late_flags["true"], late_flags["true"] + late_flags["false"]
     out.append({"name": "late-reports", "part": [
         _int("count", late), _int("reported", reported),
         {"name": "rate", "valueDecimal": _rate(late, reported)}]})
@@ -161,7 +164,8 @@ def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
     threshold = server.workflow.settings.remote_share_warning
 
     def by_performer(query: SearchQuery) -> Counter[str]:
-        return Counter(f"{t}/{i}" for t, i, *_ in store.values(query, "DiagnosticReport.performer")
+        key = "DiagnosticReport.performer"
+        return Counter(f"{t}/{i}" for _, t, i, *_ in store.values(query, [key])[key]
                        if t == "Practitioner" and i)
 
     remote = by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie")))

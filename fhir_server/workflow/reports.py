@@ -13,6 +13,7 @@ from fhir_server.core.model import FhirRequest
 from fhir_server.store.base import Stored
 from fhir_server.workflow.machine import (
     DOSE_MODALITIES,
+    EXT_DOSE_UNAVAILABLE,
     EXT_INCIDENT,
     EXT_LATE,
     EXT_TURNAROUND,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 FINAL = ("final", "amended", "corrected", "appended")
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DOSE_CODES = frozenset({"113813", "113830", "111637", "113722", "113725", "113507"})
-EXT_DOSE_UNAVAILABLE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-dose-unavailable"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CRITICAL = frozenset({"AA", "HH", "LL"})  # critical abnormal / critical high / low
 RPPS_SYSTEMS = frozenset({"urn:oid:1.2.250.1.71.4.2.1", "https://rpps.esante.gouv.fr"})

@@ -136,3 +136,62 @@ def test_acknowledged_write_survives_a_kill(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Client,
+                                                     data_dir: Path) -> None:
+    """Issue 5 end to end on the served configuration (mandatory profiles, audit): a
+    request goes received → validated → scheduled → in progress → images available →
+    final report, each step leaving a Provenance and an update AuditEvent."""
+    from tests.behaviour.workflow_world import CONSENT_CAT, R38, RPPS, example, parameters
+
+    def created(resource: dict) -> str:
+        r = api.post(f"{base_url}/{resource['resourceType']}", json=resource)
+        assert r.status_code == 201, r.text
+        return f"{resource['resourceType']}/{r.json()['id']}"
+
+    imager = created({"resourceType": "Practitioner", "identifier": [
+        {"system": RPPS, "value": "810000000777"}], "name": [{"family": "IMAGEUR"}],
+        "qualification": [{"code": {"coding": [{"system": R38, "code": "SM44"}]}}]})
+    patient = created({"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
+                       "name": [{"family": "E2E"}]})
+    sr = example("tlm-service-request")
+    sr.update(subject={"reference": patient}, requester={"reference": imager},
+              performer=[{"reference": imager}])
+    request = created(sr)
+    consent = example("tlm-consent")
+    consent.update(patient={"reference": patient}, performer=[{"reference": patient}],
+                   category=[{"coding": [{"system": CONSENT_CAT, "code": c}]}
+                             for c in ("acte", "teleimagerie")],
+                   provision={"type": "permit", "data": [
+                       {"meaning": "related", "reference": {"reference": request}}]})
+    created(consent)
+    as_imager = _auth(data_dir, ["remote-imager"], id_nat_ps="810000000777")
+    r = httpx.post(f"{base_url}/{request}/$accept", json=parameters(), headers=as_imager)
+    assert r.status_code == 200, r.text
+    for name, values in (("schedule", {"occurrence": "2026-11-23T09:00:00+01:00"}),
+                         ("start", {})):
+        r = api.post(f"{base_url}/{request}/${name}", json=parameters(**values))
+        assert r.status_code == 200, r.text
+    r = api.post(f"{base_url}/{request}/$start", json=parameters())
+    assert r.status_code == 409  # already started
+    study = example("tlm-imaging-study")
+    study.update(subject={"reference": patient}, basedOn=[{"reference": request}])
+    study_ref = created(study)
+    dose = example("tlm-dose-observation")
+    dose.update(subject={"reference": patient}, partOf=[{"reference": study_ref}])
+    dose_ref = created(dose)
+    report = example("tlm-diagnostic-report")
+    report.update(subject={"reference": patient}, basedOn=[{"reference": request}],
+                  imagingStudy=[{"reference": study_ref}], result=[{"reference": dose_ref}],
+                  performer=[{"reference": imager}])
+    r = httpx.post(f"{base_url}/DiagnosticReport", json=report, headers=as_imager)
+    assert r.status_code == 201, r.text
+    tasks = api.get(f"{base_url}/Task?focus={request}").json()["entry"]
+    task = tasks[0]["resource"]
+    assert task["businessStatus"]["coding"][0]["code"] == "cr-definitif"
+    provenance = api.get(f"{base_url}/Provenance?target=Task/{task['id']}").json()
+    assert provenance["total"] == 5
+    audit = httpx.get(f"{base_url}/AuditEvent?entity={request}&action=U", headers=_auth(
+        data_dir, ["auditor"], id_nat_ps="899999999999")).json()
+    assert audit["total"] >= 3
