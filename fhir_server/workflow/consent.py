@@ -77,18 +77,13 @@ def gate(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case) -
     if patient is None:
         raise rule("the request names no patient: consent cannot be checked (R-CONS-2)",
                    "ServiceRequest.subject")
-    given: set[str] = set()
-    for decision, categories, _ in reversed(decisions(server, patient, case.ref)):
-        if decision == "deny":
-            given -= categories
-        else:
-            given |= categories
-    refused = [c for c in NEEDED if c not in given and _denied(server, patient, case.ref, c)]
+    latest = latest_decisions(server, patient, case.ref)
+    refused = [c for c in NEEDED if latest.get(c) == "deny"]
     if refused:
         raise rule("le patient a refusé " + " et ".join(LABELS[c] for c in refused)
                    + " : le parcours à distance est arrêté (R-CONS-4)",
                    kind=ErrorKind.CONFLICT)
-    missing = [c for c in NEEDED if c not in given]
+    missing = [c for c in NEEDED if latest.get(c) != "permit"]
     if not missing:
         return
     if is_emergency(case.request):
@@ -100,11 +95,13 @@ def gate(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case) -
                "R-CONS-3)", kind=ErrorKind.CONFLICT)
 
 
-def _denied(server: FhirServer, patient: str, request_ref: str, category: str) -> bool:
+def latest_decisions(server: FhirServer, patient: str, request_ref: str) -> dict[str, str]:
+    """Per consent category, the patient's latest decision (permit / deny) for the request."""
+    latest: dict[str, str] = {}
     for decision, categories, _ in decisions(server, patient, request_ref):
-        if category in categories:
-            return decision == "deny"
-    return False
+        for category in categories:
+            latest.setdefault(category, decision)
+    return latest
 
 
 def information_task_id(case: Case) -> str:

@@ -56,6 +56,7 @@ from fhir_server.workflow.records import (
     task_id,
 )
 from fhir_server.workflow.settings import WorkflowSettings
+from terminology.service import terminology
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer, Handler
@@ -189,8 +190,6 @@ class Workflow:
         mod = modality(resource)
         acts = {c.get("code") for c in (resource.get("code") or {}).get("coding") or []
                 if isinstance(c, dict) and c.get("system") == CCAM}
-        from terminology.service import terminology
-
         mammography = [a for a in acts if isinstance(a, str) and
                        terminology().in_value_set(MAMMOGRAPHY_VS, CCAM, a)]
         if mod == MAMMOGRAPHY or mammography:

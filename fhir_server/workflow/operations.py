@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.search.query import QueryParser
 from fhir_server.workflow import consent
 from fhir_server.workflow.engine import Actor, Case, actor, check_role, check_state, fire
 from fhir_server.workflow.machine import (
@@ -24,8 +25,19 @@ from fhir_server.workflow.machine import (
     TELEEXPERTISE,
     TRANSITIONS,
 )
-from fhir_server.workflow.records import codes, coding, load, new_id, now, ref_of, rule, save
+from fhir_server.workflow.records import (
+    codes,
+    coding,
+    load,
+    new_id,
+    now,
+    raw_store,
+    ref_of,
+    rule,
+    save,
+)
 from fhir_server.workflow.reports import qualified
+from terminology.service import terminology
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer, Handler
@@ -106,8 +118,6 @@ def _reason(params: Params, allowed_system: str = REFUSAL_SYSTEM) -> dict[str, A
                    f"{allowed_system}) (R-VAL-3)", "Parameters.parameter[reason]")
     text = params.text("text", "le motif doit être explicité en texte libre (paramètre text) "
                        "(R-VAL-3)")
-    from terminology.service import terminology
-
     vs = allowed_system.replace("/CodeSystem/", "/ValueSet/")
     for code in codes(concept, allowed_system):
         if not terminology().in_value_set(vs, allowed_system, code):
@@ -156,8 +166,6 @@ def accept(server: FhirServer, req: FhirRequest) -> FhirResponse:
 
 def _quota(server: FhirServer, case: Case, imager: str) -> None:
     """R-TLE-2: at most N téléexpertises per patient, expert and calendar year."""
-    from fhir_server.search.query import QueryParser
-
     assert server.workflow is not None
     limit = server.workflow.settings.teleexpertise_limit
     year = now()[:4]
@@ -166,8 +174,6 @@ def _quota(server: FhirServer, case: Case, imager: str) -> None:
         ("patient", case.patient or ""), ("authored-on", f"ge{year}-01-01"),
         ("authored-on", f"lt{int(year) + 1}-01-01"),
         ("status", "accepted,in-progress,completed")])
-    from fhir_server.workflow.records import raw_store
-
     done = raw_store(server).search(query, count_only=True).total or 0
     if done >= limit:
         raise rule(f"limite atteinte : {done} télé-expertises en {year} pour ce patient avec "

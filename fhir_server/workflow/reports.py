@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.core.errors import ErrorKind
+from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.model import FhirRequest
 from fhir_server.store.base import Stored
 from fhir_server.workflow.machine import (
@@ -154,8 +154,6 @@ def _check_final(server: FhirServer, case: Case, report: dict[str, Any]) -> None
                          "indésirables déclarés sur l'examen doivent figurer au compte rendu "
                          f"(R-EXAM-3, R-REP-3) : {'; '.join(missing)}"))
     if problems:
-        from fhir_server.core.errors import FhirError, Issue
-
         raise FhirError(ErrorKind.UNPROCESSABLE, problems[0][1], issues=[
             Issue(msg, code="business-rule", expression=[path]) for path, msg in problems])
 
