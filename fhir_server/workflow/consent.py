@@ -53,16 +53,26 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
     for item in found:
         c = body(item) or {}
         provision = c.get("provision") or {}
-        data = [ref_of(d.get("reference")) for d in provision.get("data") or []]
-        data = [d.split("/_history/")[0] for d in data if d]
+        data = concerns(c)
         if request_ref is not None and data and request_ref not in data:
             continue
-        categories = set().union(*(codes(cat, CONSENT_SYSTEM) for cat in
-                                   c.get("category") or [])) if c.get("category") else set()
+        categories = categories_of(c)
         actors = [r for r in (ref_of(a.get("reference")) for a in provision.get("actor") or [])
                   if r]
         out.append((provision.get("type", "permit"), categories, actors))
     return out
+
+
+def categories_of(consent: dict[str, Any]) -> set[str]:
+    """What a Consent is about (our consent-category codes)."""
+    return {code for cat in consent.get("category") or [] for code in codes(cat, CONSENT_SYSTEM)}
+
+
+def concerns(consent: dict[str, Any]) -> set[str]:
+    """The requests a Consent names in ``provision.data`` (empty: all of the patient's)."""
+    refs = (ref_of(d.get("reference")) for d in (consent.get("provision") or {}).get("data")
+            or [])
+    return {r.split("/_history/")[0] for r in refs if r}
 
 
 def is_emergency(request: dict[str, Any]) -> bool:
@@ -143,11 +153,9 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest,
     patient = ref_of(resource.get("patient"))
     if patient is None:
         return
-    categories = set().union(*(codes(c, CONSENT_SYSTEM) for c in resource.get("category")
-                               or [])) if resource.get("category") else set()
+    categories = categories_of(resource)
     provision = resource.get("provision") or {}
-    data = {r.split("/_history/")[0] for r in
-            (ref_of(d.get("reference")) for d in provision.get("data") or []) if r}
+    data = concerns(resource)
     from fhir_server.workflow.engine import Actor, fire
 
     for case in workflow.open_cases(server, patient):

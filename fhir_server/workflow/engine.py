@@ -134,6 +134,7 @@ class Case:
 
 
 WATCHED = frozenset({"ServiceRequest", "Consent", "ImagingStudy", "DiagnosticReport"})
+GUARDED = frozenset({"ServiceRequest", "Task", "DiagnosticReport"})
 
 
 class Workflow:
@@ -152,6 +153,8 @@ class Workflow:
     def before_write(self, server: FhirServer, req: FhirRequest, rtype: str, rid: str,
                      resource: dict[str, Any] | None,
                      previous: Stored | None) -> dict[str, Any] | None:
+        if rtype not in GUARDED:  # every other write pays nothing (no body parsed)
+            return resource
         before = body(previous)
         if rtype == "ServiceRequest":
             if resource is not None and act_kind(resource):
@@ -297,31 +300,22 @@ class Workflow:
         return Case(request, task, kind)
 
     def case_of_report(self, server: FhirServer, resource: dict[str, Any]) -> Case | None:
+        """The request a report or study is ``basedOn``, if it is under the workflow."""
         for based in resource.get("basedOn") or []:
             key = split(ref_of(based))
             if key and key[0] == "ServiceRequest":
-                request = body(raw_store(server).read(*key))
-                task = body(raw_store(server).read("Task", task_id(key[1])))
-                kind = act_kind(request) if request else None
-                if request and task and kind:
-                    return Case(request, task, kind)
+                case = _case(server, body(raw_store(server).read(*key)))
+                if case is not None:
+                    return case
         return None
 
     def open_cases(self, server: FhirServer, patient: str) -> list[Case]:
         from fhir_server.security.care import all_matches
 
-        store = raw_store(server)
-        out = []
-        for item in all_matches(store, server.limits, "ServiceRequest",
-                                [("subject", patient), ("status", "active")]):
-            request = body(item)
-            task = body(store.read("Task", task_id(item.id)))
-            kind = act_kind(request) if request else None
-            if request and task and kind:
-                case = Case(request, task, kind)
-                if STATES[case.state].open:
-                    out.append(case)
-        return out
+        found = all_matches(raw_store(server), server.limits, "ServiceRequest",
+                            [("subject", patient), ("status", "active")])
+        cases = (_case(server, body(item)) for item in found)
+        return [c for c in cases if c is not None and STATES[c.state].open]
 
     def _study_written(self, server: FhirServer, req: FhirRequest,
                        study: dict[str, Any]) -> None:
@@ -339,6 +333,15 @@ class Workflow:
             fire(server, req, case, transition, Actor(None, None), note=None)
         elif incidents:
             save(server, "Task", case.task["id"], case.task)
+
+
+def _case(server: FhirServer, request: dict[str, Any] | None) -> Case | None:
+    """The request with its Task, or None when it is not under the workflow."""
+    kind = act_kind(request) if request else None
+    if request is None or kind is None:
+        return None
+    task = body(raw_store(server).read("Task", task_id(request["id"])))
+    return Case(request, task, kind) if task is not None else None
 
 
 def fire(server: FhirServer, req: FhirRequest, case: Case, transition: Transition,
@@ -426,16 +429,6 @@ def _stamp(task: dict[str, Any], state: str, when: str) -> None:
         steps = {**steps, "extension": [*steps["extension"],
                                         {"url": state, "valueDateTime": when}]}
     task["extension"] = [*exts, steps]
-
-
-def step_time(task: dict[str, Any], state: str) -> str | None:
-    for e in task.get("extension", []):
-        if e.get("url") == EXT_STEP:
-            for s in e.get("extension", []):
-                if s.get("url") == state:
-                    value = s.get("valueDateTime")
-                    return value if isinstance(value, str) else None
-    return None
 
 
 def _state_concept(state: str) -> dict[str, Any]:

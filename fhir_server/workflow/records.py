@@ -127,3 +127,16 @@ def rule(message: str, expression: str | None = None,
     return FhirError(kind, message, issues=[Issue(message, code="business-rule",
                                                   expression=[expression] if expression
                                                   else [])])
+
+
+def step_time(task: dict[str, Any], state: str) -> str | None:
+    """When the request first reached ``state`` (the Task's step-times extension)."""
+    from fhir_server.workflow.machine import EXT_STEP
+
+    for e in task.get("extension", []):
+        if e.get("url") == EXT_STEP:
+            for s in e.get("extension", []):
+                if s.get("url") == state:
+                    value = s.get("valueDateTime")
+                    return value if isinstance(value, str) else None
+    return None

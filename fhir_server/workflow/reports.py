@@ -36,6 +36,7 @@ from fhir_server.workflow.records import (
     rule,
     save,
     split,
+    step_time,
 )
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case
             item: Stored, report: dict[str, Any], before: dict[str, Any] | None) -> None:
     """Advance the request, alert on a critical result, and on the final report compute
     its distribution list and turnaround (R-REP-1, R-REP-5, R-EVAL-1)."""
-    from fhir_server.workflow.engine import Actor, fire, step_time
+    from fhir_server.workflow.engine import Actor, fire
 
     name = transition_of(report)
     performer = next((r for r in (ref_of(p) for p in report.get("performer") or []) if r), None)
@@ -186,7 +187,7 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case
     if name == "final-report":
         changes["output"] = [*case.task.get("output", []), *_distribution(server, case, item)]
         case.task["extension"] = [*case.task.get("extension", []),
-                                  *_turnaround(case.task, case.kind, step_time)]
+                                  *_turnaround(case.task, case.kind)]
     fire(server, req, case, TRANSITIONS[name], Actor(None, performer), task_changes=changes)
 
 
@@ -256,7 +257,7 @@ def _distribution(server: FhirServer, case: Case, item: Stored) -> list[dict[str
     return rows
 
 
-def _turnaround(task: dict[str, Any], kind: str, step_time: Any) -> list[dict[str, Any]]:
+def _turnaround(task: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     """Minutes per step and whether the report came after its due date (R-EVAL-1)."""
     done = now()
     times = {s: parse_instant(step_time(task, s)) for s in
