@@ -253,11 +253,16 @@ CODE_SYSTEMS: list[dict[str, Any]] = [
      "concepts": [("deplacement-imageur", "Déplacement de l'imageur sur site"),
                   ("mode-degrade", "Procédure en mode dégradé"),
                   ("orientation-autre-site", "Orientation vers un autre site d'imagerie")]},
-    {"id": "teleimagerie-flag", "title": "Signalements posés par le serveur (meta.tag)",
+    {"id": "teleimagerie-flag", "title": "Signalements posés par le serveur (meta.tag, Flag)",
      "concepts": [("pediatrique", "Enfant : examen irradiant, radioprotection renforcée "
                    "(R-VAL-6)"),
                   ("hors-perimetre", "Hors périmètre de la téléimagerie (R-SCOPE-2)"),
-                  ("teleimagerie", "Acte de téléimagerie")]},
+                  ("teleimagerie", "Acte de téléimagerie"),
+                  ("identite-a-verifier", "Identité discordante reçue (HL7 v2) : "
+                   "vérification d'identité requise (R-EXAM-1)")]},
+    {"id": "hl7v2-message", "title": "Messages HL7 v2 conservés (Basic.code)",
+     "concepts": [("hl7v2-inbound", "Message HL7 v2 reçu"),
+                  ("hl7v2-outbound", "Message HL7 v2 émis")]},
 ]
 
 

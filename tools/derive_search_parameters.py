@@ -22,6 +22,7 @@ SUPPORTED_TYPES = [
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
+    "MedicationAdministration", "Flag", "Basic",
 ]
 KINDS = {"string", "token", "reference", "date", "quantity", "uri", "number"}
 RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
@@ -36,8 +37,9 @@ COMMON = [
     ("_source", "uri", "Resource.meta.source"),
 ]
 
-# The supplied R4 SearchParameter Bundle omits Communication; these rows are the R4
-# definitions from communication.html (4.0.1), kept here so the table stays derived.
+# The supplied R4 SearchParameter Bundle omits Communication and Basic's own parameters;
+# these rows are the R4 definitions from communication.html and basic.html (4.0.1), kept
+# here so the table stays derived.
 SUPPLEMENT = [
     ("Communication", "based-on", "reference", "Communication.basedOn", []),
     ("Communication", "category", "token", "Communication.category", []),
@@ -56,6 +58,11 @@ SUPPLEMENT = [
     ("Communication", "sent", "date", "Communication.sent", []),
     ("Communication", "status", "token", "Communication.status", []),
     ("Communication", "subject", "reference", "Communication.subject", ["Group", "Patient"]),
+    ("Basic", "code", "token", "Basic.code", []),
+    ("Basic", "created", "date", "Basic.created", []),
+    ("Basic", "identifier", "token", "Basic.identifier", []),
+    ("Basic", "patient", "reference", "Basic.subject", ["Patient"]),
+    ("Basic", "subject", "reference", "Basic.subject", []),
 ]
 
 

@@ -13,6 +13,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
+    "MedicationAdministration", "Flag", "Basic",
 )
 # served read-only from the shipped implementation guide (profiles/, terminology/)
 CONFORMANCE_TYPES: frozenset[str] = frozenset(

@@ -23,13 +23,17 @@ PATIENT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "ServiceRequest": (("subject",), ("performer",)),
     "Task": (("for",),),
     "Binary": (("securityContext",),),
+    "MedicationAdministration": (("subject",), ("performer", "actor")),
+    "Flag": (("subject",),),
+    "Basic": (("subject",),),  # the HL7 v2 message store (adapters.hl7v2.records)
 }
 # the search parameter that narrows a search to a set of patients (R-SEC-2)
 NARROWING_PARAM: dict[str, str] = {
     "Patient": "_id", "AuditEvent": "patient", "Communication": "subject",
     "Consent": "patient", "DiagnosticReport": "subject", "DocumentReference": "subject",
     "ImagingStudy": "patient", "Observation": "subject", "Provenance": "patient",
-    "ServiceRequest": "subject", "Task": "patient",
+    "ServiceRequest": "subject", "Task": "patient", "MedicationAdministration": "patient",
+    "Flag": "patient", "Basic": "patient",
 }
 
 

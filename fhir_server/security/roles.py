@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 PATIENT_DATA = ("Patient", "ServiceRequest", "Consent", "ImagingStudy", "DiagnosticReport",
                 "Observation", "DocumentReference", "Binary", "Task", "Provenance",
-                "Communication")
+                "Communication", "MedicationAdministration", "Flag")
 DIRECTORY = ("Practitioner", "PractitionerRole", "Organization", "Endpoint", "Device")
 
 
@@ -63,7 +63,8 @@ ROLES: dict[str, Role] = {r.code: r for r in (
         _READ_DIRECTORY,
         (("Patient", "ServiceRequest", "Consent", "Communication", "Task"), "crus"),
         (("DiagnosticReport", "DocumentReference", "Binary"), "rs"))),
-    Role("admin", "Administrateur PACS / interfaces", "all", _grants((DIRECTORY, "cruds"))),
+    Role("admin", "Administrateur PACS / interfaces", "all", _grants(
+        (DIRECTORY, "cruds"), (("Basic", "Binary"), "rs"))),
     Role("biomedical-engineer", "Ingénieur biomédical", "all", _grants(
         _READ_DIRECTORY, (("Device",), "cruds"))),
     Role("auditor", "Auditeur (DPO, RSSI)", "all", _grants(

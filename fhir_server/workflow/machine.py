@@ -101,7 +101,8 @@ TRANSITIONS: dict[str, Transition] = {t.name: t for t in (
        DIAG),
     _t("start", {"planifiee"}, "en-cours", {"radiographer", IMAGER, "nuclear-physician", "ris"},
        "début de réalisation de l'examen (R-SCOPE-4)", DIAG),
-    _t("images-available", {"planifiee", "en-cours"}, "images-disponibles",
+    # from validee too: the HL7 flows (ANS TLR) signal no scheduling, only flux 4
+    _t("images-available", {"validee", "planifiee", "en-cours"}, "images-disponibles",
        {"radiographer", "pacs", "ris"}, "images transmises à l'imageur (R-EXAM-3)", DIAG),
     _t("refuse-quality", {"images-disponibles", "cr-preliminaire"}, "validee", {IMAGER, "ris"},
        "refus d'interpréter pour qualité d'image insuffisante (R-REP-4)", DIAG),

@@ -1,0 +1,88 @@
+"""Acknowledgements (HL7 v2.5.1 §2.9; ANS Volet Téléradiologie, ``acquittement.md``).
+
+The ACK swaps MSH-3/4 and MSH-5/6, keeps MSH-11, answers ``ACK^<event>^ACK``, MSA-1
+AA/AE/AR (original mode) or CA/CE/CR (enhanced mode commit acknowledgement), MSA-2 the
+acknowledged MSH-10, and for errors one ERR segment: ERR-2 location, ERR-3 code from HL7
+table 0357, ERR-4 severity (table 0516), ERR-7 diagnostic and ERR-8 user message.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from adapters.hl7v2.message import CHARSETS, DEFAULT_CHARSET, Delimiters, Message, escape
+
+# HL7 table 0357 (message error condition codes)
+ERROR_CODES: dict[str, str] = {
+    "0": "Message accepted",
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+
+
+@dataclass
+class Problem:
+    """One error to report in ERR (ERR-2 location like ``PID^1^3``)."""
+
+    code: str
+    text: str
+    location: str = ""
+    severity: str = "E"  # table 0516: E error, W warning, I information
+
+
+def timestamp() -> str:
+    return datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z")
+
+
+def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = None,
+              app: str = "TLRapp", facility: str = "TLRfacility",
+              raw_header: tuple[str, ...] | None = None) -> bytes:
+    """The acknowledgement of ``msg`` (or of an unreadable message: ``raw_header`` gives
+    what could be read of its MSH: sending app, facility, control id)."""
+    d = msg.delimiters if msg else Delimiters()
+    if msg is not None:
+        sender, sender_fac = msg.sender
+        receiver, receiver_fac = msg.receiver
+        event = msg.message_type[1]
+        control, processing = msg.control_id, msg.processing_id or "P"
+        charset = msg.charset if msg.charset in CHARSETS else DEFAULT_CHARSET
+    else:
+        sender, sender_fac, control = (raw_header or ("", "", ""))[:3]
+        receiver, receiver_fac, event, processing, charset = app, facility, "", "P", \
+            DEFAULT_CHARSET
+    f = d.field
+    segments = [
+        f.join(["MSH", d.encoding_characters, escape(receiver or app, d),
+                escape(receiver_fac or facility, d), escape(sender, d), escape(sender_fac, d),
+                timestamp(), "", f"ACK{d.component}{event}{d.component}ACK" if event
+                else "ACK", uuid.uuid4().hex[:20], processing, "2.5.1", "", "", "", "", "FRA",
+                charset]),
+        f.join(["MSA", code, escape(control, d)]),
+    ]
+    for p in problems or []:
+        label = ERROR_CODES.get(p.code, "")
+        segments.append(f.join([
+            "ERR", "", p.location, d.component.join([p.code, escape(label, d), "HL70357"]),
+            p.severity, "", "", "", escape(p.text[:1000], d), escape(p.text[:250], d)]))
+    codec = CHARSETS.get(charset, "utf-8")
+    return "\r".join(segments).encode(codec, errors="replace") + b"\r"
+
+
+def ack_code(problems: list[Problem], reject: bool, enhanced: bool) -> str:
+    if not problems:
+        return "CA" if enhanced else "AA"
+    if reject:
+        return "CR" if enhanced else "AR"
+    return "CE" if enhanced else "AE"

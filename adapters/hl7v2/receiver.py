@@ -1,0 +1,269 @@
+"""Inbound processing: store, check, map, commit, acknowledge (R-INT-2; ADR 0010).
+
+Order of events for every frame, so that nothing is acknowledged before it is durably
+stored and nothing is lost:
+
+1. the raw bytes and a ``received`` record are committed (message store);
+2. the header is checked (type, event, version, processing id -> AR);
+3. the flow maps the message to one FHIR transaction run through the core (profiles,
+   workflow, security with the RIS's system principal, audit) -> AE on content errors;
+4. the record is updated (``processed`` / ``error`` / ``rejected`` / ``held``) with the
+   ACK, which is only then sent. A duplicate (same MSH-3, MSH-4, MSH-10) gets the stored
+   ACK again; a record left ``received`` by a crash is processed when resent or by
+   ``teleimagerie hl7 reprocess`` — the flows are idempotent (conditional creates on
+   business identifiers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from adapters.hl7v2 import adt_pam, omi_o23, orm_o01
+from adapters.hl7v2.ack import Problem, ack_code, build_ack
+from adapters.hl7v2.audit import exchange_event
+from adapters.hl7v2.identity import IdentityConflict
+from adapters.hl7v2.message import Message, MessageError
+from adapters.hl7v2.mllp import Frame
+from adapters.hl7v2.records import INBOUND, MessageStore, Record, control_key
+from adapters.hl7v2.settings import Hl7Settings
+from adapters.hl7v2.tx import Context
+from fhir_server.security.principal import Principal
+from fhir_server.security.scopes import parse_scopes
+from fhir_server.workflow.machine import FLAG_SYSTEM
+from fhir_server.workflow.records import new_id, raw_store, save
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+log = logging.getLogger("teleimagerie.hl7")
+ISSUER = "urn:teleimagerie:mllp"
+
+
+@dataclass
+class Outcome:
+    """What a flow did: resources written, the patient, the order it concerns."""
+
+    results: list[str] = field(default_factory=list)
+    patient: str | None = None
+    order: str = ""
+    held: bool = False
+
+
+Flow = Callable[[Context, Message], Outcome]
+
+
+def _order(ctx: Context, msg: Message) -> Outcome:
+    control = msg.require("ORC").get(1).upper()
+    if control == "NW":
+        results, patient, key = orm_o01.new_order(ctx, msg)
+        return Outcome(results, patient, key)
+    if control == "CA":
+        request, key = orm_o01.cancel(ctx, msg)
+        if request is None:
+            return Outcome([], None, key, held=True)
+        return Outcome([request], None, key)
+    raise MessageError("103", f"ORC-1 {control!r} non pris en charge pour ORM^O01 (NW "
+                       "demande, CA annulation)", "ORC^1^1")
+
+
+def _post_exam(ctx: Context, msg: Message) -> Outcome:
+    control = msg.require("ORC").get(1).upper()
+    if control != "SR":
+        raise MessageError("103", f"ORC-1 {control!r} non pris en charge pour OMI^O23 (SR)",
+                           "ORC^1^1")
+    results, patient, key = omi_o23.post_exam(ctx, msg)
+    return Outcome(results, patient, key)
+
+
+def _adt(ctx: Context, msg: Message) -> Outcome:
+    event = msg.message_type[1]
+    if event in adt_pam.MERGE_EVENTS:
+        results, patient = adt_pam.merge(ctx, msg)
+    elif event in adt_pam.IDENTIFIER_EVENTS:
+        results, patient = adt_pam.change_identifier(ctx, msg)
+    else:
+        results, patient = adt_pam.identity_update(ctx, msg)
+    return Outcome(results, patient)
+
+
+# (MSH-9.1, MSH-9.2) -> flow: the messages we take (ANS TLR flux 1, 2, 4; PAM-FR)
+FLOWS: dict[tuple[str, str], Flow] = {
+    ("ORM", "O01"): _order,
+    ("OMI", "O23"): _post_exam,
+    **{("ADT", event): _adt for event in adt_pam.EVENTS},
+}
+
+
+class Receiver:
+    """Turns one inbound frame into its ACK; never raises."""
+
+    def __init__(self, server: FhirServer, settings: Hl7Settings) -> None:
+        self.server = server
+        self.settings = settings
+        self.messages = MessageStore(server)
+        # one message at a time through matching + commit: the identity match and the
+        # conditional creates of two messages about one patient cannot interleave
+        self._lock = threading.Lock()
+
+    def principal(self, msg: Message | None) -> Principal:
+        app, facility = msg.sender if msg else ("?", "?")
+        return Principal(sub=f"hl7:{app}^{facility}", issuer=ISSUER, roles=("ris",),
+                         scopes=parse_scopes("system/*.cruds"),
+                         name=f"RIS {app} ({facility}) via MLLP", client_id=app or None)
+
+    def receive(self, frame: Frame, peer: str) -> bytes:
+        try:
+            return self._receive(frame, peer)
+        except Exception:
+            log.exception("HL7 message from %s: unexpected error", peer)
+            return build_ack(None, "AR", [Problem("207", "erreur interne, message à "
+                                                  "réémettre")], self.settings.application,
+                             self.settings.facility, _header_guess(frame.payload))
+
+    def _receive(self, frame: Frame, peer: str) -> bytes:
+        raw = frame.payload
+        if frame.oversize:
+            problem = Problem("207", f"message de {frame.size} octets : au-delà de la "
+                              f"taille maximale ({self.settings.max_message_bytes})", "MSH")
+            return self._unreadable(raw, peer, problem, reject=True)
+        try:
+            msg = Message(raw)
+        except MessageError as exc:
+            return self._unreadable(raw, peer, Problem(exc.code, exc.text, exc.location),
+                                    exc.reject)
+        key = control_key(*msg.sender, msg.control_id)
+        if not msg.control_id:
+            return self._unreadable(raw, peer, Problem("101", "MSH-10 absent", "MSH^1^10"),
+                                    reject=False, msg=msg)
+        previous = self.messages.by_control(key)
+        if previous is not None and previous.ack is not None:
+            log.info("HL7 duplicate %s from %s: stored ACK sent again", key, peer)
+            self._audit(previous, msg, peer, duplicate=True)
+            return previous.ack
+        record = previous or self.messages.add(
+            INBOUND, raw, "received", type="^".join(msg.message_type[:2]), control=key,
+            peer=peer)
+        return self.process(record, msg, peer)
+
+    def _unreadable(self, raw: bytes, peer: str, problem: Problem, reject: bool,
+                    msg: Message | None = None) -> bytes:
+        code = ack_code([problem], reject, enhanced=False)
+        ack = build_ack(msg, code, [problem], self.settings.application,
+                        self.settings.facility, _header_guess(raw))
+        record = self.messages.add(INBOUND, raw, "rejected" if reject else "error",
+                                   peer=peer, ack=ack, ack_code=code,
+                                   error=f"{problem.code} {problem.text}")
+        self._audit(record, msg, peer)
+        return ack
+
+    def process(self, record: Record, msg: Message, peer: str) -> bytes:
+        """Run the flow of ``msg`` and settle ``record`` (also used to reprocess)."""
+        problems: list[Problem] = []
+        reject = False
+        outcome = Outcome()
+        try:
+            flow = self._check_header(msg)
+            ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,
+                          self.settings)
+            with self._lock:
+                outcome = flow(ctx, msg)
+                if not outcome.held and outcome.order and msg.message_type[0] == "ORM":
+                    self._release_held(ctx, outcome.order)
+        except IdentityConflict as exc:
+            problems.append(Problem(exc.code, exc.text, exc.location))
+            outcome.patient = exc.patient
+            self._flag_identity(exc)
+        except MessageError as exc:
+            problems.append(Problem(exc.code, exc.text, exc.location))
+            reject = exc.reject
+        code = ack_code(problems, reject, enhanced=False)
+        ack = build_ack(msg, code, problems, self.settings.application,
+                        self.settings.facility)
+        record.ack, record.ack_code = ack, code
+        record.status = "held" if outcome.held and not problems else \
+            "rejected" if reject else "error" if problems else "processed"
+        record.error = "; ".join(f"{p.code} {p.text}" for p in problems)
+        record.results = outcome.results
+        record.patient = outcome.patient or record.patient
+        record.order = outcome.order or record.order
+        self.messages.update(record)
+        self._audit(record, msg, peer)
+        return ack
+
+    def _check_header(self, msg: Message) -> Flow:
+        code, event, _ = msg.message_type
+        version = msg.version
+        if version not in self.settings.versions:
+            raise MessageError("203", f"version {version!r} non prise en charge (2.5, 2.5.1)",
+                               "MSH^1^12", reject=True)
+        if msg.processing_id not in self.settings.processing_ids:
+            raise MessageError("202", f"MSH-11 {msg.processing_id!r} non accepté "
+                               f"({', '.join(sorted(self.settings.processing_ids))})",
+                               "MSH^1^11", reject=True)
+        flow = FLOWS.get((code, event))
+        if flow is None:
+            known = {c for c, _ in FLOWS}
+            raise MessageError("201" if code in known else "200",
+                               f"message {code}^{event} non pris en charge", "MSH^1^9",
+                               reject=True)
+        return flow
+
+    def _release_held(self, ctx: Context, order: str) -> None:
+        """A CA that arrived before its NW is applied now (flux 2)."""
+        for held in self.messages.find([("hl7-order", order), ("hl7-status", "held")]):
+            msg = Message(self.messages.raw(held))
+            request, _ = orm_o01.cancel(ctx, msg)
+            held.status = "processed"
+            held.results = [r for r in [request] if r]
+            self.messages.update(held)
+
+    def _flag_identity(self, exc: IdentityConflict) -> None:
+        if not exc.patient:
+            return
+        flag = {"resourceType": "Flag", "status": "active",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/"
+                                          "CodeSystem/flag-category", "code": "admin"}]}],
+                "code": {"coding": [{"system": FLAG_SYSTEM, "code": "identite-a-verifier",
+                                     "display": "Identité à vérifier"}],
+                         "text": exc.text[:500]},
+                "subject": {"reference": exc.patient}}
+        with raw_store(self.server).write():
+            save(self.server, "Flag", new_id(), flag)
+
+    def _audit(self, record: Record, msg: Message | None, peer: str,
+               duplicate: bool = False) -> None:
+        if self.server.audit is None:
+            return
+        self.server.audit.record([exchange_event(record, msg, peer, self.server.name,
+                                                 inbound=True, duplicate=duplicate)],
+                                 durable=True)
+
+    def reprocess(self, record_id: str) -> Record:
+        record = self.messages.get(record_id)
+        if record is None:
+            raise KeyError(record_id)
+        msg = Message(self.messages.raw(record))
+        self.process(record, msg, record.peer)
+        return self.messages.get(record_id) or record
+
+
+def _header_guess(raw: bytes) -> tuple[str, ...]:
+    """Sending app, facility, control id of a message we cannot parse (for its ACK)."""
+    if not raw.startswith(b"MSH") or len(raw) < 4:
+        return ("", "", "")
+    line = raw.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    parts = line.split(line[3])
+    comp = line[4] if len(line) > 4 else "^"
+    get = (lambda i: parts[i].split(comp)[0] if i < len(parts) else "")  # noqa: E731
+    return get(2), get(3), get(9)
+
+
+def describe(record: Record) -> dict[str, Any]:
+    return {"id": record.id, "status": record.status, "type": record.type,
+            "control": record.control, "ack": record.ack_code, "error": record.error,
+            "patient": record.patient, "results": record.results}
