@@ -25,7 +25,7 @@ run: install
 
 test: install-test
 	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools
-	$(BIN)/mypy fhir_server
+	$(BIN)/mypy fhir_server adapters
 	$(BIN)/pytest -n 2
 
 bench: install-test
@@ -36,7 +36,7 @@ bench-indicators: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy fhir_server
+	$(BIN)/mypy fhir_server adapters
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,9 +25,29 @@ def _serve(args: argparse.Namespace) -> int:
     store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
     logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                            host, port, store)
-    uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
-                workers=args.workers, log_level=settings.log_level, access_log=args.access_log)
+    hl7 = None
+    if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
+        # its own process: the HTTP workers stay free of the listener's event loop
+        hl7 = subprocess.Popen([sys.executable, "-m", "adapters.hl7v2.service"])
+    try:
+        uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
+                    workers=args.workers, log_level=settings.log_level,
+                    access_log=args.access_log)
+    finally:
+        if hl7 is not None:
+            hl7.terminate()
+            try:
+                hl7.wait(10)
+            except subprocess.TimeoutExpired:
+                hl7.kill()
     return 0
+
+
+def _hl7(args: argparse.Namespace) -> int:
+    from adapters.hl7v2 import cli
+
+    result: int = cli.run(args)
+    return result
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -128,6 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     pack = ig_sub.add_parser("package", help="write the IG as a FHIR NPM package (package.tgz)")
     pack.add_argument("--out", default="package.tgz", help="output file (default package.tgz)")
     pack.set_defaults(func=_ig_package)
+    hl7 = sub.add_parser("hl7", help="HL7 v2 over MLLP: listen, send, browse, reprocess")
+    hl7_sub = hl7.add_subparsers(dest="hl7_command", required=True)
+    hl7_sub.add_parser("listen", help="run the MLLP listener and the outbox alone")
+    send = hl7_sub.add_parser("send", help="send message files over MLLP, print the ACKs")
+    send.add_argument("files", nargs="+", help="files of one or more messages (ER7)")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=None, help="default TELEIMG_MLLP_PORT")
+    send.add_argument("--timeout", type=float, default=30.0)
+    listing = hl7_sub.add_parser("list", help="browse the message store")
+    listing.add_argument("--status", help="received, processed, error, rejected, held, "
+                         "pending, sent, failed")
+    listing.add_argument("--outbound", action="store_true", help="messages we sent")
+    listing.add_argument("--limit", type=int, default=50)
+    reprocess = hl7_sub.add_parser("reprocess", help="process stored messages again")
+    reprocess.add_argument("ids", nargs="+", help="message record ids (Basic ids)")
+    replay = hl7_sub.add_parser("replay", help="reprocess every inbound message in a "
+                                "status (default error)")
+    replay.add_argument("--status", default="error")
+    replay.add_argument("--limit", type=int, default=1000)
+    hl7.set_defaults(func=_hl7)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")

@@ -39,12 +39,20 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 
 def build_core(settings: Settings) -> FhirServer:
+    from adapters.hl7v2 import records
+    from adapters.hl7v2.outbox import Outbox
+    from adapters.hl7v2.settings import Hl7Settings
+
+    records.register_all()  # the HL7 message store's search parameters (Basic)
     store = open_store(settings.store_url, settings.data_dir)
     policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
     sink = AuditSink(store, settings.audit_interval, max_lag=settings.audit_index_lag) \
         if settings.audit else None
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
+    workflow = Workflow(settings.workflow)
+    # a decision on a request received over HL7 queues its ORU^R01 (ANS TLR flux 3)
+    workflow.listeners.append(Outbox(Hl7Settings.from_env()).on_transition)
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
-                      workflow=Workflow(settings.workflow))
+                      workflow=workflow)

@@ -243,6 +243,8 @@ CODE_SYSTEMS: list[dict[str, Any]] = [
                   ("eligibilite-donnees-medicales", "Données médicales complètes"),
                   ("prise-en-charge-adaptee", "Prise en charge adaptée proposée"),
                   ("compte-rendu", "Compte rendu définitif"),
+                  ("protocole-imagerie", "Protocole d'imagerie défini par l'imageur "
+                   "(flux 3, OBX PROTOCOLE_IMAGERIE)"),
                   ("destinataire-medecin-traitant", "Destinataire : médecin traitant"),
                   ("destinataire-professionnel-designe", "Destinataire : professionnel "
                    "désigné par le patient"),

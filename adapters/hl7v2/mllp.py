@@ -104,7 +104,8 @@ async def serve(handler: Handler, host: str, port: int, limits: ServerLimits,
     answer (an ACK) is written back framed, in order, on the same connection."""
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        peer = f"{host}:{port}"
         decoder = FrameDecoder(limits.max_message_bytes)
         try:
             while True:

@@ -93,7 +93,7 @@ def post_exam(ctx: Context, msg: Message) -> tuple[list[str], str | None, str]:
         study["endpoint"] = [{"reference": tx.create(endpoint, "identifier=" + token(
             "urn:ietf:rfc:3986", viewer.encapsulated()))}]
     devices = []
-    for n, parts in sorted((obx.get("APPAREIL_IMAGERIE") or {}).items()):
+    for _, parts in sorted((obx.get("APPAREIL_IMAGERIE") or {}).items()):
         ident_obx, model = parts.get("1"), parts.get("2")
         if ident_obx is None or not ident_obx.text():
             continue

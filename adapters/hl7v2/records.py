@@ -127,7 +127,7 @@ class Record:
         for e in data.get("extension") or []:
             name = e.get("url", "")[len(EXT):]
             value = next((v for k, v in e.items() if k.startswith("value")), None)
-            if name == "result":
+            if name == "result" and isinstance(value, dict):
                 results.append(value.get("reference", ""))
             else:
                 values[name] = value

@@ -70,7 +70,7 @@ class Transaction:
         return full
 
     def update(self, ref: str, resource: dict[str, Any]) -> str:
-        rtype, rid = ref.split("/", 1)
+        rid = ref.split("/", 1)[1]
         self.entries.append({"fullUrl": ref, "resource": {**resource, "id": rid},
                              "request": {"method": "PUT", "url": ref}})
         return ref

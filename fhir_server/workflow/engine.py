@@ -11,6 +11,7 @@ Provenance and the interaction's AuditEvent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,9 @@ def modality(request: dict[str, Any]) -> str | None:
     value = ext(request, EXT_MODALITY)
     code = value.get("code") if isinstance(value, dict) else None
     return code if isinstance(code, str) else None
+
+
+Listener = Callable[["FhirServer", FhirRequest, "Case", str], None]
 
 
 @dataclass
@@ -148,6 +152,9 @@ class Workflow:
         self.settings = settings or WorkflowSettings()
         self.operations: dict[tuple[str | None, str], Handler] = {
             **operations.OPERATIONS, **indicators.OPERATIONS}
+        # called after each transition, inside its write unit (e.g. the HL7 outbox, whose
+        # message is then committed with the decision it reports)
+        self.listeners: list[Listener] = []
 
     # -- hooks around client writes ------------------------------------------------------
     def before_write(self, server: FhirServer, req: FhirRequest, rtype: str, rid: str,
@@ -384,7 +391,10 @@ def fire(server: FhirServer, req: FhirRequest, case: Case, transition: Transitio
         provenance["reason"] = [reason]
     save(server, "Provenance", new_id(), provenance)
     req.audit_action = "U"
-    return Case(request, task, case.kind)
+    moved = Case(request, task, case.kind)
+    for listener in server.workflow.listeners if server.workflow else []:
+        listener(server, req, moved, transition.name)
+    return moved
 
 
 def check_state(case: Case, transition: Transition) -> None:

@@ -157,6 +157,10 @@ def accept(server: FhirServer, req: FhirRequest) -> FhirResponse:
         inputs += [{"type": {"coding": [coding(TASK_SYSTEM, f"eligibilite-{key}", label)]},
                     "valueBoolean": True} for key, label in ELIGIBILITY.items()]
         _quota(server, case, imager)
+    protocol = params.text("protocol")
+    if protocol:  # the imaging protocol, sent back to the RIS (ANS TLR flux 3)
+        inputs.append({"type": {"coding": [coding(TASK_SYSTEM, "protocole-imagerie")]},
+                       "valueString": protocol})
     assert server.workflow is not None
     consent.gate(server, server.workflow, req, case)
     case = fire(server, req, case, TRANSITIONS["accept"], who, note=params.text("note"),

@@ -1,0 +1,176 @@
+"""The durable outbox of flux 3 (ORU^R01 to the RIS) and its sender (R-INT-2).
+
+When the remote imager accepts or refuses a request that came over HL7, the message is
+written as a ``pending`` outbound record *in the same write unit as the decision*; its id
+derives from the request and the decision, so one decision is never queued twice. The
+sender delivers pending records to the route of the requesting structure (FINESS ->
+host:port), retries with exponential backoff until the RIS answers AA (or CA), records an
+AE (``failed``: resending the same content would fail again) and retries after an AR
+(a circumstantial refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from adapters.hl7v2 import oru_r01
+from adapters.hl7v2.audit import exchange_event
+from adapters.hl7v2.message import Message, MessageError
+from adapters.hl7v2.mllp import MllpClient
+from adapters.hl7v2.records import OUTBOUND, MessageStore, Record, now
+from adapters.hl7v2.settings import Hl7Settings
+from adapters.hl7v2.tx import token
+from fhir_server.core.model import FhirRequest
+from fhir_server.workflow.records import load, ref_of
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+    from fhir_server.workflow.engine import Case
+
+log = logging.getLogger("teleimagerie.hl7.outbox")
+DECISIONS = {"accept": "OK", "refuse": "OC"}
+_NS = uuid.UUID("6c1f1f5e-6a53-4f7e-9d0f-4b1e3f0c7a21")
+
+
+class Outbox:
+    def __init__(self, settings: Hl7Settings) -> None:
+        self.settings = settings
+
+    def on_transition(self, server: FhirServer, req: FhirRequest, case: Case,
+                      name: str) -> None:
+        """Workflow listener: queue the ORU of an accept / refuse (flux 3)."""
+        decision = DECISIONS.get(name)
+        if decision is None:
+            return
+        placer = next((i for i in case.request.get("identifier") or []
+                       if any(c.get("code") == "PLAC" for c in
+                              (i.get("type") or {}).get("coding") or [])), None)
+        if placer is None:
+            return
+        key = token(placer["system"], placer["value"])
+        messages = MessageStore(server)
+        origin = messages.find([("hl7-order", key), ("hl7-type", "ORM^O01"),
+                                ("hl7-status", "processed")], limit=1)
+        if not origin:
+            return  # not a request received over HL7: nobody to answer in v2
+        record_id = str(uuid.uuid5(_NS, f"{case.task['id']}/{name}/"
+                                        f"{case.task.get('lastModified')}"))
+        if messages.get(record_id) is not None:
+            return
+        app, facility = origin[0].control.split("^")[:2]
+        imager = load(server, ref_of(case.task.get("owner"))) if decision == "OK" else \
+            _actor_practitioner(server, req)
+        patient = load(server, case.patient) or {}
+        raw = oru_r01.build(self.settings, (app, facility), patient, placer, decision,
+                            imager, oru_r01.protocol_of(case.task),
+                            case.task.get("statusReason"))
+        messages.add(OUTBOUND, raw, "pending", record_id=record_id, type="ORU^R01",
+                     patient=case.patient, order=key, destination=_finess(server, case),
+                     decision=f"{name} {case.ref}", next_attempt=now())
+
+
+def _actor_practitioner(server: FhirServer, req: FhirRequest) -> dict[str, Any] | None:
+    from fhir_server.security.access import GuardedStore
+
+    store = server.store
+    if isinstance(store, GuardedStore):
+        mine = sorted(r for r in store.access.parties() if r.startswith("Practitioner/"))
+        return load(server, mine[0]) if mine else None
+    return None
+
+
+def _finess(server: FhirServer, case: Case) -> str:
+    """The requesting structure's identifier (the route key)."""
+    requester = load(server, ref_of(case.request.get("requester"))) or {}
+    org = load(server, ref_of(requester.get("organization"))) or {}
+    return next((i.get("value", "") for i in org.get("identifier") or []), "")
+
+
+class Sender:
+    """Delivers due outbound records; one pass with :meth:`run_once`, forever with
+    :meth:`run`."""
+
+    def __init__(self, server: FhirServer, settings: Hl7Settings) -> None:
+        self.server = server
+        self.settings = settings
+        self.messages = MessageStore(server)
+        self.wake = asyncio.Event()
+
+    def due(self) -> list[Record]:
+        return self.messages.find([("code", "https://teleimagerie.fr/fhir/CodeSystem/"
+                                            f"hl7v2-message|{OUTBOUND}"),
+                                   ("hl7-status", "pending"), ("hl7-next", f"le{now()}"),
+                                   ("_sort", "hl7-next")], limit=50)
+
+    async def run_once(self) -> int:
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(None, self.due)
+        for record in records:
+            await self._deliver(record)
+        return len(records)
+
+    async def run(self, interval: float = 1.0) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("outbox pass failed")
+            try:
+                await asyncio.wait_for(self.wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def _deliver(self, record: Record) -> None:
+        loop = asyncio.get_running_loop()
+        route = self.settings.route(record.destination)
+        raw = await loop.run_in_executor(None, self.messages.raw, record)
+        record.attempts += 1
+        if route is None:
+            self._retry(record, f"aucune route TELEIMG_HL7_ROUTES pour la structure "
+                                f"{record.destination or '?'}")
+        else:
+            try:
+                async with MllpClient(*route, timeout=self.settings.send_timeout) as client:
+                    answer = await client.send(raw)
+                self._settle(record, answer)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                self._retry(record, f"{route[0]}:{route[1]} injoignable : {exc}")
+        await loop.run_in_executor(None, self.messages.update, record)
+        if self.server.audit is not None and record.status != "pending":
+            msg = Message(raw)
+            self.server.audit.record([exchange_event(record, msg, "%s:%s" % (route or (
+                "", "")), self.server.name, inbound=False)], durable=True)
+
+    def _settle(self, record: Record, answer: bytes) -> None:
+        record.ack = answer
+        try:
+            ack = Message(answer)
+            msa = ack.require("MSA")
+            code = msa.get(1).upper()
+        except MessageError as exc:
+            self._retry(record, f"acquittement illisible : {exc.text}")
+            return
+        record.ack_code = code
+        if code in ("AA", "CA"):
+            record.status, record.error, record.next_attempt = "sent", "", None
+        elif code in ("AE", "CE"):
+            err = ack.segment("ERR")
+            record.status, record.next_attempt = "failed", None
+            record.error = f"{code} {err.get(8) or err.get(3, 2) if err else ''}".strip()
+        else:
+            self._retry(record, f"{code} : refus circonstanciel, nouvel essai")
+
+    def _retry(self, record: Record, why: str) -> None:
+        delay = min(self.settings.retry_max,
+                    self.settings.retry_base * 2 ** max(0, record.attempts - 1))
+        record.status = "pending"
+        record.error = why
+        record.next_attempt = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        log.warning("ORU %s: %s (essai %d, suivant dans %.0f s)", record.id, why,
+                    record.attempts, delay)

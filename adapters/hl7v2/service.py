@@ -1,0 +1,64 @@
+"""The HL7 v2 service: the MLLP listener and the outbox sender on one event loop.
+
+Frames are processed in a thread pool (the store is synchronous) — in order within a
+connection, concurrently across connections. Started by ``teleimagerie serve`` next to
+the HTTP server, or alone by ``teleimagerie hl7 listen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from adapters.hl7v2.mllp import Frame, ServerLimits, serve
+from adapters.hl7v2.outbox import Sender
+from adapters.hl7v2.receiver import Receiver
+from adapters.hl7v2.settings import Hl7Settings
+from fhir_server.config import Settings
+
+log = logging.getLogger("teleimagerie.hl7")
+
+
+async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None = None
+              ) -> None:
+    from fhir_server.runtime import build_core
+
+    server = build_core(settings)
+    receiver = Receiver(server, hl7)
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hl7")
+    loop = asyncio.get_running_loop()
+
+    async def handler(frame: Frame, peer: str) -> bytes:
+        return await loop.run_in_executor(pool, receiver.receive, frame, peer)
+
+    listener = await serve(handler, hl7.host, hl7.port,
+                           ServerLimits(hl7.max_message_bytes, hl7.idle_timeout))
+    log.info("HL7 v2 MLLP listener on %s:%s (MSH-5 %s, MSH-6 %s)", hl7.host, hl7.port,
+             hl7.application, hl7.facility)
+    sender = Sender(server, hl7)
+    outbox = asyncio.create_task(sender.run())
+    if ready is not None:
+        ready.set()
+    try:
+        async with listener:
+            await listener.serve_forever()
+    finally:
+        outbox.cancel()
+        pool.shutdown(wait=True)
+        if server.audit is not None:
+            server.audit.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run(settings, Hl7Settings.from_env()))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
