@@ -21,7 +21,7 @@ from adapters.hl7v2 import oru_r01
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import OUTBOUND, MessageStore, Record, now
+from adapters.hl7v2.records import OUTBOUND, MessageStore, Record, literal, now
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
 from fhir_server.core.model import FhirRequest
@@ -53,7 +53,7 @@ class Outbox:
             return
         key = token(placer["system"], placer["value"])
         messages = MessageStore(server)
-        origin = messages.find([("hl7-order", key), ("hl7-type", "ORM^O01"),
+        origin = messages.find([("hl7-order", literal(key)), ("hl7-type", "ORM^O01"),
                                 ("hl7-status", "processed")], limit=1)
         if not origin:
             return  # not a request received over HL7: nobody to answer in v2

@@ -29,7 +29,7 @@ from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.identity import IdentityConflict
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import Frame
-from adapters.hl7v2.records import INBOUND, MessageStore, Record, control_key
+from adapters.hl7v2.records import INBOUND, MessageStore, Record, control_key, literal
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
 from fhir_server.security.principal import Principal
@@ -215,7 +215,8 @@ class Receiver:
 
     def _release_held(self, ctx: Context, order: str) -> None:
         """A CA that arrived before its NW is applied now (flux 2)."""
-        for held in self.messages.find([("hl7-order", order), ("hl7-status", "held")]):
+        for held in self.messages.find([("hl7-order", literal(order)),
+                                        ("hl7-status", "held")]):
             msg = Message(self.messages.raw(held))
             request, _ = orm_o01.cancel(ctx, msg)
             held.status = "processed"

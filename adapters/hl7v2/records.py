@@ -58,6 +58,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def literal(value: str) -> str:
+    """A token search value matched as a whole code (search.html#escaping)."""
+    return "".join("\\" + c if c in "\\,$|" else c for c in value)
+
+
 def control_key(app: str, facility: str, control_id: str) -> str:
     """Duplicates are the same MSH-3, MSH-4 and MSH-10 (HL7 v2.5.1 §2.10.2)."""
     return f"{app}^{facility}^{control_id}"
@@ -194,7 +199,6 @@ class MessageStore:
         return [Record.parse(d) for d in (body(i) for i in page.items) if d is not None]
 
     def by_control(self, key: str, kind: str = INBOUND) -> Record | None:
-        value = "".join("\\" + c if c in "\\,$|" else c for c in key)
-        found = self.find([("identifier", f"{CONTROL_SYSTEM}|{value}"),
+        found = self.find([("identifier", f"{CONTROL_SYSTEM}|{literal(key)}"),
                            ("code", f"{KIND_SYSTEM}|{kind}")], limit=1)
         return found[0] if found else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from adapters.hl7v2.message import MessageError
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, RequestContext
@@ -64,8 +65,9 @@ class Transaction:
         """POST (conditional when ``if_none_exist``); returns the reference to use."""
         full = f"urn:uuid:{uuid.uuid4()}"
         request: dict[str, Any] = {"method": "POST", "url": resource["resourceType"]}
-        if if_none_exist:
-            request["ifNoneExist"] = if_none_exist
+        if if_none_exist:  # "param=token": the token is URL-encoded (it may hold ? & =)
+            name, _, value = if_none_exist.partition("=")
+            request["ifNoneExist"] = urlencode([(name, value)])
         self.entries.append({"fullUrl": full, "resource": resource, "request": request})
         return full
 
