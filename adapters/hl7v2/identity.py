@@ -24,6 +24,7 @@ PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
 RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
 RELIABILITY_SYSTEM = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+MAX_REPETITIONS = 50
 
 
 class IdentityConflict(MessageError):
@@ -37,6 +38,10 @@ class IdentityConflict(MessageError):
 def patient_from_pid(pid: Segment) -> dict[str, Any]:
     """PID -> Patient (tlm-patient): identifiers, names, birth date and place, sex,
     addresses, phones, identity reliability (PID-32)."""
+    for n in (3, 5, 11, 13, 14):  # a patient has a handful; thousands is a broken sender
+        if pid.raw(n).count(pid.delimiters.repetition) >= MAX_REPETITIONS:
+            raise MessageError("102", f"PID-{n} : plus de {MAX_REPETITIONS} répétitions",
+                               f"PID^1^{n}")
     identifiers = [i for i in (dt.cx(f) for f in pid.repetitions(3)) if i]
     if not identifiers:
         raise MessageError("101", "PID-3 : aucun identifiant du patient", "PID^1^3")

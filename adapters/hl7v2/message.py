@@ -134,6 +134,10 @@ class Segment:
         else:
             self.fields = parts
 
+    @property
+    def delimiters(self) -> Delimiters:
+        return self._d
+
     def raw(self, n: int) -> str:
         return self.fields[n] if 0 < n < len(self.fields) else ""
 

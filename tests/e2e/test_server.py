@@ -50,7 +50,7 @@ def base_url(data_dir: Path) -> Iterator[str]:
     port = _free_port()
     data = data_dir
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(port),
-           "TELEIMG_LOG_LEVEL": "warning"}
+           "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(_free_port())}
     proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
                              "2", "--no-access-log"], env=env, cwd=Path(__file__).parents[2])
     url = f"http://127.0.0.1:{port}/fhir"

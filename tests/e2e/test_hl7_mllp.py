@@ -1,0 +1,178 @@
+"""End to end over real sockets: ``teleimagerie serve`` with its MLLP listener, a RIS
+sending flux 1/2/4 and receiving flux 3 (issue 6, R-INT-2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.hl7v2.message import Message
+from adapters.hl7v2.mllp import FrameDecoder, MllpClient, frame
+from fhir_server.security.devissuer import DevIssuer
+from tests.behaviour.hl7_world import omi, orm
+
+pytestmark = pytest.mark.e2e
+RPPS = "urn:oid:1.2.250.1.71.4.2.1"
+FINESS = "urn:oid:1.2.250.1.71.4.2.2"
+R38 = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Ris:
+    """A RIS's inbound MLLP port: records what it gets, answers AA."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.received: list[bytes] = []
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            decoder = FrameDecoder(1 << 20)
+            with conn:
+                while data := conn.recv(65536):
+                    for f in decoder.feed(data):
+                        self.received.append(f.payload)
+                        control = Message(f.payload).control_id
+                        conn.sendall(frame(f"MSH|^~\\&|RIS-PROX|CH-PROX|TLRapp|TLR|2026||"
+                                           f"ACK^R01^ACK|a{control}|P|2.5.1\rMSA|AA|{control}\r"
+                                           .encode()))
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path, Ris]]:
+    data = tmp_path_factory.mktemp("hl7")
+    http_port, mllp_port, ris_port = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(http_port),
+           "TELEIMG_MLLP_PORT": str(mllp_port), "TELEIMG_LOG_LEVEL": "warning",
+           "TELEIMG_HL7_ROUTES": f"750000001=127.0.0.1:{ris_port}",
+           "TELEIMG_HL7_RETRY_BASE": "0.3", "TELEIMG_HL7_RETRY_MAX": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
+                             "2", "--no-access-log"], env=env, cwd=Path(__file__).parents[2])
+    url = f"http://127.0.0.1:{http_port}/fhir"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ok = httpx.get(f"{url}/metadata", timeout=1).status_code == 200
+                with socket.create_connection(("127.0.0.1", mllp_port), timeout=1):
+                    pass
+                if ok:
+                    break
+            except (httpx.HTTPError, OSError):
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield url, mllp_port, data, Ris(ris_port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _send(port: int, *messages: bytes) -> list[Message]:
+    async def go() -> list[bytes]:
+        async with MllpClient("127.0.0.1", port, timeout=30) as client:
+            return [await client.send(m) for m in messages]
+    return [Message(a) for a in asyncio.run(go())]
+
+
+def _client(data: Path, roles: list[str], **claims: object) -> httpx.Client:
+    system = roles == ["ris"]
+    token = DevIssuer(data).mint(sub=f"e2e:{roles[0]}", roles=roles,
+                                 scopes=["system/*.cruds" if system else "user/*.cruds"],
+                                 acr=None if system else "eidas2",
+                                 **claims)  # type: ignore[arg-type]
+    return httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def test_orders_over_mllp_and_decision_back_to_the_ris(
+        system: tuple[str, int, Path, Ris]) -> None:
+    url, port, data, ris = system
+    api = _client(data, ["ris"])
+    # directory: the site and a qualified remote imager
+    assert api.post(f"{url}/Organization", json={
+        "resourceType": "Organization", "name": "CH de proximité",
+        "identifier": [{"system": FINESS, "value": "750000001"}]}).status_code == 201
+    assert api.post(f"{url}/Practitioner", json={
+        "resourceType": "Practitioner", "name": [{"family": "IMAGEUR"}],
+        "identifier": [{"system": RPPS, "value": "810000000101"}],
+        "qualification": [{"code": {"coding": [{"system": R38, "code": "SM44"}]}}]}
+    ).status_code == 201
+
+    # flux 1 then flux 2 on one connection; then a duplicate and garbage
+    nw, ca = orm(control="e1", placer="E2E-1"), orm(control="e2", placer="E2E-1",
+                                                   order_control="CA", reason="^Doublon")
+    acks = _send(port, nw, ca, nw, b"MSH|^~\\&|X")
+    assert [a.require("MSA").get(1) for a in acks] == ["AA", "AA", "AA", "AE"]
+    assert acks[2].control_id == acks[0].control_id  # the stored ACK, sent again
+    sr = api.get(f"{url}/ServiceRequest?identifier=urn:oid:1.2.250.1.999.1|E2E-1").json()
+    assert sr["entry"][0]["resource"]["status"] == "revoked"
+
+    # flux 1, the imager accepts over FHIR: ORU^R01 OK reaches the RIS once it is up
+    assert _send(port, orm(control="e3", placer="E2E-2"))[0].require("MSA").get(1) == "AA"
+    sr = api.get(f"{url}/ServiceRequest?identifier=urn:oid:1.2.250.1.999.1|E2E-2"
+                 ).json()["entry"][0]["resource"]
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                     "consentscope", "code": "treatment"}]},
+               "category": [{"coding": [{"system": "https://teleimagerie.fr/fhir/CodeSystem/"
+                                         "teleimagerie-consent-category", "code": c}]}
+                            for c in ("acte", "teleimagerie")],
+               "patient": sr["subject"], "performer": [sr["subject"]],
+               "dateTime": "2026-11-22T09:00:00+01:00",
+               "extension": [{"url": "https://teleimagerie.fr/fhir/StructureDefinition/"
+                                     "tlm-consent-method",
+                              "valueCodeableConcept": {"coding": [{
+                                  "system": "https://teleimagerie.fr/fhir/CodeSystem/"
+                                            "teleimagerie-consent-method",
+                                  "code": "oral"}]}}],
+               "provision": {"type": "permit"}}
+    r = api.post(f"{url}/Consent", json=consent)
+    assert r.status_code == 201, r.text
+    imager = _client(data, ["remote-imager"], id_nat_ps="810000000101")
+    r = imager.post(f"{url}/ServiceRequest/{sr['id']}/$accept", json={
+        "resourceType": "Parameters",
+        "parameter": [{"name": "protocol", "valueString": "Scanner cérébral sans injection"}]})
+    assert r.status_code == 200, r.text
+    time.sleep(1.0)  # the RIS is down: the outbox retries
+    ris.start()
+    deadline = time.monotonic() + 20
+    while not ris.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(ris.received) == 1
+    oru = Message(ris.received[0])
+    assert oru.message_type[:2] == ("ORU", "R01") and oru.require("ORC").get(1) == "OK"
+    assert oru.require("ORC").get(2) == "E2E-2"
+
+    # flux 4: the study arrives, the request has its images
+    assert _send(port, omi(control="e4", placer="E2E-2", study_uid="1.2.3.4.5")
+                 )[0].require("MSA").get(1) == "AA"
+    task = api.get(f"{url}/Task?focus=ServiceRequest/{sr['id']}").json()["entry"][0]
+    assert task["resource"]["businessStatus"]["coding"][0]["code"] == "images-disponibles"
+    time.sleep(0.5)
+    assert len(ris.received) == 1  # never sent twice
