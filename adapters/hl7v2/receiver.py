@@ -162,7 +162,11 @@ class Receiver:
         return ack
 
     def process(self, record: Record, msg: Message, peer: str) -> bytes:
-        """Run the flow of ``msg`` and settle ``record`` (also used to reprocess)."""
+        """Run the flow of ``msg`` and settle ``record`` (also used to reprocess).
+
+        On success the FHIR effects, the record's new status and the exchange's audit
+        commit in one write unit; on failure that unit rolls back entirely and the error
+        is recorded in a unit of its own (ADR 0010)."""
         problems: list[Problem] = []
         reject = False
         outcome = Outcome()
@@ -170,17 +174,24 @@ class Receiver:
             flow = self._check_header(msg)
             ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,
                           self.settings)
-            with self._lock:
+            with self._lock, raw_store(self.server).write():
                 outcome = flow(ctx, msg)
                 if not outcome.held and outcome.order and msg.message_type[0] == "ORM":
                     self._release_held(ctx, outcome.order)
+                return self._settle(record, msg, peer, outcome, [], False)
         except IdentityConflict as exc:
             problems.append(Problem(exc.code, exc.text, exc.location))
-            outcome.patient = exc.patient
+            outcome = Outcome(patient=exc.patient)
             self._flag_identity(exc)
         except MessageError as exc:
             problems.append(Problem(exc.code, exc.text, exc.location))
+            outcome = Outcome()
             reject = exc.reject
+        with raw_store(self.server).write():
+            return self._settle(record, msg, peer, outcome, problems, reject)
+
+    def _settle(self, record: Record, msg: Message, peer: str, outcome: Outcome,
+                problems: list[Problem], reject: bool) -> bytes:
         code = ack_code(problems, reject, enhanced=False)
         ack = build_ack(msg, code, problems, self.settings.application,
                         self.settings.facility)
