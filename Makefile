@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-indicators lint install install-test clean
+.PHONY: run test bench bench-hl7 bench-indicators lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: install-test
 
 bench: install-test
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.hl7
+
+bench-hl7: install-test
+	$(BIN)/python -m benchmarks.hl7
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
