@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2 import datatypes as dt
-from adapters.hl7v2.message import Message, MessageError, Segment
+from adapters.hl7v2.message import MessageError, Segment
+from adapters.hl7v2.tx import token
 from fhir_server.workflow.records import body, raw_store
 
 if TYPE_CHECKING:
@@ -97,8 +98,7 @@ def status_of(patient: dict[str, Any]) -> str | None:
 
 
 def _token(identifier: dict[str, Any]) -> str:
-    value = "".join("\\" + c if c in "\\,$|" else c for c in identifier["value"])
-    return f"{identifier['system']}|{value}"
+    return token(identifier["system"], identifier["value"])
 
 
 def _fold(text: str | None) -> str:
@@ -188,6 +188,3 @@ def merged(match: Match, update_traits: bool) -> dict[str, Any]:
         out.pop("extension", None)
     return out
 
-
-def pid_of(msg: Message) -> Segment:
-    return msg.require("PID")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from adapters.hl7v2.message import MessageError
+from adapters.hl7v2.records import literal
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, RequestContext
 
 if TYPE_CHECKING:
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
 
 
 def token(system: str, value: str) -> str:
-    escaped = "".join("\\" + c if c in "\\,$|" else c for c in value)
-    return f"{system}|{escaped}"
+    """A ``system|code`` search value, the code matched as a whole."""
+    return f"{system}|{literal(value)}"
 
 
 @dataclass
