@@ -17,7 +17,7 @@ from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.orm_o01 import patient_entry
 from adapters.hl7v2.tx import Context, Transaction, token
 from fhir_server.security.care import all_matches
-from fhir_server.security.compartment import PATIENT_PATHS
+from fhir_server.security.compartment import NARROWING_PARAM, PATIENT_PATHS, walk
 from fhir_server.workflow.records import body, raw_store, save
 
 # ADT trigger events handled as an identity update (PAM-FR: admissions, transfers,
@@ -86,8 +86,6 @@ def merge(ctx: Context, msg: Message) -> tuple[list[str], str]:
 
 
 def _referencing(ctx: Context, rtype: str, patient: str) -> list[Any]:
-    from fhir_server.security.compartment import NARROWING_PARAM
-
     param = NARROWING_PARAM.get(rtype)
     if param is None or param == "_id":
         return []
@@ -97,24 +95,11 @@ def _referencing(ctx: Context, rtype: str, patient: str) -> list[Any]:
 def _repoint(node: Any, paths: tuple[tuple[str, ...], ...], old: str, new: str) -> bool:
     changed = False
     for path in paths:
-        for ref in _walk(node, path):
+        for ref in walk(node, path):
             if isinstance(ref, dict) and ref.get("reference") == old:
                 ref["reference"] = new
                 changed = True
     return changed
-
-
-def _walk(node: Any, path: tuple[str, ...]) -> list[Any]:
-    if not path:
-        return [node]
-    items = node if isinstance(node, list) else [node]
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, dict) and path[0] in item:
-            value = item[path[0]]
-            for v in value if isinstance(value, list) else [value]:
-                out.extend(_walk(v, path[1:]))
-    return out
 
 
 def change_identifier(ctx: Context, msg: Message) -> tuple[list[str], str]:

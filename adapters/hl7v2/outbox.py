@@ -21,7 +21,7 @@ from adapters.hl7v2 import oru_r01
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import OUTBOUND, MessageStore, Record, literal, now
+from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, literal, now
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
 from fhir_server.core.model import FhirRequest
@@ -101,8 +101,7 @@ class Sender:
         self.wake = asyncio.Event()
 
     def due(self) -> list[Record]:
-        return self.messages.find([("code", "https://teleimagerie.fr/fhir/CodeSystem/"
-                                            f"hl7v2-message|{OUTBOUND}"),
+        return self.messages.find([("code", f"{KIND_SYSTEM}|{OUTBOUND}"),
                                    ("hl7-status", "pending"), ("hl7-next", f"le{now()}"),
                                    ("_sort", "hl7-next")], limit=50)
 

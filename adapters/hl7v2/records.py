@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.canonical import url
-from fhir_server.search.registry import get, register
+from fhir_server.search.registry import register_missing
 from fhir_server.workflow.records import body, raw_store, save
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ ROWS = [
 
 
 def register_all() -> None:
-    for row in ROWS:
-        if get(row["type"], row["name"]) is None:
-            register(row)
+    register_missing(ROWS)
 
 
 def now() -> str:

@@ -61,6 +61,13 @@ def register(row: dict[str, Any]) -> SearchParam:
     return param
 
 
+def register_missing(rows: list[dict[str, Any]]) -> None:
+    """Register the rows not registered yet (custom parameters of a module)."""
+    for row in rows:
+        if get(row["type"], row["name"]) is None:
+            register(row)
+
+
 def _load() -> None:
     rows = json.loads((Path(__file__).parent / "search_parameters.json").read_text())
     for row in rows:

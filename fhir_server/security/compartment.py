@@ -41,7 +41,8 @@ def in_compartment(rtype: str) -> bool:
     return rtype in PATIENT_PATHS
 
 
-def _walk(node: Any, path: tuple[str, ...]) -> list[Any]:
+def walk(node: Any, path: tuple[str, ...]) -> list[Any]:
+    """The values at a JSON path, lists flattened at every step."""
     nodes = [node]
     for step in path:
         nxt: list[Any] = []
@@ -59,7 +60,7 @@ def references(resource: dict[str, Any], rtype: str) -> list[str]:
     """Every relative reference found at the type's compartment paths."""
     out = []
     for path in PATIENT_PATHS.get(rtype, ()):
-        for ref in _walk(resource, path):
+        for ref in walk(resource, path):
             value = ref.get("reference") if isinstance(ref, dict) else None
             if isinstance(value, str):
                 out.append(value)

@@ -5,7 +5,7 @@ standard ones."""
 from __future__ import annotations
 
 from fhir_server.core.canonical import url
-from fhir_server.search.registry import get, register
+from fhir_server.search.registry import register_missing
 from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND
 
 STEPS = ("validation", "examen", "interpretation", "total")
@@ -32,6 +32,4 @@ ROWS = [
 
 
 def register_all() -> None:
-    for row in ROWS:
-        if get(row["type"], row["name"]) is None:
-            register(row)
+    register_missing(ROWS)

@@ -4,10 +4,7 @@ sending flux 1/2/4 and receiving flux 3 (issue 6, R-INT-2)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,17 +17,12 @@ from adapters.hl7v2.message import Message
 from adapters.hl7v2.mllp import FrameDecoder, MllpClient, frame
 from fhir_server.security.devissuer import DevIssuer
 from tests.behaviour.hl7_world import omi, orm
+from tests.e2e.harness import free_port, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"
 FINESS = "urn:oid:1.2.250.1.71.4.2.2"
 R38 = "https://mos.esante.gouv.fr/NOS/TRE_R38-SpecialiteOrdinale/FHIR/TRE-R38-SpecialiteOrdinale"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Ris:
@@ -66,32 +58,20 @@ class Ris:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path, Ris]]:
     data = tmp_path_factory.mktemp("hl7")
-    http_port, mllp_port, ris_port = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(http_port),
-           "TELEIMG_MLLP_PORT": str(mllp_port), "TELEIMG_LOG_LEVEL": "warning",
-           "TELEIMG_HL7_ROUTES": f"750000001=127.0.0.1:{ris_port}",
-           "TELEIMG_HL7_RETRY_BASE": "0.3", "TELEIMG_HL7_RETRY_MAX": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
-                             "2", "--no-access-log"], env=env, cwd=Path(__file__).parents[2])
-    url = f"http://127.0.0.1:{http_port}/fhir"
+    http_port, mllp_port, ris_port = free_port(), free_port(), free_port()
+    env = server_env(data, http_port, TELEIMG_MLLP_PORT=str(mllp_port),
+                     TELEIMG_HL7_ROUTES=f"750000001=127.0.0.1:{ris_port}",
+                     TELEIMG_HL7_RETRY_BASE="0.3", TELEIMG_HL7_RETRY_MAX="1")
+
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", mllp_port), timeout=1):
+            return True
+
+    proc = start(env, workers=2, ready=listening)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ok = httpx.get(f"{url}/metadata", timeout=1).status_code == 200
-                with socket.create_connection(("127.0.0.1", mllp_port), timeout=1):
-                    pass
-                if ok:
-                    break
-            except (httpx.HTTPError, OSError):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
-        yield url, mllp_port, data, Ris(ris_port)
+        yield f"http://127.0.0.1:{http_port}/fhir", mllp_port, data, Ris(ris_port)
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        stop(proc)
 
 
 def _send(port: int, *messages: bytes) -> list[Message]:

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,15 +11,10 @@ import httpx
 import pytest
 
 from fhir_server.security.devissuer import DevIssuer
+from tests.e2e.harness import free_port, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 INS = "urn:oid:1.2.250.1.213.1.4.8"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _auth(data: Path, roles: list[str] | None = None, **claims: object) -> dict[str, str]:
@@ -47,28 +37,12 @@ def api(data_dir: Path) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def base_url(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
-    data = data_dir
-    env = {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(port),
-           "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(_free_port())}
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
-                             "2", "--no-access-log"], env=env, cwd=Path(__file__).parents[2])
-    url = f"http://127.0.0.1:{port}/fhir"
+    port = free_port()
+    proc = start(server_env(data_dir, port), workers=2)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/metadata", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("server did not start")
-            time.sleep(0.2)
-        yield url
+        yield f"http://127.0.0.1:{port}/fhir"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
 
 
 def test_metadata_and_crud_over_http(base_url: str, api: httpx.Client) -> None:
@@ -106,36 +80,22 @@ def test_concurrent_conditional_creates_across_processes(base_url: str, data_dir
 
 def test_acknowledged_write_survives_a_kill(tmp_path: Path) -> None:
     """synchronous=FULL: what was answered 201 is there after SIGKILL and restart."""
-    port = _free_port()
-    env = {**os.environ, "TELEIMG_DATA_DIR": str(tmp_path), "TELEIMG_HTTP_PORT": str(port),
-           "TELEIMG_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--no-access-log"]
+    port = free_port()
+    env = server_env(tmp_path, port)
     url = f"http://127.0.0.1:{port}/fhir"
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[2])
-        for _ in range(150):
-            try:
-                httpx.get(f"{url}/metadata", timeout=1)
-                return proc
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    proc = start()
+    proc = start(env)
     auth = _auth(tmp_path)
     ids = [httpx.post(f"{url}/Organization", headers=auth,
                       json={"resourceType": "Organization", "name": f"O{i}"}).json()["id"]
            for i in range(20)]
     proc.kill()
     proc.wait()
-    proc = start()
+    proc = start(env)
     try:
         assert all(httpx.get(f"{url}/Organization/{i}", headers=auth).status_code == 200
                    for i in ids)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
 
 
 def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Client,

@@ -1,0 +1,51 @@
+"""Start the real server (``teleimagerie serve``) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(data: Path, http_port: int, **extra: str) -> dict[str, str]:
+    """The server's environment; the MLLP listener gets a free port unless given one."""
+    return {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(http_port),
+            "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(free_port()), **extra}
+
+
+def start(env: dict[str, str], workers: int = 1,
+          ready: Callable[[], bool] | None = None) -> subprocess.Popen[bytes]:
+    """Run ``teleimagerie serve`` and wait until /metadata answers (and ``ready()``)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
+                             str(workers), "--no-access-log"], env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{env['TELEIMG_HTTP_PORT']}/fhir/metadata"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200 and (ready is None or ready()):
+                return proc
+        except (httpx.HTTPError, OSError):
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("server did not start")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=15)
