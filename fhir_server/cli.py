@@ -28,7 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
     hl7 = None
     if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
         # its own process: the HTTP workers stay free of the listener's event loop
-        hl7 = subprocess.Popen([sys.executable, "-m", "adapters.hl7v2.service"])
+        hl7 = subprocess.Popen([sys.executable, "-m", "adapters.hl7v2.service"],
+                               env={**os.environ, "TELEIMG_MLLP_PARENT": str(os.getpid())})
     try:
         uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
                     workers=args.workers, log_level=settings.log_level,

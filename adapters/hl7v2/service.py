@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from adapters.hl7v2.mllp import Frame, ServerLimits, serve
@@ -38,6 +39,12 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
              hl7.application, hl7.facility)
     sender = Sender(server, hl7)
     outbox = asyncio.create_task(sender.run())
+    watch = None
+    parent = os.environ.get("TELEIMG_MLLP_PARENT")
+    if parent:  # started by `teleimagerie serve`: do not outlive it (even if killed)
+        main_task = asyncio.current_task()
+        assert main_task is not None
+        watch = asyncio.create_task(_orphan_watch(int(parent), main_task))
     if ready is not None:
         ready.set()
     try:
@@ -45,9 +52,18 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
             await listener.serve_forever()
     finally:
         outbox.cancel()
+        if watch is not None:
+            watch.cancel()
         pool.shutdown(wait=True)
         if server.audit is not None:
             server.audit.close()
+
+
+async def _orphan_watch(parent: int, main_task: asyncio.Task[None]) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("HL7 listener: the server process %s is gone, stopping", parent)
+    main_task.cancel()
 
 
 def main() -> None:
@@ -56,7 +72,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         asyncio.run(run(settings, Hl7Settings.from_env()))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 
 
