@@ -48,9 +48,12 @@ def timestamp() -> str:
 
 def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = None,
               app: str = "TLRapp", facility: str = "TLRfacility",
-              raw_header: tuple[str, ...] | None = None) -> bytes:
+              raw_header: tuple[str, ...] | None = None,
+              ack_types: tuple[str, str] = ("", "")) -> bytes:
     """The acknowledgement of ``msg`` (or of an unreadable message: ``raw_header`` gives
-    what could be read of its MSH: sending app, facility, control id)."""
+    what could be read of its MSH: sending app, facility, control id). ``ack_types``
+    (MSH-15, MSH-16) are valued on an application ACK sent in enhanced mode, which is a
+    message of its own that the peer commits (§2.9.3)."""
     d = msg.delimiters if msg else Delimiters()
     if msg is not None:
         sender, sender_fac = msg.sender
@@ -67,8 +70,8 @@ def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = N
         f.join(["MSH", d.encoding_characters, escape(receiver or app, d),
                 escape(receiver_fac or facility, d), escape(sender, d), escape(sender_fac, d),
                 timestamp(), "", f"ACK{d.component}{event}{d.component}ACK" if event
-                else "ACK", uuid.uuid4().hex[:20], processing, "2.5.1", "", "", "", "", "FRA",
-                charset]),
+                else "ACK", uuid.uuid4().hex[:20], processing, "2.5.1", "", "", *ack_types,
+                "FRA", charset]),
         f.join(["MSA", code, escape(control, d)]),
     ]
     for p in problems or []:
@@ -81,8 +84,19 @@ def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = N
 
 
 def ack_code(problems: list[Problem], reject: bool, enhanced: bool) -> str:
+    """MSA-1 (HL7 table 0008): AA/AE/AR, or the commit codes CA/CE/CR of enhanced mode."""
     if not problems:
         return "CA" if enhanced else "AA"
     if reject:
         return "CR" if enhanced else "AR"
     return "CE" if enhanced else "AE"
+
+
+def wanted(condition: str, code: str) -> bool:
+    """Whether an ACK with MSA-1 ``code`` is sent under MSH-15/16 ``condition`` (HL7
+    table 0155: AL always, NE never, ER only on error/reject, SU only on success). Empty
+    in enhanced mode counts as AL: answering too much loses nothing."""
+    condition = condition.upper() or "AL"
+    success = code in ("AA", "CA")
+    return condition == "AL" or (condition == "ER" and not success) or \
+        (condition == "SU" and success)

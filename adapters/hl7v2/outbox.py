@@ -1,4 +1,5 @@
-"""The durable outbox of flux 3 (ORU^R01 to the RIS) and its sender (R-INT-2).
+"""The durable outbox of flux 3 (ORU^R01 to the RIS) and its sender (R-INT-2); the
+application ACKs of enhanced mode go through it too.
 
 When the remote imager accepts or refuses a request that came over HL7, the message is
 written as a ``pending`` outbound record *in the same write unit as the decision*; its id
@@ -171,5 +172,5 @@ class Sender:
         record.error = why
         record.next_attempt = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")
-        log.warning("ORU %s: %s (essai %d, suivant dans %.0f s)", record.id, why,
-                    record.attempts, delay)
+        log.warning("%s %s: %s (essai %d, suivant dans %.0f s)", record.type, record.id,
+                    why, record.attempts, delay)

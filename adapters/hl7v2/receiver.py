@@ -12,11 +12,19 @@ stored and nothing is lost:
    ACK again; a record left ``received`` by a crash is processed when resent or by
    ``teleimagerie hl7 reprocess`` — the flows are idempotent (conditional creates on
    business identifiers).
+
+Enhanced mode (MSH-15/16 valued, HL7 v2.5.1 §2.9.3): the commit ACK (CA, or CR for an
+unsupported type/version/processing id) answers on the connection as soon as step 1 is
+durable; steps 2–4 run in order on the worker (:meth:`Receiver.work`), and the
+application ACK (AA/AE/AR) is queued in the outbox in the write unit that settles the
+message, then delivered to the sender's route (``TELEIMG_HL7_ROUTES`` keyed by its
+MSH-4). MSH-15 and MSH-16 say which of them are wanted (:func:`ack.wanted`).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import uuid
 from collections.abc import Callable
@@ -24,12 +32,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2 import adt_pam, omi_o23, orm_o01
-from adapters.hl7v2.ack import Problem, ack_code, build_ack
+from adapters.hl7v2.ack import Problem, ack_code, build_ack, wanted
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.identity import IdentityConflict
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import Frame
-from adapters.hl7v2.records import INBOUND, MessageStore, Record, control_key, literal
+from adapters.hl7v2.records import (
+    INBOUND,
+    KIND_SYSTEM,
+    OUTBOUND,
+    MessageStore,
+    Record,
+    control_key,
+    literal,
+    now,
+)
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
 from fhir_server.security.principal import Principal
@@ -109,6 +126,7 @@ class Receiver:
         # one message at a time through matching + commit: the identity match and the
         # conditional creates of two messages about one patient cannot interleave
         self._lock = threading.Lock()
+        self._queue: queue.Queue[str] = queue.Queue()  # enhanced mode: records to process
 
     def principal(self, msg: Message | None) -> Principal:
         app, facility = msg.sender if msg else ("?", "?")
@@ -116,7 +134,8 @@ class Receiver:
                          scopes=parse_scopes("system/*.cruds"),
                          name=f"RIS {app} ({facility}) via MLLP", client_id=app or None)
 
-    def receive(self, frame: Frame, peer: str) -> bytes:
+    def receive(self, frame: Frame, peer: str) -> bytes | None:
+        """The answer to ``frame`` on its connection (None: the sender wants none)."""
         try:
             return self._receive(frame, peer)
         except Exception:
@@ -125,7 +144,7 @@ class Receiver:
                                                   "réémettre")], self.settings.application,
                              self.settings.facility, _header_guess(frame.payload))
 
-    def _receive(self, frame: Frame, peer: str) -> bytes:
+    def _receive(self, frame: Frame, peer: str) -> bytes | None:
         raw = frame.payload
         if frame.oversize:
             problem = Problem("207", f"message de {frame.size} octets : au-delà de la "
@@ -141,14 +160,74 @@ class Receiver:
             return self._unreadable(raw, peer, Problem("101", "MSH-10 absent", "MSH^1^10"),
                                     reject=False, msg=msg)
         previous = self.messages.by_control(key)
+        if msg.enhanced:
+            return self._commit(msg, raw, key, peer, previous)
         if previous is not None and previous.ack is not None:
             log.info("HL7 duplicate %s from %s: stored ACK sent again", key, peer)
             self._audit(previous, msg, peer, duplicate=True)
             return previous.ack
         record = previous or self.messages.add(
             INBOUND, raw, "received", type="^".join(msg.message_type[:2]), control=key,
-            peer=peer)
+            peer=peer, durable=False)  # process() commits durably before the ACK
         return self.process(record, msg, peer)
+
+    def _commit(self, msg: Message, raw: bytes, key: str, peer: str,
+                previous: Record | None) -> bytes | None:
+        """Enhanced mode: keep the message durably, answer CA (or CR), process later."""
+        problems: list[Problem] = []
+        try:
+            self._check_header(msg)
+        except MessageError as exc:
+            problems.append(Problem(exc.code, exc.text, exc.location))
+        code = ack_code(problems, bool(problems), enhanced=True)
+        ack = build_ack(msg, code, problems, self.settings.application,
+                        self.settings.facility)
+        if previous is not None:  # committed already: the same answer, processed once
+            log.info("HL7 duplicate %s from %s: committed already", key, peer)
+            self._audit(previous, msg, peer, duplicate=True)
+        elif problems:
+            record = self.messages.add(
+                INBOUND, raw, "rejected", type="^".join(msg.message_type[:2]),
+                control=key, peer=peer, ack=ack, ack_code=code,
+                error="; ".join(f"{p.code} {p.text}" for p in problems))
+            self._audit(record, msg, peer)
+        else:
+            record = self.messages.add(INBOUND, raw, "received",
+                                       type="^".join(msg.message_type[:2]), control=key,
+                                       peer=peer, ack_code=code)
+            self._queue.put(record.id)
+        return ack if wanted(msg.msh.get(15), code) else None
+
+    def work(self, timeout: float | None = None) -> bool:
+        """Process the next committed message (enhanced mode); False when none came
+        within ``timeout``. Run in order by one worker, so a sender's NW precedes its CA."""
+        try:
+            record_id = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        try:
+            record = self.messages.get(record_id)
+            if record is not None and record.status == "received":
+                self.process(record, Message(self.messages.raw(record)), record.peer)
+        except Exception:
+            log.exception("HL7 message %s: unexpected error while processing", record_id)
+        return True
+
+    def drain(self) -> int:
+        """Process every queued message now; how many."""
+        n = 0
+        while self.work(timeout=0):
+            n += 1
+        return n
+
+    def recover(self) -> int:
+        """Queue the messages a stop left ``received`` (committed, never processed)."""
+        found = self.messages.find([("code", f"{KIND_SYSTEM}|{INBOUND}"),
+                                    ("hl7-status", "received"), ("_sort", "_lastUpdated")],
+                                   limit=1000)
+        for record in found:
+            self._queue.put(record.id)
+        return len(found)
 
     def _unreadable(self, raw: bytes, peer: str, problem: Problem, reject: bool,
                     msg: Message | None = None) -> bytes:
@@ -175,6 +254,10 @@ class Receiver:
             ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,
                           self.settings)
             with self._lock, raw_store(self.server).write():
+                current = self.messages.get(record.id)
+                if current is not None and current.status != record.status and \
+                        current.ack is not None:  # settled meanwhile (resend, recovery)
+                    return current.ack
                 outcome = flow(ctx, msg)
                 if not outcome.held and outcome.order and msg.message_type[0] == "ORM":
                     self._release_held(ctx, outcome.order)
@@ -193,8 +276,10 @@ class Receiver:
     def _settle(self, record: Record, msg: Message, peer: str, outcome: Outcome,
                 problems: list[Problem], reject: bool) -> bytes:
         code = ack_code(problems, reject, enhanced=False)
+        # in enhanced mode the application ACK is a message of ours, committed by the peer
         ack = build_ack(msg, code, problems, self.settings.application,
-                        self.settings.facility)
+                        self.settings.facility, ack_types=("AL", "NE") if msg.enhanced
+                        else ("", ""))
         record.ack, record.ack_code = ack, code
         record.status = "held" if outcome.held and not problems else \
             "rejected" if reject else "error" if problems else "processed"
@@ -202,6 +287,11 @@ class Receiver:
         record.results = outcome.results
         record.patient = outcome.patient or record.patient
         record.order = outcome.order or record.order
+        if msg.enhanced and wanted(msg.msh.get(16), code):  # queued in this write unit
+            self.messages.add(OUTBOUND, ack, "pending", type="ACK", control=record.control,
+                              patient=record.patient, order=record.order,
+                              destination=msg.sender[1], decision=f"{code} {record.id}",
+                              next_attempt=now())
         self.messages.update(record)
         self._audit(record, msg, peer)
         return ack

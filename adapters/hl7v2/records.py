@@ -155,12 +155,15 @@ class MessageStore:
         self.server = server
 
     def add(self, kind: str, raw: bytes, status: str, *, record_id: str | None = None,
-            **fields: Any) -> Record:
-        """Keep the raw bytes and a new record in one durable write."""
+            durable: bool = True, **fields: Any) -> Record:
+        """Keep the raw bytes and a new record in one write unit. ``durable=False`` when a
+        durable write follows before anyone is answered (it flushes this one too): the
+        record then survives a crash of the process, which is what keeps a message that
+        crashes us, just not a power loss before its ACK — after which it is resent."""
         record = Record(id=record_id or str(uuid.uuid4()), kind=kind, status=status,
                         created=now(), raw_id=str(uuid.uuid4()), **fields)
         store = raw_store(self.server)
-        with store.write():
+        with store.write(durable):
             save(self.server, "Binary", record.raw_id, {
                 "resourceType": "Binary", "contentType": MEDIA_TYPE,
                 "data": base64.b64encode(raw).decode()})

@@ -1,7 +1,8 @@
 """The HL7 v2 service: the MLLP listener and the outbox sender on one event loop.
 
 Frames are processed in a thread pool (the store is synchronous) — in order within a
-connection, concurrently across connections. Started by ``teleimagerie serve`` next to
+connection, concurrently across connections; messages committed in enhanced mode are
+processed by one worker thread, in order. Started by ``teleimagerie serve`` next to
 the HTTP server, or alone by ``teleimagerie hl7 listen``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from adapters.hl7v2.mllp import Frame, ServerLimits, serve
@@ -30,8 +32,15 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hl7")
     loop = asyncio.get_running_loop()
 
-    async def handler(frame: Frame, peer: str) -> bytes:
+    async def handler(frame: Frame, peer: str) -> bytes | None:
         return await loop.run_in_executor(pool, receiver.receive, frame, peer)
+
+    stopping = threading.Event()
+    worker = threading.Thread(target=_work, args=(receiver, stopping), daemon=True,
+                              name="hl7-worker")
+    if receiver.recover():
+        log.info("HL7: messages committed before the last stop are processed now")
+    worker.start()
 
     listener = await serve(handler, hl7.host, hl7.port,
                            ServerLimits(hl7.max_message_bytes, hl7.idle_timeout))
@@ -55,8 +64,16 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
         if watch is not None:
             watch.cancel()
         pool.shutdown(wait=True)
+        stopping.set()
+        worker.join(timeout=30)
         if server.audit is not None:
             server.audit.close()
+
+
+def _work(receiver: Receiver, stopping: threading.Event) -> None:
+    """Processes the messages committed in enhanced mode, in arrival order."""
+    while not stopping.is_set():
+        receiver.work(timeout=0.5)
 
 
 async def _orphan_watch(parent: int, main_task: asyncio.Task[None]) -> None:

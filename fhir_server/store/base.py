@@ -50,7 +50,8 @@ class Store(Protocol):
     def write(self, durable: bool = True) -> AbstractContextManager[None]:
         """An atomic write unit (re-entrant), on disk when it ends. ``durable=False`` lets
         a batch of read-audit events skip the flush to disk (they survive a process crash,
-        not a power loss) — never a clinical write."""
+        not a power loss) — never a clinical write, and never one that is answered
+        before a durable unit follows."""
 
     def lock(self, key: str) -> AbstractContextManager[None]:
         """Serialise conditional interactions on the same criteria (race-free If-None-Exist)."""

@@ -49,9 +49,13 @@ def pid(ins: str = "283052312345678", ipp: str = "IPP001", family: str = "DUPONT
 
 
 def msh(kind: str, control: str, version: str = "2.5.1", processing: str = "P",
-        charset: str = "UNICODE UTF-8", sender: str = "RIS-PROX") -> str:
+        charset: str = "UNICODE UTF-8", sender: str = "RIS-PROX",
+        ack_types: tuple[str, str] = ("", "")) -> str:
+    """MSH; ``ack_types`` (MSH-15, MSH-16) valued asks for enhanced mode."""
+    accept, application = ack_types
     return (f"MSH|^~\\&|{sender}|CH-PROX|TLRapp|TLRfacility|20261122093000||{kind}|{control}|"
-            f"{processing}|{version}|||||FRA|{charset}|||1.0^CISIS_TLR_HL7_V2")
+            f"{processing}|{version}|||{accept}|{application}|FRA|{charset}|||"
+            "1.0^CISIS_TLR_HL7_V2")
 
 
 def orm(control: str = "1", placer: str = "DEM-1", order_control: str = "NW",
@@ -111,6 +115,12 @@ def adt(event: str, control: str, patient: str | None = None,
     return ("\r".join(segments) + "\r").encode()
 
 
+def split(ack: bytes) -> dict[str, Any]:
+    """An ACK as its segments (by name) split into fields, plus ``raw``."""
+    segments = [s.split("|") for s in ack.decode("utf-8").split("\r") if s]
+    return {s[0]: s for s in segments} | {"raw": ack}
+
+
 class Hl7World(World):
     """The workflow world plus a receiver fed like the MLLP listener feeds it."""
 
@@ -136,10 +146,12 @@ class Hl7World(World):
         return dict(r.json())
 
     def send(self, message: bytes, peer: str = "10.0.0.5:40000") -> dict[str, Any]:
-        """Feed one message; returns the ACK split into segments and fields."""
+        """Feed one message; returns the ACK split into segments and fields (empty when
+        the message asked for none)."""
         ack = self.receiver.receive(Frame(message), peer)
-        segments = [s.split("|") for s in ack.decode("utf-8").split("\r") if s]
-        return {s[0]: s for s in segments} | {"raw": ack}
+        if ack is None:
+            return {}
+        return split(ack)
 
     def search(self, query: str) -> list[dict[str, Any]]:
         r = self.client_for(query).get(f"/fhir/{query}")

@@ -114,6 +114,101 @@ def test_duplicate_is_not_processed_twice(world: Hl7World) -> None:
     assert len(world.search(f"Basic?code={KIND_SYSTEM}|{INBOUND}")) == 1
 
 
+def _application_acks(world: Hl7World) -> list[Message]:
+    out = []
+    for record in world.search(f"Basic?code={KIND_SYSTEM}|{OUTBOUND}&hl7-type=ACK"):
+        raw_ref = _ext(record, "hl7v2-raw")["valueReference"]["reference"]
+        out.append(Message(base64.b64decode(world.read(raw_ref)["data"])))
+    return out
+
+
+def test_enhanced_mode_commits_then_acknowledges_the_application(world: Hl7World) -> None:
+    """MSH-15/16 AL (HL7 v2.5.1 §2.9.3): CA as soon as the message is durably kept, the
+    flow afterwards, and the AA as a message of ours queued for the sender (R-INT-2)."""
+    commit = world.send(orm(control="E1", ack_types=("AL", "AL")))
+    assert commit["MSA"][1:3] == ["CA", "E1"]
+    assert "ERR" not in commit
+    record = world.one(f"Basic?code={KIND_SYSTEM}|{INBOUND}")
+    assert _ext(record, "hl7v2-status")["valueCode"] == "received"
+    assert not world.search(f"ServiceRequest?identifier={PLACER}|DEM-1")
+
+    assert world.receiver.drain() == 1
+    world.one(f"ServiceRequest?identifier={PLACER}|DEM-1")
+    record = world.one(f"Basic?code={KIND_SYSTEM}|{INBOUND}")
+    assert _ext(record, "hl7v2-status")["valueCode"] == "processed"
+    [ack] = _application_acks(world)
+    assert ack.require("MSA").get(1) == "AA" and ack.require("MSA").get(2) == "E1"
+    assert ack.receiver == ("RIS-PROX", "CH-PROX")
+    assert (ack.msh.get(15), ack.msh.get(16)) == ("AL", "NE")  # the RIS commits it
+    queued = world.one(f"Basic?code={KIND_SYSTEM}|{OUTBOUND}")
+    assert _ext(queued, "hl7v2-destination")["valueString"] == "CH-PROX"  # MSH-4 route
+    assert _ext(queued, "hl7v2-status")["valueCode"] == "pending"
+
+
+def test_enhanced_mode_duplicate_is_committed_and_processed_once(world: Hl7World) -> None:
+    message = orm(control="E2", ack_types=("AL", "AL"))
+    assert world.send(message)["MSA"][1] == "CA"
+    assert world.send(message)["MSA"][1] == "CA"
+    world.receiver.drain()
+    assert world.send(message)["MSA"][1] == "CA"
+    assert world.receiver.drain() == 0
+    assert len(world.search(f"Basic?code={KIND_SYSTEM}|{INBOUND}")) == 1
+    assert len(_application_acks(world)) == 1
+
+
+def test_enhanced_mode_unsupported_version_is_commit_rejected(world: Hl7World) -> None:
+    ack = world.send(orm(control="E3", version="2.3", ack_types=("AL", "AL")))
+    assert ack["MSA"][1] == "CR"
+    assert ack["ERR"][3].startswith("203^")
+    assert world.receiver.drain() == 0
+    record = world.one(f"Basic?code={KIND_SYSTEM}|{INBOUND}")
+    assert _ext(record, "hl7v2-status")["valueCode"] == "rejected"
+    assert not _application_acks(world)
+
+
+@pytest.mark.parametrize(("accept", "application", "commit_sent", "app_acks"), [
+    ("NE", "ER", False, []),      # success: neither wanted
+    ("ER", "SU", False, ["AA"]),  # success: the application ACK only
+    ("SU", "NE", True, []),
+])
+def test_enhanced_mode_sends_only_the_acks_asked_for(
+        world: Hl7World, accept: str, application: str, commit_sent: bool,
+        app_acks: list[str]) -> None:
+    """MSH-15/16 conditions, HL7 table 0155 (AL, NE, ER, SU)."""
+    answer = world.send(orm(control="E4", ack_types=(accept, application)))
+    assert bool(answer) is commit_sent
+    world.receiver.drain()
+    world.one(f"ServiceRequest?identifier={PLACER}|DEM-1")
+    assert [a.require("MSA").get(1) for a in _application_acks(world)] == app_acks
+
+
+def test_enhanced_mode_content_error_gives_application_error(world: Hl7World) -> None:
+    """An OMI for an unknown order is committed (CA), then answered AE with its ERR, the
+    message kept in error (R-INT-2)."""
+    assert world.send(omi(control="E5", placer="INCONNU", ack_types=("ER", "ER"))) == {}
+    world.receiver.drain()
+    [ack] = _application_acks(world)
+    assert ack.require("MSA").get(1) == "AE"
+    assert ack.segment("ERR") is not None
+    record = world.one(f"Basic?code={KIND_SYSTEM}|{INBOUND}")
+    assert _ext(record, "hl7v2-status")["valueCode"] == "error"
+
+
+def test_enhanced_mode_message_committed_before_a_stop_is_processed_after(
+        world: Hl7World, secured: FhirServer) -> None:
+    """A CA was sent, then the listener stopped before processing: the next start
+    recovers the committed message (nothing acknowledged is lost)."""
+    from adapters.hl7v2.receiver import Receiver
+
+    world.send(orm(control="E6", ack_types=("AL", "AL")))
+    restarted = Receiver(secured, world.settings)  # a new process: empty queue
+    assert restarted.recover() == 1
+    assert restarted.drain() == 1
+    world.one(f"ServiceRequest?identifier={PLACER}|DEM-1")
+    world.receiver.drain()  # the stopped process's queue entry: settled, skipped
+    assert len(_application_acks(world)) == 1
+
+
 def test_new_order_resent_with_new_control_id_is_idempotent(world: Hl7World) -> None:
     world.send(orm(control="1"))
     assert world.send(orm(control="2"))["MSA"][1] == "AA"

@@ -34,6 +34,8 @@ class Ris:
         self._sock: socket.socket | None = None
 
     def start(self) -> None:
+        if self._sock is not None:
+            return
         self._sock = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -60,7 +62,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     data = tmp_path_factory.mktemp("hl7")
     http_port, mllp_port, ris_port = free_port(), free_port(), free_port()
     env = server_env(data, http_port, TELEIMG_MLLP_PORT=str(mllp_port),
-                     TELEIMG_HL7_ROUTES=f"750000001=127.0.0.1:{ris_port}",
+                     TELEIMG_HL7_ROUTES=f"750000001=127.0.0.1:{ris_port};"
+                                       f"CH-PROX=127.0.0.1:{ris_port}",
                      TELEIMG_HL7_RETRY_BASE="0.3", TELEIMG_HL7_RETRY_MAX="1")
 
     def listening() -> bool:
@@ -156,3 +159,27 @@ def test_orders_over_mllp_and_decision_back_to_the_ris(
     assert task["resource"]["businessStatus"]["coding"][0]["code"] == "images-disponibles"
     time.sleep(0.5)
     assert len(ris.received) == 1  # never sent twice
+
+
+def test_enhanced_mode_commit_ack_then_application_ack_to_the_ris(
+        system: tuple[str, int, Path, Ris]) -> None:
+    """MSH-15/16 AL: CA on the connection, then our ACK^O01 with AA delivered to the
+    sender's route (HL7 v2.5.1 §2.9.3; R-INT-2)."""
+    url, port, data, ris = system
+    ris.start()
+    [commit] = _send(port, orm(control="enh-1", placer="E2E-ENH", ack_types=("AL", "AL")))
+    assert commit.require("MSA").get(1) == "CA"
+    assert commit.require("MSA").get(2) == "enh-1"
+    deadline = time.monotonic() + 20
+
+    def application_acks() -> list[Message]:
+        return [m for m in map(Message, list(ris.received))
+                if m.message_type[0] == "ACK" and m.require("MSA").get(2) == "enh-1"]
+
+    while not application_acks() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [ack] = application_acks()
+    assert ack.require("MSA").get(1) == "AA"
+    api = _client(data, ["ris"])
+    found = api.get(f"{url}/ServiceRequest?identifier=urn:oid:1.2.250.1.999.1|E2E-ENH").json()
+    assert len(found["entry"]) == 1
