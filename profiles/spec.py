@@ -321,8 +321,8 @@ IMAGING_STUDY = profile("tlm-imaging-study", "ImagingStudy", "Examen d'imagerie 
     el("ImagingStudy.basedOn", "la demande d'examen", min=1, mustSupport=True),
     el("ImagingStudy.endpoint", "l'accès à l'archive ou à la visionneuse", mustSupport=True),
     el("ImagingStudy.series", "les séries", mustSupport=True),
-    el("ImagingStudy.series.modality", "la modalité de la série",
-       binding=required("modalite-acquisition")),
+    el("ImagingStudy.series.modality", "la modalité de la série (une série de rapport de "
+       "dose est SR)", binding=required("modalite-serie")),
 ])
 
 DOSE_OBSERVATION = profile("tlm-dose-observation", "Observation",

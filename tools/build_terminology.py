@@ -184,6 +184,9 @@ CCAM_SOURCES = {
 }
 
 CODE_SYSTEMS: list[dict[str, Any]] = [
+    {"id": "teleimagerie-dose-source", "title": "Source d'une valeur de dose (R-REP-3)",
+     "concepts": [("rdsr", "Rapport de dose structuré DICOM (RDSR)"),
+                  ("image-header", "Attribut de dose d'un en-tête d'image DICOM (sans RDSR)")]},
     {"id": "teleimagerie-act-kind", "title": "Nature de l'acte de téléimagerie",
      "concepts": [("telediagnostic", "Téléradiologie : interprétation à distance (télé-"
                    "diagnostic)"), ("teleexpertise", "Télé-expertise : second avis d'un "
@@ -363,10 +366,25 @@ def main() -> None:
                                             "JDV_Modalite_demandeActeImagerie_CISIS.xml")
                         for s, c, d in svs(jdv)[1] if s == DCM})
     dose = [("113813", "CT Dose Length Product Total"), ("113830", "Mean CTDIvol"),
+            ("113838", "DLP"),
             ("111637", "Accumulated Dose Area Product"), ("113722", "Dose Area Product Total"),
-            ("113725", "Dose (RP) Total"), ("113507", "Administered activity")]
+            ("113725", "Dose (RP) Total"), ("113726", "Fluoro Dose Area Product Total"),
+            ("113727", "Acquisition Dose Area Product Total"),
+            ("113728", "Fluoro Dose (RP) Total"), ("113729", "Acquisition Dose (RP) Total"),
+            ("113730", "Total Fluoro Time"), ("113507", "Administered activity")]
+    # components of a CT acquisition's dose (TID 10013) and non-image series (PS3.16 CID 33)
+    dose_parts = [("113835", "CTDIw Phantom Type"), ("113690", "IEC Head Dosimetry Phantom"),
+                  ("113691", "IEC Body Dosimetry Phantom")]
+    other_series = [("SR", "SR Document"), ("KO", "Key Object Selection"),
+                    ("PR", "Presentation State"), ("DOC", "Document")]
     write(code_system("dcm", "DICOM DCM (extrait : modalités et doses)", DCM,
-                      [_concept(c, d) for c, d in [*dcm_codes, *dose]], content="fragment"))
+                      [_concept(c, d) for c, d in [*dcm_codes, *other_series, *dose,
+                                                   *dose_parts]], content="fragment"))
+    acquisition = [{"code": c, "display": d} for s, c, d in
+                   svs("JDV_ModaliteAcquisition_CISIS.xml")[1] if s == DCM]
+    write(value_set("modalite-serie", "Modalités d'une série DICOM (acquisition, SR, KO, PR, "
+                    "DOC)", [{"system": DCM, "concept": acquisition + [
+                        {"code": c, "display": d} for c, d in other_series]}]))
     write(value_set("dose-rayonnement", "Indicateurs de dose (R-REP-3)",
                     [{"system": DCM, "concept": [{"code": c, "display": d} for c, d in dose]}]))
     laterality = [("24028007", "côté droit"), ("7771000", "côté gauche"),

@@ -49,10 +49,10 @@ from adapters.hl7v2.records import (
 )
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
+from adapters.transaction import flag_identity
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
-from fhir_server.workflow.machine import FLAG_SYSTEM
-from fhir_server.workflow.records import new_id, raw_store, save
+from fhir_server.workflow.records import raw_store
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -325,17 +325,8 @@ class Receiver:
             self.messages.update(held)
 
     def _flag_identity(self, exc: IdentityConflict) -> None:
-        if not exc.patient:
-            return
-        flag = {"resourceType": "Flag", "status": "active",
-                "category": [{"coding": [{"system": "http://terminology.hl7.org/"
-                                          "CodeSystem/flag-category", "code": "admin"}]}],
-                "code": {"coding": [{"system": FLAG_SYSTEM, "code": "identite-a-verifier",
-                                     "display": "Identité à vérifier"}],
-                         "text": exc.text[:500]},
-                "subject": {"reference": exc.patient}}
-        with raw_store(self.server).write():
-            save(self.server, "Flag", new_id(), flag)
+        if exc.patient:
+            flag_identity(self.server, exc.patient, exc.text)
 
     def _audit(self, record: Record, msg: Message | None, peer: str,
                duplicate: bool = False) -> None:

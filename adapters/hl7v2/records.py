@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from adapters.transaction import literal
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
 from fhir_server.workflow.records import body, raw_store, save
@@ -54,11 +55,6 @@ def register_all() -> None:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def literal(value: str) -> str:
-    """A token search value matched as a whole code (search.html#escaping)."""
-    return "".join("\\" + c if c in "\\,$|" else c for c in value)
 
 
 def control_key(app: str, facility: str, control_id: str) -> str:

@@ -1,0 +1,331 @@
+"""Instances -> FHIR: one transaction per study and import batch (issue 7; R-REP-3,
+R-REP-7, R-EXAM-1).
+
+For each Study Instance UID of the batch: the study we already have (flux 4 of the HL7
+adapter or an earlier import) or the request it fulfils (accession number, placer order
+number — in the header, its Request Attributes or an SR's Referenced Request) gives the
+patient and ``basedOn``; a study for no known request is refused, since our profile
+requires it. The patient's identifiers in the header must not designate another patient
+(else the study is refused and the patient flagged, never merged). The merged
+ImagingStudy (one new version per batch, none when nothing is new), the archive's
+Endpoint and the dose Observations are written in one transaction through the core, as
+the acting principal — profiles, security, workflow (images available) and audit apply.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+
+from adapters.dicom import dose as dosimetry
+from adapters.dicom.reader import Directory, Instance, NotReadable, expand, read
+from adapters.dicom.settings import DicomSettings
+from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
+from adapters.hl7v2.datatypes import authority_system
+from adapters.transaction import (
+    Context,
+    Refused,
+    Transaction,
+    find,
+    flag_identity,
+    literal,
+    token,
+)
+from fhir_server.core.canonical import url
+from fhir_server.security.principal import Principal
+from fhir_server.security.scopes import parse_scopes
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+
+DOSE_PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-dose-observation"
+DOSE_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/dicom-dose"
+SOURCE_SYSTEM = url("CodeSystem", "teleimagerie-dose-source")
+SOURCES = {"rdsr": "Rapport de dose structuré DICOM (RDSR)",
+           "image-header": "Attribut de dose d'un en-tête d'image DICOM (sans RDSR)"}
+UCUM = "http://unitsofmeasure.org"
+WADO = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+
+
+class StudyError(Exception):
+    """The study cannot be imported as it is (no request, identity conflict, refused)."""
+
+
+def system_principal(calling: str = "import") -> Principal:
+    """The DICOM sources' principal: a PACS connector (role ``pacs``)."""
+    return Principal(sub=f"dicom:{calling}", issuer="urn:teleimagerie:dicom",
+                     roles=("pacs",), scopes=parse_scopes("system/*.cruds"),
+                     name=f"DICOM {calling}", client_id=calling or None)
+
+
+@dataclass
+class StudyResult:
+    uid: str
+    instances: int  # instances in this batch
+    new_instances: int = 0
+    reference: str = ""  # ImagingStudy/id
+    doses: int = 0
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    skipped: list[str] = field(default_factory=list)  # DICOMDIRs met as files
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    studies: list[StudyResult] = field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return sum(s.instances for s in self.studies if not s.error)
+
+    def failed_instances(self) -> list[str]:
+        return [s.uid for s in self.studies if s.error]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "imported": self.imported,
+                "skipped": self.skipped,
+                "failed": [{"source": s, "reason": r} for s, r in self.failed],
+                "studies": [vars(s) for s in self.studies]}
+
+
+class Importer:
+    def __init__(self, server: FhirServer, settings: DicomSettings | None = None,
+                 principal: Principal | None = None, peer: str = "") -> None:
+        self.server = server
+        self.settings = settings or DicomSettings()
+        self.principal = principal or system_principal()
+        self.peer = peer
+
+    # -- entry points ------------------------------------------------------------------
+    def import_paths(self, paths: Iterable[str | Path],
+                     progress: Callable[[str], None] | None = None) -> Summary:
+        """Files, folder trees, DICOMDIRs (CLI)."""
+        summary = Summary()
+        instances: list[Instance] = []
+        for path in expand(paths):
+            summary.files += 1
+            try:
+                instances.append(read(path))
+            except Directory:
+                summary.skipped.append(str(path))
+            except NotReadable as exc:
+                summary.failed.append((str(path), str(exc)))
+            if progress is not None:
+                progress(str(path))
+        self.import_instances(instances, summary)
+        return summary
+
+    def import_instances(self, instances: list[Instance], summary: Summary | None = None
+                         ) -> Summary:
+        summary = summary or Summary(files=len(instances))
+        by_study: dict[str, list[Instance]] = {}
+        for instance in instances:
+            by_study.setdefault(instance.study_uid, []).append(instance)
+        for uid, group in by_study.items():
+            result = StudyResult(uid, len(group))
+            try:
+                self._study(uid, [i.dataset for i in group], result)
+            except StudyError as exc:
+                result.error = str(exc)
+                summary.failed += [(i.source, str(exc)) for i in group]
+            summary.studies.append(result)
+        return summary
+
+    # -- one study ---------------------------------------------------------------------
+    def _study(self, uid: str, datasets: list[Dataset], result: StudyResult) -> None:
+        server = self.server
+        found = find(server, "ImagingStudy", [("identifier",
+                                               token(DICOM_UID, f"urn:oid:{uid}"))])
+        existing = found[0] if found else None
+        request = self._request(existing, datasets)
+        patient = (request.get("subject") or {}).get("reference")
+        if not patient:
+            raise StudyError(f"étude {uid} : la demande {request['id']} n'a pas de patient")
+        self._check_identity(patient, datasets[0], uid)
+        study = merge(existing, datasets, self.settings.timezone)
+        study["subject"] = {"reference": patient}
+        study.setdefault("basedOn", [{"reference": f"ServiceRequest/{request['id']}"}])
+        if not study.get("modality"):  # only SR/KO/PR so far: the requested modality
+            study["modality"] = [e["valueCoding"] for e in request.get("extension") or []
+                                 if e.get("url", "").endswith("/tlm-modality")
+                                 and "valueCoding" in e]
+        before = sum(len(s.get("instance") or []) for s in (existing or {}).get("series")
+                     or [])
+        result.new_instances = study["numberOfInstances"] - before
+        tx = Transaction()
+        if self.settings.wado_url and not study.get("endpoint"):
+            endpoint = {"resourceType": "Endpoint", "status": "active",
+                        "identifier": [{"system": "urn:ietf:rfc:3986",
+                                        "value": self.settings.wado_url}],
+                        "connectionType": {"system": WADO, "code": "dicom-wado-rs"},
+                        "name": "Archive d'images (WADO-RS)",
+                        "payloadType": [{"text": "DICOM"}],
+                        "payloadMimeType": ["application/dicom"],
+                        "address": self.settings.wado_url}
+            study["endpoint"] = [{"reference": tx.create(endpoint, "identifier=" + token(
+                "urn:ietf:rfc:3986", self.settings.wado_url))}]
+        if existing is None:
+            study_ref = tx.create(study, "identifier=" + token(DICOM_UID, f"urn:oid:{uid}"))
+        elif study != existing:
+            study_ref = tx.update(f"ImagingStudy/{existing['id']}", study)
+        else:
+            study_ref = f"ImagingStudy/{existing['id']}"
+        doses = self._doses(datasets, existing)
+        for value in doses:
+            tx.create(self._observation(value, patient, study_ref, request, study),
+                      "identifier=" + token(DOSE_SYSTEM, value.key))
+        ctx = Context(server, self.principal, self.peer, uuid.uuid4().hex, self.settings,
+                      source="dicom")
+        try:
+            written = tx.run(ctx, f"ImagingStudy {uid}")
+        except Refused as exc:
+            raise StudyError(f"étude {uid} refusée ({exc.status}) : {exc.text}") from None
+        result.reference = written.get(study_ref, study_ref)
+        result.doses = len(doses)
+
+    def _request(self, existing: dict[str, Any] | None, datasets: list[Dataset]
+                 ) -> dict[str, Any]:
+        refs = [b.get("reference", "") for b in (existing or {}).get("basedOn") or []]
+        for ref in refs:
+            if ref.startswith("ServiceRequest/"):
+                found = find(self.server, "ServiceRequest", [("_id", ref.split("/", 1)[1])])
+                if found:
+                    return found[0]
+        accessions, placers = _order_numbers(datasets)
+        for number in accessions:  # the study of flux 4 knows the accession number
+            for study in find(self.server, "ImagingStudy", [("identifier", _value(number))]):
+                for ref in study.get("basedOn") or []:
+                    rid = ref.get("reference", "").removeprefix("ServiceRequest/")
+                    hit = find(self.server, "ServiceRequest", [("_id", rid)])
+                    if hit:
+                        return hit[0]
+        for number in [*accessions, *placers]:
+            hit = find(self.server, "ServiceRequest", [("identifier", _value(number))])
+            if len(hit) == 1:
+                return hit[0]
+            if len(hit) > 1:
+                raise StudyError(f"numéro {number} : {len(hit)} demandes correspondent, "
+                                 "rattachement impossible sans ambiguïté")
+        uid = text(datasets[0], "StudyInstanceUID")
+        told = ", ".join(f"numéro d'examen {a}" for a in accessions) or \
+            "pas de numéro d'examen (0008,0050)"
+        if placers:
+            told += ", " + ", ".join(f"demande {p}" for p in placers)
+        raise StudyError(f"étude {uid} : aucune demande d'examen ne correspond ({told})")
+
+    def _check_identity(self, patient: str, ds: Dataset, uid: str) -> None:
+        """The header's patient identifiers must not designate another patient."""
+        for system, value in _patient_ids(ds):
+            for other in find(self.server, "Patient", [("identifier", token(system, value))]):
+                if f"Patient/{other['id']}" != patient:
+                    why = (f"étude {uid} : l'identifiant patient DICOM {value} désigne "
+                           f"Patient/{other['id']}, la demande concerne {patient}")
+                    flag_identity(self.server, patient, why)
+                    raise StudyError(why + " (identité à vérifier, R-EXAM-1)")
+
+    def _doses(self, datasets: list[Dataset], existing: dict[str, Any] | None
+               ) -> list[dosimetry.Dose]:
+        reports = [ds for ds in datasets if dosimetry.is_dose_report(ds)]
+        out: list[dosimetry.Dose] = []
+        for ds in reports:
+            try:
+                out += dosimetry.from_rdsr(ds)
+            except dosimetry.DoseError as exc:
+                raise StudyError(f"rapport de dose {text(ds, 'SOPInstanceUID')} : {exc}"
+                                 ) from None
+        if reports or (existing and self._has_rdsr_doses(existing)):
+            return out
+        return dosimetry.from_headers(datasets)
+
+    def _has_rdsr_doses(self, study: dict[str, Any]) -> bool:
+        return bool(find(self.server, "Observation", [
+            ("part-of", f"ImagingStudy/{study['id']}"),
+            ("method", f"{SOURCE_SYSTEM}|rdsr")]))
+
+    def _observation(self, value: dosimetry.Dose, patient: str, study_ref: str,
+                     request: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+        def quantity(v: float, unit: str) -> dict[str, Any]:
+            return {"value": int(v) if float(v).is_integer() else v, "unit": unit,
+                    "system": UCUM, "code": unit}
+
+        obs: dict[str, Any] = {
+            "resourceType": "Observation", "meta": {"profile": [DOSE_PROFILE]},
+            "identifier": [{"system": DOSE_SYSTEM, "value": value.key}],
+            "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                      "observation-category", "code": "imaging"}]}],
+            "code": {"coding": [{"system": DCM, "code": value.code,
+                                 "display": value.display}]},
+            "subject": {"reference": patient},
+            "basedOn": [{"reference": f"ServiceRequest/{request['id']}"}],
+            "partOf": [{"reference": study_ref}],
+            "valueQuantity": quantity(value.value, value.unit),
+            "method": {"coding": [{"system": SOURCE_SYSTEM, "code": value.source,
+                                   "display": SOURCES[value.source]}]},
+        }
+        effective = when(value.when[:8], value.when[8:], "", self.settings.timezone) \
+            if value.when else study.get("started")
+        if effective:
+            obs["effectiveDateTime"] = effective
+        components = []
+        for code, v in value.components:
+            if code == "113835":
+                components.append({"code": {"coding": [{"system": DCM, "code": code,
+                                                        "display": "CTDIw Phantom Type"}]},
+                                   "valueCodeableConcept": {"coding": [{
+                                       "system": DCM, "code": v[0], "display": v[1]}]}})
+            else:
+                display, unit = dosimetry.CANONICAL[code]
+                components.append({"code": {"coding": [{"system": DCM, "code": code,
+                                                        "display": display}]},
+                                   "valueQuantity": quantity(v, unit)})
+        if components:
+            obs["component"] = components
+        return obs
+
+
+def _value(number: str) -> str:
+    """A token search on the identifier value alone (any system)."""
+    return literal(number)
+
+
+def _order_numbers(datasets: list[Dataset]) -> tuple[list[str], list[str]]:
+    """Accession and placer order numbers from the headers, their Request Attributes
+    (0040,0275) and an SR's Referenced Request (0040,A370), in order, once each."""
+    accessions: list[str] = []
+    placers: list[str] = []
+    for ds in datasets:
+        items = [ds, *(ds.get("RequestAttributesSequence") or []),
+                 *(ds.get("ReferencedRequestSequence") or [])]
+        for item in items:
+            for keyword, bucket in (("AccessionNumber", accessions),
+                                    ("PlacerOrderNumberImagingServiceRequest", placers)):
+                value = text(item, keyword)
+                if value and value not in bucket:
+                    bucket.append(value)
+    return accessions, placers
+
+
+def _patient_ids(ds: Dataset) -> list[tuple[str, str]]:
+    """(system, value) of the PatientID and Other Patient IDs that carry an issuer."""
+    out = []
+    for item in [ds, *(ds.get("OtherPatientIDsSequence") or [])]:
+        value = text(item, "PatientID")
+        issuer = text(item, "IssuerOfPatientID")
+        qualifiers = item.get("IssuerOfPatientIDQualifiersSequence")
+        universal = kind = ""
+        if qualifiers:
+            universal = text(qualifiers[0], "UniversalEntityID")
+            kind = text(qualifiers[0], "UniversalEntityIDType")
+        if value and (issuer or universal):
+            try:
+                out.append((authority_system(issuer, universal, kind or "ISO"), value))
+            except Exception:
+                continue
+    return out

@@ -1,0 +1,34 @@
+"""``TELEIMG_DICOM_*`` settings of the DICOM adapter (README lists them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: no C-STORE SCP
+    ae_title: str = "TELEIMAGERIE"
+    allowed_aes: frozenset[str] = frozenset()  # empty: any calling AE title
+    wado_url: str = ""  # WADO-RS base of the archive -> ImagingStudy.endpoint
+    timezone: str = "Europe/Paris"  # for DICOM dates without TimezoneOffsetFromUTC
+    batch_seconds: float = 5.0  # SCP: an association's instances are imported at release
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DicomSettings:
+        env = os.environ if env is None else env
+        port = env.get("TELEIMG_DICOM_PORT", "").strip()
+        if port and not port.isdigit():
+            raise SystemExit(f"TELEIMG_DICOM_PORT must be a port number, got {port!r}")
+        return cls(
+            host=env.get("TELEIMG_DICOM_HOST", "127.0.0.1"),
+            port=int(port or 0),
+            ae_title=env.get("TELEIMG_DICOM_AE_TITLE", "TELEIMAGERIE")[:16],
+            allowed_aes=frozenset(a.strip() for a in env.get(
+                "TELEIMG_DICOM_ALLOWED_AES", "").split(",") if a.strip()),
+            wado_url=env.get("TELEIMG_DICOM_WADO_URL", "").rstrip("/"),
+            timezone=env.get("TELEIMG_DICOM_TIMEZONE", "Europe/Paris"),
+        )
