@@ -217,7 +217,10 @@ class Importer:
             "pas de numéro d'examen (0008,0050)"
         if placers:
             told += ", " + ", ".join(f"demande {p}" for p in placers)
-        raise StudyError(f"étude {uid} : aucune demande d'examen ne correspond ({told})")
+        who = " ".join(x for x in (text(datasets[0], "PatientName"),
+                                   f"({text(datasets[0], 'PatientID')})") if x != "()")
+        raise StudyError(f"étude {uid} : aucune demande d'examen ne correspond ({told}) — "
+                         f"patient {who or 'non renseigné'}")
 
     def _check_identity(self, patient: str, ds: Dataset, uid: str) -> None:
         """The header's patient identifiers must not designate another patient."""

@@ -120,7 +120,9 @@ class GuardedStore:
     """The store as one principal may see it, recording the patients it touched."""
 
     def __init__(self, inner: Store, access: Access) -> None:
-        self.inner = inner
+        # a Bundle entry is dispatched on its Bundle's view: guard the store itself, once
+        # (raw_store() and the workflow rules unwrap one level)
+        self.inner: Store = inner.inner if isinstance(inner, GuardedStore) else inner
         self.access = access
         self.supports_transactions = inner.supports_transactions
         self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
