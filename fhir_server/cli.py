@@ -1,4 +1,5 @@
-"""The ``teleimagerie`` command line: ``serve``, ``token``, ``audit verify|head``."""
+"""The ``teleimagerie`` command line: ``serve``, ``token``, ``hl7 …``, ``dicom …``,
+``audit verify|head``, ``ig package``."""
 
 from __future__ import annotations
 
@@ -25,27 +26,40 @@ def _serve(args: argparse.Namespace) -> int:
     store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
     logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                            host, port, store)
-    hl7 = None
+    # the listeners run in processes of their own: the HTTP workers stay free of them
+    children = []
     if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
-        # its own process: the HTTP workers stay free of the listener's event loop
-        hl7 = subprocess.Popen([sys.executable, "-m", "adapters.hl7v2.service"],
-                               env={**os.environ, "TELEIMG_MLLP_PARENT": str(os.getpid())})
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "adapters.hl7v2.service"],
+            env={**os.environ, "TELEIMG_MLLP_PARENT": str(os.getpid())}))
+    if os.environ.get("TELEIMG_DICOM_PORT", "0") not in ("", "0", "off"):
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "adapters.dicom.service"],
+            env={**os.environ, "TELEIMG_DICOM_PARENT": str(os.getpid())}))
     try:
         uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
                     workers=args.workers, log_level=settings.log_level,
                     access_log=args.access_log)
     finally:
-        if hl7 is not None:
-            hl7.terminate()
+        for child in children:
+            child.terminate()
+        for child in children:
             try:
-                hl7.wait(10)
+                child.wait(10)
             except subprocess.TimeoutExpired:
-                hl7.kill()
+                child.kill()
     return 0
 
 
 def _hl7(args: argparse.Namespace) -> int:
     from adapters.hl7v2 import cli
+
+    result: int = cli.run(args)
+    return result
+
+
+def _dicom(args: argparse.Namespace) -> int:
+    from adapters.dicom import cli
 
     result: int = cli.run(args)
     return result
@@ -171,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--status", default="error")
     replay.add_argument("--limit", type=int, default=1000)
     hl7.set_defaults(func=_hl7)
+    dicom = sub.add_parser("dicom", help="DICOM: import headers and dose reports, C-STORE SCP")
+    dicom_sub = dicom.add_subparsers(dest="dicom_command", required=True)
+    imp = dicom_sub.add_parser("import", help="import Part 10 files, folder trees, DICOMDIRs")
+    imp.add_argument("paths", nargs="+")
+    imp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dicom_sub.add_parser("scp", help="run the C-STORE SCP alone (TELEIMG_DICOM_*)")
+    dicom.set_defaults(func=_dicom)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")

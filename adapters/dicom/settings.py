@@ -15,7 +15,7 @@ class DicomSettings:
     allowed_aes: frozenset[str] = frozenset()  # empty: any calling AE title
     wado_url: str = ""  # WADO-RS base of the archive -> ImagingStudy.endpoint
     timezone: str = "Europe/Paris"  # for DICOM dates without TimezoneOffsetFromUTC
-    batch_seconds: float = 5.0  # SCP: an association's instances are imported at release
+    max_upload_bytes: int = 512 * 1024 * 1024  # one STOW-RS request (pixels included)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DicomSettings:
@@ -31,4 +31,6 @@ class DicomSettings:
                 "TELEIMG_DICOM_ALLOWED_AES", "").split(",") if a.strip()),
             wado_url=env.get("TELEIMG_DICOM_WADO_URL", "").rstrip("/"),
             timezone=env.get("TELEIMG_DICOM_TIMEZONE", "Europe/Paris"),
+            max_upload_bytes=int(env.get("TELEIMG_DICOM_MAX_UPLOAD_BYTES", "")
+                                 or 512 * 1024 * 1024),
         )

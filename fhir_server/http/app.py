@@ -119,6 +119,40 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         return Response(content=dumps(smart_configuration_document(settings)),
                         media_type="application/json")
 
+    async def stow(request: Request, study: str = "") -> Response:
+        """DICOMweb STOW-RS (adapters.dicom.stow): headers -> ImagingStudy + doses."""
+        from adapters.dicom import stow as dicom_stow
+        from adapters.dicom.settings import DicomSettings
+
+        dicom = DicomSettings.from_env()
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        try:
+            if core.security is None:
+                raise FhirError(ErrorKind.FORBIDDEN, "STOW-RS needs the security policy")
+            principal = core.security.validator.principal(
+                request.headers.get("authorization"))
+            raw = await request.body()
+            if len(raw) > dicom.max_upload_bytes:
+                raise FhirError(ErrorKind.TOO_LARGE, f"upload of {len(raw)} bytes exceeds "
+                                f"{dicom.max_upload_bytes} (TELEIMG_DICOM_MAX_UPLOAD_BYTES)")
+            try:
+                status, dataset, reasons = await run_in_threadpool(
+                    dicom_stow.store, core, principal, raw,
+                    request.headers.get("content-type", ""), dicom,
+                    request.client[0] if request.client else "", study)
+            except dicom_stow.BadUpload as exc:
+                raise FhirError(ErrorKind.UNSUPPORTED_MEDIA, str(exc)) from None
+        except FhirError as exc:
+            return _respond(render_error(exc), request_id)
+        headers = {"X-Request-Id": request_id}
+        if reasons:  # FailureReason codes say little: the operator needs the why
+            headers["Warning"] = "299 teleimagerie " + dumps(
+                "; ".join(reasons)[:1000]).decode()
+        return Response(content=dumps(dataset), status_code=status, headers=headers,
+                        media_type="application/dicom+json")
+
+    app.add_api_route("/dicomweb/studies", stow, methods=["POST"])
+    app.add_api_route("/dicomweb/studies/{study}", stow, methods=["POST"])
     app.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration,
                       methods=["GET"], include_in_schema=False)
     app.add_api_route("/fhir", fhir_endpoint, methods=METHODS, include_in_schema=False)

@@ -1,0 +1,104 @@
+"""Upload over HTTP, as DICOMweb STOW-RS does (PS3.18 §10.5): ``POST /dicomweb/studies``
+with ``application/dicom`` (one instance) or ``multipart/related; type="application/
+dicom"`` (several). Headers only are read; each study goes through the pipeline as the
+authenticated caller (its role must allow writing ImagingStudy and Observation). The
+answer is the Store Instances Response Module in ``application/dicom+json``: 200 all
+stored, 202 some failed, 409 none stored (PS3.18 §10.5.3)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from adapters.dicom.pipeline import Importer
+from adapters.dicom.reader import Instance, NotReadable, read
+from adapters.dicom.settings import DicomSettings
+
+if TYPE_CHECKING:
+    from fhir_server.core.server import FhirServer
+    from fhir_server.security.principal import Principal
+
+PROCESSING_FAILURE = 0x0110  # PS3.4 C.4.2.1.4 / PS3.18 FailureReason
+CANNOT_UNDERSTAND = 0xC000
+
+
+class BadUpload(ValueError):
+    pass
+
+
+def parts(body: bytes, content_type: str) -> list[bytes]:
+    """The DICOM objects of the request body."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "application/dicom":
+        return [body]
+    if ctype != "multipart/related":
+        raise BadUpload(f"Content-Type {content_type!r} : attendu application/dicom ou "
+                        'multipart/related; type="application/dicom"')
+    found = re.search(r'boundary="?([^";]+)"?', content_type, re.I)
+    if not found:
+        raise BadUpload("multipart/related sans paramètre boundary")
+    delimiter = b"--" + found.group(1).encode()
+    out = []
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):  # the close delimiter
+            break
+        head, sep, content = chunk.partition(b"\r\n\r\n")
+        if not sep:
+            raise BadUpload("partie multipart sans en-têtes")
+        if re.search(rb"content-type:\s*(?!application/dicom\b)\S", head, re.I):
+            raise BadUpload("chaque partie doit être application/dicom")
+        out.append(content[:-2] if content.endswith(b"\r\n") else content)
+    if not out:
+        raise BadUpload("multipart/related sans partie")
+    return out
+
+
+def _ref(uid: str, sop_class: str, reason: int | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"00081150": {"vr": "UI", "Value": [sop_class]},
+                            "00081155": {"vr": "UI", "Value": [uid]}}
+    if reason is not None:
+        item["00081197"] = {"vr": "US", "Value": [reason]}
+    return item
+
+
+def store(server: FhirServer, principal: Principal, body: bytes, content_type: str,
+          settings: DicomSettings | None = None, peer: str = "", study: str = ""
+          ) -> tuple[int, dict[str, Any], list[str]]:
+    """(HTTP status, response dataset, failure reasons) of one STOW request; posted to
+    ``/studies/{study}``, instances of another study are refused."""
+    instances: list[Instance] = []
+    failed: list[dict[str, Any]] = []
+    reasons: list[str] = []
+    for n, raw in enumerate(parts(body, content_type), start=1):
+        try:
+            instance = read(raw, name=f"partie {n}")
+        except NotReadable as exc:
+            failed.append(_ref("", "", CANNOT_UNDERSTAND))
+            reasons.append(str(exc))
+            continue
+        if study and instance.study_uid != study:
+            ds = instance.dataset
+            failed.append(_ref(str(ds.SOPInstanceUID), str(ds.SOPClassUID),
+                               PROCESSING_FAILURE))
+            reasons.append(f"partie {n} : étude {instance.study_uid}, pas {study}")
+            continue
+        instances.append(instance)
+    summary = Importer(server, settings or DicomSettings.from_env(), principal,
+                       peer).import_instances(instances)
+    refused = {s.uid: s.error for s in summary.studies if s.error}
+    stored: list[dict[str, Any]] = []
+    for instance in instances:
+        ds = instance.dataset
+        if instance.study_uid in refused:
+            failed.append(_ref(str(ds.SOPInstanceUID), str(ds.SOPClassUID),
+                               PROCESSING_FAILURE))
+        else:
+            stored.append(_ref(str(ds.SOPInstanceUID), str(ds.SOPClassUID)))
+    reasons += list(dict.fromkeys(refused.values()))
+    response: dict[str, Any] = {}
+    if stored:
+        response["00081199"] = {"vr": "SQ", "Value": stored}
+    if failed:
+        response["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else 202 if stored else 409
+    return status, response, reasons
