@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-hl7 bench-indicators lint install install-test clean
+.PHONY: run test bench bench-hl7 bench-dicom bench-indicators lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,13 @@ test: install-test
 bench: install-test
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.hl7
+	$(BIN)/python -m benchmarks.dicom
 
 bench-hl7: install-test
 	$(BIN)/python -m benchmarks.hl7
+
+bench-dicom: install-test
+	$(BIN)/python -m benchmarks.dicom
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
