@@ -22,6 +22,7 @@ from adapters.hl7v2 import identity
 from adapters.hl7v2.message import Message, MessageError, Segment
 from adapters.hl7v2.obx import Obx, first, groups
 from adapters.hl7v2.tx import Context, Transaction, token
+from adapters.transaction import find
 from fhir_server.core.model import Interaction
 from fhir_server.workflow.machine import ACT_KIND_SYSTEM, EXT_ACT_KIND, EXT_MODALITY
 
@@ -74,13 +75,9 @@ def placer(orc: Segment, where: str = "ORC^1^2") -> dict[str, Any]:
 
 
 def find_request(ctx: Context, ident: dict[str, Any]) -> dict[str, Any] | None:
-    from fhir_server.security.care import all_matches
-    from fhir_server.workflow.records import body, raw_store
-
-    found = all_matches(raw_store(ctx.server), ctx.server.limits, "ServiceRequest",
-                        [("identifier", token(ident["system"], ident["value"]))])
-    live = [body(i) for i in found if not i.deleted]
-    return next((r for r in live if r), None)
+    found = find(ctx.server, "ServiceRequest",
+                 [("identifier", token(ident["system"], ident["value"]))])
+    return found[0] if found else None
 
 
 def patient_entry(ctx: Context, tx: Transaction, msg: Message, feed: bool) -> str:
