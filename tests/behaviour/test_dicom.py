@@ -235,3 +235,23 @@ def test_french_characters_decoded_from_the_character_set(world: DicomWorld) -> 
     """ISO_IR 100 ``Buc^Jérôme`` (pydicom's chrFren.dcm): decoded, never mangled."""
     summary = world.importer.import_paths([get_charset_files("chrFren.dcm")[0]])
     assert "Buc^Jérôme" in summary.failed[0][1]
+
+
+def test_pydicom_mr_and_non_dose_sr_files(world: DicomWorld) -> None:
+    """pydicom's MR_small.dcm and test-SR.dcm (a Comprehensive SR that reports no dose):
+    the MR study gets its modality; the SR is an instance of an SR series, no Observation."""
+    from pydicom import dcmread
+
+    world.ordered("DEM-MR-1", modality="MR")
+    mr = dcmread(get_testdata_file("MR_small.dcm"), stop_before_pixels=True)
+    sr = dcmread(get_testdata_file("test-SR.dcm"))
+    for ds in (mr, sr):
+        ds.PlacerOrderNumberImagingServiceRequest = "DEM-MR-1"
+    sr.StudyInstanceUID = mr.StudyInstanceUID
+    summary = world.importer.import_paths(world.files(mr, sr))
+    assert summary.failed == [] and summary.imported == 2
+    study = world.study_of(str(mr.StudyInstanceUID))
+    assert study["modality"] == [{"system": DCM, "code": "MR"}]
+    assert study["started"] == "2004-08-26T18:50:59-04:00"
+    assert {s["modality"]["code"] for s in study["series"]} == {"MR", "SR"}
+    assert world.doses(study) == {}
