@@ -39,6 +39,7 @@ from adapters.transaction import (
 from fhir_server.core.canonical import url
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
+from fhir_server.workflow.records import load
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -83,9 +84,6 @@ class Summary:
     @property
     def imported(self) -> int:
         return sum(s.instances for s in self.studies if not s.error)
-
-    def failed_instances(self) -> list[str]:
-        return [s.uid for s in self.studies if s.error]
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "imported": self.imported,
@@ -191,20 +189,18 @@ class Importer:
 
     def _request(self, existing: dict[str, Any] | None, datasets: list[Dataset]
                  ) -> dict[str, Any]:
-        refs = [b.get("reference", "") for b in (existing or {}).get("basedOn") or []]
-        for ref in refs:
-            if ref.startswith("ServiceRequest/"):
-                found = find(self.server, "ServiceRequest", [("_id", ref.split("/", 1)[1])])
-                if found:
-                    return found[0]
         accessions, placers = _order_numbers(datasets)
-        for number in accessions:  # the study of flux 4 knows the accession number
-            for study in find(self.server, "ImagingStudy", [("identifier", _value(number))]):
-                for ref in study.get("basedOn") or []:
-                    rid = ref.get("reference", "").removeprefix("ServiceRequest/")
-                    hit = find(self.server, "ServiceRequest", [("_id", rid)])
-                    if hit:
-                        return hit[0]
+        # the study we have (flux 4, an earlier import), else one of the same accession
+        studies = [existing] if existing else []
+        for number in accessions:
+            studies += find(self.server, "ImagingStudy", [("identifier", _value(number))])
+        for study in studies:
+            for based in study.get("basedOn") or []:
+                ref = based.get("reference", "")
+                request = load(self.server, ref) if ref.startswith("ServiceRequest/") \
+                    else None
+                if request is not None:
+                    return request
         for number in [*accessions, *placers]:
             hit = find(self.server, "ServiceRequest", [("identifier", _value(number))])
             if len(hit) == 1:

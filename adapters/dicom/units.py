@@ -11,6 +11,7 @@ PREFIXES = {"": 1.0, "k": 1e3, "h": 1e2, "da": 1e1, "d": 1e-1, "c": 1e-2, "m": 1
 # atom -> (factor to the base unit, dimension)
 ATOMS = {"Gy": (1.0, "Gy"), "m": (1.0, "m"), "s": (1.0, "s"), "min": (60.0, "s"),
          "h": (3600.0, "s"), "Bq": (1.0, "Bq"), "Ci": (3.7e10, "Bq")}
+_LONGEST_FIRST = sorted(ATOMS, key=len, reverse=True)  # 'min' before 'm', 'Gy' before 'G'
 _TERM = re.compile(r"^(?P<atom>[A-Za-z]+?)(?P<exp>-?\d*)$")
 
 
@@ -23,7 +24,7 @@ def _term(term: str) -> tuple[float, dict[str, int]]:
     if not m:
         raise UnitError(f"unité UCUM non reconnue : {term!r}")
     text, exp = m.group("atom"), int(m.group("exp") or 1)
-    for atom in sorted(ATOMS, key=len, reverse=True):  # 'min' before 'm', 'Gy' before 'G'
+    for atom in _LONGEST_FIRST:
         if text.endswith(atom) and text[:-len(atom)] in PREFIXES:
             factor, dim = ATOMS[atom]
             return (PREFIXES[text[:-len(atom)]] * factor) ** exp, {dim: exp}

@@ -166,10 +166,15 @@ class Receiver:
             log.info("HL7 duplicate %s from %s: stored ACK sent again", key, peer)
             self._audit(previous, msg, peer, duplicate=True)
             return previous.ack
-        record = previous or self.messages.add(
-            INBOUND, raw, "received", type="^".join(msg.message_type[:2]), control=key,
-            peer=peer, durable=False)  # process() commits durably before the ACK
+        # process() commits durably before the ACK: this write need not wait for the disk
+        record = previous or self._keep(msg, raw, key, peer, "received", durable=False)
         return self.process(record, msg, peer)
+
+    def _keep(self, msg: Message, raw: bytes, key: str, peer: str, status: str,
+              **fields: Any) -> Record:
+        """A new inbound record of a readable message (raw bytes first, R-INT-2)."""
+        return self.messages.add(INBOUND, raw, status, type="^".join(msg.message_type[:2]),
+                                 control=key, peer=peer, **fields)
 
     def _commit(self, msg: Message, raw: bytes, key: str, peer: str,
                 previous: Record | None) -> bytes | None:
@@ -186,15 +191,11 @@ class Receiver:
             log.info("HL7 duplicate %s from %s: committed already", key, peer)
             self._audit(previous, msg, peer, duplicate=True)
         elif problems:
-            record = self.messages.add(
-                INBOUND, raw, "rejected", type="^".join(msg.message_type[:2]),
-                control=key, peer=peer, ack=ack, ack_code=code,
-                error="; ".join(f"{p.code} {p.text}" for p in problems))
+            record = self._keep(msg, raw, key, peer, "rejected", ack=ack, ack_code=code,
+                                error="; ".join(f"{p.code} {p.text}" for p in problems))
             self._audit(record, msg, peer)
         else:
-            record = self.messages.add(INBOUND, raw, "received",
-                                       type="^".join(msg.message_type[:2]), control=key,
-                                       peer=peer, ack_code=code)
+            record = self._keep(msg, raw, key, peer, "received", ack_code=code)
             self._queue.put(record.id)
         return ack if wanted(msg.msh.get(15), code) else None
 

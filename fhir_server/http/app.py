@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from adapters.dicom.settings import DicomSettings
 from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import dumps, from_xml
@@ -119,12 +120,12 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         return Response(content=dumps(smart_configuration_document(settings)),
                         media_type="application/json")
 
+    dicom = DicomSettings.from_env()
+
     async def stow(request: Request, study: str = "") -> Response:
         """DICOMweb STOW-RS (adapters.dicom.stow): headers -> ImagingStudy + doses."""
         from adapters.dicom import stow as dicom_stow
-        from adapters.dicom.settings import DicomSettings
 
-        dicom = DicomSettings.from_env()
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         try:
             if core.security is None:
