@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, RequestContext
+from fhir_server.search.query import escape
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
 
-def literal(value: str) -> str:
-    """A token search value matched as a whole code (search.html#escaping)."""
-    return "".join("\\" + c if c in "\\,$|" else c for c in value)
+literal = escape  # a token search value matched as a whole code
 
 
 def token(system: str, value: str) -> str:
@@ -80,18 +79,11 @@ def flag_identity(server: FhirServer, patient: str, text: str) -> None:
     """A ``Flag`` *identité à vérifier* on ``patient`` (R-EXAM-1: an identity that does
     not match is flagged for a human, never merged), written in its own unit so that it
     survives the refusal of the message or study that revealed it."""
-    from fhir_server.workflow.machine import FLAG_SYSTEM
     from fhir_server.workflow.records import new_id, raw_store, save
+    from fhir_server.workflow.studies import identity_flag
 
-    flag = {"resourceType": "Flag", "status": "active",
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/"
-                                      "CodeSystem/flag-category", "code": "admin"}]}],
-            "code": {"coding": [{"system": FLAG_SYSTEM, "code": "identite-a-verifier",
-                                 "display": "Identité à vérifier"}],
-                     "text": text[:500]},
-            "subject": {"reference": patient}}
     with raw_store(server).write():
-        save(server, "Flag", new_id(), flag)
+        save(server, "Flag", new_id(), identity_flag(patient, text))
 
 
 @dataclass

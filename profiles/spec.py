@@ -318,11 +318,18 @@ IMAGING_STUDY = profile("tlm-imaging-study", "ImagingStudy", "Examen d'imagerie 
        binding=required("modalite-acquisition")),
     el("ImagingStudy.subject", "le patient", mustSupport=True),
     el("ImagingStudy.started", "la date de réalisation", min=1, mustSupport=True),
-    el("ImagingStudy.basedOn", "la demande d'examen", min=1, mustSupport=True),
+    el("ImagingStudy.basedOn", "la demande d'examen (absente seulement tant qu'une étude reçue "
+       "avant sa demande attend son rattachement)", mustSupport=True),
     el("ImagingStudy.endpoint", "l'accès à l'archive ou à la visionneuse", mustSupport=True),
     el("ImagingStudy.series", "les séries", mustSupport=True),
     el("ImagingStudy.series.modality", "la modalité de la série (une série de rapport de "
        "dose est SR)", binding=required("modalite-serie")),
+    el("ImagingStudy", constraint=[
+        invariant("tlm-is-1", "une étude sans demande (basedOn) est marquée « demande à "
+                  "rattacher » (meta.tag) jusqu'à son rattachement (R-REP-7)",
+                  "basedOn.exists() or meta.tag.where(system = "
+                  "'https://teleimagerie.fr/fhir/CodeSystem/teleimagerie-flag' and "
+                  "code = 'demande-a-rattacher').exists()")]),
 ])
 
 DOSE_OBSERVATION = profile("tlm-dose-observation", "Observation",

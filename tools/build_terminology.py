@@ -263,8 +263,10 @@ CODE_SYSTEMS: list[dict[str, Any]] = [
                    "(R-VAL-6)"),
                   ("hors-perimetre", "Hors périmètre de la téléimagerie (R-SCOPE-2)"),
                   ("teleimagerie", "Acte de téléimagerie"),
-                  ("identite-a-verifier", "Identité discordante reçue (HL7 v2) : "
-                   "vérification d'identité requise (R-EXAM-1)")]},
+                  ("identite-a-verifier", "Identité discordante ou provisoire reçue (HL7 v2, "
+                   "DICOM) : vérification d'identité requise (R-EXAM-1)"),
+                  ("demande-a-rattacher", "Étude reçue sans demande connue : en attente de "
+                   "rattachement à sa demande (R-REP-7)")]},
     {"id": "hl7v2-message", "title": "Messages HL7 v2 conservés (Basic.code)",
      "concepts": [("hl7v2-inbound", "Message HL7 v2 reçu"),
                   ("hl7v2-outbound", "Message HL7 v2 émis")]},

@@ -4,9 +4,13 @@ R-REP-7, R-EXAM-1).
 For each Study Instance UID of the batch: the study we already have (flux 4 of the HL7
 adapter or an earlier import) or the request it fulfils (accession number, placer order
 number — in the header, its Request Attributes or an SR's Referenced Request) gives the
-patient and ``basedOn``; a study for no known request is refused, since our profile
-requires it. The patient's identifiers in the header must not designate another patient
-(else the study is refused and the patient flagged, never merged). The merged
+patient and ``basedOn``. The patient's identifiers in the header must not designate
+another patient (else the study is refused and the patient flagged, never merged).
+
+A study for no known request is kept, tagged *demande à rattacher*: its subject is the
+one patient its header's identifiers designate, else a provisional Patient built from the
+header (identity ``PROV``) with a Flag *identité à vérifier*. The workflow attaches it
+when its request is written (``fhir_server.workflow.studies``). The merged
 ImagingStudy (one new version per batch, none when nothing is new), the archive's
 Endpoint and the dose Observations are written in one transaction through the core, as
 the acting principal — profiles, security, workflow (images available) and audit apply.
@@ -23,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from adapters.dicom import dose as dosimetry
+from adapters.dicom import patient as demographics
 from adapters.dicom.reader import Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
 from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
-from adapters.hl7v2.datatypes import authority_system
 from adapters.transaction import (
     Context,
     Refused,
@@ -39,7 +43,9 @@ from adapters.transaction import (
 from fhir_server.core.canonical import url
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
-from fhir_server.workflow.records import load
+from fhir_server.workflow.machine import FLAG_SYSTEM
+from fhir_server.workflow.records import coding, load
+from fhir_server.workflow.studies import WAITING, identity_flag
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -70,6 +76,7 @@ class StudyResult:
     instances: int  # instances in this batch
     new_instances: int = 0
     reference: str = ""  # ImagingStudy/id
+    waiting: bool = False  # no request known yet: tagged "demande à rattacher"
     doses: int = 0
     error: str = ""
 
@@ -141,22 +148,39 @@ class Importer:
         found = find(server, "ImagingStudy", [("identifier",
                                                token(DICOM_UID, f"urn:oid:{uid}"))])
         existing = found[0] if found else None
-        request = self._request(existing, datasets)
-        patient = (request.get("subject") or {}).get("reference")
-        if not patient:
-            raise StudyError(f"étude {uid} : la demande {request['id']} n'a pas de patient")
-        self._check_identity(patient, datasets[0], uid)
+        waiting = existing is not None and not existing.get("basedOn")
+        request = None if waiting else self._request(existing, datasets)
+        tx = Transaction()
+        if request is not None:
+            patient = (request.get("subject") or {}).get("reference")
+            if not patient:
+                raise StudyError(f"étude {uid} : la demande {request['id']} n'a pas de "
+                                 "patient")
+            self._check_identity(patient, datasets[0], uid)
+        elif existing is not None:  # still waiting for its request: same subject
+            patient = (existing.get("subject") or {}).get("reference") or ""
+        else:
+            patient = self._subject(tx, datasets, uid)
         study = merge(existing, datasets, self.settings.timezone)
         study["subject"] = {"reference": patient}
-        study.setdefault("basedOn", [{"reference": f"ServiceRequest/{request['id']}"}])
+        if request is not None:
+            study.setdefault("basedOn", [{"reference": f"ServiceRequest/{request['id']}"}])
+        else:
+            meta = study.setdefault("meta", {})
+            if not any(t.get("code") == WAITING for t in meta.get("tag") or []):
+                meta["tag"] = [*(meta.get("tag") or []), coding(
+                    FLAG_SYSTEM, WAITING, "Étude en attente de rattachement à sa demande")]
+            result.waiting = True
         if not study.get("modality"):  # only SR/KO/PR so far: the requested modality
-            study["modality"] = [e["valueCoding"] for e in request.get("extension") or []
-                                 if e.get("url", "").endswith("/tlm-modality")
+            study["modality"] = [e["valueCoding"] for e in (request or {}).get("extension")
+                                 or [] if e.get("url", "").endswith("/tlm-modality")
                                  and "valueCoding" in e]
+            if not study["modality"]:
+                raise StudyError(f"étude {uid} : ni image ni demande connue, la modalité "
+                                 "de l'examen est inconnue")
         before = sum(len(s.get("instance") or []) for s in (existing or {}).get("series")
                      or [])
         result.new_instances = study["numberOfInstances"] - before
-        tx = Transaction()
         if self.settings.wado_url and not study.get("endpoint"):
             endpoint = {"resourceType": "Endpoint", "status": "active",
                         "identifier": [{"system": "urn:ietf:rfc:3986",
@@ -188,7 +212,7 @@ class Importer:
         result.doses = len(doses)
 
     def _request(self, existing: dict[str, Any] | None, datasets: list[Dataset]
-                 ) -> dict[str, Any]:
+                 ) -> dict[str, Any] | None:
         accessions, placers = _order_numbers(datasets)
         # the study we have (flux 4, an earlier import), else one of the same accession
         studies = [existing] if existing else []
@@ -208,19 +232,34 @@ class Importer:
             if len(hit) > 1:
                 raise StudyError(f"numéro {number} : {len(hit)} demandes correspondent, "
                                  "rattachement impossible sans ambiguïté")
-        uid = text(datasets[0], "StudyInstanceUID")
+        return None
+
+    def _subject(self, tx: Transaction, datasets: list[Dataset], uid: str) -> str:
+        """A study without request: the one patient its identifiers designate, else a
+        provisional Patient and its identity Flag, written with the study (R-EXAM-1)."""
+        ds = datasets[0]
+        known: set[str] = set()
+        for system, value in demographics.identifiers(ds):
+            known |= {f"Patient/{p['id']}" for p in
+                      find(self.server, "Patient", [("identifier", token(system, value))])}
+        if len(known) > 1:
+            raise StudyError(f"étude {uid} : les identifiants patient DICOM désignent "
+                             f"{len(known)} patients ({', '.join(sorted(known))})")
+        if known:
+            return known.pop()
+        accessions, placers = _order_numbers(datasets)
         told = ", ".join(f"numéro d'examen {a}" for a in accessions) or \
             "pas de numéro d'examen (0008,0050)"
         if placers:
             told += ", " + ", ".join(f"demande {p}" for p in placers)
-        who = " ".join(x for x in (text(datasets[0], "PatientName"),
-                                   f"({text(datasets[0], 'PatientID')})") if x != "()")
-        raise StudyError(f"étude {uid} : aucune demande d'examen ne correspond ({told}) — "
-                         f"patient {who or 'non renseigné'}")
+        ref = tx.create(demographics.provisional(ds))
+        tx.create(identity_flag(ref, f"Identité provisoire créée depuis l'en-tête DICOM de "
+                                     f"l'étude {uid} reçue sans demande connue ({told})"))
+        return ref
 
     def _check_identity(self, patient: str, ds: Dataset, uid: str) -> None:
         """The header's patient identifiers must not designate another patient."""
-        for system, value in _patient_ids(ds):
+        for system, value in demographics.identifiers(ds):
             for other in find(self.server, "Patient", [("identifier", token(system, value))]):
                 if f"Patient/{other['id']}" != patient:
                     why = (f"étude {uid} : l'identifiant patient DICOM {value} désigne "
@@ -248,7 +287,8 @@ class Importer:
             ("method", f"{SOURCE_SYSTEM}|rdsr")]))
 
     def _observation(self, value: dosimetry.Dose, patient: str, study_ref: str,
-                     request: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+                     request: dict[str, Any] | None, study: dict[str, Any]
+                     ) -> dict[str, Any]:
         def quantity(v: float, unit: str) -> dict[str, Any]:
             return {"value": int(v) if float(v).is_integer() else v, "unit": unit,
                     "system": UCUM, "code": unit}
@@ -262,12 +302,13 @@ class Importer:
             "code": {"coding": [{"system": DCM, "code": value.code,
                                  "display": value.display}]},
             "subject": {"reference": patient},
-            "basedOn": [{"reference": f"ServiceRequest/{request['id']}"}],
             "partOf": [{"reference": study_ref}],
             "valueQuantity": quantity(value.value, value.unit),
             "method": {"coding": [{"system": SOURCE_SYSTEM, "code": value.source,
                                    "display": SOURCES[value.source]}]},
         }
+        if request is not None:
+            obs["basedOn"] = [{"reference": f"ServiceRequest/{request['id']}"}]
         effective = when(value.when[:8], value.when[8:], "", self.settings.timezone) \
             if value.when else study.get("started")
         if effective:
@@ -310,21 +351,3 @@ def _order_numbers(datasets: list[Dataset]) -> tuple[list[str], list[str]]:
                     bucket.append(value)
     return accessions, placers
 
-
-def _patient_ids(ds: Dataset) -> list[tuple[str, str]]:
-    """(system, value) of the PatientID and Other Patient IDs that carry an issuer."""
-    out = []
-    for item in [ds, *(ds.get("OtherPatientIDsSequence") or [])]:
-        value = text(item, "PatientID")
-        issuer = text(item, "IssuerOfPatientID")
-        qualifiers = item.get("IssuerOfPatientIDQualifiersSequence")
-        universal = kind = ""
-        if qualifiers:
-            universal = text(qualifiers[0], "UniversalEntityID")
-            kind = text(qualifiers[0], "UniversalEntityIDType")
-        if value and (issuer or universal):
-            try:
-                out.append((authority_system(issuer, universal, kind or "ISO"), value))
-            except Exception:
-                continue
-    return out

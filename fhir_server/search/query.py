@@ -144,6 +144,11 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([,|$\\])", r"\1", text)
 
 
+def escape(value: str) -> str:
+    """A search value matched as a whole: ``, | $ \\`` escaped (search.html#escaping)."""
+    return "".join("\\" + c if c in "\\,$|" else c for c in value)
+
+
 def _prefix(text: str) -> tuple[str, str]:
     if len(text) > 2 and text[:2] in PREFIXES and not text[2].isalpha():
         return text[:2], text[2:]

@@ -13,14 +13,16 @@ from __future__ import annotations
 import orjson
 
 from fhir_server.core.limits import Limits
-from fhir_server.search.query import QueryParser
+from fhir_server.search.query import QueryParser, escape
 from fhir_server.security.principal import FINESS_OID, FINESS_URL, Principal
 from fhir_server.store.base import Store, Stored
 
 
 def all_matches(store: Store, limits: Limits, rtype: str,
                 params: list[tuple[str, str]]) -> list[Stored]:
-    parser = QueryParser(Limits(default_count=limits.max_count, max_count=limits.max_count))
+    # strict: a parameter the table lacks must fail loudly, not match everything
+    parser = QueryParser(Limits(default_count=limits.max_count, max_count=limits.max_count),
+                         strict=True)
     query = parser.parse(rtype, params)
     query.total = "none"
     out: list[Stored] = []
@@ -33,7 +35,7 @@ def all_matches(store: Store, limits: Limits, rtype: str,
 
 
 def _token(system: str, value: str) -> str:
-    return f"{system}|{value.replace(',', chr(92) + ',')}"
+    return f"{system}|{escape(value)}"
 
 
 def parties(store: Store, limits: Limits, principal: Principal) -> set[str]:

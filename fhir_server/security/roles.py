@@ -73,7 +73,8 @@ ROLES: dict[str, Role] = {r.code: r for r in (
         (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds"))),
     Role("pacs", "Connecteur PACS (système)", "all", _grants(
         _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy", "Observation"), "crus"),
-        (("Patient", "ServiceRequest"), "rs"))),
+        # a study received before its request: a provisional Patient and its Flag
+        (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs"))),
     Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(
         _READ_DIRECTORY,
         (("Patient", "Consent", "DiagnosticReport", "DocumentReference", "Binary",

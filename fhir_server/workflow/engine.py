@@ -20,7 +20,7 @@ from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Stored
-from fhir_server.workflow import consent, reports
+from fhir_server.workflow import consent, reports, studies
 from fhir_server.workflow.machine import (
     ACT_KIND_SYSTEM,
     EXT_ACT_KIND,
@@ -54,6 +54,7 @@ from fhir_server.workflow.records import (
     rule,
     save,
     split,
+    step_time,
     task_id,
 )
 from fhir_server.workflow.settings import WorkflowSettings
@@ -185,6 +186,8 @@ class Workflow:
         before = body(previous)
         if item.type == "ServiceRequest" and act_kind(resource):
             self._open(server, req, resource)
+            for study in studies.attach_waiting(server, resource):  # images came first
+                self._study_written(server, req, study)
         elif item.type == "Consent":
             consent.written(server, self, req, resource)
         elif item.type == "ImagingStudy":
@@ -394,7 +397,22 @@ def fire(server: FhirServer, req: FhirRequest, case: Case, transition: Transitio
     moved = Case(request, task, case.kind)
     for listener in server.workflow.listeners if server.workflow else []:
         listener(server, req, moved, transition.name)
+    # images that arrived before validation are there once it is validated (never
+    # again after a quality refusal: those images were refused, new ones are awaited)
+    early = TRANSITIONS["images-available"]
+    if target in early.sources and case.kind in early.kinds and \
+            step_time(task, "images-disponibles") is None and \
+            _available_study(server, request["id"]):
+        moved = fire(server, req, moved, early, Actor(None, None))
     return moved
+
+
+def _available_study(server: FhirServer, request_id: str) -> bool:
+    from fhir_server.security.care import all_matches
+
+    return any(not item.deleted for item in all_matches(
+        raw_store(server), server.limits, "ImagingStudy",
+        [("basedon", f"ServiceRequest/{request_id}"), ("status", "available")]))
 
 
 def check_state(case: Case, transition: Transition) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -179,13 +180,121 @@ def test_without_rdsr_ctdivol_from_image_headers_marked(world: DicomWorld) -> No
     assert ctdi["method"]["coding"][0]["code"] == "image-header"
 
 
-def test_study_for_no_request_is_refused_and_nothing_written(world: DicomWorld) -> None:
+WAITING = ("https://teleimagerie.fr/fhir/CodeSystem/teleimagerie-flag", "demande-a-rattacher")
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def numbers(accession: str, placer: str = "") -> list[dict[str, Any]]:
+    """A request's placer order number and accession number identifiers."""
+    return [{"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]},
+             "system": PLACER_SYSTEM, "value": placer or f"DEM-{accession}"},
+            {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
+             "system": "urn:oid:1.2.250.1.999.3", "value": accession}]
+
+
+def early(uid: str, accession: str, sex: str = "F", born: str = "19800517",
+          **kw: Any) -> list[Any]:
+    """A CT and its RDSR whose header names a patient but no request we know."""
+    datasets = [*ct_images(uid, 2, accession=accession, **kw),
+                ct_rdsr(uid, [(10.0, 300.0)], 300.0, accession=accession, **kw)]
+    for ds in datasets:
+        ds.PatientSex, ds.PatientBirthDate = sex, born
+    return datasets
+
+
+def tags(resource: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(t["system"], t["code"]) for t in resource.get("meta", {}).get("tag", [])}
+
+
+def test_study_before_its_request_waits_on_a_provisional_patient_then_attaches(
+        world: DicomWorld) -> None:
+    """R-EXAM-1, R-REP-7: images that arrive first are kept, on a provisional identity
+    flagged for review; the request with their accession number attaches them, its
+    patient replaces the provisional one (recorded, not silent) and, once validated, the
+    request has its images."""
     uid = generate_uid()
-    summary = world.importer.import_paths(world.files(*ct_images(
-        uid, 2, placer="INCONNUE", accession="ACC-X")))
-    assert summary.imported == 0 and len(summary.failed) == 2
-    assert "aucune demande" in summary.failed[0][1] and "ACC-X" in summary.failed[0][1]
+    summary = world.importer.import_paths(world.files(*early(uid, "ACC-TOT")))
+    assert summary.failed == [] and summary.imported == 3
+    assert summary.studies[0].waiting
+    study = world.study_of(uid)
+    assert "basedOn" not in study and WAITING in tags(study)
+    provisional = world.get(study["subject"]["reference"].replace("/", "?_id="))[0]
+    status = provisional["extension"][0]["extension"][0]["valueCoding"]
+    assert status["code"] == "PROV"
+    assert provisional["name"] == [{"family": "DUPONT", "given": ["Claire"]}]
+    assert (provisional["gender"], provisional["birthDate"]) == ("female", "1980-05-17")
+    assert provisional["identifier"][0]["value"] == "IPP001"  # no issuer: kept, unmatched
+    [flag] = world.get(f"Flag?patient=Patient/{provisional['id']}")
+    assert flag["code"]["coding"][0]["code"] == "identite-a-verifier"
+    assert "ACC-TOT" in flag["code"]["text"]
+    doses = world.doses(study)
+    assert doses["113813"][0]["subject"] == study["subject"]
+    assert "basedOn" not in doses["113813"][0]
+
+    sr = world.request(identifier=numbers("ACC-TOT"))
+    study = world.study_of(uid)
+    assert study["basedOn"] == [{"reference": f"ServiceRequest/{sr}"}]
+    assert study["subject"] == {"reference": world.refs["patient"]}
+    assert WAITING not in tags(study)
+    assert world.doses(study)["113813"][0]["basedOn"] == [
+        {"reference": f"ServiceRequest/{sr}"}]
+    assert world.doses(study)["113813"][0]["subject"] == study["subject"]
+    closed = world.get(f"Patient?_id={provisional['id']}")[0]
+    assert closed["active"] is False
+    assert closed["link"] == [{"other": {"reference": world.refs["patient"]},
+                               "type": "replaced-by"}]
+    [flag] = world.get(f"Flag?patient=Patient/{provisional['id']}")
+    assert flag["status"] == "active"  # the identity-vigilance cell still reviews it
+    assert world.state(sr) == "recue"
+    world.consent("acte", "teleimagerie")
+    assert world.op(world.imager, sr, "accept").status_code == 200
+    assert world.state(sr) == "images-disponibles"  # validated: its images are there
+
+
+def test_waiting_study_of_a_contradicting_identity_is_not_attached(world: DicomWorld
+                                                                   ) -> None:
+    """R-EXAM-1: same accession number, but the header's patient is a man born in 1950:
+    the study keeps waiting and the request's patient is flagged, never merged."""
+    uid = generate_uid()
+    world.importer.import_paths(world.files(*early(uid, "ACC-DIFF", "M", "19500101")))
+    sr = world.request(identifier=numbers("ACC-DIFF"))
+    study = world.study_of(uid)
+    assert "basedOn" not in study and WAITING in tags(study)
+    assert study["subject"] != {"reference": world.refs["patient"]}
+    flags = world.get(f"Flag?patient={world.refs['patient']}")
+    [flag] = flags
+    assert "1950-01-01" in flag["code"]["text"] and sr in flag["code"]["text"]
+
+
+def test_study_without_request_of_a_known_patient_waits_on_that_patient(
+        world: DicomWorld) -> None:
+    """The header's Patient ID and issuer designate one known patient: no provisional
+    identity is created; a request for another patient does not take the study."""
+    known = world._create({"resourceType": "Patient", "name": [{"family": "CONNU"}],
+                           "gender": "female", "birthDate": "1980-05-17",
+                           "identifier": [{"system": "urn:oid:1.2.250.1.999.2",
+                                           "value": "IPP-CONNU"}]})
+    uid = generate_uid()
+    world.importer.import_paths(world.files(*early(
+        uid, "ACC-CONNU", patient_id="IPP-CONNU", issuer="1.2.250.1.999.2")))
+    assert world.study_of(uid)["subject"] == {"reference": known}
+    assert not world.get("Patient?name=DUPONT")
+    world.request(identifier=numbers("ACC-CONNU"))
+    study = world.study_of(uid)
+    assert "basedOn" not in study and study["subject"] == {"reference": known}
+    sr = world.request(patient=known, identifier=numbers("ACC-CONNU"))
+    assert world.study_of(uid)["basedOn"] == [{"reference": f"ServiceRequest/{sr}"}]
+
+
+def test_report_only_study_for_no_request_is_refused(world: DicomWorld) -> None:
+    """Without an image nor a request, the exam's modality is unknown: refused, and
+    nothing written."""
+    uid = generate_uid()
+    summary = world.importer.import_paths(world.files(
+        ct_rdsr(uid, [(10.0, 300.0)], 300.0, accession="ACC-SR")))
+    assert summary.imported == 0 and "modalité" in summary.failed[0][1]
     assert not world.get(f"ImagingStudy?identifier=urn:dicom:uid|urn:oid:{uid}")
+    assert not world.get("Patient?name=DUPONT")
 
 
 def test_header_naming_another_patient_is_flagged_not_merged(world: DicomWorld) -> None:
@@ -200,7 +309,7 @@ def test_header_naming_another_patient_is_flagged_not_merged(world: DicomWorld) 
         uid, 1, placer="DEM-CT-5", patient_id="IPP-AUTRE", issuer="1.2.250.1.999.2")))
     assert summary.imported == 0
     assert other in summary.failed[0][1]
-    flags = world.get(f"Flag?subject={world.refs['patient']}")
+    flags = world.get(f"Flag?patient={world.refs['patient']}")
     assert flags and flags[0]["code"]["coding"][0]["code"] == "identite-a-verifier"
 
 
@@ -232,9 +341,18 @@ def test_dicomdir_imports_the_files_it_references(world: DicomWorld, tmp_path: P
 
 
 def test_french_characters_decoded_from_the_character_set(world: DicomWorld) -> None:
-    """ISO_IR 100 ``Buc^Jérôme`` (pydicom's chrFren.dcm): decoded, never mangled."""
-    summary = world.importer.import_paths([get_charset_files("chrFren.dcm")[0]])
-    assert "Buc^Jérôme" in summary.failed[0][1]
+    """ISO_IR 100 ``Buc^Jérôme`` (pydicom's chrFren.dcm, given the study date and a modality
+    it lacks): decoded into the provisional patient's name, never mangled."""
+    ds = dcmread(get_charset_files("chrFren.dcm")[0])
+    assert ds.SpecificCharacterSet == "ISO_IR 100"
+    ds.StudyDate, ds.StudyTime, ds.Modality = "20261122", "101500", "CT"
+    path = world.dir / "chrFren.dcm"
+    ds.save_as(path)
+    summary = world.importer.import_paths([path])
+    assert summary.failed == []
+    study = world.study_of(ds.StudyInstanceUID)
+    patient = world.get(study["subject"]["reference"].replace("/", "?_id="))[0]
+    assert patient["name"] == [{"family": "Buc", "given": ["Jérôme"]}]
 
 
 def test_pydicom_mr_and_non_dose_sr_files(world: DicomWorld) -> None:

@@ -322,7 +322,7 @@ def test_identity_conflict_is_flagged_never_merged(world: Hl7World) -> None:
     assert ack["MSA"][1] == "AE" and "identité discordante" in ack["ERR"][8]
     patient = world.one("Patient?family=DUPONT")
     assert patient["birthDate"] == "1983-05-22"
-    flag = world.one(f"Flag?subject=Patient/{patient['id']}")
+    flag = world.one(f"Flag?patient=Patient/{patient['id']}")
     assert flag["code"]["coding"][0]["code"] == "identite-a-verifier"
     assert not world.search(f"ServiceRequest?identifier={PLACER}|DEM-2")
 

@@ -182,7 +182,8 @@ class World:
         """A request validated and scheduled, consents given."""
         sr = self.request(modality, **kw)
         self.consent("acte", "teleimagerie", patient=kw.get("patient"))
-        assert self.op(self.imager, sr, "accept").status_code == 200
-        assert self.op(self.ris, sr, "schedule",
-                       occurrence="2026-11-23T09:00:00+01:00").status_code == 200
+        r = self.op(self.imager, sr, "accept")
+        assert r.status_code == 200, r.text
+        r = self.op(self.ris, sr, "schedule", occurrence="2026-11-23T09:00:00+01:00")
+        assert r.status_code == 200, r.text
         return sr
