@@ -106,6 +106,9 @@ class Transaction:
                              "request": {"method": "PUT", "url": ref}})
         return ref
 
+    def delete(self, ref: str) -> None:
+        self.entries.append({"request": {"method": "DELETE", "url": ref}})
+
     def run(self, ctx: Context, where: str) -> dict[str, str]:
         """Commit all entries at once; returns fullUrl -> ``Type/id`` of what was written."""
         if not self.entries:
@@ -117,5 +120,6 @@ class Transaction:
         for entry, answer in zip(self.entries, result.get("entry") or [], strict=False):
             location = (answer.get("response") or {}).get("location") or ""
             ref = "/".join(location.split("/_history/")[0].split("/")[-2:])
-            out[entry["fullUrl"]] = ref
+            if "fullUrl" in entry:
+                out[entry["fullUrl"]] = ref
         return out

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 
 from adapters.dicom import dose as dosimetry
 from adapters.dicom import patient as demographics
+from adapters.dicom.audit import transfer_event
 from adapters.dicom.reader import Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
 from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
@@ -76,6 +77,7 @@ class StudyResult:
     instances: int  # instances in this batch
     new_instances: int = 0
     reference: str = ""  # ImagingStudy/id
+    patient: str = ""  # Patient/id
     waiting: bool = False  # no request known yet: tagged "demande à rattacher"
     doses: int = 0
     error: str = ""
@@ -101,8 +103,10 @@ class Summary:
 
 class Importer:
     def __init__(self, server: FhirServer, settings: DicomSettings | None = None,
-                 principal: Principal | None = None, peer: str = "") -> None:
+                 principal: Principal | None = None, peer: str = "",
+                 channel: str = "import") -> None:
         self.server = server
+        self.channel = channel  # scp, stow, import: named in the exchange's AuditEvent
         self.settings = settings or DicomSettings()
         self.principal = principal or system_principal()
         self.peer = peer
@@ -132,6 +136,7 @@ class Importer:
         by_study: dict[str, list[Instance]] = {}
         for instance in instances:
             by_study.setdefault(instance.study_uid, []).append(instance)
+        events = []
         for uid, group in by_study.items():
             result = StudyResult(uid, len(group))
             try:
@@ -140,6 +145,11 @@ class Importer:
                 result.error = str(exc)
                 summary.failed += [(i.source, str(exc)) for i in group]
             summary.studies.append(result)
+            events.append(transfer_event(result, self.principal.client_id or
+                                         self.principal.sub, self.channel, self.peer,
+                                         self.server.name))
+        if events and self.server.audit is not None:
+            self.server.audit.record(events, durable=True)
         return summary
 
     # -- one study ---------------------------------------------------------------------
@@ -199,6 +209,10 @@ class Importer:
         else:
             study_ref = f"ImagingStudy/{existing['id']}"
         doses = self._doses(datasets, existing)
+        if existing is not None and any(d.source == "rdsr" for d in doses):
+            # the RDSR supersedes what image headers gave (the history keeps them)
+            for obs in self._doses_of(existing, "image-header"):
+                tx.delete(f"Observation/{obs['id']}")
         for value in doses:
             tx.create(self._observation(value, patient, study_ref, request, study),
                       "identifier=" + token(DOSE_SYSTEM, value.key))
@@ -209,6 +223,7 @@ class Importer:
         except Refused as exc:
             raise StudyError(f"étude {uid} refusée ({exc.status}) : {exc.text}") from None
         result.reference = written.get(study_ref, study_ref)
+        result.patient = written.get(patient, patient)
         result.doses = len(doses)
 
     def _request(self, existing: dict[str, Any] | None, datasets: list[Dataset]
@@ -282,9 +297,11 @@ class Importer:
         return dosimetry.from_headers(datasets)
 
     def _has_rdsr_doses(self, study: dict[str, Any]) -> bool:
-        return bool(find(self.server, "Observation", [
-            ("part-of", f"ImagingStudy/{study['id']}"),
-            ("method", f"{SOURCE_SYSTEM}|rdsr")]))
+        return bool(self._doses_of(study, "rdsr"))
+
+    def _doses_of(self, study: dict[str, Any], source: str) -> list[dict[str, Any]]:
+        return find(self.server, "Observation", [("part-of", f"ImagingStudy/{study['id']}"),
+                                                  ("method", f"{SOURCE_SYSTEM}|{source}")])
 
     def _observation(self, value: dosimetry.Dose, patient: str, study_ref: str,
                      request: dict[str, Any] | None, study: dict[str, Any]

@@ -111,12 +111,15 @@ class StoreScp:
     def _finished(self, event: Any) -> None:
         folder = self.spool / self._folder_of(event)
         if folder.exists():
-            self.flush(folder, str(event.assoc.requestor.ae_title))
+            requestor = event.assoc.requestor
+            self.flush(folder, str(requestor.ae_title),
+                       f"{requestor.address}:{requestor.port}")
 
-    def flush(self, folder: Path, calling: str) -> Summary:
+    def flush(self, folder: Path, calling: str, peer: str = "") -> Summary:
         """Import one association's instances, then drop them from the spool."""
         with self._lock:
-            importer = Importer(self.server, self.settings, system_principal(calling))
+            importer = Importer(self.server, self.settings, system_principal(calling),
+                                peer, channel="scp")
             summary = importer.import_paths(sorted(folder.glob("*.dcm")))
             for source, reason in summary.failed:
                 path = Path(source)

@@ -84,7 +84,7 @@ def store(server: FhirServer, principal: Principal, body: bytes, content_type: s
             continue
         instances.append(instance)
     summary = Importer(server, settings or DicomSettings.from_env(), principal,
-                       peer).import_instances(instances)
+                       peer, channel="stow").import_instances(instances)
     refused = {s.uid: s.error for s in summary.studies if s.error}
     stored: list[dict[str, Any]] = []
     for instance in instances:

@@ -72,7 +72,9 @@ ROLES: dict[str, Role] = {r.code: r for r in (
     Role("ris", "Connecteur RIS (système)", "all", _grants(
         (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds"))),
     Role("pacs", "Connecteur PACS (système)", "all", _grants(
-        _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy", "Observation"), "crus"),
+        _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy",), "crus"),
+        # d: header-derived doses give way to the RDSR that arrives later
+        (("Observation",), "cruds"),
         # a study received before its request: a provisional Patient and its Flag
         (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs"))),
     Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(

@@ -180,6 +180,23 @@ def test_without_rdsr_ctdivol_from_image_headers_marked(world: DicomWorld) -> No
     assert ctdi["method"]["coding"][0]["code"] == "image-header"
 
 
+def test_rdsr_arriving_after_the_images_supersedes_header_doses(world: DicomWorld) -> None:
+    """R-REP-3: the header's CTDIvol stood in for the missing RDSR; once the RDSR comes,
+    only its values remain (the superseded ones stay in the history)."""
+    world.ordered("DEM-CT-4B")
+    uid = generate_uid()
+    world.importer.import_paths(world.files(*ct_images(uid, 2, ctdi=9.5,
+                                                       placer="DEM-CT-4B")))
+    [header] = world.doses(world.study_of(uid))["113830"]
+    summary = world.importer.import_paths(world.files(ct_rdsr(
+        uid, [(12.0, 400.0)], 400.0, placer="DEM-CT-4B")))
+    assert summary.failed == []
+    doses = world.doses(world.study_of(uid))
+    assert {o["method"]["coding"][0]["code"] for v in doses.values() for o in v} == {"rdsr"}
+    assert doses["113830"][0]["valueQuantity"]["value"] == 12
+    assert world.ris.get(f"/fhir/Observation/{header['id']}").status_code == 410
+
+
 WAITING = ("https://teleimagerie.fr/fhir/CodeSystem/teleimagerie-flag", "demande-a-rattacher")
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 

@@ -112,6 +112,16 @@ def test_modality_sends_series_and_rdsr_over_c_store(system: dict[str, Any]) -> 
                    "http://dicom.nema.org/resources/ontology/DCM|113813").json()
     assert dose["entry"][0]["resource"]["valueQuantity"]["value"] == 420
     assert not list((system["data"] / "dicom-spool").glob("*/*.dcm"))  # spool emptied
+    auditor = DevIssuer(system["data"]).mint(sub="e2e:auditor", roles=["auditor"],
+                                             scopes=["system/*.cruds"],
+                                             id_nat_ps="899999999999")
+    events = httpx.get(f"{api.base_url}/fhir/AuditEvent?entity={study['subject']['reference']}"
+                       "&type=http://dicom.nema.org/resources/ontology/DCM|110104",
+                       headers={"Authorization": f"Bearer {auditor}"}).json()
+    [event] = [e["resource"] for e in events["entry"]]  # R-INT-2: the exchange itself
+    assert event["agent"][0]["who"]["display"] == "MODALITE1"
+    assert event["entity"][0]["what"]["identifier"]["value"] == f"urn:oid:{uid}"
+    assert event["outcome"] == "0" and "C-STORE" in event["entity"][0]["description"]
 
 
 def test_calling_ae_not_allowed_is_rejected(system: dict[str, Any]) -> None:
