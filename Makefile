@@ -17,8 +17,15 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# the official ANS schematrons run with node-schematron (CDA conformance tests, issue 8)
+tools/node/node_modules/.installed: tools/node/package.json
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q nodejs npm >/dev/null; } \
+	  || echo "npm unavailable: the CDA schematron tests will be skipped"
+	@if command -v npm >/dev/null; then npm ci --prefix tools/node --no-audit --no-fund --silent \
+	  && touch $@; fi
+
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test tools/node/node_modules/.installed
 
 run: install
 	$(BIN)/teleimagerie serve

@@ -39,6 +39,7 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 
 def build_core(settings: Settings) -> FhirServer:
+    from adapters.cda.publish import Publisher
     from adapters.hl7v2 import records
     from adapters.hl7v2.outbox import Outbox
     from adapters.hl7v2.settings import Hl7Settings
@@ -53,6 +54,8 @@ def build_core(settings: Settings) -> FhirServer:
     workflow = Workflow(settings.workflow)
     # a decision on a request received over HL7 queues its ORU^R01 (ANS TLR flux 3)
     workflow.listeners.append(Outbox(Hl7Settings.from_env()).on_transition)
+    # a final or amended report gets its CDA documents (N3, N1) in the same write unit
+    workflow.listeners.append(Publisher().on_transition)
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
                       workflow=workflow)
