@@ -11,30 +11,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fhir_server.search.values import format_instant, now_us
+from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 
 if TYPE_CHECKING:
     from adapters.dicom.pipeline import StudyResult
 
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 CHANNELS = {"scp": "C-STORE", "stow": "STOW-RS", "import": "import de fichiers"}
 
 
 def transfer_event(result: StudyResult, sender: str, channel: str, peer: str,
                    server_name: str) -> dict[str, Any]:
-    source: dict[str, Any] = {
-        "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-        "who": {"identifier": {"system": "urn:teleimagerie:dicom:sender", "value": sender},
-                "display": sender},
-        "requestor": True}
-    host = peer.rsplit(":", 1)[0]
-    if host:
-        source["network"] = {"address": host, "type": "2"}
-    destination = {"type": {"coding": [{"system": DCM, "code": "110152",
-                                        "display": "Destination Role ID"}]},
-                   "who": {"display": server_name}, "requestor": False}
     study: dict[str, Any] = {
         "what": {"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{result.uid}"}},
         "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
@@ -43,22 +29,8 @@ def transfer_event(result: StudyResult, sender: str, channel: str, peer: str,
                        f"{result.new_instances} nouvelle(s)"}
     if result.reference:
         study["what"]["reference"] = result.reference
-    entities = [study]
-    if result.patient:
-        entities.append({"what": {"reference": result.patient},
-                         "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                         "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"}})
-    out: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": {"system": DCM, "code": "110104", "display": "DICOM Instances Transferred"},
-        "action": "C", "recorded": format_instant(now_us()),
-        "outcome": "4" if result.error else "0",
-        "agent": [source, destination],
-        "source": {"observer": {"display": server_name},
-                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                             "security-source-type", "code": "4"}]},
-        "entity": entities,
-    }
-    if result.error:
-        out["outcomeDesc"] = result.error[:1000]
-    return out
+    return event({"system": DCM, "code": "110104", "display": "DICOM Instances Transferred"},
+                 "C", "4" if result.error else "0",
+                 {"identifier": {"system": "urn:teleimagerie:dicom:sender", "value": sender},
+                  "display": sender}, peer, server_name, True, [study],
+                 patient=result.patient, error=result.error)
