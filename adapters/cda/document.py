@@ -146,9 +146,10 @@ def _cd(parent: etree._Element, tag: str, coding: dict[str, Any] | None,
     return _el(parent, tag, **attrs, **extra)
 
 
-def _identifier(resource: dict[str, Any] | None, oid: str) -> str | None:
+def identifier(resource: dict[str, Any] | None, *oids: str) -> str | None:
+    """The value of the first identifier issued under one of ``oids``."""
     for ident in (resource or {}).get("identifier") or []:
-        if codes.oid_of(ident.get("system")) == oid and ident.get("value"):
+        if codes.oid_of(ident.get("system")) in oids and ident.get("value"):
             return str(ident["value"])
     return None
 
@@ -246,7 +247,7 @@ def title(src: Sources) -> str:
     act = (src.request or {}).get("code") or {}
     what = act.get("text") or next((c.get("display") for c in act.get("coding") or []
                                     if c.get("display")), None)
-    modality = _modality(src)
+    modality = modality_of(src)
     if not what and modality:
         what = codes.MODALITIES.get(modality, modality)
     return "CR d'imagerie médicale" + (f" - {what}" if what else "")
@@ -287,7 +288,7 @@ def _record_target(root: etree._Element, patient: dict[str, Any]) -> None:
 def _assigned(entity: etree._Element, src: Sources) -> None:
     """assignedAuthor / assignedEntity: the imager (RPPS), their profession, organisation."""
     author = src.author or {}
-    rpps = _identifier(author, codes.RPPS)
+    rpps = identifier(author, codes.RPPS)
     if rpps:
         _el(entity, "id", root=codes.RPPS, extension=rpps)
     else:
@@ -305,7 +306,7 @@ def _assigned(entity: etree._Element, src: Sources) -> None:
 
 
 def _organization_body(node: etree._Element, org: dict[str, Any] | None) -> None:
-    finess = _identifier(org, codes.FINESS)
+    finess = identifier(org, codes.FINESS)
     if finess:
         _el(node, "id", root=codes.FINESS, extension=finess)
     else:
@@ -339,7 +340,7 @@ def _in_fulfillment_of(root: etree._Element, src: Sources) -> None:
             _el(order, tag, nullFlavor="UNK")
 
 
-def _modality(src: Sources) -> str | None:
+def modality_of(src: Sources) -> str | None:
     for study in src.studies:
         for m in study.get("modality") or []:
             if m.get("code"):
@@ -357,7 +358,7 @@ def _started(src: Sources) -> str | None:
     return ts(src.report.get("effectiveDateTime"))
 
 
-def _act(src: Sources) -> dict[str, Any] | None:
+def act_of(src: Sources) -> dict[str, Any] | None:
     return _coding((src.request or {}).get("code"),
                    "https://smt.esante.gouv.fr/terminologie-ccam")
 
@@ -369,8 +370,8 @@ def _documentation_of(root: etree._Element, src: Sources) -> None:
             if ident.get("system") == "urn:dicom:uid" and \
                     str(ident.get("value", "")).startswith("urn:oid:"):
                 _el(event, "id", root=ident["value"][8:])
-    act = _act(src)
-    modality = _modality(src)
+    act = act_of(src)
+    modality = modality_of(src)
     code = _cd(event, "code", act) if act else _el(event, "code", nullFlavor="UNK")
     if modality:
         translation = _el(code, "translation", code=modality,
@@ -439,12 +440,12 @@ def _structured_body(body: etree._Element, src: Sources) -> None:
     notes = "\n".join(n.get("text", "") for n in request.get("note") or [])
     _paragraphs(history, notes, "Aucun antécédent transmis avec la demande.")
     _technique(body, src, sid)
-    findings = _findings(report)
-    if findings:
+    found = findings(report)
+    if found:
         results = _section(body, ("2.16.840.1.113883.10.20.6.1.2", "1.2.250.1.213.1.1.2.208"),
                            ("59776-5", codes.LOINC, "Résultats de l'acte"), "Résultats",
                            sid("results"))
-        _paragraphs(results, findings, "")
+        _paragraphs(results, found, "")
     conclusion = _section(body, ("1.2.840.10008.9.5", "1.2.250.1.213.1.1.2.209"),
                           ("19005-8", codes.LOINC, "Conclusions"), "Conclusion",
                           sid("conclusion"))
@@ -454,7 +455,7 @@ def _structured_body(body: etree._Element, src: Sources) -> None:
                 "Conclusion non renseignée.")
 
 
-def _findings(report: dict[str, Any]) -> str:
+def findings(report: dict[str, Any]) -> str:
     """The report's findings: its narrative, without the XHTML."""
     div = (report.get("text") or {}).get("div") or ""
     if not div:
@@ -478,7 +479,7 @@ def _technique(body: etree._Element, src: Sources, sid: Any) -> None:
     section = _section(body, ("1.2.840.10008.9.3", "1.2.250.1.213.1.1.2.206"),
                        ("55111-9", codes.LOINC, "Description de l'acte d'imagerie"),
                        "Technique d'imagerie", sid("technique"))
-    act, modality = _act(src), _modality(src)
+    act, modality = act_of(src), modality_of(src)
     site = _coding(next(iter((src.request or {}).get("bodySite") or []), None))
     text = _el(section, "text")
     table = _el(text, "table", border="0")
@@ -547,7 +548,7 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
         displayName="Exposition du patient aux rayonnements ionisants",
         codeSystem=codes.DCM, codeSystemName="DCM")
     role = _el(_el(exposure, "participant", typeCode="RESP"), "participantRole")
-    rpps = _identifier(imager, codes.RPPS)
+    rpps = identifier(imager, codes.RPPS)
     if rpps:
         _el(role, "id", root=codes.RPPS, extension=rpps)
     _el(role, "code", code="113850", displayName="Autorisation d'irradiation",

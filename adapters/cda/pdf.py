@@ -15,7 +15,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from adapters.cda import codes
-from adapters.cda.document import DOSE_DISPLAY, _findings, _modality, title
+from adapters.cda.document import DOSE_DISPLAY, findings, identifier, modality_of, title
 from adapters.cda.sources import Sources
 
 
@@ -23,13 +23,6 @@ def _name(resource: dict[str, Any] | None) -> str:
     name: dict[str, Any] = next(iter((resource or {}).get("name") or []), {})
     parts = [*(name.get("prefix") or []), *(name.get("given") or []), name.get("family") or ""]
     return " ".join(p for p in parts if p) or "—"
-
-
-def _identifier(resource: dict[str, Any] | None, oids: tuple[str, ...]) -> str:
-    for ident in (resource or {}).get("identifier") or []:
-        if codes.oid_of(ident.get("system")) in oids:
-            return str(ident.get("value"))
-    return ""
 
 
 def _date(value: str | None) -> str:
@@ -53,7 +46,7 @@ def render(src: Sources) -> bytes:
     if src.version > 1:
         story.append(Paragraph(f"<b>Version {src.version}</b> — remplace la version "
                                "précédente de ce compte rendu.", body))
-    ins = _identifier(patient, codes.INS_OIDS)
+    ins = identifier(patient, *codes.INS_OIDS)
     identity = [["Patient", escape(_name(patient).upper())],
                 ["Né(e) le", _date(patient.get("birthDate"))],
                 ["Sexe", codes.GENDERS.get(patient.get("gender", "unknown"), ("", "—"))[1]],
@@ -74,7 +67,7 @@ def render(src: Sources) -> bytes:
 
     reasons = "\n".join(r.get("text") or "" for r in request.get("reasonCode") or [])
     section("Indication", reasons or "Non renseignée dans la demande.")
-    modality = _modality(src)
+    modality = modality_of(src)
     act: dict[str, Any] = next(iter((request.get("code") or {}).get("coding") or []), {})
     started = next((s.get("started") for s in src.studies if s.get("started")), None)
     section("Technique", "\n".join(x for x in (
@@ -95,11 +88,11 @@ def render(src: Sources) -> bytes:
                                    ("FONT", (0, 1), (-1, -1), "Helvetica", 9),
                                    ("GRID", (0, 0), (-1, -1), 0.25, colors.grey)]))
         story.append(doses)
-    findings = _findings(report)
-    if findings:
-        section("Résultats", findings)
+    found = findings(report)
+    if found:
+        section("Résultats", found)
     section("Conclusion", report.get("conclusion") or "—")
-    rpps = _identifier(src.author, (codes.RPPS,))
+    rpps = identifier(src.author, codes.RPPS)
     org = (src.author_org or {}).get("name")
     story += [Spacer(1, 6 * mm), Paragraph(
         f"Compte rendu validé le {_date(report.get('issued'))} par "

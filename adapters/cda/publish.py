@@ -16,7 +16,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from adapters.cda import codes, pdf
-from adapters.cda.document import Document, _act, _modality, build
+from adapters.cda.document import Document, act_of, build, modality_of
 from adapters.cda.sources import MissingSource, Sources, gather
 from fhir_server.workflow.records import body, raw_store, save
 
@@ -115,11 +115,11 @@ def document_reference(src: Sources, doc: Document, ref_id: str, binary_id: str
     if src.author_org is not None:
         authors.append({"reference": f"Organization/{src.author_org['id']}"})
     events = []
-    modality = _modality(src)
+    modality = modality_of(src)
     if modality:
         events.append({"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM",
                                    "code": modality}]})
-    act = _act(src)
+    act = act_of(src)
     if act:
         events.append({"coding": [act]})
     related = []

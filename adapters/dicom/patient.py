@@ -16,10 +16,8 @@ from pydicom.valuerep import PersonName
 
 from adapters.dicom.study import text
 from adapters.hl7v2.datatypes import authority_system
-from fhir_server.workflow.records import coding
-from fhir_server.workflow.studies import RELIABILITY
+from fhir_server.workflow.identity import reliability
 
-RELIABILITY_SYSTEM = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
 SEX = {"M": "male", "F": "female", "O": "other"}  # PS3.3 C.7.1.1 (0010,0040)
 
 
@@ -53,9 +51,7 @@ def provisional(ds: Dataset) -> dict[str, Any]:
                                                             "émetteur (0010,0021)"}})
     patient: dict[str, Any] = {
         "resourceType": "Patient",
-        "extension": [{"url": RELIABILITY, "extension": [{
-            "url": "identityStatus",
-            "valueCoding": coding(RELIABILITY_SYSTEM, "PROV", "Identité provisoire")}]}],
+        "extension": [reliability("PROV", "Identité provisoire")],
         "active": True,
     }
     if ids:

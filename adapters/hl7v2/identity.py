@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from adapters.hl7v2 import datatypes as dt
 from adapters.hl7v2.message import MessageError, Segment
 from adapters.hl7v2.tx import token
+from fhir_server.workflow.identity import RELIABILITY, reliability
+from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import body, raw_store
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
 PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
-RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
-RELIABILITY_SYSTEM = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 MAX_REPETITIONS = 50
 
@@ -54,9 +54,7 @@ def patient_from_pid(pid: Segment) -> dict[str, Any]:
     extensions: list[dict[str, Any]] = []
     status = pid.get(32).upper()
     if status:
-        extensions.append({"url": RELIABILITY, "extension": [{
-            "url": "identityStatus", "valueCoding": {"system": RELIABILITY_SYSTEM,
-                                                     "code": status}}]})
+        extensions.append(reliability(status))
     elif any(dt.is_ins(i) for i in identifiers):
         raise MessageError("101", "PID-32 : un INS est transmis sans le statut de "
                            "l'identité (R-EXAM-1)", "PID^1^32")
@@ -85,16 +83,6 @@ def patient_from_pid(pid: Segment) -> dict[str, Any]:
     if extensions:
         patient["extension"] = extensions
     return patient
-
-
-def status_of(patient: dict[str, Any]) -> str | None:
-    for e in patient.get("extension") or []:
-        if e.get("url") == RELIABILITY:
-            for sub in e.get("extension") or []:
-                if sub.get("url") == "identityStatus":
-                    code = (sub.get("valueCoding") or {}).get("code")
-                    return code if isinstance(code, str) else None
-    return None
 
 
 def _token(identifier: dict[str, Any]) -> str:
@@ -150,7 +138,7 @@ def _check_traits(stored: dict[str, Any], incoming: dict[str, Any], pid: str) ->
     new_ins = {(i["system"], i["value"]) for i in incoming["identifier"] if dt.is_ins(i)}
     if stored_ins and new_ins and stored_ins.isdisjoint(new_ins):
         problems.append("INS différent")
-    if status_of(stored) == "VALI":  # a qualified identity: birth name must match
+    if identity_status(stored) == "VALI":  # a qualified identity: birth name must match
         births = [_fold(n.get("family")) for n in stored.get("name") or []
                   if n.get("use") == "official"]
         new = [_fold(n.get("family")) for n in incoming.get("name") or []
@@ -176,7 +164,7 @@ def merged(match: Match, update_traits: bool) -> dict[str, Any]:
     out["identifier"] = [*(out.get("identifier") or []),
                          *(i for i in incoming["identifier"]
                            if (i["system"], i["value"]) not in known)]
-    downgrade = status_of(match.stored) == "VALI" and status_of(incoming) != "VALI"
+    downgrade = identity_status(match.stored) == "VALI" and identity_status(incoming) != "VALI"
     if update_traits and not downgrade:
         for key in ("name", "birthDate", "gender", "address", "telecom", "deceasedBoolean"):
             if key in incoming:

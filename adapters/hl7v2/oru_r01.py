@@ -18,10 +18,10 @@ from adapters.hl7v2.ack import timestamp
 from adapters.hl7v2.datatypes import INS_OIDS, LOCAL_AUTHORITY, RPPS_OID, STRUCTURE_OID
 from adapters.hl7v2.message import escape
 from adapters.hl7v2.settings import Hl7Settings
+from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.machine import TASK_SYSTEM
 
 GENDER = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
-RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
 
 
 def _hd(system: str) -> str:
@@ -53,14 +53,10 @@ def pid_fields(patient: dict[str, Any]) -> dict[str, str]:
         given = n.get("given") or []
         names.append("^".join([escape(n.get("family", "")), escape(given[0] if given else ""),
                                escape(" ".join(given)), "", "", "", use]))
-    status = ""
-    for e in patient.get("extension") or []:
-        if e.get("url") == RELIABILITY:
-            status = next(((x.get("valueCoding") or {}).get("code", "")
-                           for x in e.get("extension") or []), "")
     return {"pid_3": "~".join(reps), "pid_5": "~".join(names),
             "pid_7": (patient.get("birthDate") or "").replace("-", ""),
-            "pid_8": GENDER.get(patient.get("gender", ""), "U"), "pid_32": status}
+            "pid_8": GENDER.get(patient.get("gender", ""), "U"),
+            "pid_32": identity_status(patient) or ""}
 
 
 def xcn(practitioner: dict[str, Any] | None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.search.query import escape
+from fhir_server.workflow.identity import status
 from fhir_server.workflow.machine import FLAG_SYSTEM
 from fhir_server.workflow.records import body, load, new_id, raw_store, ref_of, save
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
 WAITING = "demande-a-rattacher"
-RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
 
 
 def identity_flag(subject: str, text: str) -> dict[str, Any]:
@@ -36,13 +36,6 @@ def identity_flag(subject: str, text: str) -> dict[str, Any]:
                                  "display": "Identité à vérifier"}],
                      "text": text[:500]},
             "subject": {"reference": subject}}
-
-
-def is_provisional(patient: dict[str, Any]) -> bool:
-    """Identity status ``PROV`` (FR Core identity reliability, table 0445)."""
-    return any((part.get("valueCoding") or {}).get("code") == "PROV"
-               for e in patient.get("extension") or [] if e.get("url") == RELIABILITY
-               for part in e.get("extension") or [])
 
 
 def attach_waiting(server: FhirServer, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,7 +83,7 @@ def _contradiction(server: FhirServer, provisional: str, patient: str) -> str:
     old, new = load(server, provisional), load(server, patient)
     if old is None or new is None:
         return "patient introuvable"
-    if not is_provisional(old):
+    if status(old) != "PROV":
         return "ses identifiants DICOM désignent un autre patient connu"
     for key, label in (("birthDate", "date de naissance"), ("gender", "sexe")):
         if old.get(key) and new.get(key) and old[key] != new[key]:
