@@ -40,11 +40,15 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 def build_core(settings: Settings) -> FhirServer:
     from adapters.cda.publish import Publisher
+    from adapters.delivery import outbox as deliveries
+    from adapters.delivery.engine import Planner
+    from adapters.delivery.settings import DeliverySettings
     from adapters.hl7v2 import records
     from adapters.hl7v2.outbox import Outbox
     from adapters.hl7v2.settings import Hl7Settings
 
     records.register_all()  # the HL7 message store's search parameters (Basic)
+    deliveries.register_all()  # the delivery outbox's (Task)
     store = open_store(settings.store_url, settings.data_dir)
     policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
     sink = AuditSink(store, settings.audit_interval, max_lag=settings.audit_index_lag) \
@@ -52,10 +56,13 @@ def build_core(settings: Settings) -> FhirServer:
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
     workflow = Workflow(settings.workflow)
+    hl7 = Hl7Settings.from_env()
     # a decision on a request received over HL7 queues its ORU^R01 (ANS TLR flux 3)
-    workflow.listeners.append(Outbox(Hl7Settings.from_env()).on_transition)
-    # a final or amended report gets its CDA documents (N3, N1) in the same write unit
-    workflow.listeners.append(Publisher().on_transition)
+    workflow.listeners.append(Outbox(hl7).on_transition)
+    # a final or amended report gets its CDA documents (N3, N1) and their deliveries
+    # (DMP, RIS, MSSanté) in the same write unit
+    workflow.listeners.append(Publisher(Planner(DeliverySettings.from_env(), hl7)
+                                        ).on_transition)
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
                       workflow=workflow)

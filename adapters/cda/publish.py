@@ -13,6 +13,7 @@ import base64
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from adapters.cda import codes, pdf
@@ -38,8 +39,15 @@ def resource_id(kind: str, report_id: str, level: str, version: int) -> str:
     return str(uuid.uuid5(_NS, f"{kind}/{report_id}/{level}/{version}"))
 
 
+Planner = Callable[["FhirServer", Sources, dict[str, dict[str, Any]]], Any]
+
+
 class Publisher:
-    """Workflow listener: documents for the final report and each amendment."""
+    """Workflow listener: documents for the final report and each amendment, and their
+    deliveries when a ``planner`` is given (adapters.delivery)."""
+
+    def __init__(self, planner: Planner | None = None) -> None:
+        self.planner = planner
 
     def on_transition(self, server: FhirServer, req: FhirRequest, case: Case,
                       name: str) -> None:
@@ -49,9 +57,13 @@ class Publisher:
         if report is None:
             return
         try:
-            publish(server, gather(server, report, version))
+            src = gather(server, report, version)
+            documents = publish(server, src)
         except MissingSource as exc:  # the report stands; its document waits for data
             log.warning("CDA non produit : %s", exc)
+            return
+        if self.planner is not None:
+            self.planner(server, src, dict(zip(LEVELS, documents, strict=True)))
 
 
 def _latest_report(server: FhirServer, request_id: str) -> tuple[dict[str, Any] | None, int]:

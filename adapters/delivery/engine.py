@@ -1,0 +1,320 @@
+"""Planning and sending report deliveries (issue 8; R-REP-5, R-REP-6, R-CONS-5, R-SEC-5,
+R-INT-1, R-INT-2).
+
+:class:`Planner` runs in the report's write unit (called by the CDA publisher): one
+delivery per channel and recipient — the DMP (N3 over XDS.b), the requesting site's RIS
+(N1 in MDM^T02/T10 over MLLP, when a route exists) and each professional on the
+distribution list (MSSanté mail with the PDF and the XDM archive).
+
+:class:`Sender` works the outbox: before each attempt it checks what may hold a delivery
+(the patient's opposition, an identity the DMP must not receive, a channel not
+configured, no MSSanté address, the previous version not yet settled); then it marks the
+attempt durably (a lease: a crash mid-send retries later, with the same document ids,
+MSH-10 and Message-ID so the peer sees a duplicate, not a second document), sends, and
+records the outcome: sent, retry with exponential backoff, dead letter after
+``max_attempts``, or refused for good. Every attempt and every hold is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from adapters.cda import codes
+from adapters.cda.document import identifier
+from adapters.delivery.outbox import (
+    Delivery,
+    Outbox,
+    backoff,
+    delivery_id,
+    later,
+    now,
+    register_all,
+)
+from adapters.delivery.settings import DeliverySettings
+from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
+from fhir_server.workflow.identity import status as identity_status
+from fhir_server.workflow.records import load, ref_of
+
+if TYPE_CHECKING:
+    from adapters.cda.sources import Sources
+    from adapters.hl7v2.settings import Hl7Settings
+    from fhir_server.core.server import FhirServer
+
+log = logging.getLogger("teleimagerie.delivery")
+QUALIFIED = frozenset({"VALI", "QUAL"})  # identities the DMP may receive (INS réf. §3)
+EVENT_TYPE = "urn:ihe:event-type-code"
+SUBTYPES = {
+    "dmp": {"system": EVENT_TYPE, "code": "ITI-41",
+            "display": "Provide and Register Document Set-b"},
+    "mssante": {"system": EVENT_TYPE, "code": "ITI-32",
+                "display": "Distribute Document Set on Media"},
+}
+
+
+# -- planning --------------------------------------------------------------------------------
+def recipients(server: FhirServer, src: Sources) -> list[str]:
+    """The professionals a report is mailed to (R-REP-5): the médecin traitant, those the
+    patient designated, the requester; not the imager who wrote it. Opposed ones stay on
+    the list: their delivery is visibly held (R-CONS-5), not silently dropped."""
+    from fhir_server.workflow.consent import decisions
+
+    patient_ref = f"Patient/{src.patient['id']}"
+    request_ref = f"ServiceRequest/{src.request['id']}" if src.request else None
+    out = [ref_of(gp) for gp in src.patient.get("generalPractitioner") or []]
+    for decision, categories, actors in decisions(server, patient_ref, request_ref):
+        if decision == "permit" and "partage-professionnels" in categories:
+            out += actors
+    out.append(ref_of((src.request or {}).get("requester")))
+    author = f"Practitioner/{src.author['id']}" if src.author else None
+    seen: list[str] = []
+    for ref in out:
+        if ref and ref != author and ref not in seen and \
+                ref.split("/")[0] in ("Practitioner", "PractitionerRole", "Organization"):
+            seen.append(ref)
+    return seen
+
+
+def mss_address(server: FhirServer, ref: str | None, settings: DeliverySettings) -> str:
+    """The recipient's MSSanté address: an e-mail telecom on a secure messaging domain
+    (R-SEC-5: never a personal mailbox)."""
+    resource = load(server, ref) or {}
+    points = list(resource.get("telecom") or [])
+    if resource.get("resourceType") == "PractitionerRole":
+        points += (load(server, ref_of(resource.get("practitioner"))) or {}).get(
+            "telecom") or []
+    for point in points:
+        value = str(point.get("value") or "").removeprefix("mailto:")
+        if point.get("system") == "email" and settings.secure(value):
+            return value
+    return ""
+
+
+class Planner:
+    """Plans the deliveries of one document version, in the report's write unit."""
+
+    def __init__(self, settings: DeliverySettings, hl7: Hl7Settings) -> None:
+        register_all()  # before the first delivery is indexed
+        self.settings = settings
+        self.hl7 = hl7
+
+    def __call__(self, server: FhirServer, src: Sources,
+                 documents: dict[str, dict[str, Any]]) -> list[Delivery]:
+        outbox = Outbox(server)
+        planned = []
+        patient = f"Patient/{src.patient['id']}"
+        report = f"DiagnosticReport/{src.report_id}"
+        request = f"ServiceRequest/{src.request['id']}" if src.request else None
+
+        def add(channel: str, recipient: str | None, address: str, level: str) -> None:
+            key = recipient or address or channel
+            d = Delivery(id=delivery_id(src.report_id, src.version, channel, key),
+                         channel=channel, recipient=recipient, address=address,
+                         document=f"DocumentReference/{documents[level]['id']}",
+                         patient=patient, report=report, version=src.version, request=request)
+            if src.version > 1:
+                previous = delivery_id(src.report_id, src.version - 1, channel, key)
+                if outbox.get(previous) is not None:
+                    d.previous = previous
+            if outbox.add(d):
+                planned.append(d)
+
+        channels = self.settings.channels
+        if "dmp" in channels:
+            add("dmp", None, "DMP", "N3")
+        finess = identifier(src.site, codes.FINESS) if src.site else None
+        if "ris" in channels and finess and self.hl7.route(finess) is not None:
+            add("ris", f"Organization/{src.site['id']}" if src.site else None, finess, "N1")
+        if "mssante" in channels:
+            for ref in recipients(server, src):
+                add("mssante", ref, mss_address(server, ref, self.settings), "N3")
+        return planned
+
+
+# -- sending ---------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    result: str  # sent | retry | rejected
+    detail: str
+    peer: str = ""
+    response: str = ""
+
+
+Channel = Callable[[Delivery], Awaitable[Outcome]]
+
+
+class Sender:
+    """Works the outbox; one pass with :meth:`run_once`, forever with :meth:`run`."""
+
+    def __init__(self, server: FhirServer, settings: DeliverySettings, hl7: Hl7Settings
+                 ) -> None:
+        from adapters.delivery import channels
+
+        register_all()
+        self.server = server
+        self.settings = settings
+        self.hl7 = hl7
+        self.outbox = Outbox(server)
+        self.channels: dict[str, Channel] = channels.make(self)
+        self.wake = asyncio.Event()
+
+    async def _sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def run_once(self) -> int:
+        due = await self._sync(self.outbox.due)
+        for d in due:
+            await self.process(d)
+        return len(due)
+
+    async def run(self, interval: float = 2.0) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("delivery pass failed")
+            try:
+                await asyncio.wait_for(self.wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def process(self, d: Delivery) -> None:
+        held = await self._sync(self.hold, d)
+        if held is not None:
+            state, detail = held
+            changed = (state, detail) != (d.state, d.detail)
+            d.to(state, detail, later(self.settings.recheck))
+            await self._sync(self.outbox.update, d)
+            if changed:
+                log.warning("diffusion %s (%s) : %s — %s", d.id, d.channel, state, detail)
+                self._audit(d, Outcome("held", detail))
+            return
+        d.attempts += 1
+        # the lease: durable before anything leaves, so a crash is retried, not lost
+        d.next_attempt = later(self.settings.timeout * 2 + 5)
+        await self._sync(self.outbox.update, d)
+        channel = self.channels[d.channel]
+        try:
+            outcome = await channel(d)
+        except Exception as exc:  # a bug or an unreadable stored document: keep, retry
+            log.exception("diffusion %s: unexpected error", d.id)
+            outcome = Outcome("retry", f"erreur interne : {exc}")
+        self.settle(d, outcome)
+        await self._sync(self.outbox.update, d)
+        self._audit(d, outcome)
+
+    def settle(self, d: Delivery, outcome: Outcome) -> None:
+        d.response = outcome.response or d.response
+        if outcome.result == "sent":
+            d.to("envoye", outcome.detail)
+            d.sent = now()
+        elif outcome.result == "rejected":
+            d.to("rejete", outcome.detail)
+        elif d.attempts >= self.settings.max_attempts:
+            d.to("lettre-morte", f"{d.attempts} essais ; dernier : {outcome.detail}")
+        else:
+            delay = backoff(self.settings, d.attempts)
+            d.to("nouvel-essai", outcome.detail, later(delay))
+            log.warning("diffusion %s (%s) : %s (essai %d, suivant dans %.0f s)", d.id,
+                        d.channel, outcome.detail, d.attempts, delay)
+
+    # -- what may hold a delivery ----------------------------------------------------------
+    def hold(self, d: Delivery) -> tuple[str, str] | None:
+        from fhir_server.workflow.consent import sharing_opposed
+
+        if d.previous:
+            prev = self.outbox.get(d.previous)
+            if prev is not None and not prev.settled:
+                return "version-precedente", f"Task/{prev.id} ({prev.state})"
+        if d.channel == "dmp":
+            if sharing_opposed(self.server, d.patient, d.request, "dmp"):
+                return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
+            patient = load(self.server, d.patient) or {}
+            qualified = self.qualified(patient)
+            if qualified:
+                return "identite-non-qualifiee", qualified
+            if self.settings.dmp_ready:
+                return "canal-non-configure", f"à renseigner : {self.settings.dmp_ready}"
+        elif d.channel == "mssante":
+            if d.recipient and sharing_opposed(self.server, d.patient, d.request,
+                                               d.recipient):
+                return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
+            if not d.address:
+                d.address = mss_address(self.server, d.recipient, self.settings)
+            if not d.address:
+                return "adresse-absente", f"{d.recipient} n'a pas d'adresse MSSanté " \
+                    f"({', '.join(self.settings.mss_domains)})"
+            if self.settings.mss_ready:
+                return "canal-non-configure", f"à renseigner : {self.settings.mss_ready}"
+        elif d.channel == "ris" and self.hl7.route(d.address) is None:
+            return "canal-non-configure", f"aucune route TELEIMG_HL7_ROUTES pour {d.address}"
+        return None
+
+    @staticmethod
+    def qualified(patient: dict[str, Any]) -> str:
+        """Empty when the DMP may receive this identity, else why not."""
+        status = identity_status(patient)
+        ins = identifier(patient, *codes.INS_OIDS)
+        if not ins:
+            return "pas d'INS"
+        if status not in QUALIFIED:
+            return f"statut d'identité {status or 'absent'} (VALI ou QUAL requis)"
+        return ""
+
+    # -- helpers the channels share --------------------------------------------------------
+    def document(self, ref: str) -> bytes:
+        """The stored bytes of a DocumentReference's attachment (the Binary)."""
+        reference = load(self.server, ref) or {}
+        url = ((reference.get("content") or [{}])[0].get("attachment") or {}).get("url")
+        binary = load(self.server, url) or {}
+        return base64.b64decode(binary.get("data") or "")
+
+    def sibling(self, d: Delivery, level: str) -> bytes:
+        """The same report version's other document (the N1 of an N3)."""
+        from adapters.cda.publish import resource_id
+
+        report_id = d.report.split("/", 1)[1]
+        return self.document(f"DocumentReference/"
+                             f"{resource_id('DocumentReference', report_id, level, d.version)}")
+
+    @staticmethod
+    def pdf_of(n1: bytes) -> bytes | None:
+        found = re.search(rb'representation="B64"[^>]*>([^<]+)<', n1)
+        return base64.b64decode(found.group(1)) if found else None
+
+    def opposed(self, d: Delivery, target: str) -> bool:
+        from fhir_server.workflow.consent import sharing_opposed
+
+        return sharing_opposed(self.server, d.patient, d.request, target)
+
+    def _audit(self, d: Delivery, outcome: Outcome) -> None:
+        if self.server.audit is None:
+            return
+        entities: list[dict[str, Any]] = [{"what": {"reference": f"Task/{d.id}"},
+                     "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                     "role": {"system": OBJECT_ROLE, "code": "4",
+                              "display": "Domain Resource"},
+                     "description": f"diffusion {d.channel} v{d.version} essai {d.attempts}"},
+                    {"what": {"reference": d.document},
+                     "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                     "role": {"system": OBJECT_ROLE, "code": "20", "display": "Job"}}]
+        code = {"sent": "0", "held": "4", "retry": "4", "rejected": "8"}[outcome.result]
+        subtype = SUBTYPES.get(d.channel) or {
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0003",
+            "code": "T10" if d.version > 1 else "T02", "display": "MDM"}
+        remote = {"display": {"dmp": "DMP", "ris": f"RIS {d.address}"}.get(
+            d.channel, d.address or d.recipient or "?")}
+        if d.recipient:
+            remote["reference"] = d.recipient
+        self.server.audit.record([event(
+            {"system": DCM, "code": "110106", "display": "Export"}, "R", code, remote,
+            outcome.peer, self.server.name, False, entities, patient=d.patient,
+            error="" if outcome.result == "sent" else outcome.detail,
+            subtype=[subtype])], durable=True)
+
