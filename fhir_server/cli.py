@@ -1,4 +1,5 @@
 """The ``teleimagerie`` command line: ``serve``, ``token``, ``hl7 …``, ``dicom …``,
+``delivery …``,
 ``audit verify|head``, ``ig package``."""
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def _serve(args: argparse.Namespace) -> int:
         children.append(subprocess.Popen(
             [sys.executable, "-m", "adapters.hl7v2.service"],
             env={**os.environ, "TELEIMG_MLLP_PARENT": str(os.getpid())}))
+    if os.environ.get("TELEIMG_DELIVERY", "on").lower() not in ("0", "off", "false", "no"):
+        children.append(subprocess.Popen(
+            [sys.executable, "-m", "adapters.delivery.service"],
+            env={**os.environ, "TELEIMG_DELIVERY_PARENT": str(os.getpid())}))
     if os.environ.get("TELEIMG_DICOM_PORT", "0") not in ("", "0", "off"):
         children.append(subprocess.Popen(
             [sys.executable, "-m", "adapters.dicom.service"],
@@ -60,6 +65,13 @@ def _hl7(args: argparse.Namespace) -> int:
 
 def _dicom(args: argparse.Namespace) -> int:
     from adapters.dicom import cli
+
+    result: int = cli.run(args)
+    return result
+
+
+def _delivery(args: argparse.Namespace) -> int:
+    from adapters.delivery import cli
 
     result: int = cli.run(args)
     return result
@@ -192,6 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
     dicom_sub.add_parser("scp", help="run the C-STORE SCP alone (TELEIMG_DICOM_*)")
     dicom.set_defaults(func=_dicom)
+    delivery = sub.add_parser("delivery", help="report delivery (DMP, RIS, MSSanté): run "
+                              "the sender, list, retry")
+    delivery_sub = delivery.add_subparsers(dest="delivery_command", required=True)
+    delivery_sub.add_parser("run", help="run the sender alone (TELEIMG_DMP_*, TELEIMG_MSS_*)")
+    delivery_sub.add_parser("once", help="one pass over the due deliveries, then exit")
+    listing = delivery_sub.add_parser("list", help="deliveries, newest first (JSON lines)")
+    listing.add_argument("--state", help="business status, e.g. lettre-morte, "
+                         "bloque-opposition, identite-non-qualifiee")
+    listing.add_argument("--channel", choices=["dmp", "ris", "mssante"])
+    listing.add_argument("--limit", type=int, default=100)
+    again = delivery_sub.add_parser("retry", help="send a dead-lettered or held delivery "
+                                    "again from attempt 1")
+    again.add_argument("id", help="the delivery Task id")
+    delivery.set_defaults(func=_delivery)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")

@@ -276,7 +276,7 @@ def test_ris_receives_mdm_t02_then_t10_with_the_cda(rig: Rig) -> None:
     t10 = {s.split(b"|")[0]: s.split(b"|") for s in rig.ris.messages[-1].split(b"\r") if s}
     assert t10[b"MSH"][8] == b"MDM^T10^MDM_T02" and t10[b"ORC"][1] == b"RO"
     assert t10[b"TXA"][13] == uid
-    assert [s for s in rig.ris.messages[-1].split(b"\r") if s.startswith(b"OBX|1|")][0] \
+    assert next(s for s in rig.ris.messages[-1].split(b"\r") if s.startswith(b"OBX|1|")) \
         .split(b"|")[11] == b"C"
 
 

@@ -1,0 +1,55 @@
+"""The delivery service: the sender working the outbox, in a process of its own (started
+by ``teleimagerie serve`` unless ``TELEIMG_DELIVERY=off``, or alone by ``teleimagerie
+delivery run``), so a slow DMP or relay never holds an HTTP worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from adapters.delivery.engine import Sender
+from adapters.delivery.settings import DeliverySettings
+from adapters.hl7v2.settings import Hl7Settings
+from fhir_server.config import Settings
+
+log = logging.getLogger("teleimagerie.delivery")
+
+
+async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
+              interval: float = 2.0) -> None:
+    from fhir_server.runtime import build_core
+
+    server = build_core(settings)
+    sender = Sender(server, delivery, hl7)
+    for name, missing in (("DMP", delivery.dmp_ready), ("MSSanté", delivery.mss_ready)):
+        if missing:
+            log.warning("delivery: %s channel not configured (%s): its deliveries wait, "
+                        "visibly, in state canal-non-configure", name, missing)
+    log.info("delivery: channels %s", ", ".join(sorted(delivery.channels)))
+    parent = os.environ.get("TELEIMG_DELIVERY_PARENT")
+    work = asyncio.create_task(sender.run(interval))
+    try:
+        while not work.done():
+            if parent and os.getppid() != int(parent):  # `serve` is gone, even if killed
+                log.warning("delivery: the server process %s is gone, stopping", parent)
+                break
+            await asyncio.sleep(1.0)
+    finally:
+        work.cancel()
+        if server.audit is not None:
+            server.audit.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run(settings, DeliverySettings.from_env(), Hl7Settings.from_env()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
+
+
+if __name__ == "__main__":
+    main()
