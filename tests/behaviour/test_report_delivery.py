@@ -37,6 +37,35 @@ INS = "279035121518989"
 GP_MAIL = "gp.martin@medecin.mssante.fr"
 
 
+def qualify(w: World) -> None:
+    """The patient's identity becomes qualified (INS + VALI) and the GP gets an MSSanté
+    address besides a personal one."""
+    patient = w.ris.get(f"/fhir/{w.refs['patient']}").json()
+    patient["identifier"] = [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": INS,
+                              "type": {"coding": [{
+                                  "system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
+                                            "fr-core-cs-v2-0203", "code": "INS-NIR"}]}}]
+    patient["extension"] = [reliability("VALI")]
+    r = w.ris.put(f"/fhir/{w.refs['patient']}", json=patient)
+    assert r.status_code == 200, r.text
+    gp = w.ris.get(f"/fhir/{w.refs['gp']}").json()
+    gp["telecom"] = [{"system": "email", "value": "gp.perso@gmail.com"},
+                     {"system": "email", "value": GP_MAIL}]
+    r = w.ris.put(f"/fhir/{w.refs['gp']}", json=gp)
+    assert r.status_code == 200, r.text
+
+
+def final(w: World) -> dict[str, Any]:
+    """A CT request carried through to its final report (with a dose)."""
+    sr = w.ready("CT")
+    w.op(w.ris, sr, "start")
+    study = w.study(sr, "CT")
+    report = w.report(sr, study, result=[{"reference": w.dose(study)}])
+    r = w.imager.post("/fhir/DiagnosticReport", json=report)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
 class Rig:
     """The world, its peers and a sender configured toward them."""
 
@@ -67,32 +96,10 @@ class Rig:
         self.smtp.close()
 
     def qualify(self) -> None:
-        """The patient's identity becomes qualified (INS + VALI) and the GP gets an
-        MSSanté address."""
-        w = self.world
-        patient = w.ris.get(f"/fhir/{w.refs['patient']}").json()
-        patient["identifier"] = [{"system": "urn:oid:1.2.250.1.213.1.4.8", "value": INS,
-                                  "type": {"coding": [{
-                                      "system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
-                                                "fr-core-cs-v2-0203", "code": "INS-NIR"}]}}]
-        patient["extension"] = [reliability("VALI")]
-        r = w.ris.put(f"/fhir/{w.refs['patient']}", json=patient)
-        assert r.status_code == 200, r.text
-        gp = w.ris.get(f"/fhir/{w.refs['gp']}").json()
-        gp["telecom"] = [{"system": "email", "value": "gp.perso@gmail.com"},
-                         {"system": "email", "value": GP_MAIL}]
-        r = w.ris.put(f"/fhir/{w.refs['gp']}", json=gp)
-        assert r.status_code == 200, r.text
+        qualify(self.world)
 
     def final(self) -> dict[str, Any]:
-        w = self.world
-        sr = w.ready("CT")
-        w.op(w.ris, sr, "start")
-        study = w.study(sr, "CT")
-        report = w.report(sr, study, result=[{"reference": w.dose(study)}])
-        r = w.imager.post("/fhir/DiagnosticReport", json=report)
-        assert r.status_code == 201, r.text
-        return dict(r.json())
+        return final(self.world)
 
     def amend(self, report: dict[str, Any]) -> None:
         r = self.world.imager.put(f"/fhir/DiagnosticReport/{report['id']}", json={
