@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-hl7 bench-dicom bench-indicators lint install install-test clean
+.PHONY: run test bench bench-hl7 bench-dicom bench-delivery bench-indicators lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,16 @@ bench: install-test
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
+	$(BIN)/python -m benchmarks.delivery
 
 bench-hl7: install-test
 	$(BIN)/python -m benchmarks.hl7
 
 bench-dicom: install-test
 	$(BIN)/python -m benchmarks.dicom
+
+bench-delivery: install-test
+	$(BIN)/python -m benchmarks.delivery
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
