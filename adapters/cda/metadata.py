@@ -200,7 +200,7 @@ def read(xml: bytes) -> Metadata:
         service_start=start, service_stop=stop, events=events,
         facility_type=_code(one("v3:componentOf/v3:encompassingEncounter/v3:location/"
                                 "v3:healthCareFacility/v3:code")),
-        practice_setting=setting, references=references,
+        practice_setting=setting or DEFAULT_PRACTICE, references=references,
         replaces=_ii(parent) if parent is not None else None,
         size=len(xml), hash=hashlib.sha1(xml).hexdigest(),
         ins=ins.get("extension", "") if ins is not None else "",
@@ -209,5 +209,8 @@ def read(xml: bytes) -> Metadata:
 
 
 FORMAT_SCHEME = "1.3.6.1.4.1.19376.1.2.3"  # IHE format codes
+# practiceSettingCode is required by the DMP; a header whose author has no organisation
+# (hence no standardIndustryClassCode) is a health-structure document all the same
+DEFAULT_PRACTICE = Code("ETABLISSEMENT", "Etablissement de santé", codes.PRACTICE_SETTING)
 # ASS_X04 CorrespondanceType-Classe: document type -> class (JDV_J57 ClassCode-DMP)
 CLASS_OF = {codes.REPORT_CODE[0]: ("10", "Compte rendu", "1.2.250.1.213.1.1.4.1")}
