@@ -38,6 +38,7 @@ from adapters.delivery.outbox import (
 )
 from adapters.delivery.settings import DeliverySettings
 from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
+from adapters.passes import repeat
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import load, ref_of
 
@@ -173,16 +174,7 @@ class Sender:
         return len(due)
 
     async def run(self, interval: float = 2.0) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("delivery pass failed")
-            try:
-                await asyncio.wait_for(self.wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self.wake.clear()
+        await repeat(self.run_once, self.wake, interval, log)
 
     async def process(self, d: Delivery) -> None:
         held = await self._sync(self.hold, d)

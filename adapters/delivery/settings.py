@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adapters.cda.metadata import Code
+from adapters.settings import number
 
 CHANNELS = ("dmp", "ris", "mssante")
 # XDSSubmissionSet.contentTypeCode (JDV_J59 ContentTypeCode-DMP); a setting, to check
@@ -74,11 +75,7 @@ class DeliverySettings:
         env = os.environ if env is None else env
 
         def num(name: str, default: float) -> float:
-            value = env.get(name, "")
-            try:
-                return float(value) if value else default
-            except ValueError:
-                raise SystemExit(f"{name} must be a number, got {value!r}") from None
+            return number(env, name, default)
 
         channels = frozenset(c.strip() for c in env.get(
             "TELEIMG_DELIVERY_CHANNELS", ",".join(CHANNELS)).split(",") if c.strip())

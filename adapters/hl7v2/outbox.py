@@ -25,6 +25,7 @@ from adapters.hl7v2.mllp import MllpClient
 from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, literal, now
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
+from adapters.passes import repeat
 from fhir_server.core.model import FhirRequest
 from fhir_server.workflow.records import load, ref_of
 
@@ -114,16 +115,7 @@ class Sender:
         return len(records)
 
     async def run(self, interval: float = 1.0) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("outbox pass failed")
-            try:
-                await asyncio.wait_for(self.wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self.wake.clear()
+        await repeat(self.run_once, self.wake, interval, log)
 
     async def _deliver(self, record: Record) -> None:
         loop = asyncio.get_running_loop()

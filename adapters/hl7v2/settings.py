@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from adapters.settings import number
+
 
 def _routes(text: str) -> dict[str, tuple[str, int]]:
     """``FINESS=host:port;*=host:port`` -> FINESS (``*`` the default) -> peer."""
@@ -41,11 +43,7 @@ class Hl7Settings:
         env = os.environ if env is None else env
 
         def num(name: str, default: float) -> float:
-            value = env.get(name, "")
-            try:
-                return float(value) if value else default
-            except ValueError:
-                raise SystemExit(f"{name} must be a number, got {value!r}") from None
+            return number(env, name, default)
 
         return cls(
             host=env.get("TELEIMG_MLLP_HOST", "127.0.0.1"),
