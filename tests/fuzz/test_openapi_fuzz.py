@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from fhir_server.config import Settings
 from fhir_server.http.app import ReadFastPath, create_app
 from tests.conftest import make_store, mint, secured_core
 
-DATA = Path(__file__).parent / ".fuzz-data"
+# one directory per process: both xdist workers import this module at collection, and a
+# shared path let one worker delete the other's store and dev-issuer keys (flaky 500s)
+DATA = Path(tempfile.mkdtemp(prefix="teleimg-fuzz-"))
 
 
 class _NoLifespan:
