@@ -53,7 +53,7 @@ async def _dmp(sender: Sender, d: Delivery) -> Outcome:
     from adapters.delivery.engine import Outcome
 
     s = sender.settings
-    xml = await sender._sync(sender.document, d.document)
+    xml = await sender.call(sender.document, d.document)
     meta = metadata.read(xml)
     person, institution, _ = meta.authors[0] if meta.authors else ("", "", None)
     submission = ebrim.Submission(
@@ -105,16 +105,16 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
     route = sender.hl7.route(d.address)
     assert route is not None, "held by Sender.hold when no route"
     peer = f"{route[0]}:{route[1]}"
-    xml = await sender._sync(sender.document, d.document)
+    xml = await sender.call(sender.document, d.document)
     meta = metadata.read(xml)
-    patient = await sender._sync(load, sender.server, d.patient) or {}
-    request = await sender._sync(load, sender.server, d.request) or {}
+    patient = await sender.call(load, sender.server, d.patient) or {}
+    request = await sender.call(load, sender.server, d.request) or {}
     placer = next((i for i in request.get("identifier") or []
                    if any(c.get("code") == "PLAC" for c in
                           (i.get("type") or {}).get("coding") or [])), None)
     placer_ei = (f"{escape(placer['value'])}^^"
                  f"{escape(placer['system'].removeprefix('urn:oid:'))}^ISO" if placer else "")
-    routing = await sender._sync(_routing, sender, d, patient)
+    routing = await sender.call(_routing, sender, d, patient)
     author_xcn, author_xon, _ = meta.authors[0] if meta.authors else ("", "", None)
     raw = mdm_t02.build(
         sender.hl7, ("RIS", d.address), "T10" if meta.replaces else "T02", d.id, patient,
@@ -149,7 +149,9 @@ def _routing(sender: Sender, d: Delivery, patient: dict[str, Any]) -> Routing:
                              not sender.opposed(d, "dmp") and not sender.qualified(patient)})
     report = load(sender.server, d.report) if "mssante" not in s.channels else None
     if report is not None:
-        for ref in recipients(sender.server, gather(sender.server, report, d.version)):
+        src = gather(sender.server, report, d.version)
+        author = f"Practitioner/{src.author['id']}" if src.author else None
+        for ref in recipients(sender.server, d.patient, src.request or {}, author):
             address = mss_address(sender.server, ref, s)
             if address and not sender.opposed(d, ref):
                 routing.recipients.append((xcn(load(sender.server, ref)), address))
@@ -161,8 +163,8 @@ async def _mss(sender: Sender, d: Delivery) -> Outcome:
     from adapters.delivery.engine import Outcome
 
     s = sender.settings
-    xml = await sender._sync(sender.document, d.document)
-    n1 = await sender._sync(sender.sibling, d, "N1")
+    xml = await sender.call(sender.document, d.document)
+    n1 = await sender.call(sender.sibling, d, "N1")
     meta = metadata.read(xml)
     submission = ebrim.Submission(documents=[(meta, "")], source_id=s.source_id or
                                   "2.25.0", content_type=s.content_type,
@@ -178,7 +180,7 @@ async def _mss(sender: Sender, d: Delivery) -> Outcome:
     mail = mss.compose(s, d.id, d.address, meta, sender.pdf_of(n1), archive, text)
     peer = f"{s.smtp_host}:{s.smtp_port}"
     try:
-        answer = await sender._sync(mss.send, s, mail)
+        answer = await sender.call(mss.send, s, mail)
     except mss.Rejected as exc:
         return Outcome("rejected", f"SMTP refus définitif : {exc}", peer)
     except (OSError, TimeoutError) as exc:

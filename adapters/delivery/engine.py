@@ -59,26 +59,16 @@ SUBTYPES = {
 
 
 # -- planning --------------------------------------------------------------------------------
-def recipients(server: FhirServer, src: Sources) -> list[str]:
-    """The professionals a report is mailed to (R-REP-5): the médecin traitant, those the
-    patient designated, the requester; not the imager who wrote it. Opposed ones stay on
-    the list: their delivery is visibly held (R-CONS-5), not silently dropped."""
-    from fhir_server.workflow.consent import decisions
+def recipients(server: FhirServer, patient: str, request: dict[str, Any],
+               author: str | None) -> list[str]:
+    """The professionals a report is mailed to: the distribution list (R-REP-5) without
+    the patient and the imager who wrote it. Opposed ones stay: their delivery is visibly
+    held (R-CONS-5), not silently dropped."""
+    from fhir_server.workflow.reports import distribution
 
-    patient_ref = f"Patient/{src.patient['id']}"
-    request_ref = f"ServiceRequest/{src.request['id']}" if src.request else None
-    out = [ref_of(gp) for gp in src.patient.get("generalPractitioner") or []]
-    for decision, categories, actors in decisions(server, patient_ref, request_ref):
-        if decision == "permit" and "partage-professionnels" in categories:
-            out += actors
-    out.append(ref_of((src.request or {}).get("requester")))
-    author = f"Practitioner/{src.author['id']}" if src.author else None
-    seen: list[str] = []
-    for ref in out:
-        if ref and ref != author and ref not in seen and \
-                ref.split("/")[0] in ("Practitioner", "PractitionerRole", "Organization"):
-            seen.append(ref)
-    return seen
+    return [ref for role, ref in distribution(server, patient, request)
+            if role != "patient" and ref != author and
+            ref.split("/")[0] in ("Practitioner", "PractitionerRole", "Organization")]
 
 
 def mss_address(server: FhirServer, ref: str | None, settings: DeliverySettings) -> str:
@@ -132,7 +122,8 @@ class Planner:
         if "ris" in channels and finess and self.hl7.route(finess) is not None:
             add("ris", f"Organization/{src.site['id']}" if src.site else None, finess, "N1")
         if "mssante" in channels:
-            for ref in recipients(server, src):
+            author = f"Practitioner/{src.author['id']}" if src.author else None
+            for ref in recipients(server, patient, src.request or {}, author):
                 add("mssante", ref, mss_address(server, ref, self.settings), "N3")
         return planned
 
@@ -164,11 +155,12 @@ class Sender:
         self.channels: dict[str, Channel] = channels.make(self)
         self.wake = asyncio.Event()
 
-    async def _sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking store or socket work off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def run_once(self) -> int:
-        due = await self._sync(self.outbox.due)
+        due = await self.call(self.outbox.due)
         for d in due:
             await self.process(d)
         return len(due)
@@ -177,12 +169,12 @@ class Sender:
         await repeat(self.run_once, self.wake, interval, log)
 
     async def process(self, d: Delivery) -> None:
-        held = await self._sync(self.hold, d)
+        held = await self.call(self.hold, d)
         if held is not None:
             state, detail = held
             changed = (state, detail) != (d.state, d.detail)
             d.to(state, detail, later(self.settings.recheck))
-            await self._sync(self.outbox.update, d)
+            await self.call(self.outbox.update, d)
             if changed:
                 log.warning("diffusion %s (%s) : %s — %s", d.id, d.channel, state, detail)
                 self._audit(d, Outcome("held", detail))
@@ -190,7 +182,7 @@ class Sender:
         d.attempts += 1
         # the lease: durable before anything leaves, so a crash is retried, not lost
         d.next_attempt = later(self.settings.timeout * 2 + 5)
-        await self._sync(self.outbox.update, d)
+        await self.call(self.outbox.update, d)
         channel = self.channels[d.channel]
         try:
             outcome = await channel(d)
@@ -198,7 +190,7 @@ class Sender:
             log.exception("diffusion %s: unexpected error", d.id)
             outcome = Outcome("retry", f"erreur interne : {exc}")
         self.settle(d, outcome)
-        await self._sync(self.outbox.update, d)
+        await self.call(self.outbox.update, d)
         self._audit(d, outcome)
 
     def settle(self, d: Delivery, outcome: Outcome) -> None:
@@ -218,14 +210,12 @@ class Sender:
 
     # -- what may hold a delivery ----------------------------------------------------------
     def hold(self, d: Delivery) -> tuple[str, str] | None:
-        from fhir_server.workflow.consent import sharing_opposed
-
         if d.previous:
             prev = self.outbox.get(d.previous)
             if prev is not None and not prev.settled:
                 return "version-precedente", f"Task/{prev.id} ({prev.state})"
         if d.channel == "dmp":
-            if sharing_opposed(self.server, d.patient, d.request, "dmp"):
+            if self.opposed(d, "dmp"):
                 return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
             patient = load(self.server, d.patient) or {}
             qualified = self.qualified(patient)
@@ -234,8 +224,7 @@ class Sender:
             if self.settings.dmp_ready:
                 return "canal-non-configure", f"à renseigner : {self.settings.dmp_ready}"
         elif d.channel == "mssante":
-            if d.recipient and sharing_opposed(self.server, d.patient, d.request,
-                                               d.recipient):
+            if d.recipient and self.opposed(d, d.recipient):
                 return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
             if not d.address:
                 d.address = mss_address(self.server, d.recipient, self.settings)

@@ -221,31 +221,41 @@ def _alert(server: FhirServer, case: Case, item: Stored, report: dict[str, Any])
     save(server, "Communication", new_id(), communication)
 
 
-def _distribution(server: FhirServer, case: Case, item: Stored) -> list[dict[str, Any]]:
-    """R-REP-5: médecin traitant, professionals the patient designated, the patient and the
-    requester — minus those the patient opposed (R-CONS-5)."""
-    from fhir_server.workflow.consent import decisions, sharing_opposed
+def distribution(server: FhirServer, patient_ref: str | None, request: dict[str, Any]
+                 ) -> list[tuple[str, str]]:
+    """R-REP-5: (role, reference) of whom a report goes to — médecin traitant, the
+    professionals the patient designated, the patient, the requester — each once, opposed
+    ones included (callers decide: the Task output drops them, delivery holds them)."""
+    from fhir_server.workflow.consent import decisions
 
-    patient_ref = case.patient
+    request_ref = f"ServiceRequest/{request['id']}" if request.get("id") else None
     patient = load(server, patient_ref) or {}
     out: list[tuple[str, str]] = []
     for gp in patient.get("generalPractitioner") or []:
         if ref_of(gp):
             out.append(("medecin-traitant", ref_of(gp) or ""))
     if patient_ref:
-        for decision, categories, actors in decisions(server, patient_ref, case.ref):
+        for decision, categories, actors in decisions(server, patient_ref, request_ref):
             if decision == "permit" and "partage-professionnels" in categories:
                 out += [("professionnel-designe", a) for a in actors]
         out.append(("patient", patient_ref))
-    requester = ref_of(case.request.get("requester"))
+    requester = ref_of(request.get("requester"))
     if requester:
         out.append(("demandeur", requester))
-    seen: set[str] = set()
-    rows = []
+    once: dict[str, str] = {}
     for role, ref in out:
-        if ref in seen:
-            continue
-        seen.add(ref)
+        once.setdefault(ref, role)
+    return [(role, ref) for ref, role in once.items()]
+
+
+def _distribution(server: FhirServer, case: Case, item: Stored) -> list[dict[str, Any]]:
+    """The final report's distribution list on its Task, minus those the patient opposed
+    (R-CONS-5)."""
+    from fhir_server.workflow.consent import sharing_opposed
+
+    patient_ref = case.patient
+    rows = []
+    for role, ref in distribution(server, patient_ref, case.request):
         if patient_ref and role != "patient" and \
                 sharing_opposed(server, patient_ref, case.ref, ref):
             continue
