@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,13 +74,20 @@ def head(store: Store) -> tuple[int, str]:
     return 0, GENESIS
 
 
-def event_id() -> str:
-    """A time-ordered UUID (version 7 layout, RFC 9562): new events land at the end of
-    the id index instead of at random pages."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+def event_ids(count: int) -> list[str]:
+    """Time-ordered UUIDs (version 7 layout, RFC 9562): new events land at the end of the
+    id index instead of at random pages. One clock read and one ``urandom`` call per
+    batch: the audit trail of a search makes one id per patient (issue 3)."""
+    millis = time.time_ns() // 1_000_000
+    noise = os.urandom(10 * count)
+    out = []
+    for n in range(count):
+        value = millis << 80 | int.from_bytes(noise[10 * n:10 * n + 10], "big")
+        value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+        value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+        text = f"{value:032x}"
+        out.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    return out
 
 
 def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> None:
@@ -92,25 +98,27 @@ def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> 
     indexes the events later (ADR 0007)."""
     if not events:
         return
-    prepared: list[tuple[dict[str, Any], int]] = []
-    for event in events:
-        updated = now_us()
-        resource = {"resourceType": "AuditEvent", "id": event_id(),
-                    "meta": {"versionId": "1", "lastUpdated": format_instant(updated)},
-                    **{k: v for k, v in event.items()
-                       if k not in ("resourceType", "id", "meta", "extension")},
-                    "extension": list(event.get("extension") or [])}
-        prepared.append((resource, updated))
+    # the events of one append are committed together: they share one instant
+    updated = now_us()
+    meta = {"versionId": "1", "lastUpdated": format_instant(updated)}
+    prepared = [{"resourceType": "AuditEvent", "id": rid, "meta": dict(meta),
+                 **{k: v for k, v in event.items()
+                    if k not in ("resourceType", "id", "meta", "extension")},
+                 "extension": list(event.get("extension") or [])}
+                for rid, event in zip(event_ids(len(events)), events, strict=True)]
     with store.lock(LOCK), store.write(durable):
         seq, previous = head(store)
         items: list[tuple[Stored, IndexRows | None]] = []
-        for resource, updated in prepared:
+        for resource in prepared:
             seq += 1
             link: dict[str, Any] = {"url": CHAIN_URL, "extension": [
                 {"url": "sequence", "valueString": str(seq)},
                 {"url": "previous", "valueString": previous}]}
             resource["extension"].append(link)
-            previous = link_hash(previous, resource)
+            # no "hash" yet, so the plain sorted form is canonical(resource)
+            previous = hashlib.sha256(
+                previous.encode() + orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()
             link["extension"].append({"url": "hash", "valueString": previous})
             items.append((Stored("AuditEvent", resource["id"], 1, updated, False,
                                  orjson.dumps(resource), "POST"), None))
