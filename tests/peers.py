@@ -58,8 +58,9 @@ def registry_response(status: str = SUCCESS, *errors: str) -> bytes:
 
 
 class XdsPeer:
-    """An ITI-41 document repository: keeps each request as (headers, root XML, parts)
-    and answers ``script`` entries in turn — (HTTP status, body) — then Success."""
+    """An ITI-41 document repository (and ITI-57 registry): keeps each request as
+    (headers, root XML, parts) and answers ``script`` entries in turn — (HTTP status,
+    body) — then Success."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
@@ -70,16 +71,21 @@ class XdsPeer:
             def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 content_type = self.headers["Content-Type"]
-                msg = email.message_from_bytes(
-                    f"Content-Type: {content_type}\r\n\r\n".encode() + data,
-                    policy=email.policy.HTTP)
-                parts = list(msg.iter_parts())
-                root = etree.fromstring(parts[0].get_payload(decode=True))
-                peer.requests.append({
-                    "content_type": content_type, "root": root,
-                    "root_type": parts[0]["Content-Type"],
-                    "parts": {str(p["Content-ID"]).strip("<>"): p.get_payload(decode=True)
-                              for p in parts[1:]}})
+                if content_type.startswith("application/soap+xml"):  # ITI-57: no parts
+                    peer.requests.append({"content_type": content_type, "parts": {},
+                                          "root": etree.fromstring(data),
+                                          "root_type": content_type})
+                else:
+                    msg = email.message_from_bytes(
+                        f"Content-Type: {content_type}\r\n\r\n".encode() + data,
+                        policy=email.policy.HTTP)
+                    parts = list(msg.iter_parts())
+                    peer.requests.append({
+                        "content_type": content_type,
+                        "root": etree.fromstring(parts[0].get_payload(decode=True)),
+                        "root_type": parts[0]["Content-Type"],
+                        "parts": {str(p["Content-ID"]).strip("<>"):
+                                  p.get_payload(decode=True) for p in parts[1:]}})
                 status, answer = peer.script.pop(0) if peer.script else (
                     200, registry_response())
                 self.send_response(status)

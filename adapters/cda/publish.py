@@ -13,13 +13,13 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.cda import codes, pdf
 from adapters.cda.document import Document, act_of, build, modality_of
 from adapters.cda.sources import MissingSource, Sources, gather
 from fhir_server.workflow.records import body, raw_store, save
+from fhir_server.workflow.reports import FINAL, WITHDRAW
 
 if TYPE_CHECKING:
     from fhir_server.core.model import FhirRequest
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from fhir_server.workflow.engine import Case
 
 log = logging.getLogger("teleimagerie.cda")
-FINAL = ("final", "amended", "corrected", "appended")
 CLASS = {"system": "urn:oid:1.2.250.1.213.1.1.4.1", "code": "10", "display": "Compte rendu"}
 FORMAT_SYSTEM = "urn:oid:1.3.6.1.4.1.19376.1.2.3"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -39,7 +38,13 @@ def resource_id(kind: str, report_id: str, level: str, version: int) -> str:
     return str(uuid.uuid5(_NS, f"{kind}/{report_id}/{level}/{version}"))
 
 
-Planner = Callable[["FhirServer", Sources, dict[str, dict[str, Any]]], Any]
+class Planner(Protocol):
+    """What plans the deliveries of the documents (adapters.delivery.engine.Planner)."""
+
+    def __call__(self, server: FhirServer, src: Sources,
+                 documents: dict[str, dict[str, Any]]) -> Any: ...
+
+    def withdraw(self, server: FhirServer, report: str, request: str) -> Any: ...
 
 
 class Publisher:
@@ -51,6 +56,9 @@ class Publisher:
 
     def on_transition(self, server: FhirServer, req: FhirRequest, case: Case,
                       name: str) -> None:
+        if name == WITHDRAW and req.resource_type == "DiagnosticReport" and req.id:
+            self.withdraw(server, req.id, case)
+            return
         if name not in ("final-report", "amend-report"):
             return
         report, version = _latest_report(server, case.request["id"])
@@ -64,6 +72,23 @@ class Publisher:
             return
         if self.planner is not None:
             self.planner(server, src, dict(zip(LEVELS, documents, strict=True)))
+
+
+    def withdraw(self, server: FhirServer, report_id: str, case: Case) -> None:
+        """The report was entered in error: its documents are too (every version), and
+        what was delivered is withdrawn by the ``planner``."""
+        store = raw_store(server)
+        for level in LEVELS:
+            version = 1
+            while (ref := body(store.read("DocumentReference", resource_id(
+                    "DocumentReference", report_id, level, version)))) is not None:
+                if ref.get("status") != "entered-in-error":
+                    save(server, "DocumentReference", ref["id"],
+                         {**ref, "status": "entered-in-error"})
+                version += 1
+        if self.planner is not None:
+            self.planner.withdraw(server, f"DiagnosticReport/{report_id}",
+                                  f"ServiceRequest/{case.request['id']}")
 
 
 def _latest_report(server: FhirServer, request_id: str) -> tuple[dict[str, Any] | None, int]:

@@ -56,9 +56,11 @@ async def _dmp(sender: Sender, d: Delivery) -> Outcome:
     xml = await sender.call(sender.document, d.document)
     meta = metadata.read(xml)
     person, institution, _ = meta.authors[0] if meta.authors else ("", "", None)
+    withdraw = d.action == "suppression"
     submission = ebrim.Submission(
         documents=[(meta, "Document01")], source_id=s.source_id,
-        content_type=s.content_type, author_person=person, author_institution=institution)
+        content_type=s.content_type, author_person=person, author_institution=institution,
+        purpose="deprecate" if withdraw else "set")
     subject_id, subject_name = _person(person)
     role, specialty = _role(meta)
     signer = vihf.Signer.load(s.sign_cert, s.sign_key)
@@ -67,17 +69,24 @@ async def _dmp(sender: Sender, d: Delivery) -> Outcome:
         structure_id=s.structure_id, facility_type=s.facility_type,
         patient_id=meta.patient_id, lps_name=s.product, lps_version=s.product_version,
         homologation=s.homologation), signer)
-    cid = f"{uuid.uuid4().hex}@teleimagerie"
-    env, message_id = xds.envelope(ebrim.submit_objects_request(submission),
-                                   [("Document01", cid)], s.xds_url, token)
-    request = xds.mtom(env, [(cid, xml)], message_id)
-    peer = httpx.URL(s.xds_url).host or s.xds_url
+    if withdraw:  # ITI-57: the entry goes Deprecated
+        target, transaction = s.xds_update_url or s.xds_url, "ITI-57"
+        env, message_id = xds.envelope(ebrim.deprecate_request(submission), None, target,
+                                       token)
+        request = xds.plain(env, message_id)
+    else:
+        target, transaction = s.xds_url, "ITI-41"
+        cid = f"{uuid.uuid4().hex}@teleimagerie"
+        env, message_id = xds.envelope(ebrim.submit_objects_request(submission),
+                                       [("Document01", cid)], target, token)
+        request = xds.mtom(env, [(cid, xml)], message_id)
+    peer = httpx.URL(target).host or target
     try:
         async with httpx.AsyncClient(timeout=s.timeout) as client:
-            answer = await client.post(s.xds_url, content=request.body,
+            answer = await client.post(target, content=request.body,
                                        headers={"Content-Type": request.content_type})
     except httpx.HTTPError as exc:
-        return Outcome("retry", f"{s.xds_url} injoignable : {exc!r}", peer)
+        return Outcome("retry", f"{target} injoignable : {exc!r}", peer)
     try:
         response = xds.registry_response(answer.headers.get("content-type", ""),
                                          answer.content)
@@ -85,7 +94,7 @@ async def _dmp(sender: Sender, d: Delivery) -> Outcome:
         # a fault of the sender (our request) will not get better by itself
         result = "rejected" if exc.code.endswith("Sender") else "retry"
         return Outcome(result, f"HTTP {answer.status_code} SOAP {exc}", peer)
-    summary = f"ITI-41 {response.describe()} ({message_id})"
+    summary = f"{transaction} {response.describe()} ({message_id})"
     if response.success:
         return Outcome("sent", summary, peer, response.status)
     codes = {code for code, _, _ in response.errors}
@@ -116,8 +125,9 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
                  f"{escape(placer['system'].removeprefix('urn:oid:'))}^ISO" if placer else "")
     routing = await sender.call(_routing, sender, d, patient)
     author_xcn, author_xon, _ = meta.authors[0] if meta.authors else ("", "", None)
+    event = "T04" if d.action == "suppression" else "T10" if meta.replaces else "T02"
     raw = mdm_t02.build(
-        sender.hl7, ("RIS", d.address), "T10" if meta.replaces else "T02", d.id, patient,
+        sender.hl7, ("RIS", d.address), event, d.id, patient,
         xml, meta.unique_id, meta.replaces, meta.creation_time, author_xcn, author_xon,
         placer_ei, routing)
     try:
@@ -129,7 +139,7 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
         code = Message(answer).require("MSA").get(1).upper()
     except MessageError as exc:
         return Outcome("retry", f"acquittement illisible : {exc.text}", peer)
-    detail = f"MDM^{'T10' if meta.replaces else 'T02'} MSH-10 {mdm_t02.control_id(d.id)}: {code}"
+    detail = f"MDM^{event} MSH-10 {mdm_t02.control_id(d.id)}: {code}"
     if code in ("AA", "CA"):
         return Outcome("sent", detail, peer, code)
     if code in ("AE", "CE"):
@@ -163,6 +173,7 @@ async def _mss(sender: Sender, d: Delivery) -> Outcome:
     from adapters.delivery.engine import Outcome
 
     s = sender.settings
+    withdraw = d.action == "suppression"
     xml = await sender.call(sender.document, d.document)
     n1 = await sender.call(sender.sibling, d, "N1")
     meta = metadata.read(xml)
@@ -170,14 +181,25 @@ async def _mss(sender: Sender, d: Delivery) -> Outcome:
                                   "2.25.0", content_type=s.content_type,
                                   author_person=meta.authors[0][0] if meta.authors else "",
                                   author_institution=meta.authors[0][1] if meta.authors
-                                  else "")
+                                  else "",
+                                  extra={"action": "D"} if withdraw else {})
     archive = xdm.archive(submission, [xml], s.mss_from, s.product)
-    text = (f"Bonjour,\n\nVous trouverez ci-joint le compte rendu d'imagerie de "
-            f"{meta.patient_name} (version {meta.version}"
-            f"{', qui remplace la précédente' if meta.replaces else ''}) : le PDF et "
-            "l'archive IHE_XDM.ZIP contenant le document CDA.\n\n"
-            "Message envoyé par messagerie sécurisée de santé (MSSanté).\n")
-    mail = mss.compose(s, d.id, d.address, meta, sender.pdf_of(n1), archive, text)
+    if withdraw:
+        text = (f"Bonjour,\n\nLe compte rendu d'imagerie de {meta.patient_name} "
+                f"(version {meta.version}) qui vous a été adressé a été retiré par son "
+                "auteur : il a été émis par erreur et ne doit plus être utilisé. "
+                "Veuillez le supprimer de vos dossiers ; un compte rendu corrigé vous "
+                "sera adressé le cas échéant. L'archive IHE_XDM.ZIP jointe identifie le "
+                "document retiré (action D).\n\n"
+                "Message envoyé par messagerie sécurisée de santé (MSSanté).\n")
+    else:
+        text = (f"Bonjour,\n\nVous trouverez ci-joint le compte rendu d'imagerie de "
+                f"{meta.patient_name} (version {meta.version}"
+                f"{', qui remplace la précédente' if meta.replaces else ''}) : le PDF et "
+                "l'archive IHE_XDM.ZIP contenant le document CDA.\n\n"
+                "Message envoyé par messagerie sécurisée de santé (MSSanté).\n")
+    mail = mss.compose(s, d.id, d.address, meta, None if withdraw else sender.pdf_of(n1),
+                       archive, text, withdrawn=withdraw)
     peer = f"{s.smtp_host}:{s.smtp_port}"
     try:
         answer = await sender.call(mss.send, s, mail)

@@ -42,6 +42,8 @@ SET_PATIENT = ("urn:uuid:6b5aea1a-874d-4603-a4bc-96a0a7b38446", "XDSSubmissionSe
 HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
 RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
+UPDATE_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
 _NS = uuid.UUID("2f0d3c55-5b7e-4a57-8d21-6c1e0e0b7d31")
 
 
@@ -66,10 +68,12 @@ class Submission:
     uri_slots: bool = False  # XDM: each entry names its file (URI slot)
     extra: dict[str, str] = field(default_factory=dict)  # extra entry slots (XDM action)
 
+    purpose: str = "set"  # another purpose (a deprecation) makes another set uniqueId
+
     def __post_init__(self) -> None:
         if not self.unique_id:
             first = self.documents[0][0].unique_id.replace("^", ".")
-            self.unique_id = f"2.25.{uuid.uuid5(_NS, 'set:' + first).int}"
+            self.unique_id = f"2.25.{uuid.uuid5(_NS, f'{self.purpose}:{first}').int}"
 
 
 def _slot(parent: etree._Element, name: str, *values: str) -> None:
@@ -170,7 +174,39 @@ def _entry(parent: etree._Element, meta: Metadata, doc_id: str, sub: Submission)
 
 
 def submit_objects_request(sub: Submission, now: datetime | None = None) -> etree._Element:
-    """The ``lcm:SubmitObjectsRequest`` of ``sub``."""
+    """The ``lcm:SubmitObjectsRequest`` of ``sub`` (ITI-41, ITI-32)."""
+    request, objects, package_id = _package(sub, now)
+    for meta, doc_id in sub.documents:
+        obj = _entry(objects, meta, doc_id, sub)
+        member = etree.SubElement(objects, f"{{{RIM}}}Association", id=_id(),
+                                  associationType=HAS_MEMBER, sourceObject=package_id,
+                                  targetObject=obj, objectType=ASSOCIATION)
+        _slot(member, "SubmissionSetStatus", "Original")
+        if meta.replaces:
+            etree.SubElement(objects, f"{{{RIM}}}Association", id=_id(),
+                             associationType=RPLC, sourceObject=obj,
+                             targetObject=entry_uuid(meta.replaces), objectType=ASSOCIATION)
+    return request
+
+
+def deprecate_request(sub: Submission, now: datetime | None = None) -> etree._Element:
+    """ITI-57 *Update Document Set* (IHE XDS Metadata Update): the documents of ``sub``
+    go from Approved to Deprecated — how a document withdrawn by its author leaves the
+    registry (the entries are named by their entryUUID, as sent)."""
+    request, objects, package_id = _package(sub, now)
+    for meta, _ in sub.documents:
+        change = etree.SubElement(objects, f"{{{RIM}}}Association", id=_id(),
+                                  associationType=UPDATE_STATUS, sourceObject=package_id,
+                                  targetObject=entry_uuid(meta.unique_id),
+                                  objectType=ASSOCIATION)
+        _slot(change, "OriginalStatus", APPROVED)
+        _slot(change, "NewStatus", DEPRECATED)
+    return request
+
+
+def _package(sub: Submission, now: datetime | None
+             ) -> tuple[etree._Element, etree._Element, str]:
+    """The request, its object list and the submission set's id, the set written."""
     request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap=NSMAP)
     objects = etree.SubElement(request, f"{{{RIM}}}RegistryObjectList")
     first = sub.documents[0][0]
@@ -189,17 +225,7 @@ def submit_objects_request(sub: Submission, now: datetime | None = None) -> etre
     etree.SubElement(objects, f"{{{RIM}}}Classification", id=_id(),
                      classifiedObject=package_id, classificationNode=SUBMISSION_SET,
                      objectType=CLASSIFICATION)
-    for meta, doc_id in sub.documents:
-        obj = _entry(objects, meta, doc_id, sub)
-        member = etree.SubElement(objects, f"{{{RIM}}}Association", id=_id(),
-                                  associationType=HAS_MEMBER, sourceObject=package_id,
-                                  targetObject=obj, objectType=ASSOCIATION)
-        _slot(member, "SubmissionSetStatus", "Original")
-        if meta.replaces:
-            etree.SubElement(objects, f"{{{RIM}}}Association", id=_id(),
-                             associationType=RPLC, sourceObject=obj,
-                             targetObject=entry_uuid(meta.replaces), objectType=ASSOCIATION)
-    return request
+    return request, objects, package_id
 
 
 @dataclass

@@ -56,6 +56,7 @@ SUBTYPES = {
     "mssante": {"system": EVENT_TYPE, "code": "ITI-32",
                 "display": "Distribute Document Set on Media"},
 }
+UPDATE = {"system": EVENT_TYPE, "code": "ITI-57", "display": "Update Document Set"}
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -128,6 +129,36 @@ class Planner:
         return planned
 
 
+    def withdraw(self, server: FhirServer, report: str, request: str) -> list[Delivery]:
+        """The report was entered in error: what waits is cancelled; what was sent — or
+        may have been, an attempt was made — is withdrawn from the same recipient by a
+        ``suppression`` delivery naming the latest such version (it waits for that one
+        to settle). In the report's write unit, like the planning."""
+        outbox = Outbox(server)
+        reached: dict[tuple[str, str], Delivery] = {}
+        for d in outbox.find([("based-on", request)], limit=1000):
+            if d.report != report or d.action != "transmission":
+                continue
+            if not d.settled:
+                d.to("annule", "compte rendu retiré (entered-in-error)")
+                outbox.update(d)
+            key = (d.channel, d.recipient or d.address or d.channel)
+            if (d.sent or d.attempts) and (key not in reached or
+                                            reached[key].version < d.version):
+                reached[key] = d
+        planned = []
+        for (channel, recipient), d in sorted(reached.items()):
+            w = Delivery(id=delivery_id(report.split("/", 1)[1], d.version, channel,
+                                        recipient, "suppression"),
+                         channel=channel, recipient=d.recipient, address=d.address,
+                         document=d.document, patient=d.patient, report=report,
+                         version=d.version, request=d.request, previous=d.id,
+                         action="suppression")
+            if outbox.add(w):
+                planned.append(w)
+        return planned
+
+
 # -- sending ---------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -169,6 +200,9 @@ class Sender:
         await repeat(self.run_once, self.wake, interval, log)
 
     async def process(self, d: Delivery) -> None:
+        fresh = await self.call(self.outbox.get, d.id)
+        if fresh is None or fresh.settled:
+            return  # cancelled (report withdrawn) since it was listed as due
         held = await self.call(self.hold, d)
         if held is not None:
             state, detail = held
@@ -214,6 +248,9 @@ class Sender:
             prev = self.outbox.get(d.previous)
             if prev is not None and not prev.settled:
                 return "version-precedente", f"Task/{prev.id} ({prev.state})"
+        if d.action == "suppression":
+            # withdrawing is never held by an opposition or the identity: only the way out
+            return self._unconfigured(d)
         if d.channel == "dmp":
             if self.opposed(d, "dmp"):
                 return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
@@ -221,8 +258,6 @@ class Sender:
             qualified = self.qualified(patient)
             if qualified:
                 return "identite-non-qualifiee", qualified
-            if self.settings.dmp_ready:
-                return "canal-non-configure", f"à renseigner : {self.settings.dmp_ready}"
         elif d.channel == "mssante":
             if d.recipient and self.opposed(d, d.recipient):
                 return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
@@ -231,11 +266,13 @@ class Sender:
             if not d.address:
                 return "adresse-absente", f"{d.recipient} n'a pas d'adresse MSSanté " \
                     f"({', '.join(self.settings.mss_domains)})"
-            if self.settings.mss_ready:
-                return "canal-non-configure", f"à renseigner : {self.settings.mss_ready}"
-        elif d.channel == "ris" and self.hl7.route(d.address) is None:
-            return "canal-non-configure", f"aucune route TELEIMG_HL7_ROUTES pour {d.address}"
-        return None
+        return self._unconfigured(d)
+
+    def _unconfigured(self, d: Delivery) -> tuple[str, str] | None:
+        missing = {"dmp": self.settings.dmp_ready, "mssante": self.settings.mss_ready,
+                   "ris": "" if self.hl7.route(d.address) is not None else
+                   f"une route TELEIMG_HL7_ROUTES pour {d.address}"}.get(d.channel, "")
+        return ("canal-non-configure", f"à renseigner : {missing}") if missing else None
 
     @staticmethod
     def qualified(patient: dict[str, Any]) -> str:
@@ -281,14 +318,17 @@ class Sender:
                      "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
                      "role": {"system": OBJECT_ROLE, "code": "4",
                               "display": "Domain Resource"},
-                     "description": f"diffusion {d.channel} v{d.version} essai {d.attempts}"},
+                     "description": f"{d.action} {d.channel} v{d.version} "
+                                    f"essai {d.attempts}"},
                     {"what": {"reference": d.document},
                      "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
                      "role": {"system": OBJECT_ROLE, "code": "20", "display": "Job"}}]
         code = {"sent": "0", "held": "4", "retry": "4", "rejected": "8"}[outcome.result]
-        subtype = SUBTYPES.get(d.channel) or {
+        withdraw = d.action == "suppression"
+        subtype = (UPDATE if withdraw and d.channel == "dmp" else SUBTYPES.get(d.channel)) or {
             "system": "http://terminology.hl7.org/CodeSystem/v2-0003",
-            "code": "T10" if d.version > 1 else "T02", "display": "MDM"}
+            "code": "T04" if withdraw else "T10" if d.version > 1 else "T02",
+            "display": "MDM"}
         remote = {"display": {"dmp": "DMP", "ris": f"RIS {d.address}"}.get(
             d.channel, d.address or d.recipient or "?")}
         if d.recipient:

@@ -26,12 +26,17 @@ class Mail:
 
 
 def compose(settings: DeliverySettings, delivery_id: str, to: str, meta: Metadata,
-            pdf: bytes | None, xdm: bytes, body: str) -> Mail:
+            pdf: bytes | None, xdm: bytes, body: str, withdrawn: bool = False) -> Mail:
+    """``withdrawn``: the notice that the document was withdrawn by its author."""
     msg = EmailMessage()
     msg["From"] = settings.mss_from
     msg["To"] = to
-    msg["Subject"] = f"{meta.title} — {meta.patient_name}" + (
-        f" (version {meta.version}, remplace la précédente)" if meta.replaces else "")
+    if withdrawn:
+        msg["Subject"] = f"Retrait : {meta.title} — {meta.patient_name} " \
+                         f"(version {meta.version}, émis par erreur)"
+    else:
+        msg["Subject"] = f"{meta.title} — {meta.patient_name}" + (
+            f" (version {meta.version}, remplace la précédente)" if meta.replaces else "")
     msg["Date"] = formatdate(localtime=True)
     domain = settings.mss_from.rpartition("@")[2] or "teleimagerie.local"
     msg["Message-ID"] = f"<{delivery_id}@{domain}>"

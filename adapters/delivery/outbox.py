@@ -75,8 +75,10 @@ def later(seconds: float) -> str:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
-def delivery_id(report_id: str, version: int, channel: str, recipient: str) -> str:
-    return str(uuid.uuid5(_NS, f"{report_id}/{version}/{channel}/{recipient}"))
+def delivery_id(report_id: str, version: int, channel: str, recipient: str,
+                action: str = "transmission") -> str:
+    suffix = "" if action == "transmission" else f"/{action}"
+    return str(uuid.uuid5(_NS, f"{report_id}/{version}/{channel}/{recipient}{suffix}"))
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Delivery:
     previous: str | None = None  # the delivery of the version before (sent first)
     created: str = ""
     sent: str | None = None
+    action: str = "transmission"  # or "suppression": withdraw what was sent (T04, ITI-57)
 
     @property
     def status(self) -> str:
@@ -115,7 +118,8 @@ class Delivery:
         inputs: list[dict[str, Any]] = [
             {"type": _concept("canal"), "valueCode": self.channel},
             {"type": _concept("version"), "valueInteger": self.version},
-            {"type": _concept("compte-rendu"), "valueReference": {"reference": self.report}}]
+            {"type": _concept("compte-rendu"), "valueReference": {"reference": self.report}},
+            {"type": _concept("action"), "valueCode": self.action}]
         if self.address:
             inputs.append({"type": _concept("adresse"), "valueString": self.address})
         if self.previous:
@@ -132,7 +136,8 @@ class Delivery:
                                "text": f"{label}{' — ' + self.detail if self.detail else ''}"},
             "code": {"coding": [{"system": SYSTEM, "code": CODE,
                                  "display": "Diffusion du compte rendu"}],
-                     "text": f"Diffusion vers {CHANNEL_LABELS.get(self.channel, self.channel)}"},
+                     "text": f"{'Retrait' if self.action == 'suppression' else 'Diffusion'}"
+                             f" vers {CHANNEL_LABELS.get(self.channel, self.channel)}"},
             "focus": {"reference": self.document},
             "for": {"reference": self.patient},
             "authoredOn": self.created or now(), "lastModified": now(),
@@ -169,7 +174,8 @@ class Delivery:
             response=next((o.get("valueString", "") for o in task.get("output") or []), ""),
             previous=previous.split("/", 1)[1] if previous else None,
             created=task.get("authoredOn", ""),
-            sent=(task.get("executionPeriod") or {}).get("end"))
+            sent=(task.get("executionPeriod") or {}).get("end"),
+            action=(inputs.get("action") or {}).get("valueCode", "transmission"))
 
 
 def _concept(code: str) -> dict[str, Any]:

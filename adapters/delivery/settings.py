@@ -33,6 +33,7 @@ class DeliverySettings:
     timeout: float = 60.0
     # DMP (XDS.b ITI-41)
     xds_url: str = ""
+    xds_update_url: str = ""  # ITI-57 (document registry); empty: the ITI-41 endpoint
     sign_cert: str = ""
     sign_key: str = ""
     source_id: str = ""  # XDSSubmissionSet.sourceId: our system's OID
@@ -94,6 +95,7 @@ class DeliverySettings:
             recheck=num("TELEIMG_DELIVERY_RECHECK", 300.0),
             timeout=num("TELEIMG_DELIVERY_TIMEOUT", 60.0),
             xds_url=env.get("TELEIMG_DMP_XDS_URL", ""),
+            xds_update_url=env.get("TELEIMG_DMP_XDS_UPDATE_URL", ""),
             sign_cert=env.get("TELEIMG_DMP_SIGN_CERT", ""),
             sign_key=env.get("TELEIMG_DMP_SIGN_KEY", ""),
             source_id=env.get("TELEIMG_DMP_SOURCE_ID", ""),

@@ -2,7 +2,8 @@
 MSSanté mails (IHE ITI TF-3 §4.1.1 zip layout; ANS *regles-gestion-mssante.md*):
 ``INDEX.HTM`` and ``README.TXT`` at the root, and ``IHE_XDM/SUBSET01/`` holding the
 METADATA.XML (the same ebRIM as ITI-41, each entry naming its file in a URI slot) and
-the documents. A replacement carries the extra metadata ``action`` = ``C``.
+the documents. A replacement carries the extra metadata ``action`` = ``C``, a withdrawal
+``D`` (the values of the transmission IG's OBX-11: C replaces, D deletes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def archive(sub: Submission, documents: list[bytes], sender: str, product: str) 
     entries = [(meta, name) for (meta, _), name in zip(sub.documents, names, strict=True)]
     extra = dict(sub.extra)
     if any(meta.replaces for meta, _ in entries):
-        extra["action"] = "C"
+        extra.setdefault("action", "C")
     metadata = submit_objects_request(replace(sub, documents=entries, uri_slots=True,
                                               extra=extra))
     buffer = io.BytesIO()

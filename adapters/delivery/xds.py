@@ -1,7 +1,8 @@
 """IHE XDS.b ITI-41 *Provide and Register Document Set-b* toward the DMP (IHE ITI TF-2
 §3.41; DMP: ANS *mapping.md*): a SOAP 1.2 envelope with WS-Addressing and the VIHF in
 WS-Security, sent as MTOM/XOP (the documents are binary MIME parts the body points to
-with ``xop:Include``); the answer is an ``rs:RegistryResponse``.
+with ``xop:Include``); the answer is an ``rs:RegistryResponse``. A withdrawn document is
+deprecated with ITI-57 *Update Document Set* (same envelope, plain SOAP).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ XDSB = "urn:ihe:iti:xds-b:2007"
 XOP = "http://www.w3.org/2004/08/xop/include"
 ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ANSWER_ACTION = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
+UPDATE_ACTION = "urn:ihe:iti:2010:UpdateDocumentSet"  # ITI-57 (XDS Metadata Update)
 # RegistryResponse errors worth a retry (transient), and the answer to a resend of what
 # the registry already holds (our ids are stable: the earlier attempt went through)
 TRANSIENT = frozenset({"XDSRegistryBusy", "XDSRepositoryBusy", "XDSRegistryOutOfResources",
@@ -38,16 +40,17 @@ class Request:
     message_id: str
 
 
-def envelope(submit: etree._Element, documents: list[tuple[str, str]], to: str,
+def envelope(submit: etree._Element, documents: list[tuple[str, str]] | None, to: str,
              security: etree._Element | None) -> tuple[etree._Element, str]:
-    """The SOAP envelope: ``documents`` are (document id, MIME Content-ID) pairs."""
+    """The SOAP envelope: ``documents`` are (document id, MIME Content-ID) pairs (ITI-41);
+    ``None`` for ITI-57, whose body is the SubmitObjectsRequest itself."""
     message_id = f"urn:uuid:{uuid.uuid4()}"
     env = etree.Element(f"{{{SOAP}}}Envelope", nsmap={
         "soap": SOAP, "wsa": WSA, "xdsb": XDSB, "xop": XOP})
     header = etree.SubElement(env, f"{{{SOAP}}}Header")
     action = etree.SubElement(header, f"{{{WSA}}}Action")
     action.set(f"{{{SOAP}}}mustUnderstand", "true")
-    action.text = ACTION
+    action.text = ACTION if documents is not None else UPDATE_ACTION
     etree.SubElement(header, f"{{{WSA}}}MessageID").text = message_id
     reply = etree.SubElement(header, f"{{{WSA}}}ReplyTo")
     etree.SubElement(reply, f"{{{WSA}}}Address").text = (
@@ -59,8 +62,11 @@ def envelope(submit: etree._Element, documents: list[tuple[str, str]], to: str,
         wsse = etree.SubElement(header, f"{{{WSSE}}}Security", nsmap={"wsse": WSSE})
         wsse.set(f"{{{SOAP}}}mustUnderstand", "true")
         wsse.append(security)
-    request = etree.SubElement(etree.SubElement(env, f"{{{SOAP}}}Body"),
-                               f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest")
+    soap_body = etree.SubElement(env, f"{{{SOAP}}}Body")
+    if documents is None:
+        soap_body.append(submit)
+        return env, message_id
+    request = etree.SubElement(soap_body, f"{{{XDSB}}}ProvideAndRegisterDocumentSetRequest")
     request.append(submit)
     for doc_id, cid in documents:
         doc = etree.SubElement(request, f"{{{XDSB}}}Document", id=doc_id)
@@ -87,6 +93,13 @@ def mtom(env: etree._Element, parts: list[tuple[str, bytes]], message_id: str) -
                     f'start="<{root_cid}>"; start-info="application/soap+xml"; '
                     f'action="{ACTION}"')
     return Request(b"".join(out), content_type, message_id)
+
+
+def plain(env: etree._Element, message_id: str) -> Request:
+    """A SOAP 1.2 message without attachments (ITI-57)."""
+    return Request(etree.tostring(env, xml_declaration=True, encoding="UTF-8"),
+                   f'application/soap+xml; charset=UTF-8; action="{UPDATE_ACTION}"',
+                   message_id)
 
 
 def split_mtom(content_type: str, body: bytes) -> tuple[bytes, dict[str, bytes]]:

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from fhir_server.workflow.engine import Case, Workflow
 
 FINAL = ("final", "amended", "corrected", "appended")
+# the listeners' event for a final report set to entered-in-error (not a state change)
+WITHDRAW = "withdraw-report"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DOSE_CODES = frozenset({"113813", "113830", "111637", "113722", "113725", "113507"})
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -177,6 +179,12 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case
     its distribution list and turnaround (R-REP-1, R-REP-5, R-EVAL-1)."""
     from fhir_server.workflow.engine import Actor, fire
 
+    if report.get("status") == "entered-in-error" and (before or {}).get("status") in FINAL:
+        # a report issued in error is withdrawn wherever it went (issue 8: MDM^T04, DMP
+        # deprecation); the request keeps its state, a corrected report follows
+        for listener in workflow.listeners:
+            listener(server, req, case, WITHDRAW)
+        return
     name = transition_of(report)
     performer = next((r for r in (ref_of(p) for p in report.get("performer") or []) if r), None)
     if _critical(report) and not (before and _critical(before)):

@@ -338,3 +338,86 @@ def test_replayed_trigger_and_restart_never_send_twice(rig: Rig) -> None:
     assert rig.deliveries().keys() == before.keys()
     assert len(rig.xds.requests) == 1 and len(rig.smtp.mails) == 1
     assert len(rig.ris.messages) == 1
+
+
+def test_report_entered_in_error_is_withdrawn_everywhere_it_went(rig: Rig) -> None:
+    """Issue 8 deletion flow (R-REP-6, R-INT-1): a final report set to entered-in-error
+    is withdrawn — the DMP entry is deprecated (ITI-57 UpdateAvailabilityStatus), the RIS
+    gets MDM^T04 (ORC CA, OBX-11 D) with the last version, each MSSanté recipient a
+    withdrawal notice (XDM action D); our DocumentReferences become entered-in-error;
+    what had not left yet is cancelled and nothing is withdrawn from who never got it."""
+    rig.qualify()
+    rig.ris_answers = ["AA"]
+    report = rig.final()
+    rig.run()
+    sent = rig.deliveries()
+    assert state(sent[("dmp", "DMP")]) == "envoye"
+    [first_request] = rig.xds.requests
+    entry_id = first_request["root"].find(".//rim:ExtrinsicObject", NS).get("id")
+    r = rig.world.imager.put(f"/fhir/DiagnosticReport/{report['id']}",
+                             json={**report, "status": "entered-in-error"})
+    assert r.status_code == 200, r.text
+    withdrawals = {k: t for k, t in rig.deliveries().items()
+                   if any(i.get("valueCode") == "suppression" for i in t["input"])}
+    # the three who got the document, not the requester who has no MSSanté address
+    assert set(withdrawals) == {("dmp", "DMP"), ("ris", rig.world.refs["site"]),
+                                ("mssante", rig.world.refs["gp"])}
+    rig.run()
+    assert all(state(rig.deliveries()[k]) == "envoye" for k in withdrawals)
+    # DMP: ITI-57, plain SOAP, the entry sent goes Approved -> Deprecated
+    assert len(rig.xds.requests) == 2
+    update = rig.xds.requests[-1]
+    assert update["content_type"].startswith("application/soap+xml")
+    root = update["root"]
+    assert root.findtext(".//wsa:Action", namespaces=NS) == \
+        "urn:ihe:iti:2010:UpdateDocumentSet"
+    assert root.find("soap:Body/lcm:SubmitObjectsRequest", NS) is not None
+    [change] = root.xpath(".//rim:Association[@associationType='urn:ihe:iti:2010:"
+                          "AssociationType:UpdateAvailabilityStatus']", namespaces=NS)
+    assert change.get("targetObject") == entry_id
+    slots = {s.get("name"): s.findtext(".//rim:Value", namespaces=NS)
+             for s in change.iterfind("rim:Slot", NS)}
+    assert slots == {"OriginalStatus": "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved",
+                     "NewStatus": "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"}
+    # RIS: MDM^T04 carrying the document, to be deleted
+    t04 = {s.split(b"|")[0]: s.split(b"|") for s in rig.ris.messages[-1].split(b"\r") if s}
+    assert t04[b"MSH"][8] == b"MDM^T04^MDM_T02" and t04[b"ORC"][1] == b"CA"
+    assert next(s for s in rig.ris.messages[-1].split(b"\r") if s.startswith(b"OBX|1|")) \
+        .split(b"|")[11] == b"D"
+    # MSSanté: a withdrawal notice, no PDF, the XDM entry flagged D
+    notice = rig.smtp.mails[-1]
+    assert notice["Subject"].startswith("Retrait")
+    files = {p.get_filename(): p.get_content() for p in notice.iter_attachments()}
+    assert "compte-rendu.pdf" not in files
+    metadata = etree.fromstring(zipfile.ZipFile(io.BytesIO(files["IHE_XDM.ZIP"])).read(
+        "IHE_XDM/SUBSET01/METADATA.XML"))
+    assert metadata.xpath(".//rim:ExtrinsicObject/rim:Slot[@name='action']/rim:ValueList/"
+                          "rim:Value/text()", namespaces=NS) == ["D"]
+    # our own copies: entered-in-error (an MHD consumer sees the withdrawal)
+    docs = rig.world.ris.get(f"/fhir/DocumentReference?patient={rig.world.refs['patient']}"
+                             "&_count=50").json()
+    assert {e["resource"]["status"] for e in docs["entry"]} == {"entered-in-error"}
+    # the held delivery (no MSSanté address) was cancelled, not withdrawn
+    assert state(rig.deliveries()[("mssante", rig.world.refs["requester"])]) == "annule"
+    # audited: the ITI-57 export
+    events = rig.world.user(["auditor"], scopes=["user/AuditEvent.rs"]).get(
+        f"/fhir/AuditEvent?patient={rig.world.refs['patient']}&_count=200").json()
+    assert any(s.get("code") == "ITI-57" for e in events.get("entry", [])
+               for s in e["resource"].get("subtype", []))
+    # a replay of the trigger plans nothing more
+    before = rig.deliveries().keys()
+    rig.run()
+    assert rig.deliveries().keys() == before and len(rig.xds.requests) == 2
+
+
+def test_withdrawal_before_sending_cancels_and_sends_nothing(rig: Rig) -> None:
+    """A report withdrawn before any delivery left: every delivery is cancelled, no
+    withdrawal is sent to anyone."""
+    rig.qualify()
+    report = rig.final()
+    r = rig.world.imager.put(f"/fhir/DiagnosticReport/{report['id']}",
+                             json={**report, "status": "entered-in-error"})
+    assert r.status_code == 200, r.text
+    rig.run()
+    assert {state(t) for t in rig.deliveries().values()} == {"annule"}
+    assert not rig.xds.requests and not rig.ris.messages and not rig.smtp.mails
