@@ -73,7 +73,6 @@ class Publisher:
         if self.planner is not None:
             self.planner(server, src, dict(zip(LEVELS, documents, strict=True)))
 
-
     def withdraw(self, server: FhirServer, report_id: str, case: Case) -> None:
         """The report was entered in error: its documents are too (every version), and
         what was delivered is withdrawn by the ``planner``."""

@@ -128,7 +128,6 @@ class Planner:
                 add("mssante", ref, mss_address(server, ref, self.settings), "N3")
         return planned
 
-
     def withdraw(self, server: FhirServer, report: str, request: str) -> list[Delivery]:
         """The report was entered in error: what waits is cancelled; what was sent — or
         may have been, an attempt was made — is withdrawn from the same recipient by a

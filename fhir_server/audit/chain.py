@@ -46,6 +46,9 @@ def _field(ext: dict[str, Any], name: str) -> str | None:
 
 def canonical(resource: dict[str, Any]) -> bytes:
     """The hashed form: sorted keys, no whitespace, the ``hash`` sub-extension removed."""
+    link = _chain_ext(resource)
+    if link is None or _field(link, "hash") is None:  # being appended: nothing to remove
+        return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
     ext = []
     for item in resource.get("extension") or []:
         if isinstance(item, dict) and item.get("url") == CHAIN_URL:
@@ -115,10 +118,7 @@ def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> 
                 {"url": "sequence", "valueString": str(seq)},
                 {"url": "previous", "valueString": previous}]}
             resource["extension"].append(link)
-            # no "hash" yet, so the plain sorted form is canonical(resource)
-            previous = hashlib.sha256(
-                previous.encode() + orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-            ).hexdigest()
+            previous = link_hash(previous, resource)
             link["extension"].append({"url": "hash", "valueString": previous})
             items.append((Stored("AuditEvent", resource["id"], 1, updated, False,
                                  orjson.dumps(resource), "POST"), None))
