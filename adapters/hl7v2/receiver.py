@@ -348,9 +348,9 @@ class Receiver:
 
 def _header_guess(raw: bytes) -> tuple[str, ...]:
     """Sending app, facility, control id of a message we cannot parse (for its ACK)."""
-    if not raw.startswith(b"MSH") or len(raw) < 4:
-        return ("", "", "")
     line = raw.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    if not line.startswith("MSH") or len(line) < 4:  # "MSH" alone: no field separator
+        return ("", "", "")
     parts = line.split(line[3])
     comp = line[4] if len(line) > 4 else "^"
     get = (lambda i: parts[i].split(comp)[0] if i < len(parts) else "")  # noqa: E731

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.hl7v2.message import Message
@@ -37,6 +37,7 @@ def test_any_bytes_get_an_ack(world: Hl7World) -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.one_of(st.binary(max_size=300), _mutations(),
                      st.text(max_size=200).map(lambda t: ("MSH|^~\\&|" + t).encode())))
+    @example(b"MSH\rPID|1")  # a header line without its field separator
     def check(data: bytes) -> None:
         ack = world.receiver.receive(Frame(data), "fuzz:1")
         world.receiver.drain()  # enhanced mode: the processing after the commit ACK
