@@ -130,6 +130,9 @@ EXT_EMERGENCY = extension("tlm-emergency", "Urgence : information du patient a p
                           "(R-CONS-3)", "boolean", "ServiceRequest | Consent")
 EXT_DOSE_UNAVAILABLE = extension("tlm-dose-unavailable", "Dose non disponible : raison "
                                  "(R-REP-3)", "string", "DiagnosticReport")
+EXT_VISIBILITY = extension("tlm-document-visibility", "Masquage du document dans le DMP "
+                           "(MASQUE_PS, INVISIBLE_PATIENT, INVISIBLE_REPRESENTANTS_LEGAUX)",
+                           "Coding", "DiagnosticReport", required("visibilite-document"))
 EXT_INCIDENT = extension("tlm-technical-incident", "Incident technique ou effet indésirable "
                          "(R-EXAM-3)", "string", "DiagnosticReport | ImagingStudy")
 
@@ -354,6 +357,10 @@ DIAGNOSTIC_REPORT = profile("tlm-diagnostic-report", "DiagnosticReport",
                      "les incidents techniques", "string", 0, "*"),
     *extension_slice("DiagnosticReport.extension", "doseUnavailable", EXT_DOSE_UNAVAILABLE,
                      "la raison pour laquelle la dose n'est pas disponible", "string", 0, "1"),
+    *extension_slice("DiagnosticReport.extension", "visibility", EXT_VISIBILITY,
+                     "le masquage de ses documents (DMP, MHD) choisi par l'auteur ; le "
+                     "changer après publication demande une version modifiée (amended)",
+                     "Coding", 0, "*"),
     el("DiagnosticReport.basedOn", "la demande d'examen", min=1, mustSupport=True),
     el("DiagnosticReport.code", "le type de compte rendu (LOINC 18748-4)",
        patternCodeableConcept={"coding": [{"system": "http://loinc.org",

@@ -27,6 +27,15 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SCT = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 CCAM = "https://smt.esante.gouv.fr/terminologie-ccam"
+# ANS NOS TRE_A07 StatutVisibiliteDocument (OID 1.2.250.1.213.1.1.4.13): the DMP's masking
+# codes, carried in the XDS confidentialityCode beside the CDA's N (Guide d'intégration DMP;
+# MetaDMPMSS OBX of the CI-SIS "Transmission de documents CDA en HL7v2")
+TRE_A07 = ("https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/"
+           "TRE-A07-StatutVisibiliteDocument")
+VISIBILITY = [("MASQUE_PS", "Masqué aux professionnels de santé"),
+              ("INVISIBLE_PATIENT", "Non visible par le patient"),
+              ("INVISIBLE_REPRESENTANTS_LEGAUX",
+               "Non visible par les représentants légaux du patient")]
 SVS = "{urn:ihe:iti:svs:2008}"
 OID_SYSTEMS = {"2.16.840.1.113883.6.96": SCT, "1.2.840.10008.2.16.4": DCM,
                "2.16.840.1.113883.6.1": LOINC}
@@ -348,6 +357,14 @@ def main() -> None:
                     {"code": "source", "type": "string",
                      "description": "Où le code et son libellé ont été vérifiés"}]))
     write(value_set("ccam-imagerie", "Actes CCAM d'imagerie", [{"system": CCAM}]))
+    tre_a07 = code_system("tre-a07-statut-visibilite-document", "TRE_A07 — statut de "
+                          "visibilité d'un document (extrait : masquage DMP)", TRE_A07,
+                          [_concept(c, d) for c, d in VISIBILITY], content="fragment")
+    tre_a07["identifier"] = [{"system": "urn:ietf:rfc:3986",
+                              "value": "urn:oid:1.2.250.1.213.1.1.4.13"}]
+    write(tre_a07)
+    write(value_set("visibilite-document", "Masquage et visibilité d'un document dans le "
+                    "DMP (TRE_A07)", [{"system": TRE_A07}]))
     write(value_set("ccam-mammographie", "Actes CCAM de mammographie (R-SCOPE-2)", [
         {"system": CCAM, "filter": [{"property": "mammographie", "op": "=", "value": "true"}]}]))
     for jdv, vid, title in (

@@ -1,6 +1,11 @@
 """The XDS metadata of a CDA document, read from its header as the ANS *Transmission de
 documents CDA* IG specifies (``mapping.md``, "Mapping XDS — Fiche"): one reading, used by
-the XDS.b channel (ITI-41), the MSSanté XDM archive (ITI-32) and the MDM^T02 TXA segment.
+the XDS.b channel (ITI-41), the MSSanté XDM archive (ITI-32), the MDM^T02 TXA segment and
+the DocumentReference our MHD responder serves (ITI-67, :mod:`adapters.cda.publish`).
+
+The masking codes are not in the CDA (its confidentialityCode stays ``N``): they join the
+XDS confidentialityCode from the report (``mapping.md``: "les autres occurrences" come
+from the MetaDMPMSS OBX; :mod:`fhir_server.security.masking`).
 
 Values are kept in the HL7 v2 data types ebRIM wants (XCN, XON, CX, DTM), so the writers
 only place them.
@@ -10,18 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from lxml import etree
 
 from adapters.cda import codes
+from fhir_server.security import masking
 
 V3 = {"v3": "urn:hl7-org:v3", "ps3-20": "urn:dicom-org:ps3-20"}
 # reference id types (IHE ITI TF-3 4.2.3.2.28, referenceIdList)
 REF_ORDER = "urn:ihe:iti:xds:2013:order"
 REF_ACCESSION = "urn:ihe:iti:xds:2013:accession"
 REF_STUDY = "urn:ihe:iti:xds:2016:studyInstanceUID"
+ID_NAMESPACE = uuid.UUID("2f0d3c55-5b7e-4a57-8d21-6c1e0e0b7d31")  # our XDS ids (UUIDv5)
+
+
+def entry_uuid(unique_id: str) -> str:
+    """The DocumentEntry's entryUUID: derived from the document's uniqueId, so a resend
+    carries the same ids (idempotent), a replacement can name the entry it replaces, and
+    the DMP and our DocumentReference.identifier agree."""
+    return f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, unique_id)}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,16 @@ class Metadata:
     hash: str = ""  # SHA-1, hex (XDS)
     ins: str = ""  # the INS value alone (VIHF resource-id, MSSanté headers)
     patient_name: str = ""
+    type_translations: list[Code] = field(default_factory=list)
+
+    @property
+    def entry_uuid(self) -> str:
+        return entry_uuid(self.unique_id)
+
+    @property
+    def masking(self) -> frozenset[str]:
+        """The DMP masking codes among the confidentiality codes."""
+        return frozenset(c.code for c in self.confidentiality if c.scheme == masking.OID)
 
 
 def _dtm(value: str | None) -> str:
@@ -109,8 +135,9 @@ def _xon(org: etree._Element | None) -> str:
     return f"{name}^^^^^&{ident.get('root')}&ISO^IDNST^^^{ident.get('extension')}"
 
 
-def read(xml: bytes) -> Metadata:
-    """The metadata of one CDA document (bytes as stored and sent)."""
+def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
+    """The metadata of one CDA document (bytes as stored and sent); ``visibility`` the
+    masking codes chosen for it (TRE_A07)."""
     doc = etree.fromstring(xml)
 
     def one(path: str) -> etree._Element | None:
@@ -176,6 +203,10 @@ def read(xml: bytes) -> Metadata:
     type_code = _code(one("v3:code")) or Code(*codes.REPORT_CODE, codes.LOINC)
     n1 = one("v3:component/v3:nonXMLBody") is not None
     confidentiality = [c for c in [_code(one("v3:confidentialityCode"))] if c is not None]
+    confidentiality += [Code(c, masking.LABELS[c], masking.OID) for c in masking.LABELS
+                        if c in visibility]
+    translations = [c for c in (_code(t) for t in doc.iterfind("v3:code/v3:translation", V3))
+                    if c is not None]
     parent = one("v3:relatedDocument[@typeCode='RPLC']/v3:parentDocument/v3:id")
     language = one("v3:languageCode")
     version = one("v3:versionNumber")
@@ -205,6 +236,7 @@ def read(xml: bytes) -> Metadata:
         size=len(xml), hash=hashlib.sha1(xml).hexdigest(),
         ins=ins.get("extension", "") if ins is not None else "",
         patient_name=" ".join(p for p in (family.strip(), given.strip()) if p),
+        type_translations=translations,
     )
 
 

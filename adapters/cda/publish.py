@@ -10,14 +10,15 @@ so a replay writes nothing new.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
+import re
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
-from adapters.cda import codes, pdf
-from adapters.cda.document import Document, act_of, build, modality_of
+from adapters.cda import codes, metadata, pdf
+from adapters.cda.document import Document, build
 from adapters.cda.sources import MissingSource, Sources, gather
+from fhir_server.security import masking
 from fhir_server.workflow.records import body, raw_store, save
 from fhir_server.workflow.reports import FINAL, WITHDRAW
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from fhir_server.workflow.engine import Case
 
 log = logging.getLogger("teleimagerie.cda")
-CLASS = {"system": "urn:oid:1.2.250.1.213.1.1.4.1", "code": "10", "display": "Compte rendu"}
-FORMAT_SYSTEM = "urn:oid:1.3.6.1.4.1.19376.1.2.3"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 LEVELS = ("N3", "N1")
 _NS = uuid.UUID("9b0c8e51-6c0e-4c55-9d7e-3f1f2c7a2d10")
@@ -142,69 +141,115 @@ def _store(server: FhirServer, src: Sources, doc: Document) -> dict[str, Any]:
     return body(save(server, "DocumentReference", ref_id, reference)) or reference
 
 
+# OIDs of the XDS metadata -> FHIR code systems (FHIR R4 terminology; TRE_A07)
+FHIR_SYSTEMS = {oid: uri for uri, (oid, _) in codes.SYSTEMS.items()} | {
+    codes.CONFIDENTIALITY: CONFIDENTIALITY, masking.OID: masking.SYSTEM}
+# referenceIdList types with an HL7 v2 table 0203 code (a Study Instance UID has none)
+REFERENCE_TYPES = {metadata.REF_ACCESSION: "ACSN", metadata.REF_ORDER: "PLAC"}
+
+
+def coding(code: metadata.Code) -> dict[str, Any]:
+    out = {"system": FHIR_SYSTEMS.get(code.scheme, f"urn:oid:{code.scheme}"), "code": code.code}
+    if code.display:
+        out["display"] = code.display
+    return out
+
+
+def instant(dtm: str) -> str | None:
+    """XDS DTM (UTC digits) -> FHIR dateTime at its precision."""
+    digits = re.sub(r"\D", "", dtm)
+    if len(digits) < 4:
+        return None
+    parts = [digits[0:4], digits[4:6], digits[6:8]]
+    date = "-".join(p for p in parts if p)
+    if len(digits) < 12:
+        return date
+    time = f"{digits[8:10]}:{digits[10:12]}:{digits[12:14] or '00'}"
+    return f"{date}T{time}Z"
+
+
+def _related(meta: metadata.Metadata) -> list[dict[str, Any]]:
+    """referenceIdList (CX ``id^^^&root&ISO^type``) -> context.related identifiers."""
+    out = []
+    for cx in meta.references:
+        fields = cx.split("^")
+        value, authority, kind = fields[0], (fields[3:4] or [""])[0], fields[-1]
+        root = authority.split("&")[1] if authority.count("&") >= 2 else ""
+        ident: dict[str, Any]
+        if kind == metadata.REF_STUDY:
+            ident = {"system": "urn:dicom:uid", "value": f"urn:oid:{value}"}
+        else:
+            ident = {"system": f"urn:oid:{root}" if root else "urn:ietf:rfc:3986",
+                     "value": value}
+        ident["type"] = {"text": kind}
+        if kind in REFERENCE_TYPES:
+            ident["type"]["coding"] = [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                                  "v2-0203", "code": REFERENCE_TYPES[kind]}]
+        out.append({"identifier": ident})
+    return out
+
+
 def document_reference(src: Sources, doc: Document, ref_id: str, binary_id: str
                        ) -> dict[str, Any]:
-    """The XDS metadata of the CDA header (ANS *mapping.md*) as a DocumentReference."""
-    report = src.report
-    issued = report.get("issued") or report.get("effectiveDateTime")
-    authors = [{"reference": f"Practitioner/{src.author['id']}"}] if src.author else []
+    """The document's XDS metadata (:func:`metadata.read`, the derivation the XDS.b,
+    MDM and XDM channels use) as an IHE MHD DocumentReference (ITI-65 mapping; FR PDSm):
+    uniqueId -> masterIdentifier, entryUUID -> identifier, confidentiality and masking
+    -> securityLabel, referenceIdList -> context.related…"""
+    meta = metadata.read(doc.xml, masking.chosen(src.report))
+    author = f"Practitioner/{src.author['id']}" if src.author else None
+    authors = [{"reference": author}] if author else []
     if src.author_org is not None:
         authors.append({"reference": f"Organization/{src.author_org['id']}"})
-    events = []
-    modality = modality_of(src)
-    if modality:
-        events.append({"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM",
-                                   "code": modality}]})
-    act = act_of(src)
-    if act:
-        events.append({"coding": [act]})
-    related = []
-    if src.request:
-        related.append({"reference": f"ServiceRequest/{src.request['id']}"})
-    for study in src.studies:
-        related.append({"reference": f"ImagingStudy/{study['id']}"})
-    started = next((s.get("started") for s in src.studies if s.get("started")), None)
+    related = [{"reference": f"ServiceRequest/{src.request['id']}"}] if src.request else []
+    related += [{"reference": f"ImagingStudy/{study['id']}"} for study in src.studies]
+    root, _, extension = meta.unique_id.partition("^")
     context: dict[str, Any] = {
+        "event": [{"coding": [coding(c)]} for c in meta.events],
+        "period": {k: v for k, v in (("start", instant(meta.service_start)),
+                                      ("end", instant(meta.service_stop))) if v},
+        "facilityType": {"coding": [coding(meta.facility_type)]} if meta.facility_type
+        else None,
+        "practiceSetting": {"coding": [coding(meta.practice_setting)]}
+        if meta.practice_setting else None,
         "sourcePatientInfo": {"reference": f"Patient/{src.patient['id']}"},
-        "facilityType": {"coding": [{"system": f"urn:oid:{codes.FACILITY_TYPE}",
-                                     "code": "SA01"}]},
-        "practiceSetting": {"coding": [{"system": f"urn:oid:{codes.PRACTICE_SETTING}",
-                                        "code": "ETABLISSEMENT"}]}}
-    if events:
-        context["event"] = events
-    if related:
-        context["related"] = related
-    if started or issued:
-        context["period"] = {k: v for k, v in (("start", started), ("end", issued)) if v}
+        "related": related + _related(meta)}
+    attachment = {
+        "contentType": doc.media_type, "language": meta.language,
+        "url": f"Binary/{binary_id}", "size": meta.size,
+        "hash": base64.b64encode(bytes.fromhex(meta.hash)).decode(),
+        "title": meta.title or f"Compte rendu d'imagerie ({doc.level})",
+        "creation": instant(meta.creation_time)}
+    issued = src.report.get("issued") or src.report.get("effectiveDateTime")
+    custodian = src.site or src.author_org
     out: dict[str, Any] = {
         "resourceType": "DocumentReference", "id": ref_id,
-        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{doc.id}"},
+        "masterIdentifier": {"system": f"urn:oid:{root}", "value": extension} if extension
+        else {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{root}"},
         "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
-                        "value": f"urn:uuid:{uuid.uuid5(_NS, doc.id)}"}],
+                        "value": meta.entry_uuid}],
         "status": "current",
-        "docStatus": "amended" if doc.version > 1 else "final",
-        "type": {"coding": [{"system": "http://loinc.org", "code": codes.REPORT_CODE[0],
-                             "display": codes.REPORT_CODE[1]}]},
-        "category": [{"coding": [CLASS]}],
+        "docStatus": "amended" if meta.version > 1 else "final",
+        "type": {"coding": [coding(c) for c in [meta.type, *meta.type_translations]]},
+        "category": [{"coding": [coding(meta.class_code)]}],
         "subject": {"reference": f"Patient/{src.patient['id']}"},
+        "date": issued,
         "author": authors,
-        "description": f"{doc.level} — version {doc.version} — DiagnosticReport/"
-                       f"{report['id']}",
-        "securityLabel": [{"coding": [{"system": CONFIDENTIALITY, "code": "N"}]}],
-        "content": [{"attachment": {
-            "contentType": doc.media_type, "language": "fr-FR",
-            "url": f"Binary/{binary_id}", "size": len(doc.xml),
-            "hash": base64.b64encode(hashlib.sha1(doc.xml).digest()).decode(),
-            "title": f"Compte rendu d'imagerie ({doc.level})"},
-            "format": {"system": FORMAT_SYSTEM, "code": doc.format_code}}],
+        "authenticator": {"reference": author} if author else None,
+        "custodian": {"reference": f"Organization/{custodian['id']}"} if custodian else None,
+        "description": f"{doc.level} — version {meta.version} — DiagnosticReport/"
+                       f"{src.report_id}",
+        "securityLabel": [{"coding": [coding(c)]} for c in meta.confidentiality],
+        "content": [{"attachment": attachment, "format": coding(meta.format)}],
         "context": context,
     }
-    if issued:
-        out["date"] = issued
-        out["content"][0]["attachment"]["creation"] = issued
-    if src.author:
-        out["authenticator"] = {"reference": f"Practitioner/{src.author['id']}"}
-    custodian = src.site or src.author_org
-    if custodian is not None:
-        out["custodian"] = {"reference": f"Organization/{custodian['id']}"}
-    return out
+    return _pruned(out)
+
+
+def _pruned(value: Any) -> Any:
+    """Without the empty elements (FHIR forbids them)."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [v for v in (_pruned(i) for i in value) if v not in (None, "", [], {})]
+    return value

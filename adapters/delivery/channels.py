@@ -12,6 +12,7 @@ from adapters.cda import metadata
 from adapters.delivery import ebrim, mss, vihf, xdm, xds
 from adapters.delivery.outbox import Delivery
 from adapters.hl7v2.mdm_t02 import Routing
+from fhir_server.security import masking
 from fhir_server.workflow.records import load
 
 if TYPE_CHECKING:
@@ -53,8 +54,7 @@ async def _dmp(sender: Sender, d: Delivery) -> Outcome:
     from adapters.delivery.engine import Outcome
 
     s = sender.settings
-    xml = await sender.call(sender.document, d.document)
-    meta = metadata.read(xml)
+    xml, meta = await sender.call(sender.read, d.document)
     person, institution, _ = meta.authors[0] if meta.authors else ("", "", None)
     withdraw = d.action == "suppression"
     submission = ebrim.Submission(
@@ -114,8 +114,7 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
     route = sender.hl7.route(d.address)
     assert route is not None, "held by Sender.hold when no route"
     peer = f"{route[0]}:{route[1]}"
-    xml = await sender.call(sender.document, d.document)
-    meta = metadata.read(xml)
+    xml, meta = await sender.call(sender.read, d.document)
     patient = await sender.call(load, sender.server, d.patient) or {}
     request = await sender.call(load, sender.server, d.request) or {}
     placer = next((i for i in request.get("identifier") or []
@@ -123,7 +122,7 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
                           (i.get("type") or {}).get("coding") or [])), None)
     placer_ei = (f"{escape(placer['value'])}^^"
                  f"{escape(placer['system'].removeprefix('urn:oid:'))}^ISO" if placer else "")
-    routing = await sender.call(_routing, sender, d, patient)
+    routing = await sender.call(_routing, sender, d, patient, meta)
     author_xcn, author_xon, _ = meta.authors[0] if meta.authors else ("", "", None)
     event = "T04" if d.action == "suppression" else "T10" if meta.replaces else "T02"
     raw = mdm_t02.build(
@@ -147,17 +146,24 @@ async def _ris(sender: Sender, d: Delivery) -> Outcome:
     return Outcome("retry", detail, peer, code)
 
 
-def _routing(sender: Sender, d: Delivery, patient: dict[str, Any]) -> Routing:
+def _routing(sender: Sender, d: Delivery, patient: dict[str, Any], meta: metadata.Metadata
+             ) -> Routing:
     """What the RIS should do with the document we hand it: publish it to the DMP or mail
-    it only for the channels we do not serve ourselves, never against an opposition."""
+    it only for the channels we do not serve ourselves, never against an opposition nor
+    to professionals it is masked from; with the masking codes it carries."""
     from adapters.cda.sources import gather
     from adapters.delivery.engine import mss_address, recipients
     from adapters.hl7v2.oru_r01 import xcn
 
     s = sender.settings
+    masked = meta.masking
     routing = Routing(flags={"DESTDMP": "dmp" not in s.channels and
-                             not sender.opposed(d, "dmp") and not sender.qualified(patient)})
-    report = load(sender.server, d.report) if "mssante" not in s.channels else None
+                             not sender.opposed(d, "dmp") and not sender.qualified(patient),
+                             "MASQUE_PS": masking.MASQUE_PS in masked,
+                             "INVISIBLE_PATIENT": masking.INVISIBLE_PATIENT in masked,
+                             "INVISIBLE_REP_LEGAUX": masking.INVISIBLE_REP_LEGAUX in masked})
+    report = load(sender.server, d.report) if "mssante" not in s.channels and \
+        masking.MASQUE_PS not in masked else None
     if report is not None:
         src = gather(sender.server, report, d.version)
         author = f"Practitioner/{src.author['id']}" if src.author else None
@@ -174,9 +180,8 @@ async def _mss(sender: Sender, d: Delivery) -> Outcome:
 
     s = sender.settings
     withdraw = d.action == "suppression"
-    xml = await sender.call(sender.document, d.document)
+    xml, meta = await sender.call(sender.read, d.document)
     n1 = await sender.call(sender.sibling, d, "N1")
-    meta = metadata.read(xml)
     submission = ebrim.Submission(documents=[(meta, "")], source_id=s.source_id or
                                   "2.25.0", content_type=s.content_type,
                                   author_person=meta.authors[0][0] if meta.authors else "",

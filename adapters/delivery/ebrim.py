@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
-from adapters.cda.metadata import Code, Metadata
+from adapters.cda.metadata import ID_NAMESPACE, Code, Metadata, entry_uuid
 
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
@@ -44,13 +44,6 @@ RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
 APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
 DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
 UPDATE_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
-_NS = uuid.UUID("2f0d3c55-5b7e-4a57-8d21-6c1e0e0b7d31")
-
-
-def entry_uuid(unique_id: str) -> str:
-    """The DocumentEntry's entryUUID: derived from the document's uniqueId, so a resend
-    carries the same ids (idempotent) and a replacement can name the entry it replaces."""
-    return f"urn:uuid:{uuid.uuid5(_NS, unique_id)}"
 
 
 @dataclass
@@ -73,7 +66,7 @@ class Submission:
     def __post_init__(self) -> None:
         if not self.unique_id:
             first = self.documents[0][0].unique_id.replace("^", ".")
-            self.unique_id = f"2.25.{uuid.uuid5(_NS, f'{self.purpose}:{first}').int}"
+            self.unique_id = f"2.25.{uuid.uuid5(ID_NAMESPACE, f'{self.purpose}:{first}').int}"
 
 
 def _slot(parent: etree._Element, name: str, *values: str) -> None:
@@ -210,7 +203,7 @@ def _package(sub: Submission, now: datetime | None
     request = etree.Element(f"{{{LCM}}}SubmitObjectsRequest", nsmap=NSMAP)
     objects = etree.SubElement(request, f"{{{RIM}}}RegistryObjectList")
     first = sub.documents[0][0]
-    package_id = f"urn:uuid:{uuid.uuid5(_NS, 'package:' + sub.unique_id)}"
+    package_id = f"urn:uuid:{uuid.uuid5(ID_NAMESPACE, 'package:' + sub.unique_id)}"
     package = etree.SubElement(objects, f"{{{RIM}}}RegistryPackage", id=package_id,
                                objectType=PACKAGE)
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M%S")

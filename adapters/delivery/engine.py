@@ -7,8 +7,9 @@ delivery per channel and recipient — the DMP (N3 over XDS.b), the requesting s
 distribution list (MSSanté mail with the PDF and the XDM archive).
 
 :class:`Sender` works the outbox: before each attempt it checks what may hold a delivery
-(the patient's opposition, an identity the DMP must not receive, a channel not
-configured, no MSSanté address, the previous version not yet settled); then it marks the
+(the patient's opposition, an identity the DMP must not receive, a document masked from
+professionals for MSSanté, a channel not configured, no MSSanté address, the previous
+version not yet settled); then it marks the
 attempt durably (a lease: a crash mid-send retries later, with the same document ids,
 MSH-10 and Message-ID so the peer sees a duplicate, not a second document), sends, and
 records the outcome: sent, retry with exponential backoff, dead letter after
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adapters.cda import codes
+from adapters.cda import codes, metadata
 from adapters.cda.document import identifier
 from adapters.delivery.outbox import (
     Delivery,
@@ -39,6 +40,7 @@ from adapters.delivery.outbox import (
 from adapters.delivery.settings import DeliverySettings
 from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
+from fhir_server.security import masking
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import load, ref_of
 
@@ -260,6 +262,9 @@ class Sender:
         elif d.channel == "mssante":
             if d.recipient and self.opposed(d, d.recipient):
                 return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
+            if self.masked(d):
+                return "bloque-masquage", "document masqué aux professionnels de santé " \
+                    "(MASQUE_PS) : il n'est pas adressé par MSSanté"
             if not d.address:
                 d.address = mss_address(self.server, d.recipient, self.settings)
             if not d.address:
@@ -287,10 +292,16 @@ class Sender:
     # -- helpers the channels share --------------------------------------------------------
     def document(self, ref: str) -> bytes:
         """The stored bytes of a DocumentReference's attachment (the Binary)."""
+        return self.read(ref)[0]
+
+    def read(self, ref: str) -> tuple[bytes, metadata.Metadata]:
+        """A DocumentReference's document and its XDS metadata, with the masking codes
+        its ``securityLabel`` carries (set from the report when it was published)."""
         reference = load(self.server, ref) or {}
         url = ((reference.get("content") or [{}])[0].get("attachment") or {}).get("url")
         binary = load(self.server, url) or {}
-        return base64.b64decode(binary.get("data") or "")
+        xml = base64.b64decode(binary.get("data") or "")
+        return xml, metadata.read(xml, masking.labels(reference))
 
     def sibling(self, d: Delivery, level: str) -> bytes:
         """The same report version's other document (the N1 of an N3)."""
@@ -304,6 +315,11 @@ class Sender:
     def pdf_of(n1: bytes) -> bytes | None:
         found = re.search(rb'representation="B64"[^>]*>([^<]+)<', n1)
         return base64.b64decode(found.group(1)) if found else None
+
+    def masked(self, d: Delivery) -> bool:
+        """Masked from professionals: MSSanté may not carry it to one (CI-SIS
+        *Transmission de documents CDA en HL7v2*, règles de gestion MSSanté)."""
+        return masking.MASQUE_PS in masking.labels(load(self.server, d.document) or {})
 
     def opposed(self, d: Delivery, target: str) -> bool:
         from fhir_server.workflow.consent import sharing_opposed

@@ -43,6 +43,7 @@ STATES: dict[str, tuple[str, str]] = {
     "lettre-morte": ("failed", "abandonné après le nombre maximal d'essais"),
     "rejete": ("failed", "refusé par le destinataire"),
     "bloque-opposition": ("on-hold", "bloqué : opposition du patient (R-CONS-5)"),
+    "bloque-masquage": ("on-hold", "bloqué : document masqué aux professionnels (MASQUE_PS)"),
     "identite-non-qualifiee": ("on-hold", "en attente : identité INS non qualifiée"),
     "canal-non-configure": ("on-hold", "en attente : canal non configuré"),
     "adresse-absente": ("on-hold", "en attente : pas d'adresse MSSanté"),

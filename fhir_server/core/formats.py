@@ -7,6 +7,7 @@ embeds them unchanged via ``orjson.Fragment``. Only ``_summary``, ``_elements``,
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -69,6 +70,26 @@ def media_type(fmt: str | None, accept: str | None) -> str:
         raise FhirError(ErrorKind.NOT_ACCEPTABLE, f"cannot produce any of {accept!r} "
                         "(application/fhir+json, application/fhir+xml)")
     return FHIR_JSON
+
+
+def native_binary(raw: bytes, accept: str | None) -> tuple[bytes, str] | None:
+    """A Binary read asked for in its own media type (binary.html#rest: an Accept that
+    is not a FHIR format gets the content itself — IHE MHD ITI-68 fetches documents so):
+    (content, contentType), or None for the FHIR representation. The first Accept entry
+    that names either decides; neither -> 406."""
+    if not accept:
+        return None
+    binary = orjson.loads(bytes(raw))
+    ctype = str(binary.get("contentType") or "application/octet-stream")
+    major = ctype.split("/")[0]
+    for part in accept.split(","):
+        name = part.split(";")[0].strip().lower()
+        if name in _JSON_NAMES or name in _XML_NAMES or name in ("*/*", "application/*", ""):
+            return None
+        if name in (ctype.lower(), f"{major}/*"):
+            return base64.b64decode(binary.get("data") or ""), ctype
+    raise FhirError(ErrorKind.NOT_ACCEPTABLE, f"this Binary is {ctype}: cannot produce any "
+                    f"of {accept!r} (nor application/fhir+json, application/fhir+xml)")
 
 
 def _tag_subsetted(resource: dict[str, Any]) -> None:

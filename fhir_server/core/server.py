@@ -21,6 +21,7 @@ from fhir_server.core.formats import (
     dumps,
     materialize,
     media_type,
+    native_binary,
     subset,
     subset_bundle,
     to_xml,
@@ -84,6 +85,13 @@ class Rendered:
     headers: dict[str, str]
     body: bytes
     media_type: str
+
+    @property
+    def content_type(self) -> str:
+        """The Content-Type header: FHIR formats in UTF-8; a Binary's own type as is."""
+        if self.media_type.startswith("application/fhir+"):
+            return f"{self.media_type};charset=utf-8"
+        return self.media_type
 
 
 class FhirServer:
@@ -200,6 +208,12 @@ class FhirServer:
             return render_error(FhirError(ErrorKind.INTERNAL, "cannot render the response"))
 
     def _render(self, req: FhirRequest, resp: FhirResponse) -> Rendered:
+        if req.resource_type == "Binary" and resp.raw is not None and resp.status == 200 \
+                and req.interaction in (Interaction.READ, Interaction.VREAD) \
+                and not req.param("_format"):
+            native = native_binary(resp.raw, req.header("accept"))
+            if native is not None:
+                return Rendered(resp.status, resp.headers, *native)
         try:
             mtype = media_type(req.param("_format"), req.header("accept"))
         except FhirError as exc:

@@ -61,7 +61,7 @@ def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Respons
     if not rendered.body:
         return Response(status_code=rendered.status, headers=headers)
     return Response(content=b"" if head else rendered.body, status_code=rendered.status,
-                    headers=headers, media_type=f"{rendered.media_type};charset=utf-8")
+                    headers=headers, media_type=rendered.content_type)
 
 
 def create_app(settings: Settings | None = None, server: FhirServer | None = None) -> FastAPI:
@@ -240,7 +240,7 @@ class ReadFastPath:
                for k, v in rendered.headers.items()]
         out.append((b"x-request-id", request_id.encode("latin-1")))
         if rendered.body:
-            out.append((b"content-type", f"{rendered.media_type};charset=utf-8".encode()))
+            out.append((b"content-type", rendered.content_type.encode()))
         out.append((b"content-length", str(len(rendered.body)).encode()))
         await send({"type": "http.response.start", "status": rendered.status, "headers": out})
         await send({"type": "http.response.body", "body": rendered.body})

@@ -33,6 +33,25 @@ OPERATION_DEFINITIONS = {
 }
 
 
+# IHE MHD (4.2) Document Responder: ITI-67 Find Document References on DocumentReference,
+# ITI-68 Retrieve Document on the Binary its attachment.url names (issue 9)
+MHD = "https://profiles.ihe.net/ITI/MHD"
+INSTANTIATES = [f"{MHD}/CapabilityStatement/IHE.MHD.DocumentResponder"]
+IMPLEMENTATION_GUIDES = [f"{MHD}/ImplementationGuide/ihe.iti.mhd"]
+DOCUMENTATION = {
+    "DocumentReference": "IHE MHD Document Responder, ITI-67 Find Document References: "
+    "one DocumentReference per report document version (CDA N1 and N3), carrying its XDS "
+    "metadata; poll with _lastUpdated=gt<the last lastUpdated seen>&_sort=_lastUpdated "
+    "(keyset paging). Masked documents (securityLabel TRE_A07) and documents a patient "
+    "opposed sharing are left out for who may not see them.",
+    "Binary": "IHE MHD ITI-68 Retrieve Document: GET of a DocumentReference's "
+    "attachment.url with Accept set to its contentType (application/hl7-cda+xml) returns "
+    "the document bytes; a FHIR Accept returns the Binary resource.",
+}
+SUPPORTED_PROFILES = {"DocumentReference": [
+    f"{MHD}/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"]}
+
+
 def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
     required = tuple(sorted((t, tuple(u)) for t, u in server.profiles.required.items()))
     extra = tuple(sorted((t or "", n) for t, n in server.workflow.operations)) \
@@ -76,8 +95,12 @@ def _statement(base_url: str, released: str,
                 {"name": n, "definition": url("OperationDefinition", f"{rtype}-{n}")}
                 for t, n in extra if t == rtype)],
         })
-        if rtype in mandatory:  # writes must meet these (TELEIMG_REQUIRED_PROFILES)
-            resources[-1]["supportedProfile"] = list(mandatory[rtype])
+        # writes must meet the mandatory ones (TELEIMG_REQUIRED_PROFILES)
+        profiles = [*mandatory.get(rtype, ()), *SUPPORTED_PROFILES.get(rtype, ())]
+        if profiles:
+            resources[-1]["supportedProfile"] = profiles
+        if rtype in DOCUMENTATION:
+            resources[-1]["documentation"] = DOCUMENTATION[rtype]
     for rtype in sorted(CONFORMANCE_TYPES):
         resources.append({
             "type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
@@ -94,9 +117,11 @@ def _statement(base_url: str, released: str,
         "date": released,
         "publisher": "Téléimagerie",
         "kind": "instance",
+        "instantiates": INSTANTIATES,
         "software": {"name": "teleimagerie", "version": __version__},
         "implementation": {"description": "Téléimagerie FHIR R4 server", "url": base_url},
         "fhirVersion": FHIR_VERSION,
+        "implementationGuide": IMPLEMENTATION_GUIDES,
         "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "patchFormat": ["application/json-patch+json"],
         "rest": [{

@@ -6,7 +6,9 @@ patients?" from the intersection of its roles (:mod:`roles`) and SMART scopes.
 reads, searches and their includes, history, bundle entries, operations — only sees
 resources the principal may see and only writes where it may write. Resources of
 other patients are simply absent (404, never 403: no existence leak across patients),
-searches are narrowed in the query itself so paging and totals stay right.
+searches are narrowed in the query itself so paging and totals stay right. Documents
+are also hidden by their masking codes and by the patient's opposition to the sharing a
+role does (:mod:`masking`, R-CONS-5).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.limits import Limits
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import QueryParser, SearchQuery
+from fhir_server.security import masking
 from fhir_server.security.care import care_patients, parties
 from fhir_server.security.compartment import (
     NARROWING_PARAM,
@@ -49,6 +52,7 @@ class Access:
         self._care: frozenset[str] | None = None
         self._parties: set[str] | None = None
         self._reach: dict[tuple[str, str], Reach | bool] = {}
+        self._opposed: dict[tuple[str, str | None, frozenset[str]], bool] = {}
         self.roles = [ROLES[r] for r in principal.roles if r in ROLES]
 
     def permits(self, rtype: str, letter: str) -> bool:
@@ -100,6 +104,30 @@ class Access:
         if by_scope is ALL:
             return by_role
         return by_role & by_scope
+
+    def masked(self, rtype: str, letter: str) -> frozenset[str]:
+        """The masking codes hiding a document from this principal (no role through
+        which it acts on ``rtype`` sees through them)."""
+        roles = [r for r in self.roles if letter in r.letters(rtype)]
+        return masking.ALL.difference(*(r.unmasks for r in roles))
+
+    def withheld(self, rtype: str, letter: str) -> frozenset[str]:
+        """The sharings (``dmp``, ``professionnels``) an opposition withholds documents
+        from, for this principal; empty when one of its roles shares nothing."""
+        roles = [r for r in self.roles if letter in r.letters(rtype)]
+        if not roles or any(not r.shares for r in roles):
+            return frozenset()
+        return frozenset(r.shares for r in roles)
+
+    def opposed(self, patient: str, request: str | None, sharings: frozenset[str]) -> bool:
+        """Did the patient oppose each of ``sharings`` (R-CONS-5)? Cached per request."""
+        from fhir_server.workflow.consent import decisions_in, opposed_in
+
+        key = (patient, request, sharings)
+        if key not in self._opposed:
+            found = decisions_in(self.store, self.limits, f"Patient/{patient}", request)
+            self._opposed[key] = all(opposed_in(found, s) for s in sharings)
+        return self._opposed[key]
 
     def care(self) -> frozenset[str]:
         if self._care is None:
@@ -170,8 +198,42 @@ class GuardedStore:
                 return item.type != "Patient" and not self._self_only(item.type, letter)
             if not (found & reach):
                 return False
+        if item.type in masking.DOCUMENT_TYPES and not self._document_visible(item, letter,
+                                                                               found):
+            return False
         self.touched[f"{item.type}/{item.id}"] = found
         return True
+
+    def _document_visible(self, item: Stored, letter: str, patients: set[str]) -> bool:
+        """Masking and opposition (:mod:`masking`): a Binary follows its document."""
+        hidden = self.access.masked(item.type, letter)
+        sharings = self.access.withheld(item.type, letter)
+        if not hidden and not sharings:
+            return True
+        document = self._document_of(item)
+        if document is None:
+            return True
+        if hidden & masking.labels(document):
+            return False
+        if sharings:
+            request = next((r for r in (ref.get("reference") for ref in
+                                        (document.get("context") or {}).get("related") or []
+                                        if isinstance(ref, dict))
+                            if isinstance(r, str) and r.startswith("ServiceRequest/")), None)
+            return not any(self.access.opposed(p, request, sharings) for p in patients)
+        return True
+
+    def _document_of(self, item: Stored) -> dict[str, Any] | None:
+        if item.body is None:
+            return None
+        resource: dict[str, Any] = orjson.loads(item.body)
+        if item.type == "DocumentReference":
+            return resource
+        target = ((resource.get("securityContext") or {}).get("reference") or "").split("/")
+        if len(target) < 2 or target[0] != "DocumentReference":
+            return None
+        stored = self.inner.read("DocumentReference", target[1])
+        return orjson.loads(stored.body) if stored is not None and stored.body else None
 
     def _self_only(self, rtype: str, letter: str) -> bool:
         return all(r.reach == "self" for r in self.access.roles if letter in r.letters(rtype))
@@ -204,6 +266,12 @@ class GuardedStore:
             values = sorted(reach) if param == "_id" else [f"Patient/{p}" for p in sorted(reach)]
             extra = QueryParser(self.access.limits).parse(query.type, [(param, ",".join(values))])
             query.terms = [*query.terms, *extra.terms]
+        hidden = self.access.masked(query.type, "s") if query.type == "DocumentReference" \
+            else frozenset()
+        if hidden:  # masked documents are left out by the query: pages and totals stay right
+            extra = QueryParser(self.access.limits).parse(query.type, [(
+                "security-label:not", ",".join(f"{masking.SYSTEM}|{c}" for c in sorted(hidden)))])
+            query.terms = [*query.terms, *extra.terms]
         return True
 
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
@@ -213,7 +281,10 @@ class GuardedStore:
         if not self._narrow(query):
             return Page([], 0)
         page = self.inner.search(query, count_only)
-        page.items = self._filter(page.items, "s")
+        kept = self._filter(page.items, "s")
+        if len(kept) < len(page.items):  # left out after the query (an opposition): the
+            page.total = None            # count would be wrong, and would tell they exist
+        page.items = kept
         return page
 
     def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,

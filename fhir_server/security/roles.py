@@ -6,6 +6,11 @@ A role grants permission letters (SMART ``cruds``) per resource type and a *reac
 - ``care``: only the patients of the requests the user is party to (R-SEC-2);
 - ``self``: only the user's own compartment (patients, R-SEC-4).
 
+Documents (DocumentReference and their Binary) may be masked (:mod:`masking`): a role
+sees through the masking codes in ``unmasks`` only; a role that *shares* documents
+outside the care team (``shares``: ``dmp`` or ``professionnels``) does not see the
+documents of a patient who opposed that sharing (R-CONS-5).
+
 The effective right of a token is the intersection of its roles and its SMART
 scopes. The table is documented in ``docs/security.md``; AuditEvent is never
 writable through the API (append-only trail, R-SEC-3).
@@ -14,6 +19,9 @@ writable through the API (append-only trail, R-SEC-3).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from fhir_server.security.masking import ALL as EVERY_LABEL
+from fhir_server.security.masking import INVISIBLE_PATIENT
 
 PATIENT_DATA = ("Patient", "ServiceRequest", "Consent", "ImagingStudy", "DiagnosticReport",
                 "Observation", "DocumentReference", "Binary", "Task", "Provenance",
@@ -27,6 +35,8 @@ class Role:
     title: str
     reach: str  # all | care | self
     grants: dict[str, str]  # resource type -> letters
+    unmasks: frozenset[str] = EVERY_LABEL  # masking codes this role sees through
+    shares: str = ""  # the sharing an opposition withholds documents from (R-CONS-5)
 
     def letters(self, rtype: str) -> str:
         return self.grants.get(rtype, "")
@@ -77,11 +87,17 @@ ROLES: dict[str, Role] = {r.code: r for r in (
         (("Observation",), "cruds"),
         # a study received before its request: a provisional Patient and its Flag
         (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs"))),
+    # publishes the documents with their masking codes: the DMP applies them
     Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(
         _READ_DIRECTORY,
         (("Patient", "Consent", "DiagnosticReport", "DocumentReference", "Binary",
-          "ImagingStudy", "ServiceRequest", "Observation"), "rs"))),
+          "ImagingStudy", "ServiceRequest", "Observation"), "rs")), shares="dmp"),
+    # an EHR of another structure pulling reports (IHE MHD consumer): shown only what
+    # may be shared with professionals outside the care team
+    Role("document-consumer", "Consommateur de documents MHD (DPI tiers, système)", "all",
+         _grants(_READ_DIRECTORY, (("Patient", "DocumentReference", "Binary"), "rs")),
+         unmasks=frozenset(), shares="professionnels"),
     Role("patient", "Patient", "self", _grants(
         _READ_DIRECTORY, (tuple(t for t in PATIENT_DATA if t != "Provenance"), "rs"),
-        (("Consent",), "cu"))),
+        (("Consent",), "cu")), unmasks=EVERY_LABEL - {INVISIBLE_PATIENT}),
 )}

@@ -36,7 +36,9 @@ from fhir_server.workflow.records import (
 )
 
 if TYPE_CHECKING:
+    from fhir_server.core.limits import Limits
     from fhir_server.core.server import FhirServer
+    from fhir_server.store.base import Store
     from fhir_server.workflow.engine import Case, Workflow
 
 NEEDED = ("acte", "teleimagerie")  # R-CONS-2: the act *and* its remote performance
@@ -47,8 +49,14 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
               ) -> list[tuple[str, set[str], list[str]]]:
     """(permit|deny, categories, actors) of the patient's active Consents that apply to
     ``request_ref`` (or to every request), newest first."""
+    return decisions_in(raw_store(server), server.limits, patient, request_ref)
+
+
+def decisions_in(store: Store, limits: Limits, patient: str, request_ref: str | None
+                 ) -> list[tuple[str, set[str], list[str]]]:
+    """:func:`decisions` on a given store (the access layer has no server)."""
     out = []
-    found = all_matches(raw_store(server), server.limits, "Consent",
+    found = all_matches(store, limits, "Consent",
                         [("patient", patient), ("status", "active"), ("_sort", "-_lastUpdated")])
     for item in found:
         c = body(item) or {}
@@ -181,8 +189,15 @@ def sharing_opposed(server: FhirServer, patient: str, request_ref: str | None,
                     target: str) -> bool:
     """R-CONS-5: did the patient oppose sharing with ``target`` (``dmp`` or a reference
     to a professional)? The latest applicable decision wins."""
+    return opposed_in(decisions(server, patient, request_ref), target)
+
+
+def opposed_in(found: list[tuple[str, set[str], list[str]]], target: str) -> bool:
+    """:func:`sharing_opposed` over decisions already read; ``target`` ``professionnels``
+    stands for any professional outside the care team (only an opposition naming no one
+    applies to them)."""
     category = "partage-dmp" if target == "dmp" else "partage-professionnels"
-    for decision, categories, actors in decisions(server, patient, request_ref):
+    for decision, categories, actors in found:
         if category in categories and (target == "dmp" or not actors or target in actors):
             return decision == "deny"
     return False

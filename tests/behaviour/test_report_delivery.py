@@ -23,6 +23,7 @@ from adapters.delivery.outbox import CODE, SYSTEM
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
 from fhir_server.core.server import FhirServer
+from fhir_server.security import masking
 from fhir_server.workflow.identity import reliability
 from tests import peers
 from tests.behaviour.workflow_world import World
@@ -55,12 +56,21 @@ def qualify(w: World) -> None:
     assert r.status_code == 200, r.text
 
 
-def final(w: World) -> dict[str, Any]:
-    """A CT request carried through to its final report (with a dose)."""
+def visibility(*codes: str) -> list[dict[str, Any]]:
+    """The imager's masking choice on a report (tlm-document-visibility, TRE_A07)."""
+    return [{"url": masking.EXTENSION, "valueCoding": {"system": masking.SYSTEM, "code": c}}
+            for c in codes]
+
+
+def final(w: World, *masked: str) -> dict[str, Any]:
+    """A CT request carried through to its final report (with a dose), masked from whom
+    ``masked`` says."""
     sr = w.ready("CT")
     w.op(w.ris, sr, "start")
     study = w.study(sr, "CT")
     report = w.report(sr, study, result=[{"reference": w.dose(study)}])
+    if masked:
+        report["extension"] = [*report.get("extension", []), *visibility(*masked)]
     r = w.imager.post("/fhir/DiagnosticReport", json=report)
     assert r.status_code == 201, r.text
     return dict(r.json())
@@ -98,8 +108,8 @@ class Rig:
     def qualify(self) -> None:
         qualify(self.world)
 
-    def final(self) -> dict[str, Any]:
-        return final(self.world)
+    def final(self, *masked: str) -> dict[str, Any]:
+        return final(self.world, *masked)
 
     def amend(self, report: dict[str, Any]) -> None:
         r = self.world.imager.put(f"/fhir/DiagnosticReport/{report['id']}", json={
@@ -238,6 +248,43 @@ def test_opposition_blocks_the_dmp_visibly_and_sends_nothing(rig: Rig) -> None:
     dmp = rig.deliveries()[("dmp", "DMP")]
     assert state(dmp) == "bloque-opposition" and dmp["status"] == "on-hold"
     assert rig.xds.requests == []
+
+
+def test_masking_codes_reach_the_dmp_the_ris_and_hold_mssante(rig: Rig) -> None:
+    """R-CONS-5, R-INT-1 (DMP masking codes): the imager masks the report from other
+    professionals and from the patient (until the announcement): the XDS entry carries
+    N (the CDA's) plus MASQUE_PS and INVISIBLE_PATIENT (TRE_A07, 1.2.250.1.213.1.1.4.13),
+    the MDM's MetaDMPMSS OBX say Y to both, the DocumentReferences are labelled, and
+    MSSanté, which may not carry a document masked from professionals, holds visibly."""
+    rig.qualify()
+    rig.final(masking.MASQUE_PS, masking.INVISIBLE_PATIENT)
+    rig.run(2)
+    deliveries = rig.deliveries()
+    assert state(deliveries[("dmp", "DMP")]) == "envoye"
+    assert state(deliveries[("ris", rig.world.refs["site"])]) == "envoye"
+    gp = deliveries[("mssante", rig.world.refs["gp"])]
+    assert state(gp) == "bloque-masquage" and gp["status"] == "on-hold"
+    assert rig.smtp.mails == []
+    entry = rig.xds.requests[-1]["root"].find(".//rim:ExtrinsicObject", NS)
+    confidentiality = sorted(
+        (c.get("nodeRepresentation"), c.findtext("rim:Slot/rim:ValueList/rim:Value",
+                                                 namespaces=NS))
+        for c in entry.iterfind("rim:Classification", NS)
+        if c.get("classificationScheme") == "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f")
+    assert confidentiality == [("INVISIBLE_PATIENT", masking.OID), ("MASQUE_PS", masking.OID),
+                               ("N", "2.16.840.1.113883.5.25")]
+    obx = [s.split(b"|") for s in rig.ris.messages[-1].split(b"\r") if s.startswith(b"OBX")]
+    meta = {o[3].split(b"^")[0]: o[5].split(b"^")[0] for o in obx[1:]}
+    assert meta[b"MASQUE_PS"] == b"Y" and meta[b"INVISIBLE_PATIENT"] == b"Y"
+    assert meta[b"INVISIBLE_REP_LEGAUX"] == b"N" and meta[b"DESTMSSANTEPS"] == b"N"
+    refs = rig.world.ris.get(f"/fhir/DocumentReference?subject={rig.world.refs['patient']}"
+                             ).json()["entry"]
+    assert len(refs) == 2
+    for e in refs:
+        labels = {(c["system"], c["code"]) for lab in e["resource"]["securityLabel"]
+                  for c in lab["coding"]}
+        assert labels == {(masking.SYSTEM, "MASQUE_PS"), (masking.SYSTEM, "INVISIBLE_PATIENT"),
+                          ("http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "N")}
 
 
 def test_dmp_dead_letter_after_max_attempts_keeps_the_last_error(rig: Rig) -> None:
