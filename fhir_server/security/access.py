@@ -52,7 +52,7 @@ class Access:
         self._care: frozenset[str] | None = None
         self._parties: set[str] | None = None
         self._reach: dict[tuple[str, str], Reach | bool] = {}
-        self._opposed: dict[tuple[str, str | None, frozenset[str]], bool] = {}
+        self._consents: dict[str, list[Any]] = {}  # patient -> their active Consents
         self.roles = [ROLES[r] for r in principal.roles if r in ROLES]
 
     def permits(self, rtype: str, letter: str) -> bool:
@@ -120,14 +120,15 @@ class Access:
         return frozenset(r.shares for r in roles)
 
     def opposed(self, patient: str, request: str | None, sharings: frozenset[str]) -> bool:
-        """Did the patient oppose each of ``sharings`` (R-CONS-5)? Cached per request."""
-        from fhir_server.workflow.consent import decisions_in, opposed_in
+        """Did the patient oppose each of ``sharings`` (R-CONS-5)? Their Consents are
+        read once per request (a page of documents is mostly one patient's)."""
+        from fhir_server.workflow.consent import applicable, consent_rows, opposed_in
 
-        key = (patient, request, sharings)
-        if key not in self._opposed:
-            found = decisions_in(self.store, self.limits, f"Patient/{patient}", request)
-            self._opposed[key] = all(opposed_in(found, s) for s in sharings)
-        return self._opposed[key]
+        if patient not in self._consents:
+            self._consents[patient] = consent_rows(self.store, self.limits,
+                                                   f"Patient/{patient}")
+        found = applicable(self._consents[patient], request)
+        return all(opposed_in(found, s) for s in sharings)
 
     def care(self) -> frozenset[str]:
         if self._care is None:

@@ -55,20 +55,31 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
 def decisions_in(store: Store, limits: Limits, patient: str, request_ref: str | None
                  ) -> list[tuple[str, set[str], list[str]]]:
     """:func:`decisions` on a given store (the access layer has no server)."""
+    return applicable(consent_rows(store, limits, patient), request_ref)
+
+
+ConsentRow = tuple[str, set[str], list[str], set[str]]  # decision, categories, actors, data
+
+
+def consent_rows(store: Store, limits: Limits, patient: str) -> list[ConsentRow]:
+    """Every active Consent of the patient, newest first, with the requests it names."""
     out = []
     found = all_matches(store, limits, "Consent",
                         [("patient", patient), ("status", "active"), ("_sort", "-_lastUpdated")])
     for item in found:
         c = body(item) or {}
         provision = c.get("provision") or {}
-        data = concerns(c)
-        if request_ref is not None and data and request_ref not in data:
-            continue
-        categories = categories_of(c)
         actors = [r for r in (ref_of(a.get("reference")) for a in provision.get("actor") or [])
                   if r]
-        out.append((provision.get("type", "permit"), categories, actors))
+        out.append((provision.get("type", "permit"), categories_of(c), actors, concerns(c)))
     return out
+
+
+def applicable(rows: list[ConsentRow], request_ref: str | None
+               ) -> list[tuple[str, set[str], list[str]]]:
+    """The rows that apply to ``request_ref`` (None: to every request)."""
+    return [(decision, categories, actors) for decision, categories, actors, data in rows
+            if request_ref is None or not data or request_ref in data]
 
 
 def categories_of(consent: dict[str, Any]) -> set[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ class World:
                   performer=[{"reference": self.refs["site"]},
                              {"reference": self.refs["imager"]},
                              {"reference": self.refs["nuclear"]}],
-                  priority=priority, **changes)
+                  priority=priority, **{"authoredOn": _now(), **changes})
         return self._create(sr).split("/")[1]
 
     def consent(self, *categories: str, decision: str = "permit",
@@ -184,6 +185,12 @@ class World:
         self.consent("acte", "teleimagerie", patient=kw.get("patient"))
         r = self.op(self.imager, sr, "accept")
         assert r.status_code == 200, r.text
-        r = self.op(self.ris, sr, "schedule", occurrence="2026-11-23T09:00:00+01:00")
+        r = self.op(self.ris, sr, "schedule", occurrence=_now(timedelta(days=1)))
         assert r.status_code == 200, r.text
         return sr
+
+
+def _now(offset: timedelta = timedelta()) -> str:
+    """The wall clock, so due dates derived from ``authoredOn`` are never in the past
+    when a test runs (fixed example dates turned every request late once passed)."""
+    return (datetime.now(UTC) + offset).isoformat(timespec="seconds")
