@@ -20,7 +20,7 @@ from adapters.cda import validate
 from adapters.cda.publish import Publisher
 from fhir_server.core.server import FhirServer
 from fhir_server.security import masking
-from tests.behaviour.test_report_delivery import INS, qualify, visibility
+from tests.behaviour.test_report_delivery import INS, amend, final, qualify
 from tests.behaviour.workflow_world import World
 from tests.conftest import mint, serve
 
@@ -42,24 +42,6 @@ def world(secured: FhirServer, tmp_path: Path) -> World:
 def connector(world: World, role: str = "dmp-connector") -> TestClient:
     return world.user([role], scopes=["system/DocumentReference.rs", "system/Binary.r",
                                       "system/Patient.rs"])
-
-
-def issue(world: World, *masked: str) -> dict[str, Any]:
-    sr = world.ready("CT")
-    world.op(world.ris, sr, "start")
-    study = world.study(sr, "CT")
-    report = world.report(sr, study, result=[{"reference": world.dose(study)}])
-    if masked:
-        report["extension"] = [*report.get("extension", []), *visibility(*masked)]
-    r = world.imager.post("/fhir/DiagnosticReport", json=report)
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def amend(world: World, report: dict[str, Any]) -> None:
-    r = world.imager.put(f"/fhir/DiagnosticReport/{report['id']}", json={
-        **report, "status": "amended", "conclusion": report["conclusion"] + " Addendum."})
-    assert r.status_code == 200, r.text
 
 
 class Poller:
@@ -102,7 +84,7 @@ def test_connector_polls_v1_then_v2_replacing_it_and_retrieves_the_cda(world: Wo
     application/hl7-cda+xml, valid against the CDA schema."""
     poller = Poller(connector(world))
     assert poller.poll() == []
-    report = issue(world)
+    report = final(world)
     [v1] = poller.poll()
     assert v1["status"] == "current" and v1["docStatus"] == "final"
     assert v1["identifier"][0]["value"].startswith("urn:uuid:")
@@ -144,7 +126,7 @@ def test_mhd_search_parameters_find_the_document(world: World) -> None:
     imager = world.ris.get(f"/fhir/{world.refs['imager']}").json()
     imager["name"] = [{"family": "Lambert", "given": ["Claire"]}]
     assert world.ris.put(f"/fhir/{world.refs['imager']}", json=imager).status_code == 200
-    report = issue(world)
+    report = final(world)
     client = connector(world)
     n3 = next(e["resource"] for e in client.get(
         f"/fhir/DocumentReference?patient={world.refs['patient']}&format={N3_FORMAT}"
@@ -179,8 +161,8 @@ def test_masked_and_opposed_documents_are_hidden_from_who_may_not_see_them(
     patient is hidden from the patient's own token; once the patient opposes sharing
     with professionals, the consumer sees none of their documents, and once they oppose
     the DMP, the DMP connector sees none."""
-    issue(world)
-    issue(world, masking.MASQUE_PS, masking.INVISIBLE_PATIENT)
+    final(world)
+    final(world, masking.MASQUE_PS, masking.INVISIBLE_PATIENT)
     dmp, ehr = connector(world), connector(world, "document-consumer")
     mine = serve(world.core, world.dir, mint(world.dir, ["patient"], ["patient/*.rs"],
                                              patient=world.refs["patient"].split("/")[1]))

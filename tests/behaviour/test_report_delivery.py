@@ -76,6 +76,14 @@ def final(w: World, *masked: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def amend(w: World, report: dict[str, Any]) -> None:
+    """The imager amends a final report (a new document version replaces the last)."""
+    r = w.imager.put(f"/fhir/DiagnosticReport/{report['id']}", json={
+        **report, "status": "amended",
+        "conclusion": report["conclusion"] + " Addendum : contrôle à 3 mois."})
+    assert r.status_code == 200, r.text
+
+
 class Rig:
     """The world, its peers and a sender configured toward them."""
 
@@ -112,10 +120,7 @@ class Rig:
         return final(self.world, *masked)
 
     def amend(self, report: dict[str, Any]) -> None:
-        r = self.world.imager.put(f"/fhir/DiagnosticReport/{report['id']}", json={
-            **report, "status": "amended",
-            "conclusion": report["conclusion"] + " Addendum : contrôle à 3 mois."})
-        assert r.status_code == 200, r.text
+        amend(self.world, report)
 
     def run(self, passes: int = 1) -> None:
         for _ in range(passes):
