@@ -290,10 +290,6 @@ class Sender:
         return ""
 
     # -- helpers the channels share --------------------------------------------------------
-    def document(self, ref: str) -> bytes:
-        """The stored bytes of a DocumentReference's attachment (the Binary)."""
-        return self.read(ref)[0]
-
     def read(self, ref: str) -> tuple[bytes, metadata.Metadata]:
         """A DocumentReference's document and its XDS metadata, with the masking codes
         its ``securityLabel`` carries (set from the report when it was published)."""
@@ -308,8 +304,8 @@ class Sender:
         from adapters.cda.publish import resource_id
 
         report_id = d.report.split("/", 1)[1]
-        return self.document(f"DocumentReference/"
-                             f"{resource_id('DocumentReference', report_id, level, d.version)}")
+        ref = resource_id("DocumentReference", report_id, level, d.version)
+        return self.read(f"DocumentReference/{ref}")[0]
 
     @staticmethod
     def pdf_of(n1: bytes) -> bytes | None:

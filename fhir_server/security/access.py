@@ -155,6 +155,8 @@ class GuardedStore:
         self.access = access
         self.supports_transactions = inner.supports_transactions
         self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
+        # what a Binary's securityContext names, read once for its patients and its masking
+        self._contexts: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     # -- pass-through -------------------------------------------------------------------
     def write(self, durable: bool = True) -> AbstractContextManager[None]:
@@ -179,10 +181,18 @@ class GuardedStore:
             for ref in references(resource, "Binary"):
                 rtype, _, rid = ref.partition("/")
                 if in_compartment(rtype) and rid:
-                    target = self.inner.read(rtype, rid.split("/")[0])
-                    if target is not None and target.body is not None:
-                        found |= patients_of(orjson.loads(target.body))
+                    target = self._context(rtype, rid.split("/")[0])
+                    if target is not None:
+                        found |= patients_of(target)
         return found
+
+    def _context(self, rtype: str, rid: str) -> dict[str, Any] | None:
+        key = (rtype, rid)
+        if key not in self._contexts:
+            stored = self.inner.read(rtype, rid)
+            self._contexts[key] = orjson.loads(stored.body) if stored is not None and \
+                stored.body else None
+        return self._contexts[key]
 
     def visible(self, item: Stored, letter: str = "r") -> bool:
         if not self.access.permits(item.type, letter):
@@ -233,8 +243,7 @@ class GuardedStore:
         target = ((resource.get("securityContext") or {}).get("reference") or "").split("/")
         if len(target) < 2 or target[0] != "DocumentReference":
             return None
-        stored = self.inner.read("DocumentReference", target[1])
-        return orjson.loads(stored.body) if stored is not None and stored.body else None
+        return self._context("DocumentReference", target[1])
 
     def _self_only(self, rtype: str, letter: str) -> bool:
         return all(r.reach == "self" for r in self.access.roles if letter in r.letters(rtype))
@@ -309,11 +318,13 @@ class GuardedStore:
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         self.check_write(item)
         self.inner.put(item, rows)
+        self._contexts.clear()
 
     def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
         for item, _ in items:
             self.check_write(item)
         self.inner.append(items)
+        self._contexts.clear()
 
     def journal_backlog(self) -> int:
         return self.inner.journal_backlog()

@@ -49,20 +49,15 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
               ) -> list[tuple[str, set[str], list[str]]]:
     """(permit|deny, categories, actors) of the patient's active Consents that apply to
     ``request_ref`` (or to every request), newest first."""
-    return decisions_in(raw_store(server), server.limits, patient, request_ref)
-
-
-def decisions_in(store: Store, limits: Limits, patient: str, request_ref: str | None
-                 ) -> list[tuple[str, set[str], list[str]]]:
-    """:func:`decisions` on a given store (the access layer has no server)."""
-    return applicable(consent_rows(store, limits, patient), request_ref)
+    return applicable(consent_rows(raw_store(server), server.limits, patient), request_ref)
 
 
 ConsentRow = tuple[str, set[str], list[str], set[str]]  # decision, categories, actors, data
 
 
 def consent_rows(store: Store, limits: Limits, patient: str) -> list[ConsentRow]:
-    """Every active Consent of the patient, newest first, with the requests it names."""
+    """Every active Consent of the patient, newest first, with the requests it names (on
+    a given store: the access layer has no server)."""
     out = []
     found = all_matches(store, limits, "Consent",
                         [("patient", patient), ("status", "active"), ("_sort", "-_lastUpdated")])
