@@ -183,7 +183,8 @@ def main() -> None:
     data_dir = WORK / f"run-{N}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    shutil.copy2(pristine / "teleimagerie.db", data_dir / "teleimagerie.db")
+    for db in pristine.glob("teleimagerie*.db"):  # the clinical file and the audit journal's
+        shutil.copy2(db, data_dir / db.name)
     c = counts(N)
     port, bport = free_port(), free_port()
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data_dir), "TELEIMG_HTTP_PORT": str(port),

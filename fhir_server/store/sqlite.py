@@ -83,6 +83,7 @@ class Tables:
                    {kind: f"{prefix}idx_{kind}" for kind in INDEX_COLUMNS}, append_only)
 
 
+SCHEMAS = ("main", "journal")  # the clinical file and the attached journal file
 CLINICAL = Tables.named("", append_only=False)
 JOURNAL = Tables.named("audit_", append_only=True)
 
@@ -296,6 +297,9 @@ class SqliteStore:
     def __init__(self, path: Path,
                  indexer: Callable[[dict[str, Any]], IndexRows] = extract) -> None:
         self.path = path
+        # the audit journal's own file (ADR 0015): its frequent commits must not reset the
+        # clinical file's page cache
+        self.journal_path = path.with_name(f"{path.stem}-audit{path.suffix}")
         self.indexer = indexer
         self._local = threading.local()
         # Writers queue on a thread lock, then on a kernel file lock shared by all worker
@@ -311,28 +315,42 @@ class SqliteStore:
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA cache_size=-65536")
-            # Every commit by another connection (the audit writer, other workers) resets
-            # this connection's page cache; mapped pages are re-read without a syscall.
-            conn.execute("PRAGMA mmap_size=1073741824")
+            conn.execute("ATTACH DATABASE ? AS journal", (str(self.journal_path),))
+            for schema in SCHEMAS:
+                conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
+                # an acknowledged write survives a crash
+                conn.execute(f"PRAGMA {schema}.synchronous=FULL")
+                conn.execute(f"PRAGMA {schema}.cache_size=-65536")
+                # Every commit by another connection (other workers) resets this
+                # connection's page cache of that file; mapped pages are re-read without
+                # a syscall.
+                conn.execute(f"PRAGMA {schema}.mmap_size=1073741824")
             conn.execute("PRAGMA temp_store=MEMORY")
             self._local.conn = conn
             self._local.depth = 0
         return conn
 
     def _migrate(self) -> None:
+        """Run the scripts newer than the main file's ``user_version``, one write unit
+        each. A script marked ``-- idempotent`` writes another file than the one holding
+        the version: its version is set in a unit of its own after it commits (commits are
+        atomic per file only), and it may run again after a crash."""
         conn = self._conn()
-        with self.write():
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for script in sorted(MIGRATIONS.glob("*.sql")):
-                number = int(script.name.split("_", 1)[0])
-                if number > version:
-                    for statement in script.read_text().split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+        for script in sorted(MIGRATIONS.glob("*.sql")):
+            number = int(script.name.split("_", 1)[0])
+            text = script.read_text()
+            idempotent = "-- idempotent" in text
+            with self.write():  # the version is read under the lock: workers start together
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue
+                for statement in text.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                if not idempotent:
+                    conn.execute(f"PRAGMA user_version = {number}")
+            if idempotent:
+                with self.write():
                     conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
@@ -349,7 +367,8 @@ class SqliteStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 if not durable:  # WAL stays consistent; the next FULL commit syncs it
-                    conn.execute("PRAGMA synchronous=NORMAL")
+                    for schema in SCHEMAS:
+                        conn.execute(f"PRAGMA {schema}.synchronous=NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 self._local.depth = 1
                 try:
@@ -363,7 +382,8 @@ class SqliteStore:
                     self._local.depth = 0
             finally:
                 if not durable:
-                    conn.execute("PRAGMA synchronous=FULL")
+                    for schema in SCHEMAS:
+                        conn.execute(f"PRAGMA {schema}.synchronous=FULL")
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextmanager

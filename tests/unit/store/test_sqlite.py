@@ -77,3 +77,57 @@ def test_audit_chain_head_lookup_uses_an_index_not_a_scan(tmp_path: Path) -> Non
         "EXPLAIN QUERY PLAN SELECT seq FROM audit_history WHERE 1 AND type = ? "
         "ORDER BY seq DESC LIMIT 2", ("AuditEvent",)))
     assert "audit_resource_type_pk" in plan and "TEMP B-TREE" not in plan
+
+
+def test_audit_journal_lives_in_its_own_file_so_appends_keep_clinical_caches(
+        tmp_path: Path) -> None:
+    """ADR 0015: SQLite resets a connection's page cache of a file whenever another
+    connection commits to it. Audit appends commit to the journal file only, so a reader's
+    cache of the clinical file survives them (``data_version`` unchanged)."""
+    from fhir_server.audit.chain import append
+
+    store = SqliteStore(tmp_path / "t.db")
+    assert (tmp_path / "t-audit.db").exists()
+    main_tables = {r[0] for r in store._conn().execute(
+        "SELECT name FROM main.sqlite_master WHERE type = 'table'")}
+    assert "resource" in main_tables and not any(t.startswith("audit_") or t == "journal_state"
+                                                  for t in main_tables)
+    event = {"resourceType": "AuditEvent", "action": "R", "outcome": "0",
+             "recorded": "2026-11-22T10:00:00.000Z"}
+    append(store, [event])
+    store.index_journal()  # the first event's dates widen date_width (main file), once
+    reader = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    before = reader.execute("PRAGMA data_version").fetchone()[0]
+    append(store, [event, event])
+    assert store.index_journal() == 2
+    assert reader.execute("PRAGMA data_version").fetchone()[0] == before
+    with store.write():
+        store._conn().execute("INSERT INTO date_width (p, w) VALUES ('X.d', 1)")
+    assert reader.execute("PRAGMA data_version").fetchone()[0] != before
+
+
+def test_migration_5_is_rerun_safely_after_a_crash_between_the_two_files(
+        tmp_path: Path) -> None:
+    """The copy into the journal file commits apart from the main file's version: run it
+    twice (as after a crash before the version was set) and nothing is doubled or lost."""
+    conn = _version_1_file(tmp_path / "t.db")
+    conn.execute("INSERT INTO resource (pk, type, id, vid, updated, body) "
+                 "VALUES (1, 'AuditEvent', 'a', 1, 0, x'7b7d')")
+    conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
+                 "VALUES ('AuditEvent', 'a', 1, 0, 'POST', x'7b7d')")
+    conn.execute("INSERT INTO idx_token (pk, p, code) VALUES (1, 'AuditEvent.k', 'x')")
+    for name in ("0002", "0003", "0004", "0005"):
+        conn.execute(f"ATTACH DATABASE '{tmp_path / 't-audit.db'}' AS journal") \
+            if name == "0005" else None
+        script = next(MIGRATIONS.glob(f"{name}_*.sql")).read_text()
+        for statement in script.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("PRAGMA user_version = 4")  # crashed before setting 5
+    conn.close()
+    store = SqliteStore(tmp_path / "t.db")
+    db = store._conn()
+    assert db.execute("SELECT COUNT(*) FROM journal.audit_resource").fetchone() == (1,)
+    assert db.execute("SELECT COUNT(*) FROM journal.audit_idx_token").fetchone() == (1,)
+    assert db.execute("PRAGMA user_version").fetchone()[0] >= 6
+    assert store.read("AuditEvent", "a") is not None
