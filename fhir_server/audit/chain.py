@@ -1,11 +1,16 @@
-"""Tamper evidence for the audit trail (R-SEC-3): a hash chain over the AuditEvents.
+"""Tamper evidence for the audit trail (R-SEC-3): a hash chain over the journal records.
 
-Each AuditEvent carries, in the ``audit-chain`` extension, its sequence number, the
-previous event's hash and its own hash = SHA-256(previous hash || canonical JSON of the
-event without its hash). Events are appended under the store's chain lock, so the chain
-is one line across threads, worker processes and MongoDB replicas. ``verify`` walks it
-in write order and reports the first broken link: an edited event (hash mismatch), a
-deleted one (sequence gap or previous-hash mismatch) or an extra version.
+The AuditEvents of one interaction are appended as one record (:mod:`records`; ADR
+0016) carrying its sequence number, the previous record's hash and its own hash =
+SHA-256(previous hash || canonical JSON of the record). Records are appended under the
+store's chain lock, so the chain is one line across threads, worker processes and
+MongoDB replicas. Each AuditEvent served carries its record's link and its place in it.
+``verify`` walks the records, checks that every AuditEvent is exactly what its record
+says, and reports the first broken link: an edited record or event (hash or content
+mismatch), a deleted one (sequence gap, missing event) or an extra one.
+
+Trails written before records existed (one link per AuditEvent) are verified as such;
+the first record continues their chain.
 """
 
 from __future__ import annotations
@@ -19,13 +24,11 @@ from typing import Any
 
 import orjson
 
-from fhir_server.core.canonical import url
-from fhir_server.search.extract import IndexRows
+from fhir_server.audit import records
+from fhir_server.audit.records import CHAIN_URL, GENESIS
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.store.base import Store, Stored
 
-CHAIN_URL = url("StructureDefinition", "audit-chain")
-GENESIS = "0" * 64
 LOCK = "audit-chain"
 
 
@@ -45,10 +48,7 @@ def _field(ext: dict[str, Any], name: str) -> str | None:
 
 
 def canonical(resource: dict[str, Any]) -> bytes:
-    """The hashed form: sorted keys, no whitespace, the ``hash`` sub-extension removed."""
-    link = _chain_ext(resource)
-    if link is None or _field(link, "hash") is None:  # being appended: nothing to remove
-        return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    """Per-event links (trails from before records): the event without its ``hash``."""
     ext = []
     for item in resource.get("extension") or []:
         if isinstance(item, dict) and item.get("url") == CHAIN_URL:
@@ -63,18 +63,24 @@ def link_hash(previous: str, resource: dict[str, Any]) -> str:
     return hashlib.sha256(previous.encode() + canonical(resource)).hexdigest()
 
 
-def head(store: Store) -> tuple[int, str]:
-    """(sequence, hash) of the last chained AuditEvent, (0, GENESIS) when none."""
+def _legacy_head(store: Store) -> tuple[int, str]:
     page = store.history("AuditEvent", None, None, 1, None, counted=False)
     for item in page.items:
-        if item.body is None:
-            continue
-        ext = _chain_ext(orjson.loads(item.body))
+        ext = _chain_ext(orjson.loads(item.body)) if item.body else None
         if ext is not None:
             seq, digest = _field(ext, "sequence"), _field(ext, "hash")
             if seq and seq.isdigit() and digest:
                 return int(seq), digest
     return 0, GENESIS
+
+
+def head(store: Store) -> tuple[int, str]:
+    """(sequence, hash) of the last chained record, (0, GENESIS) when none."""
+    last = store.journal_last()
+    if last is None:
+        return _legacy_head(store)
+    record = orjson.loads(last)
+    return int(record["sequence"]), str(record["hash"])
 
 
 def event_ids(count: int) -> list[str]:
@@ -93,36 +99,28 @@ def event_ids(count: int) -> list[str]:
     return out
 
 
-def append(store: Store, events: list[dict[str, Any]], durable: bool = True) -> None:
-    """Chain and store ``events`` atomically (one write unit, under the chain lock).
+def append(store: Store, events: list[dict[str, Any]], durable: bool = True,
+           ids: list[str] | None = None) -> None:
+    """Chain and store ``events`` atomically (one write unit, under the chain lock), as
+    records: consecutive events equal but for their last entity share one.
 
-    Ids and timestamps are prepared before taking the lock; only the links (sequence,
-    previous hash, hash) need the chain head, so writers wait the least. The store
-    indexes the events later (ADR 0007)."""
+    Ids and grouping are prepared before taking the lock; only the links need the chain
+    head, so writers wait the least. The store expands and indexes the records later
+    (ADR 0007, 0016)."""
     if not events:
         return
+    grouped = records.group(events, ids or event_ids(len(events)))
     # the events of one append are committed together: they share one instant
-    updated = now_us()
-    meta = {"versionId": "1", "lastUpdated": format_instant(updated)}
-    prepared = [{"resourceType": "AuditEvent", "id": rid, "meta": dict(meta),
-                 **{k: v for k, v in event.items()
-                    if k not in ("resourceType", "id", "meta", "extension")},
-                 "extension": list(event.get("extension") or [])}
-                for rid, event in zip(event_ids(len(events)), events, strict=True)]
+    updated = format_instant(now_us())
     with store.lock(LOCK), store.write(durable):
         seq, previous = head(store)
-        items: list[tuple[Stored, IndexRows | None]] = []
-        for resource in prepared:
+        rows = []
+        for record in grouped:
             seq += 1
-            link: dict[str, Any] = {"url": CHAIN_URL, "extension": [
-                {"url": "sequence", "valueString": str(seq)},
-                {"url": "previous", "valueString": previous}]}
-            resource["extension"].append(link)
-            previous = link_hash(previous, resource)
-            link["extension"].append({"url": "hash", "valueString": previous})
-            items.append((Stored("AuditEvent", resource["id"], 1, updated, False,
-                                 orjson.dumps(resource), "POST"), None))
-        store.append(items)
+            rows.append((seq, len(record["members"]),
+                         records.link(record, seq, previous, updated)))
+            previous = record["hash"]
+        store.journal_append(rows)
 
 
 @dataclass
@@ -150,10 +148,47 @@ def _oldest_first(store: Store, page_size: int = 1000) -> Iterator[Stored]:
 
 
 def verify(store: Store, expected_head: tuple[int, str] | None = None) -> Report:
-    """Walk the chain; the first broken link is reported (and the walk goes on)."""
+    """Walk the chain; the first broken link is reported (and the walk goes on). Records
+    not yet expanded are expanded first, so every AuditEvent can be compared."""
+    while store.index_journal(1000):
+        pass
     report = Report()
-    previous, expected_seq = GENESIS, 1
-    seen_head: str | None = None
+    state = {"previous": GENESIS, "seq": 1}
+    claimed = _verify_events(store, report, state)
+    produced = _verify_records(store, report, state, expected_head)
+    if claimed > produced:
+        report.problems.append(f"{claimed - produced} AuditEvent(s) name a journal record "
+                               "that does not list them (added behind the server's back)")
+    if expected_head is not None:
+        seq, digest = expected_head
+        if report.head_sequence < seq:
+            report.problems.append(f"chain ends at {report.head_sequence}, the exported head "
+                                   f"was {seq}: events were removed from the end")
+        elif state.get("seen_head") != digest:
+            report.problems.append(f"event {seq} no longer has the exported hash {digest}")
+    return report
+
+
+def _check_link(report: Report, state: dict[str, Any], where: str, seq: int,
+                previous: str | None, digest: str | None, computed: str,
+                expected_head: tuple[int, str] | None) -> None:
+    expected_seq = state["seq"]
+    if seq != expected_seq:
+        report.problems.append(f"{where}: sequence {seq} where {expected_seq} was expected "
+                               f"(events {expected_seq}..{seq - 1} missing)")
+    elif previous != state["previous"]:
+        report.problems.append(f"{where}: previous-hash does not match event {seq - 1}")
+    if computed != digest:
+        report.problems.append(f"{where}: content does not match its hash (edited)")
+    if expected_head is not None and seq == expected_head[0]:
+        state["seen_head"] = digest
+    state["previous"], state["seq"] = digest or "", seq + 1
+    report.head_sequence, report.head_hash = seq, digest or ""
+
+
+def _verify_events(store: Store, report: Report, state: dict[str, Any]) -> int:
+    """AuditEvents chained one by one (before records), and how many name a record."""
+    claimed = 0
     for item in _oldest_first(store):
         where = f"AuditEvent/{item.id}/_history/{item.vid}"
         if item.deleted or item.body is None:
@@ -166,25 +201,44 @@ def verify(store: Store, expected_head: tuple[int, str] | None = None) -> Report
         if ext is None:
             report.problems.append(f"{where}: not chained")
             continue
+        if _field(ext, "member") is not None:
+            claimed += 1  # checked against its record
+            continue
         seq_text, prev, digest = (_field(ext, n) for n in ("sequence", "previous", "hash"))
         seq = int(seq_text) if seq_text and seq_text.isdigit() else -1
-        if seq != expected_seq:
-            report.problems.append(f"{where}: sequence {seq} where {expected_seq} was expected "
-                                   f"(events {expected_seq}..{seq - 1} missing)")
-        elif prev != previous:
-            report.problems.append(f"{where}: previous-hash does not match event {seq - 1}")
-        if link_hash(prev or "", resource) != digest:
-            report.problems.append(f"{where}: content does not match its hash (edited)")
+        _check_link(report, state, where, seq, prev, digest, link_hash(prev or "", resource),
+                    None)
         report.checked += 1
-        if expected_head is not None and seq == expected_head[0]:
-            seen_head = digest
-        previous, expected_seq = digest or "", seq + 1
-        report.head_sequence, report.head_hash = seq, digest or ""
-    if expected_head is not None:
-        seq, digest = expected_head
-        if report.head_sequence < seq:
-            report.problems.append(f"chain ends at {report.head_sequence}, the exported head "
-                                   f"was {seq}: events were removed from the end")
-        elif seen_head != digest:
-            report.problems.append(f"event {seq} no longer has the exported hash {digest}")
-    return report
+    return claimed
+
+
+def _verify_records(store: Store, report: Report, state: dict[str, Any],
+                    expected_head: tuple[int, str] | None) -> int:
+    """Records in chain order, and the AuditEvents each stands for; how many those are."""
+    produced, after = 0, 0
+    while True:
+        batch = store.journal_records(after, 500)
+        for key, body in batch:
+            record = orjson.loads(body)
+            seq = record.get("sequence")
+            seq = seq if isinstance(seq, int) else -1
+            previous = record.get("previous")
+            computed = hashlib.sha256(str(previous).encode() +
+                                      records.canonical(record)).hexdigest()
+            _check_link(report, state, f"journal record {key}", seq, previous,
+                        record.get("hash"), computed, expected_head)
+            expected = records.expand(record)
+            stored = {i.id: i.body for i in store.read_many(
+                [("AuditEvent", e["id"]) for e in expected])}
+            for event in expected:
+                where = f"AuditEvent/{event['id']} (journal record {key})"
+                if event["id"] not in stored:
+                    report.problems.append(f"{where}: missing (deleted)")
+                elif stored[event["id"]] != orjson.dumps(event):
+                    report.problems.append(f"{where}: content does not match its record "
+                                           "(edited)")
+            produced += len(expected)
+            report.checked += len(expected)
+        if len(batch) < 500:
+            return produced
+        after = batch[-1][0]

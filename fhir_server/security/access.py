@@ -320,11 +320,16 @@ class GuardedStore:
         self.inner.put(item, rows)
         self._contexts.clear()
 
-    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
-        for item, _ in items:
-            self.check_write(item)
-        self.inner.append(items)
-        self._contexts.clear()
+    # The journal's records are the server's: the audit sink writes them to the store
+    # itself, and they list every patient, so no principal's view reads them either.
+    def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
+        raise FhirError(ErrorKind.FORBIDDEN, "the audit journal is written by the server")
+
+    def journal_last(self) -> bytes | None:
+        raise FhirError(ErrorKind.FORBIDDEN, "the audit journal is read through AuditEvent")
+
+    def journal_records(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        raise FhirError(ErrorKind.FORBIDDEN, "the audit journal is read through AuditEvent")
 
     def journal_backlog(self) -> int:
         return self.inner.journal_backlog()

@@ -17,7 +17,8 @@ from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
 
 # Types whose records are never changed once written: the audit trail (R-SEC-3). Stores
-# keep them in lean append-only tables/collections and refuse updates and deletions.
+# keep them in lean append-only tables/collections, written only by expanding journal
+# records (ADR 0016), and refuse updates and deletions.
 APPEND_ONLY_TYPES = frozenset({"AuditEvent"})
 
 
@@ -64,18 +65,24 @@ class Store(Protocol):
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         """Store a new version (``item.body is None`` for a deletion) and its index rows."""
 
-    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
-        """Store new first versions in bulk (one round trip per table, not per item).
-        Records of :data:`APPEND_ONLY_TYPES` are stored unindexed (their rows are ignored)
-        and indexed later by :meth:`index_journal`, in append order (ADR 0007)."""
+    def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
+        """Store chained journal records (sequence, how many AuditEvents it stands for,
+        body) in bulk, inside a write unit (``audit.chain.append``; ADR 0016). They are
+        expanded into AuditEvents and indexed later by :meth:`index_journal`."""
+
+    def journal_last(self) -> bytes | None:
+        """The body of the last journal record (the chain head), None when there is none."""
+
+    def journal_records(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """(sequence, body) of up to ``limit`` records after sequence ``after``, in order."""
 
     def journal_backlog(self) -> int:
-        """How many journal records are not indexed yet."""
+        """How many AuditEvents are not expanded and indexed yet."""
 
     def index_journal(self, limit: int = 1000) -> int:
-        """Index up to ``limit`` of the oldest unindexed journal records (idle-time work).
-        A search, include or revinclude reading a journal type indexes all of them first,
-        so it sees every record appended before it."""
+        """Expand and index about ``limit`` AuditEvents of the oldest records (idle-time
+        work); how many. A read or search of a journal type, and an include or revinclude
+        through one, expands them all first, so it sees every record appended before it."""
 
     def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
 

@@ -27,6 +27,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.audit.records import expand, instant_us
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, extract
 from fhir_server.search.query import (
@@ -116,6 +117,19 @@ class HistoryDoc(me.Document):
             {"fields": ["type", "-seq"]},
             {"fields": ["updated"]},
         ],
+    }
+
+
+class JournalDoc(me.Document):
+    """A chained journal record (ADR 0016), expanded into AuditEvents by the indexer."""
+
+    seq = me.IntField(primary_key=True)
+    events = me.IntField(required=True)  # AuditEvents it stands for
+    body = me.BinaryField(required=True)
+    pending = me.BooleanField()  # not expanded yet
+    meta = {  # noqa: RUF012 - mongoengine reads this class attribute
+        "collection": "journal", "db_alias": ALIAS, "auto_create_index": False,
+        "indexes": [{"fields": ["pending", "seq"], "sparse": True}],
     }
 
 
@@ -323,12 +337,13 @@ class MongoStore:
         me.connect(db=db, host=host, alias=ALIAS, uuidRepresentation="standard", **kwargs)
         self.mock = "mongo_client_class" in kwargs
         self.client = me.get_connection(ALIAS)
-        for doc in (ResourceDoc, HistoryDoc, LockDoc):
+        for doc in (ResourceDoc, HistoryDoc, LockDoc, JournalDoc):
             doc.ensure_indexes()
         self.supports_transactions = self._detect_transactions()
         concern = WriteConcern(w="majority", j=True)
         self.res = self._with_concern(ResourceDoc._get_collection(), concern)
         self.hist = self._with_concern(HistoryDoc._get_collection(), concern)
+        self.journal = self._with_concern(JournalDoc._get_collection(), concern)
         self.counters = CounterDoc._get_collection()
         self.locks = LockDoc._get_collection()
 
@@ -381,6 +396,8 @@ class MongoStore:
         for kind, key, prior in reversed(unit.undo):
             if kind == "history":
                 self.hist.delete_one({"_id": key})
+            elif kind == "journal":
+                self.journal.delete_one({"_id": key})
             elif prior is None:
                 self.res.delete_one({"_id": key})
             else:
@@ -428,6 +445,8 @@ class MongoStore:
                                        "deleted": 1, "body": 1, "pk": 1}
 
     def read(self, rtype: str, rid: str) -> Stored | None:
+        if rtype in APPEND_ONLY_TYPES:
+            self._catch_up()
         doc = self.res.find_one({"_id": f"{rtype}/{rid}"}, self._PROJ, session=self._session())
         return self._stored(doc) if doc else None
 
@@ -446,6 +465,8 @@ class MongoStore:
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         if not keys:
             return []
+        if any(rtype in APPEND_ONLY_TYPES for rtype, _ in keys):
+            self._catch_up()
         ids = sorted({f"{t}/{i}" for t, i in keys})
         return [self._stored(d) for d in self.res.find(
             {"_id": {"$in": ids}, "deleted": False}, self._PROJ, session=self._session())]
@@ -458,9 +479,7 @@ class MongoStore:
             "vid": item.vid, "updated": item.updated, "deleted": item.deleted,
             "body": item.body,
         }
-        if item.type in APPEND_ONLY_TYPES:
-            doc["pending"] = True  # indexed later, in append order (index_journal)
-        elif rows is not None and not item.deleted:
+        if rows is not None and not item.deleted:
             doc.update(_index_fields(rows))
         return doc
 
@@ -471,7 +490,7 @@ class MongoStore:
 
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         if item.type in APPEND_ONLY_TYPES:
-            self.append([(item, rows)])
+            self._journal_put(item)
             return
         unit = _unit.get()
         assert unit is not None, "put() outside a write unit"
@@ -500,60 +519,111 @@ class MongoStore:
         if session is None:
             unit.undo.append(("history", seq, None))
 
-    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
+    # -- the audit journal (ADR 0007, 0016) ----------------------------------------------
+    def _journal_put(self, item: Stored) -> None:
+        """An AuditEvent written by a trusted caller (an import): chained like the
+        server's own, under its id; never a second version or a deletion."""
+        from fhir_server.audit.chain import append  # the chain is built on this protocol
+
+        if item.vid != 1 or item.body is None:
+            raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
+                            "cannot be changed or deleted")
+        if self.read(item.type, item.id) is not None:
+            raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
+        append(self, [orjson.loads(item.body)], ids=[item.id])
+
+    def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
         unit = _unit.get()
-        assert unit is not None, "append() outside a write unit"
-        if not items:
-            return
-        for item, _ in items:
-            if item.vid != 1 or item.deleted:
-                raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
-                                "cannot be changed or deleted")
-        first_pk = self._next("pk", len(items))
-        docs = [self._doc(item, rows, first_pk + i) for i, (item, rows) in enumerate(items)]
+        assert unit is not None, "journal_append() outside a write unit"
+        docs = [{"_id": seq, "events": n, "body": body, "pending": True}
+                for seq, n, body in records]
         try:
-            self.res.insert_many(docs, ordered=True, session=unit.session)
+            self.journal.insert_many(docs, ordered=True, session=unit.session)
         except BulkWriteError:
             if unit.session is None:  # the ones inserted before the duplicate
-                self.res.delete_many({"_id": {"$in": [d["_id"] for d in docs]}, "pk": {
-                    "$gte": first_pk, "$lt": first_pk + len(items)}})
+                self.journal.delete_many({"_id": {"$in": [d["_id"] for d in docs]},
+                                          "body": {"$in": [d["body"] for d in docs]}})
             raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists") from None
         if unit.session is None:
-            unit.undo.extend(("resource", d["_id"], None) for d in docs)
-        # a journal record has one version: its history is the record itself (ADR 0006)
-        versions = [item for item, _ in items if item.type not in APPEND_ONLY_TYPES]
-        if not versions:
-            return
-        first_seq = self._next("seq", len(versions))
-        self.hist.insert_many([self._hist(item, first_seq + i)
-                               for i, item in enumerate(versions)], session=unit.session)
-        if unit.session is None:
-            unit.undo.extend(("history", first_seq + i, None) for i in range(len(versions)))
+            unit.undo.extend(("journal", d["_id"], None) for d in docs)
 
-    # -- journal indexing (ADR 0007) ---------------------------------------------------
+    def journal_last(self) -> bytes | None:
+        doc = self.journal.find_one({}, {"body": 1}, sort=[("_id", -1)],
+                                    session=self._session())
+        return bytes(doc["body"]) if doc else None
+
+    def journal_records(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        return [(int(d["_id"]), bytes(d["body"])) for d in self.journal.find(
+            {"_id": {"$gt": after}}, {"body": 1}).sort("_id", 1).limit(limit)]
+
     def journal_backlog(self) -> int:
-        return int(self.res.count_documents({"pending": True}))
+        """AuditEvents not yet expanded and indexed (events appended one by one before
+        records existed included)."""
+        pending = list(self.journal.aggregate([{"$match": {"pending": True}}, {
+            "$group": {"_id": None, "n": {"$sum": "$events"}}}]))
+        return int(self.res.count_documents({"pending": True})) + (
+            int(pending[0]["n"]) if pending else 0)
 
     def index_journal(self, limit: int = 1000) -> int:
-        """Index the oldest ``limit`` unindexed journal records; how many were indexed.
-        Each update matches only a still-pending record, so concurrent indexers never
-        write a record twice."""
+        """Expand and index about ``limit`` AuditEvents of the oldest records; how many.
+        Concurrent indexers may expand the same record: an AuditEvent is inserted under
+        its own key, so the second insert is refused and nothing is written twice."""
+        done = self._index_events(limit)
+        if done:
+            return done
+        docs: list[dict[str, Any]] = []
+        count = 0
+        for rec in self.journal.find({"pending": True}).sort("_id", 1).limit(limit):
+            if docs and count + rec["events"] > limit:
+                break
+            docs.append(rec)
+            count += rec["events"]
+        events = [event for rec in docs for event in expand(orjson.loads(rec["body"]))]
+        if not events:
+            return 0
+        first = self._next("pk", len(events))
+        rows = [self._doc(Stored("AuditEvent", e["id"], 1, instant_us(e["meta"]["lastUpdated"]),
+                                 False, orjson.dumps(e)), self.indexer(e), first + n)
+                for n, e in enumerate(events)]
+        self._insert_new(rows)
+        self.journal.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
+                                 {"$unset": {"pending": ""}})
+        return len(events)
+
+    def _insert_new(self, docs: list[dict[str, Any]]) -> None:
+        """Insert, skipping documents another indexer inserted first."""
+        if self.mock:  # mongomock's bulk API rejects the arguments pymongo 4.9+ passes
+            for doc in docs:
+                try:
+                    self.res.insert_one(doc)
+                except DuplicateKeyError:
+                    pass
+            return
+        try:
+            self.res.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def _index_events(self, limit: int) -> int:
+        """Index AuditEvents appended one by one, before records existed. Each update
+        matches only a still-pending event, so concurrent indexers never write one twice."""
         docs = list(self.res.find({"pending": True}, {"body": 1}).sort("pk", 1).limit(limit))
         if not docs:
             return 0
         updates = [({"_id": d["_id"], "pending": True},
                     {"$set": _index_fields(self.indexer(orjson.loads(d["body"]))),
                      "$unset": {"pending": ""}}) for d in docs]
-        if self.mock:  # mongomock's bulk API rejects the arguments pymongo 4.9+ passes
+        if self.mock:
             return sum(self.res.update_one(f, u).modified_count for f, u in updates)
         return int(self.res.bulk_write([UpdateOne(f, u) for f, u in updates],
                                        ordered=False).modified_count)
 
     def _catch_up(self) -> None:
-        """Before reading journal index fields: index every record appended so far."""
-        for _ in range(self.journal_backlog() // 1000 + 1):
-            if not self.index_journal():
-                return
+        """Before reading the journal's AuditEvents or index fields: expand and index every
+        record appended so far."""
+        while self.index_journal():
+            pass
 
     # -- search ------------------------------------------------------------------------
     def _distinct_ids(self, flt: dict[str, Any]) -> list[str]:
@@ -661,6 +731,8 @@ class MongoStore:
         """System history is the clinical history: journal types are listed by type and
         read from their records, which are their only versions (ADR 0006)."""
         journal = rtype in APPEND_ONLY_TYPES
+        if journal:
+            self._catch_up()
         coll, key = (self.res, "pk") if journal else (self.hist, "_id")
         flt: dict[str, Any] = {"type": rtype} if rtype else {}
         if rid:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from fhir_server.audit.records import expand, instant_us
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, extract
 from fhir_server.search.query import (
@@ -307,6 +308,8 @@ class SqliteStore:
         # sleep and poll (seconds-long latency tails under concurrent writes).
         self._writer = threading.Lock()
         self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._indexer = threading.Lock()
+        self._index_fd = os.open(f"{path}.index-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -344,7 +347,10 @@ class SqliteStore:
             with self.write():  # the version is read under the lock: workers start together
                 if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
                     continue
-                for statement in text.split(";"):
+                # comments may hold semicolons: drop them before splitting the statements
+                code = "\n".join(line for line in text.splitlines()
+                                 if not line.lstrip().startswith("--"))
+                for statement in code.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 if not idempotent:
@@ -413,10 +419,13 @@ class SqliteStore:
             self._local.conn = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
-            self._lock_fd = -1
+            os.close(self._index_fd)
+            self._lock_fd = self._index_fd = -1
 
     # -- reads -------------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Stored | None:
+        if rtype in APPEND_ONLY_TYPES:
+            self._catch_up()
         row = self._conn().execute(
             f"SELECT vid, updated, deleted, body, pk FROM {tables_for(rtype).resource} "
             "WHERE type = ? AND id = ?", (rtype, rid)).fetchone()
@@ -425,6 +434,8 @@ class SqliteStore:
         return Stored(rtype, rid, row[0], row[1], bool(row[2]), row[3], pk=row[4])
 
     def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
+        if rtype in APPEND_ONLY_TYPES:
+            self._catch_up()
         row = self._conn().execute(
             f"SELECT updated, method, body FROM {tables_for(rtype).history} "
             "WHERE type = ? AND id = ? AND vid = ?", (rtype, rid, vid)).fetchone()
@@ -433,6 +444,8 @@ class SqliteStore:
         return Stored(rtype, rid, vid, row[0], row[1] == "DELETE", row[2], row[1])
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
+        if any(rtype in APPEND_ONLY_TYPES for rtype, _ in keys):
+            self._catch_up()
         out: list[Stored] = []
         conn = self._conn()
         for tables, group in _by_tables(sorted(set(keys)), lambda key: key[0]):
@@ -450,7 +463,7 @@ class SqliteStore:
         conn = self._conn()
         assert self._local.depth, "put() outside a write unit"
         if item.type in APPEND_ONLY_TYPES:
-            self.append([(item, rows)])
+            self._journal_put(item)
             return
         # below: the clinical tables, named as such
         existing = conn.execute("SELECT pk, vid FROM resource WHERE type = ? AND id = ?",
@@ -477,74 +490,123 @@ class SqliteStore:
         if rows is not None and not item.deleted:
             self._index(CLINICAL, [(pk, rows)])
 
-    def append(self, items: list[tuple[Stored, IndexRows | None]]) -> None:
-        """Insert new first versions in bulk (the audit trail: a few multi-row statements
-        per batch). Append-only types refuse anything but a first, live version."""
-        conn = self._conn()
-        assert self._local.depth, "append() outside a write unit"
-        for tables, group in _by_tables(items, lambda entry: entry[0].type):
-            for item, _ in group:
-                if item.vid != 1 or item.deleted:
-                    raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its "
-                                    "records cannot be changed or deleted")
-            # explicit keys (we hold the write lock): index rows need them, and one
-            # statement cannot report each row's id
-            first = conn.execute(f"SELECT COALESCE(MAX(pk), 0) + 1 FROM {tables.resource}"
-                                 ).fetchone()[0]
-            try:
-                insert_rows(conn, tables.resource, "(pk, type, id, vid, updated, deleted, body)",
-                            [(first + n, item.type, item.id, 1, item.updated, 0, item.body)
-                             for n, (item, _) in enumerate(group)])
-            except sqlite3.IntegrityError:
-                raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists"
-                                ) from None
-            if tables.append_only:
-                continue  # indexed later, in append order (index_journal; ADR 0007)
-            insert_rows(conn, tables.history, "(type, id, vid, updated, method, body)",
-                        [(item.type, item.id, 1, item.updated, item.method, item.body)
-                         for item, _ in group])
-            self._index(tables, [(first + n, rows) for n, (_, rows) in enumerate(group)
-                                 if rows is not None])
+    # -- the audit journal (ADR 0007, 0016) ----------------------------------------------
+    def _journal_put(self, item: Stored) -> None:
+        """An AuditEvent written by a trusted caller (an import): chained like the
+        server's own, under its id; never a second version or a deletion."""
+        from fhir_server.audit.chain import append  # the chain is built on this protocol
 
-    # -- journal indexing (ADR 0007) ---------------------------------------------------
-    def _journal_bounds(self) -> tuple[int, int]:
-        """(last indexed pk, last appended pk) of the journal."""
+        if item.vid != 1 or item.body is None:
+            raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
+                            "cannot be changed or deleted")
+        if self.read(item.type, item.id) is not None:
+            raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
+        append(self, [orjson.loads(item.body)], ids=[item.id])
+
+    def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
+        """Insert chained records (sequence, AuditEvents it stands for, body) in bulk."""
+        conn = self._conn()
+        assert self._local.depth, "journal_append() outside a write unit"
+        try:
+            insert_rows(conn, "audit_record", "(seq, events, body)", records)
+        except sqlite3.IntegrityError:
+            raise FhirError(ErrorKind.CONFLICT, "a record of the batch already exists"
+                            ) from None
+        conn.execute("UPDATE journal_state SET indexed_upto = indexed_upto + ? "
+                     "WHERE name = 'appended'", (sum(r[1] for r in records),))
+
+    def journal_last(self) -> bytes | None:
         row = self._conn().execute(
-            "SELECT indexed_upto, (SELECT COALESCE(MAX(pk), 0) FROM audit_resource) "
-            "FROM journal_state WHERE name = 'audit'").fetchone()
-        return int(row[0]), int(row[1])
+            "SELECT body FROM audit_record ORDER BY seq DESC LIMIT 1").fetchone()
+        return bytes(row[0]) if row else None
+
+    def journal_records(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        return [(int(seq), bytes(body)) for seq, body in self._conn().execute(
+            "SELECT seq, body FROM audit_record WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit))]
+
+    def _journal_state(self) -> dict[str, int]:
+        state = dict(self._conn().execute("SELECT name, indexed_upto FROM journal_state"))
+        state["last_pk"] = self._conn().execute(
+            "SELECT COALESCE(MAX(pk), 0) FROM audit_resource").fetchone()[0]
+        return state
 
     def journal_backlog(self) -> int:
-        upto, last = self._journal_bounds()
-        return last - upto
+        """AuditEvents not yet expanded and indexed (events appended one by one before
+        records existed included)."""
+        state = self._journal_state()
+        return state["appended"] - state["expanded"] + state["last_pk"] - state["audit"]
+
+    @contextmanager
+    def _indexing(self) -> Iterator[None]:
+        """One indexer at a time across threads and worker processes: a second one would
+        expand and extract the same records only to find them done."""
+        with self._indexer:
+            fcntl.flock(self._index_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._index_fd, fcntl.LOCK_UN)
 
     def index_journal(self, limit: int = 1000) -> int:
-        """Index the oldest ``limit`` unindexed journal records; how many were indexed.
+        """Expand and index the oldest unexpanded records, about ``limit`` AuditEvents
+        (at least one record); how many AuditEvents were indexed.
 
-        Index rows are computed outside the write lock (they are pure functions of the
-        stored bodies); the unit writes them only if no other thread or process indexed
-        the same records meanwhile."""
+        Rows are computed outside the write unit (pure functions of the records); the
+        unit writes them only if the watermark did not move meanwhile."""
+        with self._indexing():
+            state = self._journal_state()
+            if state["last_pk"] > state["audit"]:
+                return self._index_events(state["audit"], limit)
+            conn = self._conn()
+            entries, upto, pk = [], state["record"], state["last_pk"]
+            items: list[tuple[Any, ...]] = []
+            for seq, count, body in conn.execute(
+                    "SELECT seq, events, body FROM audit_record WHERE seq > ? ORDER BY seq "
+                    "LIMIT ?", (upto, limit)):
+                if items and len(items) + count > limit:
+                    break
+                for event in expand(orjson.loads(body)):
+                    pk += 1
+                    items.append((pk, "AuditEvent", event["id"], 1,
+                                  instant_us(event["meta"]["lastUpdated"]), 0,
+                                  orjson.dumps(event)))
+                    entries.append((pk, self.indexer(event)))
+                upto = seq
+            if not items:
+                return 0
+            with self.write(durable=False):
+                if self._journal_state()["record"] != state["record"]:
+                    return 0  # another indexer got there first; the caller asks again
+                insert_rows(conn, "audit_resource",
+                            "(pk, type, id, vid, updated, deleted, body)", items)
+                self._index(JOURNAL, entries)
+                conn.executemany("UPDATE journal_state SET indexed_upto = ? WHERE name = ?",
+                                 [(upto, "record"), (pk, "audit"),
+                                  (state["expanded"] + len(items), "expanded")])
+            return len(items)
+
+    def _index_events(self, upto: int, limit: int) -> int:
+        """Index AuditEvents appended one by one, before records existed."""
         conn = self._conn()
-        upto = self._journal_bounds()[0]
         records = conn.execute("SELECT pk, body FROM audit_resource WHERE pk > ? "
                                "ORDER BY pk LIMIT ?", (upto, limit)).fetchall()
-        if not records:
-            return 0
         entries = [(pk, self.indexer(orjson.loads(body))) for pk, body in records]
         with self.write(durable=False):
-            if self._journal_bounds()[0] != upto:
-                return 0  # someone else got there first; the caller asks again
             self._index(JOURNAL, entries)
             conn.execute("UPDATE journal_state SET indexed_upto = ? WHERE name = 'audit'",
                          (records[-1][0],))
         return len(records)
 
     def _catch_up(self) -> None:
-        """Before reading journal index tables: index every record appended so far, so a
-        search sees every event recorded before it (read-your-writes for auditors)."""
-        target = self._journal_bounds()[1]
-        while self._journal_bounds()[0] < target:
-            self.index_journal()
+        """Before reading the journal's AuditEvents or index tables: expand and index every
+        record appended so far, so a read or search sees every event recorded before it
+        (read-your-writes for auditors). Not inside a unit: indexing takes the indexer
+        lock, which must never be awaited while holding the writer lock."""
+        if getattr(self._local, "depth", 0):
+            return
+        while self.journal_backlog() and self.index_journal():
+            pass
 
     def _index(self, tables: Tables, entries: list[tuple[int, IndexRows]]) -> None:
         conn = self._conn()
@@ -671,6 +733,8 @@ class SqliteStore:
     def history(self, rtype: str | None, rid: str | None, since: int | None,
                 count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
         """System history is the clinical history: journal types are listed by type."""
+        if rtype in APPEND_ONLY_TYPES:
+            self._catch_up()
         table = tables_for(rtype).history
         conds: list[str] = ["1"]
         args: list[Any] = []

@@ -12,13 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from fhir_server.audit.chain import append
 from fhir_server.audit.sink import AuditSink
 from fhir_server.search.query import QueryParser
 from fhir_server.store.sqlite import SqliteStore
 
 
-def _event(patient: str, outcome: str = "0") -> dict[str, Any]:
+def _event(patient: str, outcome: str = "0", request: str = "r") -> dict[str, Any]:
+    """An event of interaction ``request``: those of one interaction differ only by their
+    last entity (the patient) and share one journal record (ADR 0016)."""
     return {"resourceType": "AuditEvent",
             "type": {"system": "http://dicom.nema.org/resources/ontology/DCM",
                      "code": "110112", "display": "Query"},
@@ -27,7 +31,8 @@ def _event(patient: str, outcome: str = "0") -> dict[str, Any]:
                                               "value": "810000000042"}},
                        "requestor": True}],
             "source": {"observer": {"display": "teleimagerie"}},
-            "entity": [{"what": {"reference": f"Patient/{patient}"}}]}
+            "entity": [{"what": {"identifier": {"value": request}}},
+                       {"what": {"reference": f"Patient/{patient}"}}]}
 
 
 def _search(store: Any, query: str) -> list[str]:
@@ -57,7 +62,7 @@ def test_revinclude_and_has_on_audit_events_see_unindexed_events_R_SEC_3(store: 
 
 
 def test_index_journal_works_in_chunks_in_append_order(store: Any) -> None:
-    append(store, [_event(str(n)) for n in range(5)])
+    append(store, [_event(str(n), request=str(n)) for n in range(5)])
     assert store.index_journal(2) == 2
     assert store.journal_backlog() == 3
     assert store.index_journal(10) == 3
@@ -101,8 +106,58 @@ def test_audit_sink_indexes_when_idle(store: Any) -> None:
 
 
 def test_audit_sink_indexes_under_load_only_over_the_lag_bound(store: Any) -> None:
-    append(store, [_event("z") for _ in range(40)])
+    append(store, [_event("z", request=str(n)) for n in range(40)])
     AuditSink(store, max_lag=100, index_chunk=10)._index(idle=False)
     assert store.journal_backlog() == 40  # busy and under the bound: requests first
     AuditSink(store, max_lag=20, index_chunk=10)._index(idle=False)
     assert store.journal_backlog() == 30  # over the bound: one chunk per drain
+
+
+def test_the_events_of_one_interaction_are_one_record_and_expand_to_one_per_patient_R_SEC_3(
+        store: Any) -> None:
+    """ADR 0016: a search touching 20 patients appends one chained record; the store
+    expands it into the 20 BALP AuditEvents, each exactly the event that was recorded
+    (plus its id, meta and link)."""
+    from fhir_server.audit.chain import head, verify
+
+    search = [_event(f"p{n}", request="search-1") for n in range(20)]
+    append(store, [*search, _event("q", request="read-2")])
+    assert head(store)[0] == 2  # two interactions, two records
+    assert store.journal_backlog() == 21
+    found = {orjson.loads(i.body)["entity"][-1]["what"]["reference"]: orjson.loads(i.body)
+             for i in store.history("AuditEvent", None, None, 50, None).items}
+    assert set(found) == {f"Patient/p{n}" for n in range(20)} | {"Patient/q"}
+    for n, event in enumerate(search):
+        served = found[f"Patient/p{n}"]
+        assert {k: v for k, v in served.items() if k not in ("id", "meta", "extension")} == \
+            {k: v for k, v in event.items() if k != "resourceType"} | {
+                "resourceType": "AuditEvent"}
+        assert served["meta"]["versionId"] == "1"
+    assert len({e["id"] for e in found.values()}) == 21
+    assert verify(store).ok and verify(store).checked == 21
+
+
+def test_verify_detects_an_edited_record_and_an_added_event_R_SEC_3(store: Any) -> None:
+    from fhir_server.audit.chain import verify
+
+    append(store, [_event(f"p{n}", request="s") for n in range(3)])
+    append(store, [_event("q", request="t")])
+    assert verify(store).ok
+    record = orjson.loads(store.journal_records(0, 1)[0][1])
+    record["members"][1][1] = {"what": {"reference": "Patient/someone-else"}}
+    forged = orjson.dumps(record)
+    if hasattr(store, "journal"):  # MongoDB
+        store.journal.update_one({"_id": 1}, {"$set": {"body": forged}})
+    else:
+        with store.write():
+            store._conn().execute("UPDATE audit_record SET body = ? WHERE seq = 1", (forged,))
+    problems = verify(store).problems
+    assert any("journal record 1" in p and "edited" in p for p in problems)
+
+
+def test_appending_and_expanding_a_search_costs_one_record_not_one_per_patient(
+        store: Any) -> None:
+    append(store, [_event(f"p{n}", request="s") for n in range(50)])
+    assert len(store.journal_records(0, 10)) == 1
+    assert store.index_journal(10) == 50  # a record is expanded whole
+    assert store.journal_backlog() == 0
