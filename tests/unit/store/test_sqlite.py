@@ -131,3 +131,32 @@ def test_migration_5_is_rerun_safely_after_a_crash_between_the_two_files(
     assert db.execute("SELECT COUNT(*) FROM journal.audit_idx_token").fetchone() == (1,)
     assert db.execute("PRAGMA user_version").fetchone()[0] >= 6
     assert store.read("AuditEvent", "a") is not None
+
+
+def test_records_continue_a_trail_chained_event_by_event_before_them_R_SEC_3(
+        tmp_path: Path) -> None:
+    """ADR 0016: a store upgraded with AuditEvents chained one by one keeps them
+    verifiable, and its first record links to the last of them."""
+    import orjson
+
+    from fhir_server.audit.chain import CHAIN_URL, GENESIS, append, head, link_hash, verify
+
+    store = SqliteStore(tmp_path / "t.db")
+    previous = GENESIS
+    with store.write():
+        for seq in (1, 2):
+            event = {"resourceType": "AuditEvent", "id": f"old{seq}", "action": "R",
+                     "extension": [{"url": CHAIN_URL, "extension": [
+                         {"url": "sequence", "valueString": str(seq)},
+                         {"url": "previous", "valueString": previous}]}]}
+            previous = link_hash(previous, event)
+            event["extension"][0]["extension"].append({"url": "hash", "valueString": previous})
+            store._conn().execute(
+                "INSERT INTO audit_resource (type, id, vid, updated, body) "
+                "VALUES ('AuditEvent', ?, 1, 0, ?)", (event["id"], orjson.dumps(event)))
+    assert head(store) == (2, previous)
+    append(store, [{"resourceType": "AuditEvent", "action": "E", "outcome": "0"}])
+    assert head(store)[0] == 3
+    assert orjson.loads(store.journal_records(0, 1)[0][1])["previous"] == previous
+    report = verify(store)
+    assert report.ok and report.checked == 3 and report.head_sequence == 3
