@@ -43,7 +43,13 @@ from fhir_server.search.query import (
     types_read,
 )
 from fhir_server.search.registry import param_kind
-from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, keyset_page
+from fhir_server.store.base import (
+    APPEND_ONLY_TYPES,
+    Page,
+    Stored,
+    journal_put,
+    keyset_page,
+)
 
 ALIAS = "teleimagerie"
 ARRAYS = {"token": "tok", "string": "str", "date": "dt", "number": "num", "quantity": "qty",
@@ -490,7 +496,7 @@ class MongoStore:
 
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         if item.type in APPEND_ONLY_TYPES:
-            self._journal_put(item)
+            journal_put(self, item)
             return
         unit = _unit.get()
         assert unit is not None, "put() outside a write unit"
@@ -520,18 +526,6 @@ class MongoStore:
             unit.undo.append(("history", seq, None))
 
     # -- the audit journal (ADR 0007, 0016) ----------------------------------------------
-    def _journal_put(self, item: Stored) -> None:
-        """An AuditEvent written by a trusted caller (an import): chained like the
-        server's own, under its id; never a second version or a deletion."""
-        from fhir_server.audit.chain import append  # the chain is built on this protocol
-
-        if item.vid != 1 or item.body is None:
-            raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
-                            "cannot be changed or deleted")
-        if self.read(item.type, item.id) is not None:
-            raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
-        append(self, [orjson.loads(item.body)], ids=[item.id])
-
     def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
         unit = _unit.get()
         assert unit is not None, "journal_append() outside a write unit"

@@ -36,7 +36,14 @@ from fhir_server.search.query import (
     types_read,
 )
 from fhir_server.search.registry import param_kind
-from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Stored, chunks, keyset_page
+from fhir_server.store.base import (
+    APPEND_ONLY_TYPES,
+    Page,
+    Stored,
+    chunks,
+    journal_put,
+    keyset_page,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 INDEX_COLUMNS = {
@@ -463,7 +470,7 @@ class SqliteStore:
         conn = self._conn()
         assert self._local.depth, "put() outside a write unit"
         if item.type in APPEND_ONLY_TYPES:
-            self._journal_put(item)
+            journal_put(self, item)
             return
         # below: the clinical tables, named as such
         existing = conn.execute("SELECT pk, vid FROM resource WHERE type = ? AND id = ?",
@@ -491,18 +498,6 @@ class SqliteStore:
             self._index(CLINICAL, [(pk, rows)])
 
     # -- the audit journal (ADR 0007, 0016) ----------------------------------------------
-    def _journal_put(self, item: Stored) -> None:
-        """An AuditEvent written by a trusted caller (an import): chained like the
-        server's own, under its id; never a second version or a deletion."""
-        from fhir_server.audit.chain import append  # the chain is built on this protocol
-
-        if item.vid != 1 or item.body is None:
-            raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
-                            "cannot be changed or deleted")
-        if self.read(item.type, item.id) is not None:
-            raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
-        append(self, [orjson.loads(item.body)], ids=[item.id])
-
     def journal_append(self, records: list[tuple[int, int, bytes]]) -> None:
         """Insert chained records (sequence, AuditEvents it stands for, body) in bulk."""
         conn = self._conn()
