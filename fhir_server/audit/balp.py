@@ -64,7 +64,7 @@ PAT = _coding(V3_ROLE_CLASS, "PAT", "patient")
 AGNT = _coding(V3_ROLE_CLASS, "AGNT", "agent")
 REST = _coding("http://terminology.hl7.org/CodeSystem/audit-event-type", "rest",
                "Restful Operation")
-SUBTYPE_CODING = {code: _coding(INTERACTION, code) for code in
+SUBTYPE_CODING = {code: [_coding(INTERACTION, code)] for code in
                   [*(s for s, _ in SUBTYPE.values()), "transaction", "operation"]}
 XREQUEST_ID = _coding(BALP_ENTITY, "XrequestId", "X-Request-Id")
 SYSTEM_OBJECT = _coding(ENTITY_TYPE, "2", "System Object")
@@ -126,6 +126,18 @@ def _server_parts(server_name: str, base_url: str) -> tuple[dict[str, Any], dict
     return agent, source
 
 
+@lru_cache(maxsize=4096)
+def _agents(principal: Principal | None, writes: bool, client_address: str | None,
+            server_name: str, base_url: str) -> list[dict[str, Any]]:
+    """One list object per caller and server: their events share it, and a journal record
+    compares it by identity (ADR 0017)."""
+    agents = [_user_agent(principal, writes, client_address)]
+    if principal is not None and principal.client_id:
+        agents.append(_client_agent(principal.client_id))
+    agents.append(_server_parts(server_name, base_url)[0])
+    return agents
+
+
 def build(req: FhirRequest, status: int, diagnostics: str | None,
           touched: dict[str, set[str]] | None, server_name: str,
           target: str | None = None) -> list[dict[str, Any]]:
@@ -137,11 +149,9 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
         subtype = "transaction"
     recorded = format_instant(now_us())
     principal = req.context.principal
-    destination, source = _server_parts(server_name, req.base_url)
-    agents = [user_agent(req, action)]
-    if principal is not None and principal.client_id:
-        agents.append(_client_agent(principal.client_id))
-    agents.append(destination)
+    source = _server_parts(server_name, req.base_url)[1]
+    agents = _agents(principal, action in ("C", "U", "D"), req.context.client_address,
+                     server_name, req.base_url)
     entities: list[dict[str, Any]] = [{
         "what": {"identifier": {"value": req.context.request_id}}, "type": XREQUEST_ID}]
     target = target or _target(req)
@@ -157,7 +167,7 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
         source = {**source, "type": [*source["type"],
                                      _coding(CHANNEL_SYSTEM, req.context.source)]}
     base: dict[str, Any] = {
-        "resourceType": "AuditEvent", "type": REST, "subtype": [SUBTYPE_CODING[subtype]],
+        "resourceType": "AuditEvent", "type": REST, "subtype": SUBTYPE_CODING[subtype],
         "action": action, "recorded": recorded, "outcome": outcome_code(status),
         "agent": agents, "source": source,
     }

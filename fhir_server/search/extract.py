@@ -7,10 +7,12 @@ FHIR types" table). Both stores persist exactly these rows, so they answer the s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from fhir_server.search.paths import compile_simple
 from fhir_server.search.registry import SearchParam, params_for
 from fhir_server.search.values import MAX_US, MIN_US, date_range, normalize_string
 
@@ -161,17 +163,71 @@ def _sort_key(kind: str, param_rows: list[Any]) -> tuple[Any, Any] | None:
     return (min(keys), max(keys)) if keys else None
 
 
-def extract(resource: dict[str, Any]) -> IndexRows:
+class Memo:
+    """The rows each parameter gave for the last resource of a series, with the elements
+    they came from. Resources that share element objects (the AuditEvents a journal record
+    expands into, ADR 0017) reuse them: a parameter is evaluated again only when one of
+    the top-level elements it reads is another object."""
+
+    def __init__(self) -> None:
+        # param key -> (elements read, rows, sort key)
+        self.rows: dict[str, tuple[tuple[Any, ...], list[Any], Any]] = {}
+
+
+_ROOT = re.compile(r"^[A-Z][A-Za-z]+\.([a-z][A-Za-z]*)")
+_ROOTS: dict[str, tuple[str, ...] | None] = {}
+
+
+def _roots(param: SearchParam) -> tuple[str, ...] | None:
+    """The top-level elements ``param`` reads; None when that is not plain to see
+    (expressions only the FHIRPath engine runs may read anything)."""
+    if param.key not in _ROOTS:
+        roots: list[str] | None = []
+        for path in param.paths:
+            match = _ROOT.match(path.expression)
+            if roots is None or match is None or compile_simple(path.expression) is None:
+                roots = None
+                break
+            roots.append(match.group(1))
+        _ROOTS[param.key] = tuple(roots) if roots is not None else None
+    return _ROOTS[param.key]
+
+
+def extract(resource: dict[str, Any], memo: Memo | None = None) -> IndexRows:
     """Index rows for every search parameter of the resource's type."""
     rows = IndexRows()
     seen: dict[str, list[Any]] = {}  # parameters sharing a path evaluate it once
     for param in params_for(resource["resourceType"]).values():
-        _extract_param(param, resource, rows, seen)
+        _extract_param(param, resource, rows, seen, memo)
     return rows
 
 
 def _extract_param(param: SearchParam, resource: dict[str, Any], rows: IndexRows,
-                   seen: dict[str, list[Any]]) -> None:
+                   seen: dict[str, list[Any]], memo: Memo | None = None) -> None:
+    roots = _roots(param) if memo is not None else None
+    if memo is not None and roots is not None:
+        sources = tuple(resource.get(r) for r in roots)
+        last = memo.rows.get(param.key)
+        if last is not None and all(a is b for a, b in zip(last[0], sources, strict=True)):
+            _, mine, sort_key = last
+        else:
+            mine = _values(param, resource, seen)
+            sort_key = _sort_key(param.kind, mine) if mine else None
+            # keeps the sources alive, so no other object can take their ids
+            memo.rows[param.key] = (sources, mine, sort_key)
+    else:
+        mine = _values(param, resource, seen)
+        sort_key = _sort_key(param.kind, mine) if mine else None
+    if not mine:
+        return
+    getattr(rows, param.kind).extend(mine)
+    if sort_key is not None:
+        rows.sort[param.key] = sort_key
+
+
+def _values(param: SearchParam, resource: dict[str, Any],
+            seen: dict[str, list[Any]]) -> list[Any]:
+    """The parameter's index rows for ``resource``, without duplicates."""
     key = param.key
     mine: list[Any] = []
     for path in param.paths:
@@ -201,10 +257,4 @@ def _extract_param(param: SearchParam, resource: dict[str, Any], rows: IndexRows
                     mine.append((key, value))
             elif param.kind == "reference":
                 mine.extend((key, *r) for r in _references(value, path.only))
-    if not mine:
-        return
-    mine = list(dict.fromkeys(mine))  # duplicates from union paths
-    getattr(rows, param.kind).extend(mine)
-    sort_key = _sort_key(param.kind, mine)
-    if sort_key is not None:
-        rows.sort[key] = sort_key
+    return list(dict.fromkeys(mine))  # duplicates from union paths

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ class SearchParam:
     targets: tuple[str, ...]
     url: str
 
-    @property
+    @cached_property  # read for every row of every write
     def key(self) -> str:
         """Index key, unique across types: ``Type.name``."""
         return f"{self.type}.{self.name}"

@@ -11,6 +11,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 MIN_US = -62135596800 * 1_000_000  # 0001-01-01T00:00:00Z
 MAX_US = 253402300800 * 1_000_000  # 10000-01-01T00:00:00Z (exclusive)
@@ -30,6 +31,7 @@ def _epoch_us(dt: datetime) -> int:
     return (dt - _EPOCH) // _US
 
 
+@lru_cache(maxsize=8192)  # index extraction meets the same instants again and again
 def date_range(text: str) -> tuple[int, int] | None:
     """The half-open interval a FHIR date/dateTime/instant denotes, or None if malformed."""
     m = _DATE_RE.match(text.strip())

@@ -29,7 +29,7 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.records import expand, instant_us
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
-from fhir_server.search.extract import IndexRows, extract
+from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.query import (
     ANY,
     Chain,
@@ -329,7 +329,7 @@ class MongoStore:
     """MongoDB behind the same protocol as the embedded store."""
 
     def __init__(self, url: str,
-                 indexer: Callable[[dict[str, Any]], IndexRows] = extract) -> None:
+                 indexer: Callable[[dict[str, Any], Memo | None], IndexRows] = extract) -> None:
         self.indexer = indexer
         kwargs: dict[str, Any] = {}
         host = url
@@ -576,8 +576,9 @@ class MongoStore:
         if not events:
             return 0
         first = self._next("pk", len(events))
+        memo = Memo()  # the events of a record share elements: extracted once (ADR 0017)
         rows = [self._doc(Stored("AuditEvent", e["id"], 1, instant_us(e["meta"]["lastUpdated"]),
-                                 False, orjson.dumps(e)), self.indexer(e), first + n)
+                                 False, orjson.dumps(e)), self.indexer(e, memo), first + n)
                 for n, e in enumerate(events)]
         self._insert_new(rows)
         self.journal.update_many({"_id": {"$in": [d["_id"] for d in docs]}},
@@ -606,7 +607,7 @@ class MongoStore:
         if not docs:
             return 0
         updates = [({"_id": d["_id"], "pending": True},
-                    {"$set": _index_fields(self.indexer(orjson.loads(d["body"]))),
+                    {"$set": _index_fields(self.indexer(orjson.loads(d["body"]), None)),
                      "$unset": {"pending": ""}}) for d in docs]
         if self.mock:
             return sum(self.res.update_one(f, u).modified_count for f, u in updates)

@@ -36,3 +36,28 @@ def test_reference_by_identifier() -> None:
                                                  "value": "810"}}})
     assert ("ServiceRequest.requester", None, None, None, "urn:oid:1.2.250.1.71.4.2.1",
             "810") in rows.reference
+
+
+def test_a_memo_reuses_rows_only_for_elements_that_are_the_same_objects() -> None:
+    """ADR 0017: the AuditEvents of one journal record share their unchanged elements; a
+    series extracted with a memo gives exactly the rows extracted one by one."""
+    from fhir_server.audit import records
+    from fhir_server.search.extract import Memo
+
+    def event(n: int, outcome: str = "0") -> dict[str, object]:
+        return {"resourceType": "AuditEvent", "action": "R", "outcome": outcome,
+                "recorded": f"2026-11-22T10:00:0{n % 10}Z",
+                "type": {"system": "http://dicom.nema.org/resources/ontology/DCM",
+                         "code": "110112"},
+                "agent": [{"who": {"reference": f"Practitioner/pr{n % 2}"}, "requestor": True}],
+                "entity": [{"what": {"reference": f"Patient/p{n}"}}]}
+
+    events = [event(n, "4" if n == 3 else "0") for n in range(6)]
+    record = records.compact(events, [f"e{n}" for n in range(6)])
+    record.update(sequence=1, previous=records.GENESIS, lastUpdated="2026-11-22T10:00:09Z",
+                  hash="h")
+    expanded = records.expand(record)
+    memo = Memo()
+    for served in expanded:
+        assert extract(served, memo) == extract(served)
+    assert memo.rows["AuditEvent.action"][1] == [("AuditEvent.action", None, "R", None)]
