@@ -9,6 +9,7 @@ idx_… WHERE p = ? AND …)`` over the typed index tables — never a scan of t
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -55,6 +56,7 @@ INDEX_COLUMNS = {
     "uri": "(pk, p, value)",
     "reference": "(pk, p, rtype, rid, url, idsys, idval)",
 }
+log = logging.getLogger("teleimagerie.store")
 MAX_VARIABLES = 999  # SQLite's smallest compiled-in limit (3.32+ allow 32766)
 
 
@@ -554,33 +556,57 @@ class SqliteStore:
             if state["last_pk"] > state["audit"]:
                 return self._index_events(state["audit"], limit)
             conn = self._conn()
-            entries, upto, pk = [], state["record"], state["last_pk"]
-            items: list[tuple[Any, ...]] = []
+            upto = state["record"]
+            expanded: list[tuple[str, int, bytes, IndexRows]] = []
             memo = Memo()  # the events of a record share elements: extracted once (ADR 0017)
             for seq, count, body in conn.execute(
                     "SELECT seq, events, body FROM audit_record WHERE seq > ? ORDER BY seq "
                     "LIMIT ?", (upto, limit)):
-                if items and len(items) + count > limit:
+                if expanded and len(expanded) + count > limit:
                     break
-                for event in expand(orjson.loads(body)):
-                    pk += 1
-                    items.append((pk, "AuditEvent", event["id"], 1,
-                                  instant_us(event["meta"]["lastUpdated"]), 0,
-                                  orjson.dumps(event)))
-                    entries.append((pk, self.indexer(event, memo)))
+                expanded.extend((event["id"], instant_us(event["meta"]["lastUpdated"]),
+                                 orjson.dumps(event), self.indexer(event, memo))
+                                for event in expand(orjson.loads(body)))
                 upto = seq
-            if not items:
+            if not expanded:
                 return 0
             with self.write(durable=False):
                 if self._journal_state()["record"] != state["record"]:
                     return 0  # another indexer got there first; the caller asks again
+                pk = state["last_pk"]
+                items, entries = [], []
+                for rid, updated, raw, rows in self._unclaimed(conn, expanded):
+                    pk += 1
+                    items.append((pk, "AuditEvent", rid, 1, updated, 0, raw))
+                    entries.append((pk, rows))
                 insert_rows(conn, "audit_resource",
                             "(pk, type, id, vid, updated, deleted, body)", items)
                 self._index(JOURNAL, entries)
                 conn.executemany("UPDATE journal_state SET indexed_upto = ? WHERE name = ?",
                                  [(upto, "record"), (pk, "audit"),
-                                  (state["expanded"] + len(items), "expanded")])
-            return len(items)
+                                  (state["expanded"] + len(expanded), "expanded")])
+            return len(expanded)
+
+    @staticmethod
+    def _unclaimed(conn: sqlite3.Connection, expanded: list[tuple[str, int, bytes, IndexRows]]
+                   ) -> list[tuple[str, int, bytes, IndexRows]]:
+        """The expanded AuditEvents whose id no earlier one took. Two records may name one
+        id (two imports of an event racing): the first keeps it, ``audit verify`` reports
+        the second, and indexing goes on instead of failing on it forever."""
+        taken: set[str] = set()
+        for part in chunks([e[0] for e in expanded], MAX_VARIABLES - 1):
+            taken.update(row[0] for row in conn.execute(
+                "SELECT id FROM audit_resource WHERE type = 'AuditEvent' AND id IN "
+                f"({', '.join('?' * len(part))})", part))
+        out = []
+        for event in expanded:
+            if event[0] in taken:
+                log.warning("AuditEvent/%s is named by two journal records: the later one "
+                            "is not stored (audit verify reports it)", event[0])
+                continue
+            taken.add(event[0])
+            out.append(event)
+        return out
 
     def _index_events(self, upto: int, limit: int) -> int:
         """Index AuditEvents appended one by one, before records existed."""

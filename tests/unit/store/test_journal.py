@@ -162,3 +162,22 @@ def test_appending_and_expanding_a_search_costs_one_record_not_one_per_patient(
     assert len(store.journal_records(0, 10)) == 1
     assert store.index_journal(10) == 50  # a record is expanded whole
     assert store.journal_backlog() == 0
+
+
+def test_two_records_naming_one_id_neither_stall_indexing_nor_pass_verify_R_SEC_3(
+        store: Any) -> None:
+    """Two imports of one AuditEvent racing each other both get chained; the first keeps
+    the id, indexing goes on, and ``audit verify`` names the second."""
+    from fhir_server.audit.chain import verify
+
+    append(store, [_event("a", request="first")], ids=["dup"])
+    append(store, [_event("b", request="second")], ids=["dup"])
+    append(store, [_event("c", request="third")])
+    while store.index_journal(1):
+        pass
+    assert store.journal_backlog() == 0
+    assert len(_search(store, "patient=Patient/c")) == 1
+    kept = orjson.loads(store.read("AuditEvent", "dup").body)
+    assert kept["entity"][-1]["what"]["reference"] == "Patient/a"
+    problems = verify(store).problems
+    assert any("AuditEvent/dup (journal record 2)" in p for p in problems), problems
