@@ -5,7 +5,7 @@ BALP asks for one AuditEvent per patient concerned, and the audit sink appends t
 of many reads at once; those events repeat the same agents, source and codings and differ
 in a few leaves (recorded time, request id, target, patient). A record stores the first
 event whole (``shared``) and, per AuditEvent, its id and its :func:`delta` from
-``shared`` (``members``): ~150 bytes for a read instead of ~2 KB. Records are what is
+``shared`` (``members``): ~250 bytes for a read instead of ~2 KB. Records are what is
 chained and made durable before an answer; the store later turns each into its
 AuditEvents (:func:`expand`, a pure function) and indexes those. The form needs no
 knowledge of who built the events (REST, HL7, DICOM, delivery).
