@@ -74,11 +74,6 @@ PERSON = _coding(ENTITY_TYPE, "1", "Person")
 PATIENT = _coding(OBJECT_ROLE, "1", "Patient")
 
 
-def user_agent(req: FhirRequest, action: str) -> dict[str, Any]:
-    return _user_agent(req.context.principal, action in ("C", "U", "D"),
-                       req.context.client_address)
-
-
 # Events share these parts: they are built once per principal (or server) and never
 # mutated afterwards, which keeps a read's audit cost low (issue 3).
 @lru_cache(maxsize=4096)
