@@ -74,9 +74,6 @@ PERSON = _coding(ENTITY_TYPE, "1", "Person")
 PATIENT = _coding(OBJECT_ROLE, "1", "Patient")
 
 
-# Events share these parts: they are built once per principal (or server) and never
-# mutated afterwards, which keeps a read's audit cost low (issue 3).
-@lru_cache(maxsize=4096)
 def _user_agent(principal: Principal | None, writes: bool,
                 client_address: str | None) -> dict[str, Any]:
     if principal is None:
@@ -121,6 +118,8 @@ def _server_parts(server_name: str, base_url: str) -> tuple[dict[str, Any], dict
     return agent, source
 
 
+# Events share these parts: they are built once per principal (or server) and never
+# mutated afterwards, which keeps a read's audit cost low (issue 3).
 @lru_cache(maxsize=4096)
 def _agents(principal: Principal | None, writes: bool, client_address: str | None,
             server_name: str, base_url: str) -> list[dict[str, Any]]:

@@ -205,24 +205,29 @@ def extract(resource: dict[str, Any], memo: Memo | None = None) -> IndexRows:
 def _extract_param(param: SearchParam, resource: dict[str, Any], rows: IndexRows,
                    seen: dict[str, list[Any]], memo: Memo | None = None) -> None:
     roots = _roots(param) if memo is not None else None
-    if memo is not None and roots is not None:
+    if memo is None or roots is None:
+        mine, sort_key = _computed(param, resource, seen)
+    else:
         sources = tuple(resource.get(r) for r in roots)
         last = memo.rows.get(param.key)
         if last is not None and all(a is b for a, b in zip(last[0], sources, strict=True)):
             _, mine, sort_key = last
         else:
-            mine = _values(param, resource, seen)
-            sort_key = _sort_key(param.kind, mine) if mine else None
+            mine, sort_key = _computed(param, resource, seen)
             # keeps the sources alive, so no other object can take their ids
             memo.rows[param.key] = (sources, mine, sort_key)
-    else:
-        mine = _values(param, resource, seen)
-        sort_key = _sort_key(param.kind, mine) if mine else None
     if not mine:
         return
     getattr(rows, param.kind).extend(mine)
     if sort_key is not None:
         rows.sort[param.key] = sort_key
+
+
+def _computed(param: SearchParam, resource: dict[str, Any],
+              seen: dict[str, list[Any]]) -> tuple[list[Any], Any]:
+    """(the parameter's rows, its sort key) for ``resource``."""
+    mine = _values(param, resource, seen)
+    return mine, _sort_key(param.kind, mine) if mine else None
 
 
 def _values(param: SearchParam, resource: dict[str, Any],
