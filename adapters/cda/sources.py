@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adapters.transaction import find
+from fhir_server.workflow.origin import origin
 from fhir_server.workflow.records import load, ref_of
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Sources:
     doses: list[dict[str, Any]] = field(default_factory=list)
     author: dict[str, Any] | None = None  # Practitioner
     author_org: dict[str, Any] | None = None  # their Organization (PractitionerRole)
-    site: dict[str, Any] | None = None  # the requesting site (custodian)
+    site: dict[str, Any] | None = None  # the requesting structure (workflow.origin)
     endpoint: str = ""  # WADO-RS base of the archive
 
     @property
@@ -73,11 +74,7 @@ def gather(server: FhirServer, report: dict[str, Any], version: int) -> Sources:
     if out.author is None:
         raise MissingSource(f"DiagnosticReport/{report.get('id')} : l'imageur (performer "
                             "Practitioner) est requis pour signer le document (R-ACT-4)")
-    for performer in (out.request or {}).get("performer") or []:
-        ref = ref_of(performer) or ""
-        if ref.startswith("Organization/"):
-            out.site = load(server, ref)
-            break
+    _, out.site, _ = origin(server, out.request)  # who asked (one notion, issue 24)
     for study in out.studies:
         for ref in study.get("endpoint") or []:
             endpoint = load(server, ref_of(ref))

@@ -42,6 +42,7 @@ from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
 from fhir_server.security import masking
 from fhir_server.workflow.identity import status as identity_status
+from fhir_server.workflow.origin import finess
 from fhir_server.workflow.records import load, ref_of
 
 if TYPE_CHECKING:
@@ -121,9 +122,9 @@ class Planner:
         channels = self.settings.channels
         if "dmp" in channels:
             add("dmp", None, "DMP", "N3")
-        finess = identifier(src.site, codes.FINESS) if src.site else None
-        if "ris" in channels and finess and self.hl7.route(finess) is not None:
-            add("ris", f"Organization/{src.site['id']}" if src.site else None, finess, "N1")
+        if "ris" in channels:  # always planned: an origin without a route waits, visibly
+            add("ris", f"Organization/{src.site['id']}" if src.site else None,
+                finess(src.site), "N1")
         if "mssante" in channels:
             author = f"Practitioner/{src.author['id']}" if src.author else None
             for ref in recipients(server, patient, src.request or {}, author):
@@ -273,9 +274,14 @@ class Sender:
         return self._unconfigured(d)
 
     def _unconfigured(self, d: Delivery) -> tuple[str, str] | None:
+        if d.channel == "ris" and not d.address:
+            return ("canal-non-configure", "structure demandeuse inconnue : la demande ne "
+                    "nomme ni requester Organization / PractitionerRole.organization ni "
+                    "performer Organization, ou cette structure n'a pas d'identifiant FINESS")
         missing = {"dmp": self.settings.dmp_ready, "mssante": self.settings.mss_ready,
                    "ris": "" if self.hl7.route(d.address) is not None else
-                   f"une route TELEIMG_HL7_ROUTES pour {d.address}"}.get(d.channel, "")
+                   f"une route TELEIMG_HL7_ROUTES pour le FINESS {d.address} "
+                   f"(« {d.address}=hôte:port »)"}.get(d.channel, "")
         return ("canal-non-configure", f"à renseigner : {missing}") if missing else None
 
     @staticmethod

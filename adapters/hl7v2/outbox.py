@@ -27,6 +27,7 @@ from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
 from adapters.passes import repeat
 from fhir_server.core.model import FhirRequest
+from fhir_server.workflow.origin import origin
 from fhir_server.workflow.records import load, ref_of
 
 if TYPE_CHECKING:
@@ -86,10 +87,8 @@ def _actor_practitioner(server: FhirServer, req: FhirRequest) -> dict[str, Any] 
 
 
 def _finess(server: FhirServer, case: Case) -> str:
-    """The requesting structure's identifier (the route key)."""
-    requester = load(server, ref_of(case.request.get("requester"))) or {}
-    org = load(server, ref_of(requester.get("organization"))) or {}
-    return next((i.get("value", "") for i in org.get("identifier") or []), "")
+    """The requesting structure's route key (workflow.origin: one notion of who asked)."""
+    return origin(server, case.request)[2]
 
 
 class Sender:

@@ -20,7 +20,7 @@ from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Stored
-from fhir_server.workflow import consent, reports, studies
+from fhir_server.workflow import consent, origin, reports, studies
 from fhir_server.workflow.machine import (
     ACT_KIND_SYSTEM,
     EXT_ACT_KIND,
@@ -244,7 +244,11 @@ class Workflow:
         if request.get("status") != "active":
             return
         tid = task_id(request["id"])
-        if body(raw_store(server).read("Task", tid)) is not None:
+        structure = origin.resolve(server, request)
+        opened = body(raw_store(server).read("Task", tid))
+        if opened is not None:  # the request changed: its structure may have
+            if structure and origin.recorded(opened) != structure:
+                save(server, "Task", tid, origin.with_site(opened, structure))
             return
         kind = act_kind(request) or TELEDIAGNOSTIC
         authored = parse_instant(request.get("authoredOn")) or parse_instant(now())
@@ -272,10 +276,8 @@ class Workflow:
         if mod:
             inputs.append({"type": {"coding": [coding(TASK_SYSTEM, "modalite")]},
                            "valueCoding": ext(request, EXT_MODALITY)})
-        site = _site_of(server, request)
-        if site:
-            inputs.append({"type": {"coding": [coding(TASK_SYSTEM, "site")]},
-                           "valueReference": {"reference": site}})
+        if structure:
+            inputs.append(origin.site_input(structure))
         if inputs:
             task["input"] = inputs
         save(server, "Task", tid, task)
@@ -466,20 +468,6 @@ def _state_concept(state: str) -> dict[str, Any]:
 def _iso(value: Any) -> str:
     text: str = value.isoformat()
     return text.replace("+00:00", "Z")
-
-
-def _site_of(server: FhirServer, request: dict[str, Any]) -> str | None:
-    """The requesting site: the requester's organisation (indicators per site)."""
-    requester = ref_of(request.get("requester"))
-    key = split(requester)
-    if key is None:
-        return None
-    if key[0] == "Organization":
-        return requester
-    if key[0] == "PractitionerRole":
-        role = load(server, requester)
-        return ref_of((role or {}).get("organization"))
-    return None
 
 
 def _guard_task(resource: dict[str, Any] | None, before: dict[str, Any] | None) -> None:

@@ -115,7 +115,8 @@ class World:
                   performer=[{"reference": self.refs["site"]},
                              {"reference": self.refs["imager"]},
                              {"reference": self.refs["nuclear"]}],
-                  priority=priority, **{"authoredOn": _now(), **changes})
+                  priority=priority, authoredOn=_now())
+        sr.update(changes)  # may name another requester or performers
         return self._create(sr).split("/")[1]
 
     def consent(self, *categories: str, decision: str = "permit",

@@ -1,0 +1,176 @@
+"""Who asked gets the report back, whatever the entry point (issue 24; R-REQ-1, R-REP-5,
+R-REP-6, R-INT-2), on both stores.
+
+The requesting structure is resolved once (``fhir_server/workflow/origin.py``) and
+recorded on the request's Task; the RIS delivery is always planned from it: sent when a
+route exists for its FINESS, held visibly (``canal-non-configure``, naming the FINESS or
+saying none is known) otherwise — never silently left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hl7
+import pytest
+
+from fhir_server.core.server import FhirServer
+from fhir_server.workflow import origin
+from tests.behaviour.hl7_world import PLACER_OID, Hl7World, orm
+from tests.behaviour.test_report_delivery import Rig, state
+from tests.behaviour.workflow_world import FINESS, TASK, _now
+
+
+class LoopRig(Rig):
+    """The delivery rig with an HL7 receiver in front (orders come from the RIS)."""
+
+    def __init__(self, core: FhirServer, tmp: Path) -> None:
+        super().__init__(core, tmp)
+        self.hl7_world = Hl7World.__new__(Hl7World)
+        # the same world (users, directory) as the rig, with the HL7 receiver's parts
+        self.hl7_world.__dict__.update(self.world.__dict__)
+        from adapters.hl7v2.outbox import Outbox
+        from adapters.hl7v2.receiver import Receiver
+        from adapters.hl7v2.records import register_all
+
+        register_all()
+        self.hl7_world.settings = self.hl7
+        assert core.workflow is not None
+        core.workflow.listeners.append(Outbox(self.hl7).on_transition)
+        self.hl7_world.receiver = Receiver(core, self.hl7)
+
+    def order(self, placer: str = "DEM-LOOP") -> str:
+        """A flux 1 order received over HL7; the id of its ServiceRequest."""
+        ack = self.hl7_world.send(orm(control=f"C-{placer}", placer=placer))
+        assert ack["MSA"][1] == "AA", ack
+        r = self.world.ris.get(f"/fhir/ServiceRequest?identifier=urn:oid:{PLACER_OID}|"
+                               f"{placer}")
+        return str(r.json()["entry"][0]["resource"]["id"])
+
+    def report_on(self, sr: str) -> None:
+        w = self.world
+        # the request's patient (an HL7 order brings its own) is the one the steps name
+        subject = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()["subject"]["reference"]
+        w.refs["patient"] = subject
+        w.consent("acte", "teleimagerie")
+        for client, name, values in ((w.imager, "accept", {}),
+                                     (w.ris, "schedule", {"occurrence": _now()}),
+                                     (w.ris, "start", {})):
+            r = w.op(client, sr, name, **values)
+            assert r.status_code == 200, r.text
+        study = w.study(sr, "CT")
+        report = w.report(sr, study, result=[{"reference": w.dose(study)}])
+        r = w.imager.post("/fhir/DiagnosticReport", json=report)
+        assert r.status_code == 201, r.text
+
+
+@pytest.fixture
+def loop(secured: FhirServer, tmp_path: Path) -> Iterator[LoopRig]:
+    rig = LoopRig(secured, tmp_path)
+    yield rig
+    rig.close()
+
+
+def site_of(w: Any, sr: str) -> str | None:
+    return origin.recorded(w.task(sr))
+
+
+def test_an_order_received_over_hl7_gets_its_report_back_over_mllp(loop: LoopRig) -> None:
+    """R-REP-5, R-INT-2: ORC-21's structure is the request's origin; the final report is
+    planned to its RIS and the fake RIS receives one MDM^T02 whose PID-3 keeps the
+    patient's identifiers as separate repetitions (parsed with python-hl7)."""
+    sr = loop.order()
+    w = loop.world
+    structure = site_of(w, sr)
+    assert structure is not None
+    org = w.ris.get(f"/fhir/{structure}").json()
+    assert origin.finess(org) == "750000001"
+    loop.report_on(sr)
+    found = loop.deliveries()
+    assert ("ris", structure) in found, sorted(found)
+    loop.run()
+    assert state(loop.deliveries()[("ris", structure)]) == "envoye"
+    mdm = [m for m in loop.ris.messages if b"MDM^T02" in m]
+    assert len(mdm) == 1
+    parsed = hl7.parse(mdm[0].decode("utf-8"))
+    assert str(parsed.segment("MSH")[5]) == "RIS" and str(parsed.segment("MSH")[6]) == \
+        "750000001"
+    assert str(parsed.segment("ORC")[2][0][0]) == "DEM-LOOP"
+    ids = parsed.segment("PID")[3]
+    assert len(ids) == 2, str(ids)  # IPP and INS: two repetitions, not one escaped value
+    # flux 3: the acceptance went into the HL7 outbox for the same structure
+    oru = loop.hl7_world.receiver.messages.find([("hl7-type", "ORU^R01")])
+    assert [r.destination for r in oru] == ["750000001"]
+
+
+def test_a_fhir_request_from_a_practitioner_role_is_routed_to_its_structure(
+        loop: LoopRig) -> None:
+    """The requester's PractitionerRole.organization is the origin; its FINESS has no
+    route: the RIS delivery waits in canal-non-configure naming that FINESS."""
+    w = loop.world
+    other = w._create({"resourceType": "Organization", "identifier": [
+        {"system": FINESS, "value": "450000009"}], "name": "CH d'Orléans"})
+    role = w._create({"resourceType": "PractitionerRole", "active": True,
+                      "practitioner": {"reference": w.refs["requester"]},
+                      "organization": {"reference": other}})
+    sr = w.request(requester={"reference": role},
+                   performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) == other
+    loop.report_on(sr)
+    loop.run()
+    ris = loop.deliveries()[("ris", other)]
+    assert state(ris) == "canal-non-configure"
+    assert "450000009" in ris["businessStatus"]["text"]
+    assert loop.ris.messages == []
+
+
+def test_a_request_that_names_no_structure_says_so_in_its_delivery(loop: LoopRig) -> None:
+    """No Organization anywhere (requester a Practitioner with no role, no performer
+    Organization): the RIS delivery is still planned and held, saying what is missing."""
+    w = loop.world
+    sr = w.request(performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) is None
+    loop.report_on(sr)
+    loop.run()
+    held = [t for (channel, _), t in loop.deliveries().items() if channel == "ris"]
+    assert len(held) == 1 and state(held[0]) == "canal-non-configure"
+    assert "structure demandeuse inconnue" in held[0]["businessStatus"]["text"]
+
+
+def test_a_practitioner_with_one_structure_is_taken_and_two_are_not_guessed(
+        loop: LoopRig) -> None:
+    """Source 4 of workflow.origin: the requester's only active role names the structure;
+    with roles in two structures nothing is guessed."""
+    w = loop.world
+    w._create({"resourceType": "PractitionerRole", "active": True,
+               "practitioner": {"reference": w.refs["gp"]},
+               "organization": {"reference": w.refs["site"]}})
+    sr = w.request(requester={"reference": w.refs["gp"]},
+                   performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) == w.refs["site"]
+    other = w._create({"resourceType": "Organization", "identifier": [
+        {"system": FINESS, "value": "450000009"}], "name": "CH d'Orléans"})
+    w._create({"resourceType": "PractitionerRole", "active": True,
+               "practitioner": {"reference": w.refs["gp"]},
+               "organization": {"reference": other}})
+    sr2 = w.request(requester={"reference": w.refs["gp"]},
+                    performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr2) is None
+
+
+def test_the_recorded_structure_follows_an_update_of_the_request(loop: LoopRig) -> None:
+    """A request corrected to name its structure gets it on its Task (one record)."""
+    w = loop.world
+    sr = w.request(performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) is None
+    current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
+    current["performer"] = [{"reference": w.refs["site"]}]
+    r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
+    assert r.status_code == 200, r.text
+    assert site_of(w, sr) == w.refs["site"]
+    r = w.ris.get(f"/fhir/Task?code={TASK}|realisation-interpretation&tlm-site="
+                  f"{w.refs['site']}")
+    assert [e["resource"]["focus"]["reference"] for e in r.json()["entry"]] == \
+        [f"ServiceRequest/{sr}"]
