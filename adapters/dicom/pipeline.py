@@ -31,7 +31,7 @@ from adapters.dicom import patient as demographics
 from adapters.dicom.audit import transfer_event
 from adapters.dicom.reader import Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
-from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
+from adapters.dicom.study import DCM, DICOM_UID, V2_0203, merge, text, when
 from adapters.transaction import (
     Context,
     Refused,
@@ -180,6 +180,12 @@ class Importer:
             if not any(t.get("code") == WAITING for t in meta.get("tag") or []):
                 meta["tag"] = [*(meta.get("tag") or []), coding(
                     FLAG_SYSTEM, WAITING, "Étude en attente de rattachement à sa demande")]
+            # the placer numbers the header gives are kept: they are what attaches the
+            # study when its order arrives (workflow.studies.attach_waiting; issue 24)
+            for number in _order_numbers(datasets)[1]:
+                if not any(i.get("value") == number for i in study["identifier"]):
+                    study["identifier"].append({"type": {"coding": [{
+                        "system": V2_0203, "code": "PLAC"}]}, "value": number})
             result.waiting = True
         if not study.get("modality"):  # only SR/KO/PR so far: the requested modality
             study["modality"] = [e["valueCoding"] for e in (request or {}).get("extension")
@@ -277,7 +283,8 @@ class Importer:
         for system, value in demographics.identifiers(ds):
             for other in find(self.server, "Patient", [("identifier", token(system, value))]):
                 if f"Patient/{other['id']}" != patient:
-                    why = (f"étude {uid} : l'identifiant patient DICOM {value} désigne "
+                    # the value itself stays out: this text reaches logs (R-SEC-6)
+                    why = (f"étude {uid} : un identifiant patient DICOM ({system}) désigne "
                            f"Patient/{other['id']}, la demande concerne {patient}")
                     flag_identity(self.server, patient, why)
                     raise StudyError(why + " (identité à vérifier, R-EXAM-1)")

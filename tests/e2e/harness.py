@@ -28,10 +28,14 @@ def server_env(data: Path, http_port: int, **extra: str) -> dict[str, str]:
 
 
 def start(env: dict[str, str], workers: int = 1,
-          ready: Callable[[], bool] | None = None) -> subprocess.Popen[bytes]:
-    """Run ``teleimagerie serve`` and wait until /metadata answers (and ``ready()``)."""
+          ready: Callable[[], bool] | None = None, log: Path | None = None,
+          access_log: bool = False) -> subprocess.Popen[bytes]:
+    """Run ``teleimagerie serve`` and wait until /metadata answers (and ``ready()``);
+    with ``log``, everything every process of it prints goes to that file."""
+    out = log.open("ab") if log is not None else None
     proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
-                             str(workers), "--no-access-log"], env=env, cwd=ROOT)
+                             str(workers), *([] if access_log else ["--no-access-log"])],
+                            env=env, cwd=ROOT, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{env['TELEIMG_HTTP_PORT']}/fhir/metadata"
     deadline = time.monotonic() + 30
     while True:
