@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench bench-hl7 bench-dicom bench-delivery bench-indicators lint install install-test clean
+.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ install-test: $(VENV)/.installed-test tools/node/node_modules/.installed
 run: install
 	$(BIN)/teleimagerie serve
 
+# the first order -> report loop in five minutes (demo/README.md)
+demo: install-test
+	$(BIN)/python -m demo
+
 test: install-test
-	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools
+	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools demo
 	$(BIN)/mypy fhir_server adapters
 	$(BIN)/pytest -n 2
 
