@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         assert sr is not None
         loop.validate(sr)
         study = loop.study(uid)
+        assert study is not None
         print(f"  · l'étude est rattachée à {study.get('basedOn', [{}])[0].get('reference')}"
               f" : {loop.state(sr['id'])}")
         loop.report(sr, study)

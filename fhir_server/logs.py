@@ -64,10 +64,10 @@ class Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "uvicorn.access" and isinstance(record.args, tuple) and \
-                len(record.args) >= 3 and isinstance(record.args[2], str):
-            args = list(record.args)
-            args[2] = redact_path(args[2])
-            record.args = tuple(args)
+                len(record.args) >= 3:  # (client, method, path, http version, status)
+            path = record.args[2]
+            if isinstance(path, str):
+                record.args = (*record.args[:2], redact_path(path), *record.args[3:])
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a broken format: keep the raw template only

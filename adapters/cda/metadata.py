@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from adapters.cda import codes
+from adapters.hl7v2.message import escape
 from fhir_server.security import masking
 
 V3 = {"v3": "urn:hl7-org:v3", "ps3-20": "urn:dicom-org:ps3-20"}
@@ -116,23 +117,26 @@ def _xcn(entity: etree._Element | None) -> str:
     if entity is None:
         return ""
     ident = entity.find("v3:id", V3)
-    family = entity.findtext("v3:assignedPerson/v3:name/v3:family", "", V3).strip()
-    given = entity.findtext("v3:assignedPerson/v3:name/v3:given", "", V3).strip()
+    # data values escaped (HL7 v2.5.1 §2.7): a name with ^ or & must not split the XCN
+    family = escape(entity.findtext("v3:assignedPerson/v3:name/v3:family", "", V3).strip())
+    given = escape(entity.findtext("v3:assignedPerson/v3:name/v3:given", "", V3).strip())
     if ident is None or not ident.get("extension"):
         return f"^{family}^{given}"
     kind = "IDNPS" if ident.get("root") == codes.RPPS else "RPPS"
-    return f"{ident.get('extension')}^{family}^{given}^^^^^^&{ident.get('root')}&ISO^D^^^{kind}"
+    return (f"{escape(ident.get('extension') or '')}^{family}^{given}^^^^^^"
+            f"&{escape(ident.get('root') or '')}&ISO^D^^^{kind}")
 
 
 def _xon(org: etree._Element | None) -> str:
     """representedOrganization -> XON (``name^^^^^&oid&ISO^IDNST^^^id``)."""
     if org is None:
         return ""
-    name = org.findtext("v3:name", "", V3).strip()
+    name = escape(org.findtext("v3:name", "", V3).strip())
     ident = org.find("v3:id", V3)
     if ident is None or not ident.get("extension"):
         return name
-    return f"{name}^^^^^&{ident.get('root')}&ISO^IDNST^^^{ident.get('extension')}"
+    return (f"{name}^^^^^&{escape(ident.get('root') or '')}&ISO^IDNST^^^"
+            f"{escape(ident.get('extension') or '')}")
 
 
 def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:

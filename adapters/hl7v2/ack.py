@@ -4,6 +4,8 @@ The ACK swaps MSH-3/4 and MSH-5/6, keeps MSH-11, answers ``ACK^<event>^ACK``, MS
 AA/AE/AR (original mode) or CA/CE/CR (enhanced mode commit acknowledgement), MSA-2 the
 acknowledged MSH-10, and for errors one ERR segment: ERR-2 location, ERR-3 code from HL7
 table 0357, ERR-4 severity (table 0516), ERR-7 diagnostic and ERR-8 user message.
+Written with :mod:`adapters.hl7v2.er7` in the delimiters and MSH-18 charset of the
+message answered.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from adapters.hl7v2.message import CHARSETS, DEFAULT_CHARSET, Delimiters, Message, escape
+from adapters.hl7v2 import er7
+from adapters.hl7v2.er7 import Segment, comp
+from adapters.hl7v2.message import CHARSETS, DEFAULT_CHARSET, Delimiters, Message
 
 # HL7 table 0357 (message error condition codes)
 ERROR_CODES: dict[str, str] = {
@@ -65,22 +69,22 @@ def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = N
         sender, sender_fac, control = (raw_header or ("", "", ""))[:3]
         receiver, receiver_fac, event, processing, charset = app, facility, "", "P", \
             DEFAULT_CHARSET
-    f = d.field
     segments = [
-        f.join(["MSH", d.encoding_characters, escape(receiver or app, d),
-                escape(receiver_fac or facility, d), escape(sender, d), escape(sender_fac, d),
-                timestamp(), "", f"ACK{d.component}{event}{d.component}ACK" if event
-                else "ACK", uuid.uuid4().hex[:20], processing, "2.5.1", "", "", *ack_types,
-                "FRA", charset]),
-        f.join(["MSA", code, escape(control, d)]),
+        Segment("MSH", {3: receiver or app, 4: receiver_fac or facility, 5: sender,
+                        6: sender_fac, 7: timestamp(),
+                        9: comp("ACK", event, "ACK") if event else "ACK",
+                        10: uuid.uuid4().hex[:20], 11: processing, 12: "2.5.1",
+                        15: ack_types[0], 16: ack_types[1], 17: "FRA", 18: charset}),
+        Segment("MSA", {1: code, 2: control}),
     ]
     for p in problems or []:
-        label = ERROR_CODES.get(p.code, "")
-        segments.append(f.join([
-            "ERR", "", p.location, d.component.join([p.code, escape(label, d), "HL70357"]),
-            p.severity, "", "", "", escape(p.text[:1000], d), escape(p.text[:250], d)]))
+        segments.append(Segment("ERR", {
+            # ERL: our locations are written SEG^seq^field[^rep^comp^sub]
+            2: comp(*p.location.split("^")) if p.location else None,
+            3: comp(p.code, ERROR_CODES.get(p.code, ""), "HL70357"), 4: p.severity,
+            7: p.text[:1000], 8: p.text[:250]}))
     codec = CHARSETS.get(charset, "utf-8")
-    return "\r".join(segments).encode(codec, errors="replace") + b"\r"
+    return er7.message(segments, d).encode(codec, errors="replace")
 
 
 def ack_code(problems: list[Problem], reject: bool, enhanced: bool) -> str:

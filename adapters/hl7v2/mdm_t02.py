@@ -13,8 +13,10 @@ The document goes Base64 in the first OBX (ED); the *MetaDMPMSS* OBX (``meta-dmp
 tell the RIS what to do with it: publish to the DMP (DESTDMP), mail it to the
 professionals in the PRT ``RCT`` segments (DESTMSSANTEPS), and its visibility.
 
-Written by hand, segment by segment: hl7apy's v2.6 structures have no PRT (a v2.7
-segment the IG adds), and being strict on write here means escaping every value.
+Written with the structured ER7 writer (:mod:`adapters.hl7v2.er7`): hl7apy's v2.6
+structures have no PRT (a v2.7 segment the IG adds). Fields that come to us already
+encoded (the XDS metadata's XCN / XON, the channel's EI) are read back into structure
+with :func:`~adapters.hl7v2.er7.parse_field` and written again, data escaped.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.hl7v2 import er7
 from adapters.hl7v2.ack import timestamp
-from adapters.hl7v2.message import escape
-from adapters.hl7v2.oru_r01 import pid_fields
+from adapters.hl7v2.er7 import Comp, Field, Segment, comp
+from adapters.hl7v2.oru_r01 import pid_segment
 from adapters.hl7v2.settings import Hl7Settings
 
 EVENTS = {"T02": ("NW", "F"), "T10": ("RO", "C"), "T04": ("CA", "D")}
-DOC_TYPE = "18748-4^CR d'imagerie médicale^LN"
+DOC_TYPE = comp("18748-4", "CR d'imagerie médicale", "LN")
 YES_NO = "expandedYes-NoIndicator"
 # MetaDMPMSS codes, in the IG's order, with their labels
 META = (
@@ -49,10 +52,11 @@ META = (
 
 @dataclass
 class Routing:
-    """The MetaDMPMSS answers (Y/N) and the MSSanté recipients (XCN, address)."""
+    """The MetaDMPMSS answers (Y/N) and the MSSanté recipients (XCN encoded as
+    :func:`adapters.hl7v2.oru_r01.xcn` gives it, or structured; address)."""
 
     flags: dict[str, bool] = field(default_factory=dict)
-    recipients: list[tuple[str, str]] = field(default_factory=list)
+    recipients: list[tuple[str | Comp, str]] = field(default_factory=list)
     mail_body: str = ""
 
 
@@ -61,55 +65,66 @@ def control_id(delivery_id: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_OID, delivery_id).hex[:20]
 
 
-def _txa_id(unique_id: str) -> str:
-    """TXA-12/13: ``extension^^root^ISO`` for an id with an extension, else the root."""
+def _txa_id(unique_id: str) -> Field:
+    """TXA-12/13: ``extension^^root^ISO`` for an id with an extension, else the root
+    (``unique_id`` is ``root^extension`` as the CDA metadata gives it)."""
     root, _, ext = unique_id.partition("^")
-    return f"{escape(ext)}^^{escape(root)}^ISO" if ext else escape(root)
+    return comp(ext, "", root, "ISO") if ext else root
+
+
+def _structured(value: str | Comp) -> Field:
+    """A field handed to us encoded (standard delimiters, data escaped) or structured."""
+    return er7.parse_field(value) if isinstance(value, str) else value
+
+
+def _ed(document: bytes, kind: str = "") -> Comp:
+    return comp("", "text", kind, "Base64", base64.b64encode(document).decode())
 
 
 def build(settings: Hl7Settings, receiver: tuple[str, str], event: str, delivery_id: str,
           patient: dict[str, Any], document: bytes, unique_id: str, replaces: str | None,
-          created: str, author_xcn: str, author_xon: str, placer: str, routing: Routing
-          ) -> bytes:
-    """The message (segments joined by CR). ``author_xcn`` / ``author_xon`` are the
+          created: str, author_xcn: str | Comp, author_xon: str | Comp,
+          placer: str | Comp, routing: Routing) -> bytes:
+    """The message (segments ended by CR). ``author_xcn`` / ``author_xon`` are the
     signing imager and their structure as the XDS metadata gives them (PRT-5 / PRT-8 of
-    the ``SB`` participation); ``placer`` the ORC-2 / OBR-2 entity identifier."""
+    the ``SB`` participation); ``placer`` the ORC-2 / OBR-2 entity identifier. Those
+    three are encoded ER7 text (standard delimiters, data escaped) or structured."""
     order_control, result_status = EVENTS[event]
-    pid = pid_fields(patient)
+    author = _structured(author_xcn)
+    ei = _structured(placer)
+    now = timestamp()[:14]
     segments = [
-        ["MSH", "^~\\&", escape(settings.application), escape(settings.facility),
-         escape(receiver[0]), escape(receiver[1]), timestamp()[:14], "",
-         f"MDM^{event}^MDM_T02", control_id(delivery_id), "P", "2.6", "", "", "", "",
-         "FRA", "UNICODE UTF-8", "", "", "2.1^CISIS_CDA_HL7_V2"],
-        ["EVN", "", timestamp()[:14]],
-        ["PID", "", "", pid["pid_3"], "", pid["pid_5"], "", pid["pid_7"], pid["pid_8"],
-         *[""] * 23, pid["pid_32"]],
-        ["PV1", "1", "N"],
-        ["ORC", order_control, placer],
-        ["OBR", "1", placer, "", DOC_TYPE],
-        ["TXA", "1", "18748-4", "TEXT", created, "", "", "", "", "", "", "",
-         _txa_id(unique_id), _txa_id(replaces) if event == "T10" and replaces else "",
-         "", "", "", "AU", "", "", "", "", author_xcn.split("^")[0] if author_xcn else ""],
-        ["OBX", "1", "ED", DOC_TYPE, "",
-         "^text^XML^Base64^" + base64.b64encode(document).decode(), "", "", "", "", "",
-         result_status, ""],
+        Segment("MSH", {3: settings.application, 4: settings.facility, 5: receiver[0],
+                        6: receiver[1], 7: now, 9: comp("MDM", event, "MDM_T02"),
+                        10: control_id(delivery_id), 11: "P", 12: "2.6", 17: "FRA",
+                        18: "UNICODE UTF-8", 21: comp("2.1", "CISIS_CDA_HL7_V2")}),
+        Segment("EVN", {2: now}),
+        pid_segment(patient),
+        Segment("PV1", {1: "1", 2: "N"}),
+        Segment("ORC", {1: order_control, 2: ei}),
+        Segment("OBR", {1: "1", 2: ei, 4: DOC_TYPE}),
+        Segment("TXA", {1: "1", 2: "18748-4", 3: "TEXT", 4: created, 12: _txa_id(unique_id),
+                        13: _txa_id(replaces) if event == "T10" and replaces else None,
+                        17: "AU", 22: er7.first(author)}),
+        Segment("OBX", {1: "1", 2: "ED", 3: DOC_TYPE, 5: _ed(document, "XML"),
+                        11: result_status}),
     ]
-    if author_xcn:
-        segments.append(["PRT", "", "UC", "", "SB^^participation", author_xcn, "", "",
-                         author_xon])
+    if author:
+        segments.append(Segment("PRT", {2: "UC", 4: comp("SB", "", "participation"),
+                                        5: author, 8: _structured(author_xon)}))
     for person, address in routing.recipients:
-        segments.append(["PRT", "", "UC", "", "RCT^^participation", person, *[""] * 9,
-                         f"^NET^X.400^{escape(address)}"])
+        segments.append(Segment("PRT", {2: "UC", 4: comp("RCT", "", "participation"),
+                                        5: _structured(person),
+                                        15: comp("", "NET", "X.400", address)}))
     n = 1
     for code, label in META:
         n += 1
         value = "Y" if routing.flags.get(code) else "N"
-        segments.append(["OBX", str(n), "CWE", f"{code}^{escape(label)}^MetaDMPMSS", "",
-                         f"{value}^^{YES_NO}", "", "", "", "", "", "F", ""])
+        segments.append(Segment("OBX", {1: str(n), 2: "CWE", 3: comp(code, label, "MetaDMPMSS"),
+                                        5: comp(value, "", YES_NO), 11: "F"}))
     if routing.mail_body:
         n += 1
-        segments.append(["OBX", str(n), "ED", "CORPSMAIL_PS^Corps du mail pour un PS^"
-                         "MetaDMPMSS", "", "^text^^Base64^" + base64.b64encode(
-                             routing.mail_body.encode()).decode(), "", "", "", "", "", "F",
-                         ""])
-    return b"\r".join("|".join(s).encode("utf-8") for s in segments) + b"\r"
+        segments.append(Segment("OBX", {
+            1: str(n), 2: "ED", 3: comp("CORPSMAIL_PS", "Corps du mail pour un PS", "MetaDMPMSS"),
+            5: _ed(routing.mail_body.encode()), 11: "F"}))
+    return er7.message(segments).encode("utf-8")

@@ -2,8 +2,9 @@
 imager's decision on a request: ORC-1 ``OK`` (accepted, with the imaging protocol in an
 OBX ED ``PROTOCOLE_IMAGERIE``) or ``OC`` (refused, reason in ORC-16).
 
-Built with hl7apy (strict on write: its v2.5.1 structure for ORU_R01), values escaped by
-us; PID is rebuilt from the stored Patient as the IG's sample shows.
+Written with the structured ER7 writer (:mod:`adapters.hl7v2.er7`: delimiters between
+the parts, data escaped); PID is rebuilt from the stored Patient as the IG's sample
+shows.
 """
 
 from __future__ import annotations
@@ -11,117 +12,113 @@ from __future__ import annotations
 import base64
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
-from hl7apy.core import Message as Hl7apyMessage
-
+from adapters.hl7v2 import er7
 from adapters.hl7v2.ack import timestamp
 from adapters.hl7v2.datatypes import INS_OIDS, LOCAL_AUTHORITY, RPPS_OID, STRUCTURE_OID
-from adapters.hl7v2.message import escape
+from adapters.hl7v2.er7 import Comp, Field, Segment, comp, rep, sub
 from adapters.hl7v2.settings import Hl7Settings
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.machine import TASK_SYSTEM
 
 GENDER = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
+INS_AUTHORITIES = {"1.2.250.1.213.1.4.8": "ASIP-SANTE-INS-NIR",
+                   "1.2.250.1.213.1.4.9": "ASIP-SANTE-INS-NIA",
+                   "1.2.250.1.213.1.4.10": "ASIP-SANTE-INS-NIR",
+                   "1.2.250.1.213.1.4.11": "ASIP-SANTE-INS-NIR"}
+PS_AUTHORITY = sub("ASIP-SANTE-PS", RPPS_OID, "ISO")
+REPONSE_DEMANDE = comp("REPONSE_DEMANDE", "Réponse à une demande d’examen d'imagerie",
+                       "TLR_OBR_PROCEDURE")
+PROTOCOLE = comp("PROTOCOLE_IMAGERIE", "Protocole d'imagerie médicale", "TLR_OBSERVATION")
 
 
-def _hd(system: str) -> str:
+def _hd(system: str) -> er7.Sub:
     """Identifier.system -> HD subcomponents (namespace&universal id&type)."""
     if system.startswith("urn:oid:"):
         oid = system[8:]
-        name = {"1.2.250.1.213.1.4.8": "ASIP-SANTE-INS-NIR",
-                "1.2.250.1.213.1.4.9": "ASIP-SANTE-INS-NIA",
-                "1.2.250.1.213.1.4.10": "ASIP-SANTE-INS-NIR",
-                "1.2.250.1.213.1.4.11": "ASIP-SANTE-INS-NIR"}.get(oid, "")
-        return f"{name}&{oid}&ISO"
+        return sub(INS_AUTHORITIES.get(oid, ""), oid, "ISO")
     if system.startswith(LOCAL_AUTHORITY):
-        from urllib.parse import unquote
-
-        return f"{unquote(system[len(LOCAL_AUTHORITY):])}&&"
-    return f"&{system}&URI"
+        return sub(unquote(system[len(LOCAL_AUTHORITY):]))
+    return sub("", system, "URI")
 
 
-def pid_fields(patient: dict[str, Any]) -> dict[str, str]:
-    reps = []
+def pid_fields(patient: dict[str, Any]) -> dict[str, Field]:
+    """PID-3 (CX, one repetition per identifier), PID-5 (XPN), PID-7, PID-8, PID-32 of
+    the stored Patient, as :mod:`~adapters.hl7v2.er7` fields."""
+    ids = []
     for i in patient.get("identifier") or []:
         oid = i.get("system", "").removeprefix("urn:oid:")
         kind = "INS" if oid in INS_OIDS else next(
             (c.get("code") for c in (i.get("type") or {}).get("coding") or []), "PI")
-        reps.append(f"{escape(i.get('value', ''))}^^^{_hd(i.get('system', ''))}^{kind}")
+        ids.append(comp(i.get("value", ""), "", "", _hd(i.get("system", "")), kind or "PI"))
     names = []
     for n in patient.get("name") or []:
         use = {"official": "L", "usual": "D"}.get(n.get("use", ""), "D")
         given = n.get("given") or []
-        names.append("^".join([escape(n.get("family", "")), escape(given[0] if given else ""),
-                               escape(" ".join(given)), "", "", "", use]))
-    return {"pid_3": "~".join(reps), "pid_5": "~".join(names),
+        names.append(comp(n.get("family", ""), given[0] if given else "", " ".join(given),
+                          "", "", "", use))
+    return {"pid_3": rep(*ids), "pid_5": rep(*names),
             "pid_7": (patient.get("birthDate") or "").replace("-", ""),
             "pid_8": GENDER.get(patient.get("gender", ""), "U"),
             "pid_32": identity_status(patient) or ""}
 
 
-def xcn(practitioner: dict[str, Any] | None) -> str:
+def pid_segment(patient: dict[str, Any]) -> Segment:
+    return Segment("PID", {int(k[4:]): v for k, v in pid_fields(patient).items()})
+
+
+def xcn_field(practitioner: dict[str, Any] | None) -> Comp | None:
+    """The practitioner as an XCN (idNatPs ``id^family^given^^^^^^ASIP-SANTE-PS&…&ISO^D
+    ^^^IDNPS``)."""
     if not practitioner:
-        return ""
+        return None
     ident = next((i for i in practitioner.get("identifier") or []
                   if i.get("system") == f"urn:oid:{RPPS_OID}"),
                  (practitioner.get("identifier") or [{}])[0])
     name = (practitioner.get("name") or [{}])[0]
     given = (name.get("given") or [""])[0]
-    return (f"{escape(ident.get('value', ''))}^{escape(name.get('family', ''))}^"
-            f"{escape(given)}^^^^^^ASIP-SANTE-PS&{RPPS_OID}&ISO^D^^^IDNPS")
+    return comp(ident.get("value", ""), name.get("family", ""), given, "", "", "", "", "",
+                PS_AUTHORITY, "D", "", "", "IDNPS")
+
+
+def xcn(practitioner: dict[str, Any] | None) -> str:
+    """:func:`xcn_field` encoded (standard delimiters), "" without a practitioner."""
+    return er7.field(xcn_field(practitioner))
 
 
 def build(settings: Hl7Settings, receiver: tuple[str, str], patient: dict[str, Any],
           placer: dict[str, Any], decision: str, imager: dict[str, Any] | None,
           protocol: str | None, reason: dict[str, Any] | None) -> bytes:
     """The ORU^R01 of flux 3; ``decision`` is ``OK`` (accepted) or ``OC`` (refused)."""
-    m = Hl7apyMessage("ORU_R01", version="2.5.1")
-    m.msh.msh_3 = escape(settings.application)
-    m.msh.msh_4 = escape(settings.facility)
-    m.msh.msh_5 = escape(receiver[0])
-    m.msh.msh_6 = escape(receiver[1])
-    m.msh.msh_7 = timestamp()[:14]
-    m.msh.msh_9 = "ORU^R01^ORU_R01"
-    m.msh.msh_10 = uuid.uuid4().hex[:20]
-    m.msh.msh_11 = "P"
-    m.msh.msh_17 = "FRA"
-    m.msh.msh_18 = "UNICODE UTF-8"
-    m.msh.msh_21 = "1.0^CISIS_TLR_HL7_V2"
-    result = m.add_group("ORU_R01_PATIENT_RESULT")
-    pid = result.add_group("ORU_R01_PATIENT").add_segment("PID")
-    for key, value in pid_fields(patient).items():
-        if value:
-            setattr(pid, key, value)
-    order = result.add_group("ORU_R01_ORDER_OBSERVATION")
-    oid = placer["system"].removeprefix("urn:oid:")
-    placer_ei = f"{escape(placer['value'])}^^{escape(oid)}^ISO"
-    imager_xcn = xcn(imager)
-    orc = order.add_segment("ORC")
-    orc.orc_1 = decision
-    orc.orc_2 = placer_ei
-    if imager_xcn:
-        orc.orc_12 = imager_xcn
+    placer_ei = comp(placer["value"], "", placer["system"].removeprefix("urn:oid:"), "ISO")
+    imager_xcn = xcn_field(imager)
+    refusal: Field = None
     if decision == "OC" and reason:
-        coding = (reason.get("coding") or [{}])[0]
-        orc.orc_16 = (f"{escape(coding.get('code', ''))}^{escape(reason.get('text') or '')}"
-                      f"^{'TLR_MOTIF_REFUS' if coding.get('code') else ''}")
-    orc.orc_17 = "PLATEFORME_TLR^^TLR_TYPE_ORGANISATION"
+        code = (reason.get("coding") or [{}])[0].get("code") or ""
+        refusal = comp(code, reason.get("text") or "", "TLR_MOTIF_REFUS" if code else "")
+    platform: Field = None
     if settings.platform_id:
-        orc.orc_21 = (f"{escape(settings.platform_name)}^^^^^ASIP-SANTE-ST&{STRUCTURE_OID}"
-                      f"&ISO^FINEG^^^{escape(settings.platform_id)}")
-    obr = order.add_segment("OBR")
-    obr.obr_2 = placer_ei
-    obr.obr_4 = "REPONSE_DEMANDE^Réponse à une demande d’examen d'imagerie^TLR_OBR_PROCEDURE"
-    if imager_xcn:
-        obr.obr_16 = imager_xcn
+        platform = comp(settings.platform_name, "", "", "", "",
+                        sub("ASIP-SANTE-ST", STRUCTURE_OID, "ISO"), "FINEG", "", "",
+                        settings.platform_id)
+    segments = [
+        Segment("MSH", {3: settings.application, 4: settings.facility, 5: receiver[0],
+                        6: receiver[1], 7: timestamp()[:14], 9: comp("ORU", "R01", "ORU_R01"),
+                        10: uuid.uuid4().hex[:20], 11: "P", 12: "2.5.1", 17: "FRA",
+                        18: "UNICODE UTF-8", 21: comp("1.0", "CISIS_TLR_HL7_V2")}),
+        pid_segment(patient),
+        Segment("ORC", {1: decision, 2: placer_ei, 12: imager_xcn, 16: refusal,
+                        17: comp("PLATEFORME_TLR", "", "TLR_TYPE_ORGANISATION"),
+                        21: platform}),
+        Segment("OBR", {2: placer_ei, 4: REPONSE_DEMANDE, 16: imager_xcn}),
+    ]
     if decision == "OK" and protocol:
-        obx = order.add_group("ORU_R01_OBSERVATION").add_segment("OBX")
-        obx.obx_1 = "1"
-        obx.obx_2 = "ED"
-        obx.obx_3 = "PROTOCOLE_IMAGERIE^Protocole d'imagerie médicale^TLR_OBSERVATION"
-        obx.obx_5 = "^TEXT^^Base64^" + base64.b64encode(protocol.encode()).decode()
-        obx.obx_11 = "F"
-    return m.to_er7().encode("utf-8") + b"\r"
+        segments.append(Segment("OBX", {
+            1: "1", 2: "ED", 3: PROTOCOLE,
+            5: comp("", "TEXT", "", "Base64", base64.b64encode(protocol.encode()).decode()),
+            11: "F"}))
+    return er7.message(segments).encode("utf-8")
 
 
 def protocol_of(task: dict[str, Any]) -> str | None:
