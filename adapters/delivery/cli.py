@@ -1,10 +1,41 @@
-"""``teleimagerie delivery …``: run the sender, list deliveries, send one again."""
+"""``teleimagerie delivery …``: run the sender, list deliveries, send one again.
+
+``retry`` applies to a dead letter (``lettre-morte``), a refused (``rejete``) or a held
+delivery; a sent, cancelled or already queued one, or an unknown id, is refused on stderr
+with what would apply, exit 2, nothing changed; a retry is audited with the operator
+(issue 24, R-INT-2).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import sys
+from typing import TYPE_CHECKING
+
+from adapters.hl7v2.cli import operator
+
+if TYPE_CHECKING:
+    from adapters.delivery.outbox import Outbox
+
+
+def retry(outbox: Outbox, delivery_id: str, who: str) -> int:
+    """``delivery retry ID``: 0 queued again, 2 refused or unknown (nothing changed)."""
+    from adapters.delivery.outbox import Refused
+
+    try:
+        found = outbox.retry(delivery_id, who)
+    except Refused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if found is None:
+        print(f"no delivery {delivery_id} (Task ids: teleimagerie delivery list)",
+              file=sys.stderr)
+        return 2
+    print(f"Task/{found.id}: {found.state} ({found.channel} v{found.version}), next attempt "
+          "now, attempts reset")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,12 +59,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{asyncio.run(sender.run_once())} delivery(ies) examined")
             return 0
         if args.delivery_command == "retry":
-            found = outbox.retry(args.id)
-            if found is None:
-                print(f"no delivery {args.id}")
-                return 1
-            print(f"Task/{found.id}: {found.state} ({found.channel} v{found.version})")
-            return 0
+            return retry(outbox, args.id, operator())
         params = [("_sort", "-_lastUpdated")]
         if args.state:
             params.append(("business-status", args.state))

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 SYSTEM = url("CodeSystem", "teleimagerie-delivery")
 EXT = url("StructureDefinition", "delivery-")
 CODE = "diffusion-cr"
+OPERATOR_ACTIONS = url("CodeSystem", "teleimagerie-operator-action")
+OPERATOR_SYSTEM = "urn:teleimagerie:operator"
 # businessStatus code -> (Task.status, label)
 STATES: dict[str, tuple[str, str]] = {
     "a-envoyer": ("requested", "à envoyer"),
@@ -223,15 +225,71 @@ class Outbox:
         return self.find([("status", "requested,on-hold"), ("delivery-next", f"le{now()}"),
                           ("_sort", "delivery-next")], limit)
 
-    def retry(self, delivery_id: str) -> Delivery | None:
-        """An operator sends a dead letter (or a held delivery) again, from attempt 1."""
+    def check_retry(self, delivery_id: str) -> Delivery | None:
+        """The delivery if an operator may send it again (dead letter ``lettre-morte``,
+        refused ``rejete``, or held); None when there is none; :class:`Refused` when a
+        retry does not apply: sent, cancelled, or already queued (issue 24)."""
         delivery = self.get(delivery_id)
-        if delivery is None or delivery.status == "completed":
-            return delivery
+        if delivery is None:
+            return None
+        what = f"Task/{delivery.id} ({delivery.channel} v{delivery.version}" \
+               f"{', ' + delivery.action if delivery.action != 'transmission' else ''})"
+        if delivery.state == "envoye":
+            raise Refused(f"{what}: already sent ({delivery.sent or '?'}): nothing to retry "
+                          "(a new version of the report is delivered on its own)")
+        if delivery.status == "cancelled":
+            raise Refused(f"{what}: cancelled ({delivery.detail or 'annulé'}): nothing to "
+                          "retry; a withdrawn report is not sent again")
+        if delivery.status == "requested":
+            raise Refused(f"{what}: already queued ({delivery.state}, {delivery.attempts} "
+                          f"attempt(s), next {delivery.next_attempt or 'now'}): the sender "
+                          "sends it; nothing to retry")
+        return delivery
+
+    def retry(self, delivery_id: str, operator: str | None = None) -> Delivery | None:
+        """An operator sends a dead letter, a refused or a held delivery again, from
+        attempt 1 (``teleimagerie delivery retry``); None when there is no such delivery,
+        :class:`Refused` (nothing changed) when a retry does not apply. The Task and the
+        operator's AuditEvent commit in one write unit."""
+        delivery = self.check_retry(delivery_id)
+        if delivery is None:
+            return None
+        before = f"{delivery.state}, {delivery.attempts} essai(s)" + \
+            (f", {delivery.detail}" if delivery.detail else "")
         delivery.attempts = 0
         delivery.to("a-envoyer", "relance manuelle", now())
-        self.update(delivery)
+        with raw_store(self.server).write():
+            save(self.server, "Task", delivery.id, delivery.resource())
+            self._audit_retry(delivery, operator or "?", before)
         return delivery
+
+    def _audit_retry(self, d: Delivery, operator: str, before: str) -> None:
+        """DCM 110106 *Export*, action U, subtype ``retry`` (the operator's command), the
+        operator as requestor, the Task, the document and the patient as entities."""
+        from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
+
+        if self.server.audit is None:
+            return
+        entities: list[dict[str, Any]] = [
+            {"what": {"reference": f"Task/{d.id}"},
+             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+             "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+             "description": f"teleimagerie delivery retry : {d.action} {d.channel} "
+                            f"v{d.version} — avant : {before}"[:1000]},
+            {"what": {"reference": d.document},
+             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+             "role": {"system": OBJECT_ROLE, "code": "20", "display": "Job"}}]
+        self.server.audit.record([event(
+            {"system": DCM, "code": "110106", "display": "Export"}, "U", "0",
+            {"identifier": {"system": OPERATOR_SYSTEM, "value": operator},
+             "display": f"opérateur {operator} (teleimagerie CLI)"}, "", self.server.name,
+            True, entities, patient=d.patient or None,
+            subtype=[{"system": OPERATOR_ACTIONS, "code": "retry",
+                      "display": "teleimagerie delivery retry"}])], durable=True)
+
+
+class Refused(Exception):
+    """An operator command that does not apply to a delivery; nothing was changed."""
 
 
 def backoff(settings: DeliverySettings, attempts: int) -> float:

@@ -11,6 +11,8 @@ import os
 from adapters.delivery.engine import Sender
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
+from fhir_server import logs
+from fhir_server.cli import tell_parent
 from fhir_server.config import Settings
 
 log = logging.getLogger("teleimagerie.delivery")
@@ -29,6 +31,7 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
     log.info("delivery: channels %s", ", ".join(sorted(delivery.channels)))
     parent = os.environ.get("TELEIMG_DELIVERY_PARENT")
     work = asyncio.create_task(sender.run(interval))
+    tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     try:
         while not work.done():
             if parent and os.getppid() != int(parent):  # `serve` is gone, even if killed
@@ -43,8 +46,7 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
         asyncio.run(run(settings, DeliverySettings.from_env(), Hl7Settings.from_env()))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -1,26 +1,32 @@
 """The DICOM service: the C-STORE SCP in its own process, started by ``teleimagerie
-serve`` when ``TELEIMG_DICOM_PORT`` is set, or alone by ``teleimagerie dicom scp``."""
+serve`` when ``TELEIMG_DICOM_PORT`` is set, or alone by ``teleimagerie dicom scp``. A port
+that cannot be bound stops it with one line (to ``serve``, or on stderr) and status 1
+(issue 24)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 
 from adapters.dicom.scp import StoreScp
 from adapters.dicom.settings import DicomSettings
+from fhir_server import logs
+from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
 
 log = logging.getLogger("teleimagerie.dicom")
+BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def main() -> None:
     from fhir_server.runtime import build_core
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)  # redacted (R-SEC-6)
     dicom = DicomSettings.from_env()
     if not dicom.port:
         raise SystemExit("TELEIMG_DICOM_PORT is not set: no DICOM SCP to run")
@@ -29,7 +35,15 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    scp.start()
+    try:
+        scp.start()  # imports what a stop left in the spool, then binds
+    except OSError as exc:
+        if server.audit is not None:
+            server.audit.close()
+        if not isinstance(exc, socket.gaierror) and exc.errno not in BIND_ERRORS:
+            raise  # the spool, not the port
+        listener_failed(cannot_listen("DICOM", dicom.host, dicom.port, exc))
+    tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     parent = os.environ.get("TELEIMG_DICOM_PARENT")
     try:
         while not stop.wait(1.0):

@@ -1,16 +1,32 @@
-"""``teleimagerie hl7 …``: listen, send files, browse the message store, reprocess."""
+"""``teleimagerie hl7 …``: listen, send files, browse the message store, reprocess,
+replay, resend.
+
+Operator commands cannot destroy work (issue 24, R-INT-2): ``reprocess`` and ``replay``
+apply to inbound messages not yet processed, ``resend`` to outbound messages not pending;
+anything else — an unknown id included — is refused on stderr with what would apply, exit
+2, and when one id of a command is refused none is acted on. Every action is audited with
+the operator (``user@host``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import re
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND
+from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, Record
 from adapters.hl7v2.settings import Hl7Settings
+
+if TYPE_CHECKING:
+    from adapters.hl7v2.receiver import Receiver
 
 
 def split_messages(data: bytes) -> list[bytes]:
@@ -36,6 +52,93 @@ async def _send(files: list[str], host: str, port: int, timeout: float) -> int:
                 if b"MSA|AA" not in ack and b"MSA|CA" not in ack:
                     failures += 1
     return failures
+
+
+def operator() -> str:
+    """Who runs an operator command, for its AuditEvent: ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _checked(ids: list[str], check: Callable[[str], Record]) -> list[Record] | None:
+    """Every record of ``ids`` through ``check`` (``Receiver.check_*``), or None after
+    printing why each refused one does not apply (then nothing is done)."""
+    from adapters.hl7v2.receiver import Refused
+
+    records: list[Record] = []
+    problems: list[str] = []
+    for rid in ids:
+        try:
+            records.append(check(rid))
+        except KeyError:
+            problems.append(f"{rid}: no such HL7 message record (ids: teleimagerie hl7 "
+                            "list [--outbound])")
+        except Refused as exc:
+            problems.append(str(exc))
+    if not problems:
+        return records
+    for line in problems:
+        print(line, file=sys.stderr)
+    if len(ids) > 1:
+        print(f"nothing done: {len(problems)} of {len(ids)} id(s) refused", file=sys.stderr)
+    return None
+
+
+def reprocess(receiver: Receiver, ids: list[str], who: str) -> int:
+    """``hl7 reprocess ID…``: 0 all processed (or held), 1 some in error again, 2 refused."""
+    records = _checked(ids, receiver.check_reprocess)
+    if records is None:
+        return 2
+    worst = 0
+    for record in records:
+        done = receiver.reprocess(record.id, who)
+        print(f"{done.id}: {done.status} {done.ack_code} {done.error}".rstrip())
+        worst = max(worst, 0 if done.status in ("processed", "held") else 1)
+    return worst
+
+
+def replay(receiver: Receiver, status: str, limit: int, who: str) -> int:
+    """``hl7 replay --status S``: reprocess the inbound messages in status S, except those
+    that reused another's control id (the sender was told AE 205 and is expected to send
+    them under a new MSH-10: ``reprocess ID`` processes one anyway) and unreadable ones."""
+    from adapters.hl7v2.receiver import REPROCESSABLE, Refused
+
+    if status not in REPROCESSABLE:
+        print(f"replay applies to inbound messages in status {', '.join(REPROCESSABLE)}, "
+              f"not {status!r}", file=sys.stderr)
+        return 2
+    worst = 0
+    for record in receiver.messages.find([("code", f"{KIND_SYSTEM}|{INBOUND}"),
+                                          ("hl7-status", status)], limit):
+        if record.reused:
+            print(f"{record.id}: skipped, its control id {record.control} belongs to another "
+                  f"message (teleimagerie hl7 reprocess {record.id} processes it anyway)",
+                  file=sys.stderr)
+            continue
+        try:
+            done = receiver.reprocess(record.id, who)
+        except (KeyError, Refused) as exc:
+            print(f"{record.id}: skipped, {exc}", file=sys.stderr)
+            continue
+        print(f"{done.id}: {done.status} {done.ack_code} {done.error}".rstrip())
+        worst = max(worst, 0 if done.status in ("processed", "held") else 1)
+    return worst
+
+
+def resend(receiver: Receiver, ids: list[str], who: str) -> int:
+    """``hl7 resend ID…``: outbound messages queued again (0), or refused (2)."""
+    records = _checked(ids, receiver.check_resend)
+    if records is None:
+        return 2
+    for record in records:
+        was = record.attempts
+        done = receiver.resend(record.id, who)
+        print(f"{done.id}: pending, {done.type or '?'} to {done.destination or '?'}, next "
+              f"attempt now (attempts reset, {was} before)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,22 +174,10 @@ def run(args: argparse.Namespace) -> int:
                       f"{d['control']}  {d['ack']}  {d['patient'] or ''}  {d['error']}")
             return 0
         if args.hl7_command == "replay":
-            records = receiver.messages.find([("code", f"{KIND_SYSTEM}|{INBOUND}"),
-                                              ("hl7-status", args.status)], args.limit)
-            ids = [r.id for r in records]
-        else:
-            ids = args.ids
-        worst = 0
-        for rid in ids:
-            try:
-                record = receiver.reprocess(rid)
-            except KeyError:
-                print(f"{rid}: no such message", file=sys.stderr)
-                worst = 2
-                continue
-            print(f"{rid}: {record.status} {record.ack_code} {record.error}")
-            worst = max(worst, 0 if record.status in ("processed", "held") else 1)
-        return worst
+            return replay(receiver, args.status, args.limit, operator())
+        if args.hl7_command == "resend":
+            return resend(receiver, args.ids, operator())
+        return reprocess(receiver, args.ids, operator())
     finally:
         if server.audit is not None:
             server.audit.close()

@@ -8,10 +8,16 @@ stored and nothing is lost:
 3. the flow maps the message to one FHIR transaction run through the core (profiles,
    workflow, security with the RIS's system principal, audit) -> AE on content errors;
 4. the record is updated (``processed`` / ``error`` / ``rejected`` / ``held``) with the
-   ACK, which is only then sent. A duplicate (same MSH-3, MSH-4, MSH-10) gets the stored
-   ACK again; a record left ``received`` by a crash is processed when resent or by
-   ``teleimagerie hl7 reprocess`` — the flows are idempotent (conditional creates on
-   business identifiers).
+   ACK, which is only then sent. A duplicate (same MSH-3, MSH-4, MSH-10 and the same
+   content, MSH-7 and line endings aside) gets the stored ACK again; a record left
+   ``received`` by a crash is processed when resent or by ``teleimagerie hl7 reprocess``
+   — the flows are idempotent (conditional creates on business identifiers). A
+   *different* message under a control key already used is not taken for a resend: it is
+   answered AE (CE in enhanced mode) with ERR 205 and kept apart (issue 24).
+
+Operator commands (``teleimagerie hl7 reprocess|replay|resend``) go through
+:meth:`Receiver.reprocess` and :meth:`Receiver.resend`, which refuse (:class:`Refused`,
+nothing changed) what does not apply to a record, and are audited (issue 24, R-INT-2).
 
 Enhanced mode (MSH-15/16 valued, HL7 v2.5.1 §2.9.3): the commit ACK (CA, or CR for an
 unsupported type/version/processing id) answers on the connection as soon as step 1 is
@@ -31,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.hl7v2 import adt_pam, omi_o23, orm_o01
 from adapters.hl7v2.ack import Problem, ack_code, build_ack, wanted
 from adapters.hl7v2.audit import exchange_event
@@ -46,6 +53,7 @@ from adapters.hl7v2.records import (
     control_key,
     literal,
     now,
+    same_message,
 )
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
@@ -59,6 +67,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("teleimagerie.hl7")
 ISSUER = "urn:teleimagerie:mllp"
+# HL7 table 0357 205: the control key of another message (MSA-2 then names MSH-10)
+REUSED = Problem("205", "MSH-10 déjà utilisé pour un autre message", "MSH^1^10")
+# inbound statuses an operator may process again; never ``processed`` (it would apply
+# an old message over later changes) nor an outbound record (issue 24)
+REPROCESSABLE = ("received", "error", "rejected", "held")
+OPERATOR_ACTIONS = "https://teleimagerie.fr/fhir/CodeSystem/teleimagerie-operator-action"
+OPERATOR_SYSTEM = "urn:teleimagerie:operator"
+
+
+class Refused(Exception):
+    """An operator command that does not apply to a record; nothing was changed. The
+    text says why and what would apply."""
 
 
 @dataclass
@@ -160,6 +180,8 @@ class Receiver:
             return self._unreadable(raw, peer, Problem("101", "MSH-10 absent", "MSH^1^10"),
                                     reject=False, msg=msg)
         previous = self.messages.by_control(key)
+        if previous is not None and not same_message(self.messages.raw(previous), raw):
+            return self._reused(msg, raw, key, peer, previous)
         if msg.enhanced:
             return self._commit(msg, raw, key, peer, previous)
         if previous is not None and previous.ack is not None:
@@ -175,6 +197,31 @@ class Receiver:
         """A new inbound record of a readable message (raw bytes first, R-INT-2)."""
         return self.messages.add(INBOUND, raw, status, type="^".join(msg.message_type[:2]),
                                  control=key, peer=peer, **fields)
+
+    def _reused(self, msg: Message, raw: bytes, key: str, peer: str,
+                original: Record) -> bytes | None:
+        """A different message under the control key of ``original``: AE (CE in enhanced
+        mode) with ERR 205, nothing processed; the message is kept as a record of its own,
+        in ``error``, its key under the reused-key system so that resends of the original
+        still find the original (issue 24). The same reusing message sent again gets its
+        stored answer."""
+        code = "CE" if msg.enhanced else "AE"
+        for earlier in self.messages.reusing(key):
+            if earlier.ack is not None and same_message(self.messages.raw(earlier), raw):
+                log.info("HL7 %s from %s: reused control id sent again, same answer", key,
+                         peer)
+                self._audit(earlier, msg, peer, duplicate=True)
+                return earlier.ack if not msg.enhanced or \
+                    wanted(msg.msh.get(15), earlier.ack_code) else None
+        ack = build_ack(msg, code, [REUSED], self.settings.application,
+                        self.settings.facility)
+        record = self._keep(msg, raw, key, peer, "error", reused=True, ack=ack, ack_code=code,
+                            error=f"{REUSED.code} {REUSED.text} (Basic/{original.id})")
+        log.warning("HL7 %s from %s: control id of message Basic/%s reused for another "
+                    "message: %s 205, kept as Basic/%s", key, peer, original.id, code,
+                    record.id)
+        self._audit(record, msg, peer)
+        return ack if not msg.enhanced or wanted(msg.msh.get(15), code) else None
 
     def _commit(self, msg: Message, raw: bytes, key: str, peer: str,
                 previous: Record | None) -> bytes | None:
@@ -337,13 +384,98 @@ class Receiver:
                                                  inbound=True, duplicate=duplicate)],
                                  durable=True)
 
-    def reprocess(self, record_id: str) -> Record:
+    # -- operator commands (issue 24) --------------------------------------------------
+    def check_reprocess(self, record_id: str) -> Record:
+        """The inbound record ``record_id`` if it may be processed again; KeyError when
+        there is none, :class:`Refused` when reprocessing does not apply."""
         record = self.messages.get(record_id)
         if record is None:
             raise KeyError(record_id)
-        msg = Message(self.messages.raw(record))
-        self.process(record, msg, record.peer)
-        return self.messages.get(record_id) or record
+        if record.kind == OUTBOUND:
+            raise Refused(f"{record_id}: outbound message ({record.type or '?'}, "
+                          f"{record.status}): reprocess and replay apply to inbound messages "
+                          f"only; to send it again: teleimagerie hl7 resend {record_id}")
+        if record.status not in REPROCESSABLE:
+            raise Refused(f"{record_id}: already {record.status} ({record.type or '?'}, "
+                          f"ACK {record.ack_code or '-'}): processing it again would apply it "
+                          "over later changes; reprocess applies to messages "
+                          f"{', '.join(REPROCESSABLE)}")
+        try:
+            Message(self.messages.raw(record))
+        except MessageError as exc:
+            raise Refused(f"{record_id}: unreadable message ({exc.text}): nothing can "
+                          "process it; the sender must send it again, corrected") from None
+        return record
+
+    def reprocess(self, record_id: str, operator: str | None = None) -> Record:
+        """Process an inbound message again (``teleimagerie hl7 reprocess``): after the
+        checks of :meth:`check_reprocess`, through :meth:`process` (audited as an
+        exchange), and, with ``operator``, an AuditEvent naming who asked."""
+        record = self.check_reprocess(record_id)
+        before = f"{record.status} {record.ack_code}".strip()
+        self.process(record, Message(self.messages.raw(record)), record.peer)
+        after = self.messages.get(record_id) or record
+        if operator is not None:
+            self._operator_audit(after, "reprocess", operator,
+                                 f"{before} -> {after.status} {after.ack_code}".strip())
+        return after
+
+    def check_resend(self, record_id: str) -> Record:
+        """The outbound record ``record_id`` if it may be queued again; KeyError when
+        there is none, :class:`Refused` when resending does not apply."""
+        record = self.messages.get(record_id)
+        if record is None:
+            raise KeyError(record_id)
+        if record.kind != OUTBOUND:
+            raise Refused(f"{record_id}: inbound message ({record.type or '?'}, "
+                          f"{record.status}): resend applies to messages we send; to "
+                          f"process it again: teleimagerie hl7 reprocess {record_id}")
+        if record.status == "pending":
+            raise Refused(f"{record_id}: already pending ({record.type or '?'} to "
+                          f"{record.destination or '?'}, {record.attempts} attempt(s), next "
+                          f"{record.next_attempt or 'now'}): the sender sends it; nothing "
+                          "to do")
+        return record
+
+    def resend(self, record_id: str, operator: str | None = None) -> Record:
+        """Queue an outbound message again (``teleimagerie hl7 resend``): status
+        ``pending``, next attempt now, the attempt count back to 0 (the backoff starts
+        over; the count before is in the AuditEvent), the same bytes (same MSH-10).
+        The record and the AuditEvent commit in one write unit."""
+        record = self.check_resend(record_id)
+        before = (f"{record.status} {record.ack_code}".strip() +
+                  f", {record.attempts} essai(s)" +
+                  (f", {record.error}" if record.error else ""))
+        record.status, record.next_attempt, record.attempts = "pending", now(), 0
+        record.ack, record.ack_code = None, ""
+        record.error = f"renvoi manuel (avant : {before})"[:1000]
+        with raw_store(self.server).write():
+            self.messages.update(record)
+            self._operator_audit(record, "resend", operator or "?", f"avant : {before}")
+        return record
+
+    def _operator_audit(self, record: Record, action: str, operator: str,
+                        detail: str) -> None:
+        """AuditEvent of an operator command on a message record: DCM 110107 *Import*
+        (reprocess) or 110106 *Export* (resend), action U, subtype the command, the
+        operator as requestor, the record and its patient as entities."""
+        if self.server.audit is None:
+            return
+        outbound = record.kind == OUTBOUND
+        entities: list[dict[str, Any]] = [{
+            "what": {"reference": f"Basic/{record.id}"},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            "description": f"teleimagerie hl7 {action} : HL7 v2 {record.type or '?'} "
+                           f"{record.control or '?'} — {detail}"[:1000]}]
+        self.server.audit.record([event(
+            {"system": DCM, "code": "110106", "display": "Export"} if outbound else
+            {"system": DCM, "code": "110107", "display": "Import"}, "U", "0",
+            {"identifier": {"system": OPERATOR_SYSTEM, "value": operator},
+             "display": f"opérateur {operator} (teleimagerie CLI)"}, "", self.server.name,
+            True, entities, patient=record.patient,
+            subtype=[{"system": OPERATOR_ACTIONS, "code": action,
+                      "display": f"teleimagerie hl7 {action}"}])], durable=True)
 
 
 def _header_guess(raw: bytes) -> tuple[str, ...]:
@@ -359,5 +491,6 @@ def _header_guess(raw: bytes) -> tuple[str, ...]:
 
 def describe(record: Record) -> dict[str, Any]:
     return {"id": record.id, "status": record.status, "type": record.type,
-            "control": record.control, "ack": record.ack_code, "error": record.error,
+            "control": record.control + (" (reused)" if record.reused else ""),
+            "ack": record.ack_code, "error": record.error,
             "patient": record.patient, "results": record.results}

@@ -7,6 +7,11 @@ Both are ordinary resources, so the store is the same on both backends, searchab
 with indexes and paged like any FHIR search (the admin API is
 ``GET /fhir/Basic?code=…|hl7v2-inbound&hl7-status=error``), narrowed to the patient's
 care team, and audited (R-INT-2, ADR 0010).
+
+A message that reuses the control key (MSH-3, MSH-4, MSH-10) of a different stored
+message gets a record of its own whose key is kept under ``REUSED_CONTROL_SYSTEM``: it
+shows in listings, and :meth:`MessageStore.by_control` never returns it for a resend of
+the original (issue 24).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
 
 KIND_SYSTEM = url("CodeSystem", "hl7v2-message")
 CONTROL_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id"
+# a message that reused the control key of another (answered AE 205, issue 24): its key is
+# kept under this system, so it is never taken for the original by MessageStore.by_control
+REUSED_CONTROL_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id-reused"
 EXT = "https://teleimagerie.fr/fhir/StructureDefinition/hl7v2-"
 MEDIA_TYPE = "x-application/hl7-v2+er7"
 INBOUND, OUTBOUND = "hl7v2-inbound", "hl7v2-outbound"
@@ -84,6 +92,7 @@ class Record:
     next_attempt: str | None = None
     destination: str = ""
     decision: str = ""  # outbound: the business event it reports (never sent twice)
+    reused: bool = False  # inbound: its control key belongs to another message (AE 205)
 
     def resource(self) -> dict[str, Any]:
         ext: list[dict[str, Any]] = [
@@ -114,7 +123,8 @@ class Record:
             "created": self.created[:10],
         }
         if self.control:
-            out["identifier"] = [{"system": CONTROL_SYSTEM, "value": self.control}]
+            out["identifier"] = [{"system": REUSED_CONTROL_SYSTEM if self.reused
+                                  else CONTROL_SYSTEM, "value": self.control}]
         if self.patient:
             out["subject"] = {"reference": self.patient}
         return out
@@ -131,17 +141,19 @@ class Record:
             else:
                 values[name] = value
         ack = values.get("ack")
+        identifier: dict[str, Any] = next(iter(data.get("identifier") or []), {})
         return cls(
             id=data["id"], kind=data["code"]["coding"][0]["code"], status=values["status"],
             created=values.get("at") or data.get("created", ""),
             raw_id=values["raw"]["reference"].split("/", 1)[1], type=values.get("type", ""),
-            control=next((i.get("value", "") for i in data.get("identifier") or []), ""),
+            control=identifier.get("value", ""),
             peer=values.get("peer", ""), ack=base64.b64decode(ack) if ack else None,
             ack_code=values.get("ack-code", ""), error=values.get("error", ""),
             patient=(data.get("subject") or {}).get("reference"), order=values.get("order", ""),
             results=results, attempts=values.get("attempts", 0),
             next_attempt=values.get("next-attempt"), destination=values.get("destination", ""),
-            decision=values.get("decision", ""))
+            decision=values.get("decision", ""),
+            reused=identifier.get("system") == REUSED_CONTROL_SYSTEM)
 
 
 class MessageStore:
@@ -196,6 +208,30 @@ class MessageStore:
         return [Record.parse(d) for d in (body(i) for i in page.items) if d is not None]
 
     def by_control(self, key: str, kind: str = INBOUND) -> Record | None:
+        """The message that owns control key ``key`` (never one that reused it)."""
         found = self.find([("identifier", f"{CONTROL_SYSTEM}|{literal(key)}"),
                            ("code", f"{KIND_SYSTEM}|{kind}")], limit=1)
         return found[0] if found else None
+
+    def reusing(self, key: str, limit: int = 20) -> list[Record]:
+        """Inbound messages that reused control key ``key`` (each answered AE 205)."""
+        return self.find([("identifier", f"{REUSED_CONTROL_SYSTEM}|{literal(key)}"),
+                          ("code", f"{KIND_SYSTEM}|{INBOUND}")], limit=limit)
+
+
+def same_message(a: bytes, b: bytes) -> bool:
+    """Whether two messages are the same one sent again: equal once line endings are
+    normalised (CR, LF, CRLF; empty lines dropped) and MSH-7 ignored, since some RIS
+    stamp a resend with a new date/time of message (issue 24)."""
+    return _comparable(a) == _comparable(b)
+
+
+def _comparable(raw: bytes) -> list[bytes]:
+    text = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    segments = [s for s in text.split(b"\r") if s.strip()]
+    if segments and segments[0].startswith(b"MSH") and len(segments[0]) > 3:
+        fields = segments[0].split(segments[0][3:4])
+        if len(fields) > 6:
+            fields[6] = b""  # MSH-7 (MSH-1 is the separator itself: fields[1] is MSH-2)
+        segments[0] = segments[0][3:4].join(fields)
+    return segments

@@ -3,7 +3,9 @@
 Frames are processed in a thread pool (the store is synchronous) — in order within a
 connection, concurrently across connections; messages committed in enhanced mode are
 processed by one worker thread, in order. Started by ``teleimagerie serve`` next to
-the HTTP server, or alone by ``teleimagerie hl7 listen``.
+the HTTP server, or alone by ``teleimagerie hl7 listen``. The port is bound first: when it
+cannot be, the process says so in one line (to ``serve``, which stops, or on stderr) and
+exits 1; once it listens it tells ``serve`` it is ready (issue 24).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from adapters.hl7v2.mllp import Frame, ServerLimits, serve
 from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Receiver
 from adapters.hl7v2.settings import Hl7Settings
+from fhir_server import logs
+from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
 
 log = logging.getLogger("teleimagerie.hl7")
@@ -35,17 +39,22 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
     async def handler(frame: Frame, peer: str) -> bytes | None:
         return await loop.run_in_executor(pool, receiver.receive, frame, peer)
 
+    try:  # listen first: a port that cannot be had stops us before any work
+        listener = await serve(handler, hl7.host, hl7.port,
+                               ServerLimits(hl7.max_message_bytes, hl7.idle_timeout))
+    except OSError as exc:
+        pool.shutdown(wait=False)
+        if server.audit is not None:
+            server.audit.close()
+        listener_failed(cannot_listen("MLLP", hl7.host, hl7.port, exc))
+    log.info("HL7 v2 MLLP listener on %s:%s (MSH-5 %s, MSH-6 %s)", hl7.host, hl7.port,
+             hl7.application, hl7.facility)
     stopping = threading.Event()
     worker = threading.Thread(target=_work, args=(receiver, stopping), daemon=True,
                               name="hl7-worker")
     if receiver.recover():
         log.info("HL7: messages committed before the last stop are processed now")
     worker.start()
-
-    listener = await serve(handler, hl7.host, hl7.port,
-                           ServerLimits(hl7.max_message_bytes, hl7.idle_timeout))
-    log.info("HL7 v2 MLLP listener on %s:%s (MSH-5 %s, MSH-6 %s)", hl7.host, hl7.port,
-             hl7.application, hl7.facility)
     sender = Sender(server, hl7)
     outbox = asyncio.create_task(sender.run())
     watch = None
@@ -56,6 +65,7 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
         watch = asyncio.create_task(_orphan_watch(int(parent), main_task))
     if ready is not None:
         ready.set()
+    tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     try:
         async with listener:
             await listener.serve_forever()
@@ -85,8 +95,7 @@ async def _orphan_watch(parent: int, main_task: asyncio.Task[None]) -> None:
 
 def main() -> None:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
         asyncio.run(run(settings, Hl7Settings.from_env()))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -2,7 +2,9 @@
 
 ``make run`` must work with one command, so the server trusts this issuer unless
 ``TELEIMG_ENV=production``. Keys (EC P-256, ES256) are generated on first start into
-``<data dir>/dev-issuer/``; ``teleimagerie token`` signs tokens with them.
+``<data dir>/dev-issuer/``; ``teleimagerie token`` signs tokens with them, and never
+creates them unasked (a new pair would sign tokens the running server does not know:
+"kid unknown", issue 24). :meth:`DevIssuer.mint` creates them when missing (tests).
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class DevIssuer:
         self.audience = audience
         self.private_path = self.dir / "private-key.pem"
         self.jwks_path = self.dir / "jwks.json"
+
+    def exists(self) -> bool:
+        """Whether the key pair is there (the server of this data directory made it)."""
+        return self.private_path.exists() and self.jwks_path.exists()
+
+    @property
+    def kid(self) -> str:
+        """The key id tokens carry (the JWK thumbprint)."""
+        kid: str = json.loads(self.jwks_path.read_text(encoding="utf-8"))["keys"][0]["kid"]
+        return kid
 
     def ensure(self) -> bool:
         """Create the key pair if missing; True when it was just created.
@@ -75,7 +87,7 @@ class DevIssuer:
              finess: list[str] | None = None, lifetime: int = 3600,
              extra: dict[str, Any] | None = None) -> str:
         self.ensure()
-        kid = json.loads(self.jwks_path.read_text(encoding="utf-8"))["keys"][0]["kid"]
+        kid = self.kid
         now = int(time.time())
         claims: dict[str, Any] = {"iss": DEV_ISSUER, "aud": self.audience, "sub": sub,
                                   "iat": now, "nbf": now, "exp": now + lifetime,
