@@ -1,59 +1,260 @@
 """The ``teleimagerie`` command line: ``serve``, ``token``, ``hl7 …``, ``dicom …``,
-``delivery …``,
-``audit verify|head``, ``ig package``."""
+``delivery …``, ``directory load``, ``audit verify|head``, ``ig package``.
+
+``serve`` never runs half started (issue 24): a port it cannot bind, or a listener that
+stops, stops it with status 1. ``token`` signs with the development issuer of the data
+directory ``serve`` uses and never makes a new one unasked (``--init``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import logging
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
+from fhir_server import logs
 from fhir_server.config import Settings
+from fhir_server.provisioning import add_parser as directory_parser
+
+# -- serve: the HTTP server and its listener processes (issue 24) -------------------------
+READY_FD = "TELEIMG_READY_FD"  # a listener's readiness pipe (set by `serve` only)
+START_TIMEOUT = 300.0  # seconds a listener may take to start (the SCP imports its spool)
+STARTUP_FAILURE = 3  # uvicorn's exit status when its workers cannot start
+
+
+def tell_parent(line: str) -> bool:
+    """A listener process started by ``serve`` reports on its readiness pipe: ``ready``
+    once it listens, or ``fail <one line>`` when it cannot. False when it was not started
+    by ``serve`` (nobody to tell). One report per process: the pipe is closed after it."""
+    fd = os.environ.pop(READY_FD, None)
+    if not fd or not fd.isdigit():
+        return False
+    try:
+        os.write(int(fd), f"{line}\n".encode())
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(int(fd))
+
+
+def cannot_listen(what: str, host: str, port: int, exc: OSError) -> str:
+    """``cannot listen on MLLP 127.0.0.1:2575: address already in use``."""
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+        text = str(exc.strerror or exc)
+    else:
+        text = os.strerror(exc.errno)
+    return f"cannot listen on {what} {host}:{port}: {text[:1].lower()}{text[1:]}"
+
+
+def listener_failed(line: str) -> NoReturn:
+    """A listener that cannot start: its one line goes to ``serve``, which prints it and
+    exits non-zero, or, run alone (``hl7 listen``, ``dicom scp``), to stderr; exit 1."""
+    if not tell_parent(f"fail {line}"):
+        print(line, file=sys.stderr)
+    raise SystemExit(1)
+
+
+@dataclass
+class _Listener:
+    label: str
+    proc: subprocess.Popen[bytes]
+    ready_fd: int
+
+
+def _listeners() -> list[tuple[str, str, str]]:
+    """(label, module, parent variable) of the listener processes configured."""
+    out = []
+    if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
+        out.append(("MLLP listener", "adapters.hl7v2.service", "TELEIMG_MLLP_PARENT"))
+    if os.environ.get("TELEIMG_DELIVERY", "on").lower() not in ("0", "off", "false", "no"):
+        out.append(("delivery sender", "adapters.delivery.service", "TELEIMG_DELIVERY_PARENT"))
+    if os.environ.get("TELEIMG_DICOM_PORT", "0") not in ("", "0", "off"):
+        out.append(("DICOM SCP", "adapters.dicom.service", "TELEIMG_DICOM_PARENT"))
+    return out
+
+
+def _start_listener(label: str, module: str, parent_var: str) -> _Listener:
+    read, write = os.pipe()
+    try:
+        # a session of its own: a Ctrl+C in the terminal reaches `serve`, which stops it
+        proc = subprocess.Popen([sys.executable, "-m", module], pass_fds=(write,),
+                                start_new_session=True,
+                                env={**os.environ, parent_var: str(os.getpid()),
+                                     READY_FD: str(write)})
+    except BaseException:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
+    return _Listener(label, proc, read)
+
+
+def _await_listeners(listeners: list[_Listener], timeout: float) -> str | None:
+    """None once every listener said ``ready``; otherwise the line that says why not."""
+    waiting = {x.ready_fd: x for x in listeners}
+    got = dict.fromkeys(waiting, b"")
+    deadline = time.monotonic() + timeout
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"{', '.join(x.label for x in waiting.values())} not ready after " \
+                   f"{timeout:.0f} s"
+        readable, _, _ = select.select(list(waiting), [], [], min(left, 1.0))
+        for fd in readable:
+            chunk = os.read(fd, 4096)
+            got[fd] += chunk
+            if chunk and b"\n" not in got[fd]:
+                continue
+            listener = waiting.pop(fd)
+            line = got[fd].partition(b"\n")[0].decode("utf-8", "replace").strip()
+            if line == "ready":
+                continue
+            if line.startswith("fail "):
+                return line[5:]
+            try:  # gone without a word: a crash, its traceback is on stderr above
+                status: int | None = listener.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                status = None
+            return f"{listener.label} stopped before it was ready (exit status {status})"
+    return None
+
+
+def _watch(listeners: list[_Listener], stopping: threading.Event,
+           stop_http: Callable[[], None], died: list[str]) -> None:
+    """A listener that stops while the server runs stops the server (exit status 1): it
+    never serves HTTP without its listeners; the service manager restarts it whole."""
+    while not stopping.wait(0.5):
+        for listener in listeners:
+            status = listener.proc.poll()
+            if status is not None and not stopping.is_set():
+                died.append(listener.label)
+                logging.getLogger("teleimagerie").error(
+                    "%s stopped (exit status %s): stopping the server", listener.label,
+                    status)
+                stop_http()
+                return
+
+
+def _http_socket(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound here before anything starts (as uvicorn binds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """The HTTP port is bound first, then the listener processes start and each reports
+    on a pipe that it listens (or the one line saying why it cannot); only then does
+    uvicorn serve, on the socket bound first. Any failure: one line on stderr, exit 1 —
+    never a server half started (issue 24)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     settings = Settings.from_env()
     host = args.host or settings.http_host
     port = args.port or settings.http_port
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
-    logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
-                                           host, port, store)
-    # the listeners run in processes of their own: the HTTP workers stay free of them
-    children = []
-    if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "adapters.hl7v2.service"],
-            env={**os.environ, "TELEIMG_MLLP_PARENT": str(os.getpid())}))
-    if os.environ.get("TELEIMG_DELIVERY", "on").lower() not in ("0", "off", "false", "no"):
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "adapters.delivery.service"],
-            env={**os.environ, "TELEIMG_DELIVERY_PARENT": str(os.getpid())}))
-    if os.environ.get("TELEIMG_DICOM_PORT", "0") not in ("", "0", "off"):
-        children.append(subprocess.Popen(
-            [sys.executable, "-m", "adapters.dicom.service"],
-            env={**os.environ, "TELEIMG_DICOM_PARENT": str(os.getpid())}))
+    logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
-        uvicorn.run("fhir_server.http.app:create_asgi", factory=True, host=host, port=port,
-                    workers=args.workers, log_level=settings.log_level,
-                    access_log=args.access_log)
+        sock = _http_socket(host, port)
+    except OSError as exc:
+        print(cannot_listen("HTTP", host, port, exc), file=sys.stderr)
+        return 1
+    listeners: list[_Listener] = []
+    stopping = threading.Event()
+    died: list[str] = []
+    signal.signal(signal.SIGTERM, _interrupt)  # a stop while the listeners start
+    try:
+        if settings.store_url is None:
+            # the embedded store's migrations run here, once, before the processes that
+            # share the file open it together (on a new data directory they would race)
+            from fhir_server.store import open_store
+
+            open_store(None, settings.data_dir).close()
+        for label, module, parent_var in _listeners():
+            listeners.append(_start_listener(label, module, parent_var))
+        failure = _await_listeners(listeners, START_TIMEOUT)
+        if failure:
+            print(failure, file=sys.stderr)
+            return 1
+        store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
+        logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
+                                               host, port, store)
+        config = uvicorn.Config("fhir_server.http.app:create_asgi", factory=True, host=host,
+                                port=port, workers=args.workers, log_level=settings.log_level,
+                                access_log=args.access_log,
+                                log_config=logs.config(settings.log_level))
+        # uvicorn handles SIGTERM from here on; a single worker raises it again once
+        # stopped, into this no-op, so that the listeners are stopped below
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        if config.workers > 1:
+            # uvicorn < 0.30 takes the worker target, later ones build it
+            extra: dict[str, Any] = {"target": uvicorn.Server(config).run} if "target" in \
+                inspect.signature(Multiprocess).parameters else {}
+            supervisor = Multiprocess(config, sockets=[sock], **extra)
+            stop_http: Callable[[], None] = supervisor.should_exit.set
+        else:
+            server = uvicorn.Server(config)
+            stop_http = lambda: setattr(server, "should_exit", True)  # noqa: E731
+        threading.Thread(target=_watch, args=(listeners, stopping, stop_http, died),
+                         daemon=True, name="listener-watch").start()
+        try:
+            if config.workers > 1:
+                supervisor.run()
+            else:
+                server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if died:
+            return 1
+        if config.workers > 1:
+            return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE
+                                          for p in supervisor.processes) else 0
+        return 0 if server.started else STARTUP_FAILURE
+    except (_Interrupted, KeyboardInterrupt):
+        return 1
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
+        stopping.set()
+        for listener in listeners:
+            if listener.proc.poll() is None:
+                listener.proc.terminate()
+        for listener in listeners:
             try:
-                child.wait(10)
+                listener.proc.wait(10)
             except subprocess.TimeoutExpired:
-                child.kill()
-    return 0
+                listener.proc.kill()
+            with contextlib.suppress(OSError):
+                os.close(listener.ready_fd)
+        sock.close()
 
 
 def _hl7(args: argparse.Namespace) -> int:
@@ -78,7 +279,7 @@ def _delivery(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from fhir_server.security.devissuer import DevIssuer
+    from fhir_server.security.devissuer import DEV_ISSUER, DevIssuer
     from fhir_server.security.roles import ROLES
 
     settings = Settings.from_env()
@@ -95,7 +296,17 @@ def _token(args: argparse.Namespace) -> int:
                             ["patient/*.cruds"] if args.patient else ["user/*.cruds"])
     sub = args.sub or (f"rpps:{args.rpps}" if args.rpps else
                        f"patient:{args.patient}" if args.patient else f"client:{args.role[0]}")
-    token = DevIssuer(settings.data_dir, settings.auth.audience).mint(
+    issuer = DevIssuer(settings.data_dir, settings.auth.audience)
+    where = settings.data_dir.resolve()
+    if not issuer.exists():
+        if not args.init:
+            print(f"no development issuer in {where} (TELEIMG_DATA_DIR): start `teleimagerie "
+                  "serve` with this data directory first, set TELEIMG_DATA_DIR to the "
+                  "server's, or pass --init", file=sys.stderr)
+            return 2
+        issuer.ensure()
+    print(f"development issuer {DEV_ISSUER} key {issuer.kid} in {where}", file=sys.stderr)
+    token = issuer.mint(
         sub=sub, roles=args.role, scopes=scopes, id_nat_ps=args.rpps, patient=args.patient,
         acr=None if system and not args.acr else args.acr or "eidas2", name=args.name,
         finess=args.finess, lifetime=args.lifetime)
@@ -160,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     serve.add_argument("--no-access-log", dest="access_log", action="store_false")
     serve.set_defaults(func=_serve)
-    token = sub.add_parser("token", help="print a token signed by the development issuer")
+    token = sub.add_parser("token", help="print a token signed by the development issuer "
+                           "of the data directory (TELEIMG_DATA_DIR, default ./data)")
     token.add_argument("--role", action="append", required=True,
                        help="application role (repeatable), e.g. remote-imager")
     token.add_argument("--rpps", help="idNatPs / RPPS of the professional (SubjectNameID)")
@@ -171,13 +383,17 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--finess", action="append", help="FINESS of the user's structure")
     token.add_argument("--sub", help="subject (default derived from rpps/patient/role)")
     token.add_argument("--lifetime", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--init", action="store_true",
+                       help="create the development issuer in the data directory if it "
+                       "does not exist yet (otherwise `teleimagerie serve` creates it)")
     token.set_defaults(func=_token)
     ig = sub.add_parser("ig", help="the implementation guide we ship (profiles, terminology)")
     ig_sub = ig.add_subparsers(dest="ig_command", required=True)
     pack = ig_sub.add_parser("package", help="write the IG as a FHIR NPM package (package.tgz)")
     pack.add_argument("--out", default="package.tgz", help="output file (default package.tgz)")
     pack.set_defaults(func=_ig_package)
-    hl7 = sub.add_parser("hl7", help="HL7 v2 over MLLP: listen, send, browse, reprocess")
+    hl7 = sub.add_parser("hl7", help="HL7 v2 over MLLP: listen, send, browse, reprocess, "
+                         "resend")
     hl7_sub = hl7.add_subparsers(dest="hl7_command", required=True)
     hl7_sub.add_parser("listen", help="run the MLLP listener and the outbox alone")
     send = hl7_sub.add_parser("send", help="send message files over MLLP, print the ACKs")
@@ -190,12 +406,17 @@ def main(argv: list[str] | None = None) -> int:
                          "pending, sent, failed")
     listing.add_argument("--outbound", action="store_true", help="messages we sent")
     listing.add_argument("--limit", type=int, default=50)
-    reprocess = hl7_sub.add_parser("reprocess", help="process stored messages again")
-    reprocess.add_argument("ids", nargs="+", help="message record ids (Basic ids)")
+    reprocess = hl7_sub.add_parser("reprocess", help="process inbound messages again "
+                                   "(status received, error, rejected or held)")
+    reprocess.add_argument("ids", nargs="+", help="inbound message record ids (Basic ids)")
     replay = hl7_sub.add_parser("replay", help="reprocess every inbound message in a "
                                 "status (default error)")
-    replay.add_argument("--status", default="error")
+    replay.add_argument("--status", default="error",
+                        help="received, error, rejected or held (default error)")
     replay.add_argument("--limit", type=int, default=1000)
+    resend = hl7_sub.add_parser("resend", help="queue outbound messages (sent or failed) "
+                                "again, next attempt now")
+    resend.add_argument("ids", nargs="+", help="outbound message record ids (Basic ids)")
     hl7.set_defaults(func=_hl7)
     dicom = sub.add_parser("dicom", help="DICOM: import headers and dose reports, C-STORE SCP")
     dicom_sub = dicom.add_subparsers(dest="dicom_command", required=True)
@@ -214,10 +435,11 @@ def main(argv: list[str] | None = None) -> int:
                          "bloque-opposition, identite-non-qualifiee")
     listing.add_argument("--channel", choices=["dmp", "ris", "mssante"])
     listing.add_argument("--limit", type=int, default=100)
-    again = delivery_sub.add_parser("retry", help="send a dead-lettered or held delivery "
-                                    "again from attempt 1")
+    again = delivery_sub.add_parser("retry", help="send a dead-lettered, rejected or held "
+                                    "delivery again from attempt 1")
     again.add_argument("id", help="the delivery Task id")
     delivery.set_defaults(func=_delivery)
+    directory_parser(sub)  # teleimagerie directory load FILE (docs/provisioning.md)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")
