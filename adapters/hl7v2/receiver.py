@@ -42,7 +42,7 @@ from adapters.hl7v2 import adt_pam, omi_o23, orm_o01
 from adapters.hl7v2.ack import Problem, ack_code, build_ack, wanted
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.identity import IdentityConflict
-from adapters.hl7v2.message import Message, MessageError
+from adapters.hl7v2.message import Delimiters, Message, MessageError, unescape
 from adapters.hl7v2.mllp import Frame
 from adapters.hl7v2.records import (
     INBOUND,
@@ -485,7 +485,15 @@ def _header_guess(raw: bytes) -> tuple[str, ...]:
         return ("", "", "")
     parts = line.split(line[3])
     comp = line[4] if len(line) > 4 else "^"
-    get = (lambda i: parts[i].split(comp)[0] if i < len(parts) else "")  # noqa: E731
+    # the values come back unescaped: build_ack escapes what it writes (never twice)
+    chars = line[4:8] if len(line) >= 8 and len(set(line[3:8])) == 5 else ""
+    d = Delimiters(line[3], *chars) if chars and not any(c.isalnum() for c in chars) \
+        else None
+
+    def get(i: int) -> str:
+        value = parts[i].split(comp)[0] if i < len(parts) else ""
+        return unescape(value, d) if d is not None else value
+
     return get(2), get(3), get(9)
 
 

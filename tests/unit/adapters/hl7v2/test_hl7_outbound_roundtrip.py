@@ -430,3 +430,15 @@ def test_ack_answers_in_the_senders_delimiters_and_charset() -> None:
                       ("ERR", 2, 1, 1, 1): "PID", ("ERR", 2, 1, 3, 1): "3",
                       ("ERR", 3, 1, 3, 1): "HL70357",
                       ("ERR", 7): f"valeur € invalide {NASTY}"})
+
+
+def test_ack_of_an_unreadable_message_escapes_what_it_echoes_once() -> None:
+    """The header of a message we cannot parse is read with its own delimiters when they
+    are usable: MSH-3 and MSH-10 come back escaped once, not twice (issue 24 item 2)."""
+    from adapters.hl7v2.receiver import _header_guess
+
+    header = _header_guess(b"MSH|^~\\&|AP\\S\\P|FAC|||x||ZZZ|C\\F\\1|")
+    assert header == ("AP^P", "FAC", "C|1")
+    ack = build_ack(None, "AR", [Problem("102", "illisible")], raw_header=header)
+    msa = ack.split(b"\r")[1]
+    assert msa == b"MSA|AR|C\\F\\1"
