@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from demo.loop import INS_TEST, ROOT, Loop, environment, wait
+from demo.loop import INS_TEST, ROOT, Loop, environment, listening, wait
 
 INS_1, INS_2, INS_3 = "283052312345678", "279035121518989", "291077512345612"
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         server = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve"],
                                   env=env, cwd=ROOT, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{http}"
-    if not wait(lambda: _up(base, server) and _listening(mllp) and _listening(dicom),
+    if not wait(lambda: _up(base, server) and listening(mllp) and listening(dicom),
                 60, 0.3):
         print(f"the server did not start: see {log}", file=sys.stderr)
         server.kill()
@@ -159,14 +159,6 @@ def _up(base: str, server: subprocess.Popen[bytes]) -> bool:
     try:
         return httpx.get(f"{base}/fhir/metadata", timeout=1).status_code == 200
     except httpx.HTTPError:
-        return False
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
         return False
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,15 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``teleimagerie …`` as an operator types it."""
     return subprocess.run([sys.executable, "-m", "fhir_server.cli", *args], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def wait(condition: Callable[[], Any], seconds: float = 30, step: float = 0.2) -> Any:

@@ -21,7 +21,7 @@ import pytest
 from hl7apy.parser import parse_segment
 from lxml import etree
 
-from demo.loop import Loop, environment, wait
+from demo.loop import Loop, environment, listening, wait
 from tests import peers
 from tests.e2e.harness import free_port, start, stop
 
@@ -49,7 +49,7 @@ class System:
         # debug level and the access log on: the redaction must hold where it is hardest
         env = environment(self.data, http, mllp, dicom, self.ris.port, self.xds.url,
                           self.smtp.port, cert, key, TELEIMG_LOG_LEVEL="debug")
-        self.proc = start(env, ready=lambda: _listening(mllp) and _listening(dicom),
+        self.proc = start(env, ready=lambda: listening(mllp) and listening(dicom),
                           log=self.log, access_log=True)
         self.loop = Loop(f"http://127.0.0.1:{http}", mllp, dicom, self.data, env)
         self.refs = self.loop.directory()
@@ -89,16 +89,6 @@ def _pdf_text(data: bytes) -> bytes:
     from pypdf import PdfReader
 
     return "".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages).encode()
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
