@@ -4,10 +4,15 @@ measured in the same run. Results go to ``benchmarks/results/`` with machine inf
 
 Environment: BENCH_N (resources, default 100000), BENCH_SECONDS (per scenario, default 10),
 BENCH_CONNECTIONS (default 16), BENCH_WORKERS (uvicorn workers, default 2).
+
+``python -m benchmarks.run --only create`` runs only the scenarios whose name contains one
+of the ``--only`` words (repeatable), beside the same static baseline; the audit-off
+repetitions then only cover the selected reads.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -36,6 +41,10 @@ N = int(os.environ.get("BENCH_N", "100000"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+
+BENCH_PATIENT = json.dumps({"resourceType": "Patient", "gender": "female",
+                            "name": [{"family": "Bench", "given": ["Anne"]}],
+                            "identifier": [{"system": INS_NIR, "value": "299999999999999"}]})
 
 LUA = """
 local paths = {%s}
@@ -109,6 +118,34 @@ def load_dataset(data_dir: Path) -> float:
     return time.perf_counter() - start
 
 
+def base_costs(rounds: int = 500) -> dict[str, float]:
+    """µs of CPU to check one resource against the base R4 specification (issue 25: the
+    element-wise check of JSON types, formats and required bindings, plus the R4B model),
+    on the create scenarios' Patient and on our profiles' valid examples, and the share
+    of the element-wise check in it."""
+    from fhir_server.core.validation import validate_resource
+    from fhir_server.validation.base_spec import check
+
+    samples = [("bench-patient", json.loads(BENCH_PATIENT))] + [
+        (path.stem.split("--")[0], json.loads(path.read_text()))
+        for path in sorted((ROOT.parent / "profiles" / "examples").glob("*--valid.json"))]
+    out: dict[str, float] = {}
+    whole = walk = 0.0
+    for name, resource in samples:
+        validate_resource(resource)
+        began = time.process_time()
+        for _ in range(rounds):
+            validate_resource(resource)
+        out[name] = (time.process_time() - began) / rounds * 1e6
+        whole += out[name]
+        began = time.process_time()
+        for _ in range(rounds):
+            check(resource)
+        walk += (time.process_time() - began) / rounds * 1e6
+    out["element-wise share %"] = 100 * walk / whole
+    return out
+
+
 def profile_costs(rounds: int = 500) -> dict[str, float]:
     """µs of CPU to validate one resource against its profile (issue 4), per profile,
     compiled validators (the first validation of each profile compiles it)."""
@@ -168,7 +205,11 @@ def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = Non
     return dict(json.loads(line[len("RESULT "):]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run")
+    parser.add_argument("--only", action="append", default=[], metavar="WORD",
+                        help="run only the scenarios whose name contains WORD (repeatable)")
+    only: list[str] = parser.parse_args(argv).only
     ensure_wrk()
     rnd = random.Random(7)
     pristine = WORK / f"data-{N}"
@@ -201,9 +242,7 @@ def main() -> None:
                       "warning"], dict(os.environ), f"http://127.0.0.1:{bport}/fhir/Patient/x")
     base = f"http://127.0.0.1:{port}"
     pids = [rnd.randrange(c["Patient"]) for _ in range(2000)]
-    patient = json.dumps({"resourceType": "Patient", "gender": "female",
-                          "name": [{"family": "Bench", "given": ["Anne"]}],
-                          "identifier": [{"system": INS_NIR, "value": "299999999999999"}]})
+    patient = BENCH_PATIENT
     tx = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": json.loads(patient), "request": {"method": "POST", "url": "Patient"}}
         for _ in range(100)]})
@@ -223,6 +262,10 @@ def main() -> None:
          [f"/fhir/ServiceRequest?subject:Patient.identifier={INS_NIR}|{ins(i)}" for i in pids],
          "GET", None, 1),
     ]
+    if only:
+        scenarios = [s for s in scenarios if any(word in s[0] for word in only)]
+        if not scenarios:
+            raise SystemExit(f"no scenario matches {only}")
     rows = []
     try:
         static = wrk(f"http://127.0.0.1:{bport}", [f"/fhir/Patient/p{i}" for i in pids])
@@ -249,11 +292,11 @@ def main() -> None:
         server.terminate()
         server.wait()
         # the same reads and searches with the audit trail off: its cost (issue #3)
-        server = start(serve_cmd, {**env, "TELEIMG_AUDIT": "off"},
-                       f"http://127.0.0.1:{port}/fhir/metadata")
-        for name, _, paths, method, body, per in scenarios:
-            if method != "GET":
-                continue
+        reads = [s for s in scenarios if s[3] == "GET"]
+        if reads:
+            server = start(serve_cmd, {**env, "TELEIMG_AUDIT": "off"},
+                           f"http://127.0.0.1:{port}/fhir/metadata")
+        for name, _, paths, method, body, per in reads:
             res = wrk(base, paths, method, body, token)
             rows.append({"scenario": f"{name} — audit off", **res,
                          "ratio": res["rps"] / static["rps"], "resources_per_s": res["rps"] * per})
@@ -267,7 +310,7 @@ def main() -> None:
         "platform": platform.platform(), "python": platform.python_version(),
         "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version, "resources": N,
         "workers": WORKERS, "connections": CONNECTIONS, "seconds_per_scenario": SECONDS,
-        "load_seconds": load_seconds, "audit_index": audit_index,
+        "load_seconds": load_seconds, "audit_index": audit_index, "only": only,
     }
     table = ["| scenario | req/s | × static | resources/s | p50 ms | p95 ms | p99 ms | errors "
              "| AuditEvents deferred | req/s incl. their indexing |",
@@ -278,6 +321,11 @@ def main() -> None:
         table.append(f"| {r['scenario']} | {r['rps']:.0f} | {r['ratio']:.2f} | "
                      f"{r['resources_per_s']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | "
                      f"{r['p99']:.1f} | {int(r['errors'] + r['non2xx'])} | {deferred} |")
+    base = base_costs()
+    machine["base_validation_us"] = base
+    table.append("")
+    table.append("Base R4 validation, µs of CPU per resource: " + ", ".join(
+        f"{name} {us:.0f}" for name, us in base.items()))
     costs = profile_costs()
     machine["profile_validation_us"] = costs
     table.append("")

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from fhir_server import logs
 from fhir_server.config import Settings
 from fhir_server.provisioning import add_parser as directory_parser
+from fhir_server.store.check import add_parser as store_parser
 
 # -- serve: the HTTP server and its listener processes (issue 24) -------------------------
 READY_FD = "TELEIMG_READY_FD"  # a listener's readiness pipe (set by `serve` only)
@@ -157,6 +158,7 @@ def _http_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # listening now: a listener child cannot take the same port
     except OSError:
         sock.close()
         raise
@@ -440,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     again.add_argument("id", help="the delivery Task id")
     delivery.set_defaults(func=_delivery)
     directory_parser(sub)  # teleimagerie directory load FILE (docs/provisioning.md)
+    store_parser(sub)  # teleimagerie store check (issue 25)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")

@@ -25,6 +25,18 @@ def _list(name: str, default: str = "") -> tuple[str, ...]:
     return tuple(v.strip() for v in os.environ.get(name, default).split(",") if v.strip())
 
 
+def _origins(name: str) -> tuple[str, ...]:
+    """Browser origins allowed by CORS: ``*`` or ``scheme://host[:port]`` values."""
+    origins = _list(name)
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or
+                              "/" in rest):
+            raise SystemExit(f"{name}: {origin!r} is not an origin (scheme://host[:port], "
+                             "no path nor trailing slash) nor *")
+    return origins
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     """Token validation (README "Security"). Issuers are ``issuer|jwks`` pairs."""
@@ -59,6 +71,8 @@ class Settings:
     required_profiles: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_REQUIRED))
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+    # browser origins allowed to call the API (CORS); empty: no CORS headers at all
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -107,6 +121,7 @@ class Settings:
             data_dir=Path(env.get("TELEIMG_DATA_DIR", "data")),
             store_url=env.get("TELEIMG_STORE_URL") or None,
             base_url=(env.get("TELEIMG_BASE_URL") or "").rstrip("/") or None,
+            cors_origins=_origins("TELEIMG_CORS_ORIGINS"),
             log_level=env.get("TELEIMG_LOG_LEVEL", "info"),
             limits=Limits(
                 default_count=_int("TELEIMG_DEFAULT_COUNT", 20),

@@ -33,6 +33,8 @@ SUBTYPE: dict[Interaction, tuple[str, str]] = {
     Interaction.HISTORY_TYPE: ("history-type", "E"),
     Interaction.HISTORY_SYSTEM: ("history-system", "E"),
     Interaction.SEARCH_TYPE: ("search-type", "E"),
+    Interaction.SEARCH_SYSTEM: ("search-system", "E"),
+    Interaction.SEARCH_COMPARTMENT: ("search-compartment", "E"),
     Interaction.CREATE: ("create", "C"),
     Interaction.UPDATE: ("update", "U"),
     Interaction.PATCH: ("patch", "U"),

@@ -14,10 +14,17 @@ import orjson
 from lxml import etree
 
 from fhir_server.core.errors import ErrorKind, FhirError
-from fhir_server.core.resource_types import mandatory_elements, model_class, summary_elements
+from fhir_server.core.resource_types import (
+    choice_elements,
+    mandatory_elements,
+    model_class,
+    summary_elements,
+)
 
 FHIR_JSON = "application/fhir+json"
 FHIR_XML = "application/fhir+xml"
+# asked for by name, the generic types are answered with that Content-Type (http.html#mime-type)
+GENERIC = {"application/json": "application/json", "application/xml": "application/xml"}
 _JSON_NAMES = {"json", "application/json", FHIR_JSON, "application/json+fhir", "text/json"}
 _XML_NAMES = {"xml", "application/xml", FHIR_XML, "application/xml+fhir", "text/xml"}
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -52,9 +59,13 @@ def materialize(obj: Any) -> Any:
 
 
 def media_type(fmt: str | None, accept: str | None) -> str:
-    """The response media type from ``_format`` or the Accept header (JSON by default)."""
+    """The response media type from ``_format`` or the Accept header (JSON by default):
+    ``application/fhir+json`` or ``+xml``, or ``application/json`` / ``application/xml``
+    when the client named that generic type."""
     if fmt:
         name = fmt.split(";")[0].strip().lower()
+        if name in GENERIC:
+            return GENERIC[name]
         if name in _XML_NAMES:
             return FHIR_XML
         if name in _JSON_NAMES:
@@ -63,6 +74,8 @@ def media_type(fmt: str | None, accept: str | None) -> str:
     if accept:
         for part in accept.split(","):
             name = part.split(";")[0].strip().lower()
+            if name in GENERIC:
+                return GENERIC[name]
             if name in _JSON_NAMES or name in ("*/*", "application/*", ""):
                 return FHIR_JSON
             if name in _XML_NAMES:
@@ -70,6 +83,11 @@ def media_type(fmt: str | None, accept: str | None) -> str:
         raise FhirError(ErrorKind.NOT_ACCEPTABLE, f"cannot produce any of {accept!r} "
                         "(application/fhir+json, application/fhir+xml)")
     return FHIR_JSON
+
+
+def is_xml(mtype: str) -> bool:
+    """Is this response media type (as :func:`media_type` gives it) an XML one?"""
+    return mtype.split(";")[0] in (FHIR_XML, "application/xml")
 
 
 def native_binary(raw: bytes, accept: str | None) -> tuple[bytes, str] | None:
@@ -116,8 +134,12 @@ def subset(resource: dict[str, Any], summary: str | None, elements: list[str] | 
     elif summary == "data":
         out = {k: v for k, v in resource.items() if k != "text"}
     elif elements is not None:
+        choices = choice_elements(rtype)
         keep = {"resourceType", "id", "meta"} | required | set(elements)
-        out = {k: v for k, v in resource.items() if k in keep}
+        keep.update(*(choices[e] for e in elements if e in choices))  # value -> valueQuantity
+        # a kept primitive keeps its extensions (``_birthDate``)
+        out = {k: v for k, v in resource.items()
+               if k in keep or (k[:1] == "_" and k[1:] in keep)}
     else:
         return resource
     _tag_subsetted(out)

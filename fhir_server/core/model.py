@@ -23,6 +23,8 @@ class Interaction(Enum):
     HISTORY_TYPE = "history-type"
     HISTORY_SYSTEM = "history-system"
     SEARCH_TYPE = "search-type"
+    SEARCH_SYSTEM = "search-system"  # GET [base]?… and POST [base]/_search
+    SEARCH_COMPARTMENT = "search-compartment"  # GET [base]/Patient/[id]/[type]?…
     BATCH = "batch"  # batch or transaction, decided by Bundle.type
     OPERATION = "operation"  # $name at system, type or instance level
 
@@ -60,6 +62,8 @@ class FhirRequest:
     # create inside a transaction: the id pre-assigned to resolve urn:uuid references
     assigned_id: str | None = None
     operation: str | None = None  # name without "$" for Interaction.OPERATION
+    # compartment search (resource_type/id name the compartment): the type searched, "*"
+    compartment_search: str | None = None
     method: str = "GET"  # the HTTP verb (operations that change state need POST)
     # an operation that changes data records its AuditEvent as an update (durable)
     audit_action: str | None = None

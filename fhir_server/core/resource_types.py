@@ -51,10 +51,25 @@ def summary_elements(rtype: str) -> frozenset[str]:
 
 @cache
 def mandatory_elements(rtype: str) -> frozenset[str]:
-    """Top-level elements with min cardinality >= 1 (kept by ``_elements``)."""
+    """Top-level elements with min cardinality >= 1 (kept by ``_elements`` and
+    ``_summary=text``): required primitives (``status``), required complex elements
+    (``Observation.code``), a required choice (``medication[x]``) by each JSON name."""
     names: set[str] = set()
     for name, info in model_class(rtype).model_fields.items():
         extra = info.json_schema_extra or {}
-        if isinstance(extra, dict) and extra.get("element_required"):
+        if info.is_required() or (isinstance(extra, dict) and (
+                extra.get("element_required") or extra.get("one_of_many_required"))):
             names.add(info.alias or name)
     return frozenset(names)
+
+
+@cache
+def choice_elements(rtype: str) -> dict[str, frozenset[str]]:
+    """Top-level choice elements: base name -> JSON names (``value`` -> ``valueQuantity``,
+    ``valueString``…), so ``_elements=value`` names them all (search.html#elements)."""
+    choices: dict[str, set[str]] = {}
+    for name, info in model_class(rtype).model_fields.items():
+        extra = info.json_schema_extra or {}
+        if isinstance(extra, dict) and isinstance(extra.get("one_of_many"), str):
+            choices.setdefault(extra["one_of_many"], set()).add(info.alias or name)
+    return {base: frozenset(names) for base, names in choices.items()}

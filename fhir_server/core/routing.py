@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
 from fhir_server.core.resource_types import require_supported
+from fhir_server.search.compartments import is_compartment
 
 
 def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = None,
@@ -31,7 +32,15 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
         if method == "POST":
             req.interaction = Interaction.BATCH
             return req
+        if method in ("GET", "HEAD"):  # GET [base]?_type=…&… (search.html#system)
+            req.interaction = Interaction.SEARCH_SYSTEM
+            return req
         raise bad()
+    if parts == ["_search"]:
+        if method != "POST":
+            raise bad()
+        req.interaction = Interaction.SEARCH_SYSTEM
+        return req
     if parts[0] == "metadata" and len(parts) == 1:
         if method != "GET":
             raise bad()
@@ -77,6 +86,13 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
             "GET": Interaction.READ, "HEAD": Interaction.READ, "PUT": Interaction.UPDATE,
             "DELETE": Interaction.DELETE, "PATCH": Interaction.PATCH,
         }.get(method) or _raise(bad())
+        return req
+    if is_compartment(req.resource_type) and not parts[2].startswith("_") and (
+            (n == 3 and method in ("GET", "HEAD")) or
+            (n == 4 and parts[3] == "_search" and method == "POST")):
+        # GET [base]/Patient/[id]/[type]?… (search.html#compartments); [type] may be *
+        req.interaction = Interaction.SEARCH_COMPARTMENT
+        req.compartment_search = parts[2] if parts[2] == "*" else require_supported(parts[2])
         return req
     if parts[2] == "_history" and method in ("GET", "HEAD"):
         if n == 3:

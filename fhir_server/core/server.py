@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.audit.balp import build
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import (
-    FHIR_XML,
     dumps,
+    is_xml,
     materialize,
     media_type,
     native_binary,
@@ -28,7 +28,7 @@ from fhir_server.core.formats import (
 )
 from fhir_server.core.limits import Limits
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.resource_types import CONFORMANCE_TYPES
+from fhir_server.core.resource_types import CONFORMANCE_TYPES, require_supported
 from fhir_server.interactions import (
     bundle,
     capabilities,
@@ -43,6 +43,7 @@ from fhir_server.interactions import (
     update,
     vread,
 )
+from fhir_server.interactions.common import applied_handling
 from fhir_server.security.access import GuardedStore
 from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
@@ -67,6 +68,8 @@ HANDLERS: dict[Interaction, Handler] = {
     Interaction.HISTORY_TYPE: history.history,
     Interaction.HISTORY_SYSTEM: history.history,
     Interaction.SEARCH_TYPE: search.search,
+    Interaction.SEARCH_SYSTEM: search.search_system,
+    Interaction.SEARCH_COMPARTMENT: search.search_compartment,
     Interaction.BATCH: bundle.batch,
 }
 # (resource type or None, operation name) -> handler
@@ -75,6 +78,7 @@ OPERATIONS: dict[tuple[str | None, str], Handler] = {
     **conformance.OPERATIONS,
 }
 SUBSETTABLE = {Interaction.READ, Interaction.VREAD, Interaction.SEARCH_TYPE,
+               Interaction.SEARCH_SYSTEM, Interaction.SEARCH_COMPARTMENT,
                Interaction.HISTORY_INSTANCE, Interaction.HISTORY_TYPE,
                Interaction.HISTORY_SYSTEM}
 
@@ -118,6 +122,8 @@ class FhirServer:
 
     def dispatch(self, req: FhirRequest) -> FhirResponse:
         """Authorise, run and audit one interaction (also each Bundle entry)."""
+        if req.resource_type is not None:  # 404 "not supported" before any 403
+            require_supported(req.resource_type)
         access = access_for(req, self.store, self.limits)
         if access is None:
             return self._run(self, req)
@@ -155,6 +161,7 @@ class FhirServer:
             return self._guarded(req)
         recorded = len(req.context.events)
         resp = self._guarded(req)
+        applied_handling(req, resp)
         if len(req.context.events) == recorded and req.context.principal is None and \
                 self.security is not None:
             # refused before dispatch (no or bad token): still audited (R-SEC-3)
@@ -216,6 +223,8 @@ class FhirServer:
                 return Rendered(resp.status, resp.headers, *native)
         try:
             mtype = media_type(req.param("_format"), req.header("accept"))
+            if not mtype.startswith("application/fhir+"):  # application/json, /xml
+                mtype += ";charset=utf-8"
         except FhirError as exc:
             resp, mtype = error_response(exc), "application/fhir+json"
         if not resp.has_body:
@@ -226,7 +235,7 @@ class FhirServer:
         needs_subset = req.interaction in SUBSETTABLE and resp.status < 300 and (
             summary in ("true", "text", "data") or elements)
         payload: Any = resp.raw if resp.raw is not None else resp.resource
-        if mtype == "application/fhir+json" and not needs_subset and not pretty:
+        if not is_xml(mtype) and not needs_subset and not pretty:
             if resp.raw is not None:  # stored bytes, served as they are
                 return Rendered(resp.status, resp.headers, bytes(resp.raw), mtype)
             return Rendered(resp.status, resp.headers, dumps(payload, pretty), mtype)
@@ -237,7 +246,7 @@ class FhirServer:
                 data = subset_bundle(data, summary, element_list)
             else:
                 data = subset(data, summary, element_list)
-        if mtype == FHIR_XML:
+        if is_xml(mtype):
             return Rendered(resp.status, resp.headers, to_xml(data), mtype)
         return Rendered(resp.status, resp.headers, dumps(data, pretty), mtype)
 

@@ -1,9 +1,17 @@
-"""Structural validation of incoming resources with the fhir.resources R4B models.
+"""Validation of incoming resources against the base R4 specification (ADR 0002, issue 25).
 
-Malformed JSON -> 400 ``structure``; a resource that breaks the R4 structure -> 422
-with one issue per defect, each carrying the FHIRPath ``expression`` of the element
-(FHIR R4 http.html#2.21.0.2, operationoutcome.html). Profile rules come later
-(profiles issue) on top of this.
+Malformed JSON -> 400 ``structure``. A resource that breaks the base specification ->
+400 (R4 http.html "Bad Request": could not be parsed or failed basic FHIR validation
+rules) with one issue per defect, each carrying the FHIRPath ``expression`` of the
+element (operationoutcome.html). Two checks make up "the base specification":
+
+* :mod:`fhir_server.validation.base_spec` — the JSON types of the R4 JSON format, the
+  primitive formats, no null/empty values, unknown elements, and the required bindings;
+* the fhir.resources R4B models — cardinality, required elements, choice elements,
+  calendar validity of dates.
+
+Profiles (``ProfileRegistry.check_write``) and business rules (the workflow) come on top
+and answer 422 (Unprocessable Entity).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from pydantic import ValidationError
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.resource_types import model_class, require_supported
+from fhir_server.validation import base_spec
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_DEPTH = 64
@@ -77,14 +86,32 @@ def validate_resource(body: Any, expected_type: str | None = None) -> dict[str, 
     if "id" in body and (not isinstance(body["id"], str) or not ID_RE.match(body["id"])):
         raise FhirError(ErrorKind.INVALID, f"invalid resource id {body['id']!r}",
                         expression=[f"{rtype}.id"])
+    issues = base_issues(body, rtype)
+    if issues:
+        raise FhirError(ErrorKind.STRUCTURE, issues[0].diagnostics, issues=issues)
+    return body
+
+
+def base_issues(body: dict[str, Any], rtype: str) -> list[Issue]:
+    """Every way ``body`` breaks the base R4 specification, one issue per problem (the
+    element-wise check first; the models' findings on other elements after it)."""
+    issues = base_spec.check(body, rtype)
     try:
         model_class(rtype).model_validate(body)
     except ValidationError as exc:
-        issues = [
-            Issue(f"{_path(rtype, tuple(err['loc']))}: {err['msg']}",
-                  code="structure" if err["type"] == "extra_forbidden" else "value",
-                  expression=[_path(rtype, tuple(err["loc"]))])
-            for err in exc.errors()
-        ]
-        raise FhirError(ErrorKind.UNPROCESSABLE, issues[0].diagnostics, issues=issues) from None
-    return body
+        seen = [e for i in issues for e in i.expression]
+        for err in exc.errors():
+            where = _path(rtype, tuple(err["loc"]))
+            if any(where == e or where.startswith((e + ".", e + "[")) for e in seen):
+                continue  # the same problem, already reported with its element
+            kind = str(err["type"])
+            issues.append(Issue(f"{where}: {err['msg']}", code="required" if "missing" in kind
+                                else "structure" if kind == "extra_forbidden" else "value",
+                                expression=[where]))
+    except (TypeError, ValueError, AttributeError) as exc:
+        # the models' own validators crash on some wrong JSON types (fhir_core's url
+        # validator on a number); the element-wise check has reported those already
+        if not issues:
+            issues.append(Issue(f"{rtype}: not a valid resource ({exc})", code="structure",
+                                expression=[rtype]))
+    return issues

@@ -3,6 +3,12 @@
 It parses the body by Content-Type (JSON, XML, JSON Patch, form for ``_search``),
 resolves the URL with :func:`fhir_server.core.routing.route`, calls the core and
 writes the rendered bytes back.
+
+Order of the checks, whatever the method: no or bad token -> 401 (audited); a resource
+type we do not serve -> 404 "not supported" (before any right is looked at and before
+the body is read); a method the path does not take -> 405 with ``Allow``; then the body.
+Every answer under ``/fhir`` is an OperationOutcome when it is an error. CORS
+(``TELEIMG_CORS_ORIGINS``) is Starlette's middleware, answering refusals in FHIR too.
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from adapters.dicom.settings import DicomSettings
 from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import dumps, from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
-from fhir_server.core.resource_types import is_supported
+from fhir_server.core.resource_types import is_supported, require_supported
 from fhir_server.core.routing import route
 from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
@@ -32,6 +42,12 @@ from fhir_server.security.devissuer import DEV_ISSUER
 
 log = logging.getLogger("teleimagerie.http")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# CORS (TELEIMG_CORS_ORIGINS): what a browser client may send and read
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Exist",
+                        "If-None-Match", "If-Modified-Since", "Prefer", "X-Request-Id")
+CORS_EXPOSED_HEADERS = ("ETag", "Location", "Content-Location", "Last-Modified",
+                        "Preference-Applied", "X-Request-Id")
+CORS_MAX_AGE = 3600  # seconds a browser may cache a preflight answer
 _JSON = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 _XML = ("application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml")
 
@@ -53,6 +69,42 @@ def _parse_body(raw: bytes, content_type: str, method: str, path: str) -> tuple[
         return parse_json(raw), False
     raise FhirError(ErrorKind.UNSUPPORTED_MEDIA, f"unsupported Content-Type {content_type!r}; "
                     "use application/fhir+json or application/fhir+xml")
+
+
+def _check_type(path: str) -> None:
+    """404 "not supported" for a path naming a resource type we do not serve."""
+    first = path.strip("/").split("/", 1)[0]
+    if first and first != "metadata" and not first.startswith(("_", "$")):
+        require_supported(first)
+
+
+def _allowed(path: str) -> str:
+    """The ``Allow`` header of a 405: the methods :func:`route` takes on ``path``."""
+    allowed = []
+    for method in METHODS:
+        try:
+            route(method, path, [])
+        except FhirError as exc:
+            if exc.kind == ErrorKind.METHOD_NOT_ALLOWED:
+                continue
+        allowed.append(method)
+    return ", ".join(allowed)
+
+
+class FhirCors(CORSMiddleware):
+    """Starlette's CORS middleware; a refused preflight is an OperationOutcome (403), an
+    accepted one a 204."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        answer = super().preflight_response(request_headers)
+        headers = {k: v for k, v in answer.headers.items()
+                   if k.lower() not in ("content-length", "content-type")}
+        if answer.status_code < 400:
+            return Response(status_code=204, headers=headers)
+        refused = render_error(FhirError(
+            ErrorKind.FORBIDDEN, f"{bytes(answer.body).decode()} (TELEIMG_CORS_ORIGINS)"))
+        return Response(content=refused.body, status_code=refused.status, headers=headers,
+                        media_type=refused.content_type)
 
 
 def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Response:
@@ -78,6 +130,28 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
     app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
                   docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.fhir = core
+    app.state.cors = bool(settings.cors_origins)
+    if settings.cors_origins:
+        app.add_middleware(FhirCors, allow_origins=settings.cors_origins,
+                           allow_methods=METHODS, allow_headers=CORS_REQUEST_HEADERS,
+                           expose_headers=CORS_EXPOSED_HEADERS, max_age=CORS_MAX_AGE)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own refusals under /fhir: OperationOutcomes. A method no route
+        takes (TRACE…) goes through the FHIR checks like any other: 401, 404, then 405."""
+        assert isinstance(exc, StarletteHTTPException)
+        path = request.url.path
+        if path != "/fhir" and not path.startswith("/fhir/"):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 405:
+            return await fhir_endpoint(request, path[len("/fhir/"):])
+        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID
+        rendered = render_error(FhirError(kind, f"{request.method} {request.url.path}: "
+                                          f"{exc.detail}", headers=dict(exc.headers or {})))
+        rendered.status = exc.status_code
+        return _respond(rendered, request.headers.get("x-request-id") or str(uuid.uuid4()))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
 
     async def fhir_endpoint(request: Request, path: str = "") -> Response:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
@@ -91,10 +165,16 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
                     context.principal = core.security.validator.principal(
                         headers.get("authorization"))
                 except FhirError:
-                    req = route(request.method, path, params, headers=headers,
-                                base_url=base_url, context=context)
+                    try:
+                        req = route(request.method, path, params, headers=headers,
+                                    base_url=base_url, context=context)
+                    except FhirError:  # not routable: still 401 first, and audited
+                        req = FhirRequest(Interaction.OPERATION, params=params,
+                                          headers=headers, base_url=base_url,
+                                          context=context, method=request.method)
                     return _respond(await run_in_threadpool(_handle_and_render, core, req),
                                     request_id)
+            _check_type(path)
             raw = b"" if request.method in ("GET", "HEAD") else await request.body()
             if len(raw) > core.limits.max_body_bytes:
                 raise FhirError(ErrorKind.TOO_LARGE, f"request body of {len(raw)} bytes "
@@ -107,6 +187,8 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             req = route(request.method, path, params, body=body, headers=headers,
                         base_url=base_url, context=context)
         except FhirError as exc:
+            if exc.kind == ErrorKind.METHOD_NOT_ALLOWED:
+                exc.headers.setdefault("Allow", _allowed(path))
             return _respond(render_error(exc), request_id)
         if req.interaction == Interaction.READ:
             # Reads are a single indexed lookup of stored bytes: cheaper inline than a
@@ -156,8 +238,10 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
     app.add_api_route("/dicomweb/studies/{study}", stow, methods=["POST"])
     app.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration,
                       methods=["GET"], include_in_schema=False)
-    app.add_api_route("/fhir", fhir_endpoint, methods=METHODS, include_in_schema=False)
-    app.add_api_route("/fhir/{path:path}", fhir_endpoint, methods=METHODS)
+    # OPTIONS too: without CORS it is answered like any method a path does not take (405)
+    app.add_api_route("/fhir", fhir_endpoint, methods=[*METHODS, "OPTIONS"],
+                      include_in_schema=False)
+    app.add_api_route("/fhir/{path:path}", fhir_endpoint, methods=[*METHODS, "OPTIONS"])
     return app
 
 
@@ -220,9 +304,13 @@ class ReadFastPath:
         self.app = app
         self.core = core
         self.base_url = base_url
+        # with CORS on, a browser's read (it sends Origin) goes through the middleware
+        state = getattr(app, "state", None)
+        self.cors = bool(getattr(state, "cors", False)) if state is not None else False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"]:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"] or \
+                (self.cors and any(k == b"origin" for k, _ in scope["headers"])):
             await self.app(scope, receive, send)
             return
         parts = scope["path"].split("/")
@@ -239,6 +327,8 @@ class ReadFastPath:
         out = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                for k, v in rendered.headers.items()]
         out.append((b"x-request-id", request_id.encode("latin-1")))
+        if self.cors:
+            out.append((b"vary", b"Origin"))
         if rendered.body:
             out.append((b"content-type", rendered.content_type.encode()))
         out.append((b"content-length", str(len(rendered.body)).encode()))

@@ -5,6 +5,10 @@ spec's order (DELETE, POST, PUT/PATCH, GET/HEAD), ``urn:uuid`` fullUrls and cond
 references (``Patient?identifier=…``) are resolved first and every reference rewritten.
 A batch runs each entry on its own and reports per-entry status. Entries go through
 the same routing and interaction code as HTTP requests.
+
+``urn:uuid:``/``urn:oid:`` fullUrls are replaced wherever the transaction rules name them
+(http.html#trules): every ``Reference.reference`` (contained resources included) and the
+``href``/``src`` links of the narrative. ``Prefer: return=`` applies to each entry.
 """
 
 from __future__ import annotations
@@ -23,13 +27,21 @@ from fhir_server.core.formats import RawJson, materialize
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
 from fhir_server.core.routing import route, split_url
 from fhir_server.core.validation import check_id
-from fhir_server.interactions.common import criteria_from_header, find_matches
+from fhir_server.interactions.common import (
+    PREFERENCE_APPLIED,
+    RETURN_VALUES,
+    criteria_from_header,
+    find_matches,
+    preference,
+)
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+# <a href="urn:uuid:…">, <img src='urn:uuid:…'> in a Narrative.div
+NARRATIVE_LINK = re.compile(r"""(\s(?:href|src)\s*=\s*)(["'])(urn:(?:uuid|oid):[^"']*)\2""")
 
 
 def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
@@ -54,7 +66,12 @@ def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
         responses = _transaction(server, req, entries)
     else:
         responses = [_batch_entry(server, req, i, entry) for i, entry in enumerate(entries)]
-    return FhirResponse(200, {}, resource={
+    headers: dict[str, str] = {}
+    prefer = preference(req, "return")
+    if prefer in RETURN_VALUES and any(e["request"]["method"] in ("POST", "PUT", "PATCH")
+                                       for e in entries):
+        headers[PREFERENCE_APPLIED] = f"return={prefer}"  # answered so in each write entry
+    return FhirResponse(200, headers, resource={
         "resourceType": "Bundle", "type": f"{kind}-response", "entry": responses})
 
 
@@ -207,6 +224,10 @@ def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str)
         for key, value in node.items():
             if key == "reference" and isinstance(value, str):
                 out[key] = _resolve_reference(server, value, mapping, where)
+            elif key == "div" and isinstance(value, str):  # Narrative.div (xhtml)
+                out[key] = NARRATIVE_LINK.sub(
+                    lambda m: m.group(1) + m.group(2) + mapping.get(m.group(3), m.group(3)) +
+                    m.group(2), value)
             else:
                 out[key] = _rewrite(server, value, mapping, where)
         return out

@@ -13,7 +13,9 @@ from fhir_server import FHIR_VERSION, __version__
 from fhir_server.core.canonical import url
 from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES
-from fhir_server.search.registry import params_for
+from fhir_server.interactions.search import SYSTEM_TYPES
+from fhir_server.search.compartments import compartments
+from fhir_server.search.registry import get, params_for
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -58,6 +60,17 @@ def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
         if server.workflow else ()
     return FhirResponse(200, {}, resource=_statement(req.base_url, server.released, required,
                                                      extra))
+
+
+def _system_params() -> list[dict[str, str]]:
+    """The parameters a system search takes: those of every type it covers by default."""
+    shared = [p for p in params_for(SYSTEM_TYPES[0]).values()
+              if all(get(t, p.name) for t in SYSTEM_TYPES)]
+    return [{"name": "_type", "type": "token",
+             "documentation": "the resource types searched (default: every stored type but "
+             "AuditEvent); the other parameters must be defined for each of them"},
+            *({"name": p.name, "definition": p.url, "type": p.kind}
+              for p in sorted(shared, key=lambda p: p.name))]
 
 
 def _operation(name: str) -> dict[str, str]:
@@ -128,7 +141,11 @@ def _statement(base_url: str, released: str,
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"},
-                            {"code": "history-system"}],
+                            {"code": "search-system"}, {"code": "history-system"}],
+            # GET [base]?… / POST [base]/_search: the parameters every type has
+            "searchParam": _system_params(),
+            # GET [base]/Patient/[id]/[type]?… (search.html#compartments)
+            "compartment": [c.url for c in compartments().values()],
             "operation": [{"name": n, "definition": url("OperationDefinition", n)}
                           for t, n in extra if not t],
         }],

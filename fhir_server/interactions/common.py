@@ -11,6 +11,7 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.core.validation import base_issues
 from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
 from fhir_server.search.values import format_instant, now_us
@@ -37,25 +38,33 @@ def version_headers(req: FhirRequest, item: Stored) -> dict[str, str]:
             "Location": f"{req.base_url}/{item.type}/{item.id}/_history/{item.vid}"}
 
 
-def parse_if_match(value: str) -> int:
-    tag = value.strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    if not tag.isdigit():
-        raise FhirError(ErrorKind.INVALID, f"If-Match must be an ETag like W/\"3\", got {value!r}")
-    return int(tag)
+def if_match_versions(value: str) -> set[str]:
+    """The version ids an ``If-Match`` names (``W/"3"``, ``"3"``, a list, ``*``). Version
+    ids are opaque to clients: a tag that is not one of ours simply matches nothing."""
+    tags = set()
+    for part in value.split(","):
+        tag = part.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        tags.add(tag[1:-1] if len(tag) >= 2 and tag[0] == tag[-1] == '"' else tag)
+    return tags
 
 
 def check_if_match(req: FhirRequest, current: Stored | None) -> None:
+    """412 unless ``If-Match`` names the current version (http.html#concurrency). A
+    deletion is a version too: its ETag (the one DELETE answered) may be matched, so a
+    ``PUT`` with it brings the resource back. ``*`` matches any live resource."""
     value = req.header("if-match")
     if value is None:
         return
-    wanted = parse_if_match(value)
-    if current is None or current.deleted or current.vid != wanted:
-        have = "none" if current is None or current.deleted else etag(current.vid)
-        raise FhirError(ErrorKind.PRECONDITION_FAILED,
-                        f"If-Match {value} does not match the current version ({have})")
+    wanted = if_match_versions(value)
+    if current is not None and (str(current.vid) in wanted or
+                                ("*" in wanted and not current.deleted)):
+        return
+    have = "none" if current is None else etag(current.vid) + (
+        " (a deletion)" if current.deleted else "")
+    raise FhirError(ErrorKind.PRECONDITION_FAILED,
+                    f"If-Match {value} does not match the current version: {have}")
 
 
 def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
@@ -63,9 +72,11 @@ def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
     """Write a client's new version: the workflow's rules and side effects around it (issue
     5) — whichever way it arrived (REST, Bundle entry, HL7/DICOM adapter)."""
     workflow = server.workflow
+    given = resource  # validated by the interaction; what the workflow changes is not
     if workflow is not None:
         resource = workflow.before_write(server, req, rtype, rid, resource, previous)
-    item = store_version(server, server.store, rtype, rid, resource, method, previous)
+    item = store_version(server, server.store, rtype, rid, resource, method, previous,
+                         checked=resource is given)
     if workflow is not None:
         workflow.after_write(server, req, item, resource, previous)
     return item
@@ -73,8 +84,12 @@ def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
 
 def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
                   resource: dict[str, Any] | None, method: str,
-                  previous: Stored | None) -> Stored:
-    """Write a new version: server-owned meta, index extraction, history (one write unit)."""
+                  previous: Stored | None, checked: bool = False) -> Stored:
+    """Write a new version: server-owned meta, index extraction, history (one write unit).
+
+    A resource the server or an adapter built (``checked`` false) is held to the base
+    specification like a client's (issue 25): an invalid one is a server fault (500)
+    and is not stored."""
     vid = previous.vid + 1 if previous else 1
     updated = max(now_us(), previous.updated + 1 if previous else 0)
     body = None
@@ -85,6 +100,8 @@ def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
         meta = {"versionId": str(vid), "lastUpdated": format_instant(updated), **meta}
         rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
         resource = {"resourceType": rtype, "id": rid, "meta": meta, **rest}
+        if not checked:
+            refuse_built(resource, rtype)
         body = orjson.dumps(resource)
         rows = extract(resource)
     item = Stored(rtype, rid, vid, updated, resource is None, body, method)
@@ -92,15 +109,29 @@ def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
     return item
 
 
+def refuse_built(resource: dict[str, Any], rtype: str) -> None:
+    issues = base_issues(resource, rtype)
+    if issues:
+        raise FhirError(ErrorKind.INTERNAL, f"the server built an invalid {rtype}: "
+                        f"{issues[0].diagnostics}", issues=issues)
+
+
 def written(req: FhirRequest, item: Stored, status: int, message: str) -> FhirResponse:
     """Response to create/update/patch honouring ``Prefer: return=`` (http.html#ops)."""
     headers = version_headers(req, item)
-    prefer = preference(req, "return") or "representation"
+    asked = preference(req, "return")
+    prefer = asked if asked in RETURN_VALUES else "representation"
+    if asked == prefer:
+        headers[PREFERENCE_APPLIED] = f"return={prefer}"
     if prefer == "minimal":
         return FhirResponse(status, headers)
     if prefer == "OperationOutcome":
         return FhirResponse(status, headers, resource=outcome(message))
     return FhirResponse(status, headers, raw=RawJson(item.body or b""))
+
+
+PREFERENCE_APPLIED = "Preference-Applied"  # RFC 7240 §3: what of ``Prefer`` was honoured
+RETURN_VALUES = ("minimal", "representation", "OperationOutcome")
 
 
 def preference(req: FhirRequest, name: str) -> str | None:
@@ -110,6 +141,18 @@ def preference(req: FhirRequest, name: str) -> str | None:
             if key.strip() == name:
                 return value.strip().strip('"')
     return None
+
+
+def applied_handling(req: FhirRequest, resp: FhirResponse) -> None:
+    """``Preference-Applied: handling=…`` on a successful search (the one interaction
+    where unknown parameters are either ignored or refused; search.html#errors).
+    ``respond-async`` is not supported, so never reported."""
+    handling = preference(req, "handling")
+    if handling in ("strict", "lenient") and resp.status < 300 and \
+            req.interaction.value.startswith("search"):
+        applied = resp.headers.get(PREFERENCE_APPLIED)
+        value = f"handling={handling}"
+        resp.headers[PREFERENCE_APPLIED] = f"{applied}, {value}" if applied else value
 
 
 def conditional_query(server: FhirServer, rtype: str, criteria: list[tuple[str, str]],

@@ -34,6 +34,7 @@ def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
     since: str | None = None
     cursor: dict[str, Any] = {"t": 0, "k": None}
     kept: list[tuple[str, str]] = []
+    cursor_param: str | None = None
     for key, value in req.params:
         if key == "_count":
             if not value.isdigit() or int(value) == 0:
@@ -46,6 +47,7 @@ def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
             since = value
         elif key == "_cursor":
             cursor = _decode(value)
+            cursor_param = value
             continue
         else:
             continue
@@ -71,7 +73,9 @@ def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
         else:
             index, inner = index + 1, None
     base = f"{req.base_url}/Patient/{req.id}/$everything"
-    links = [{"relation": "self", "url": f"{base}?{urlencode(kept)}" if kept else base}]
+    first = f"{base}?{urlencode(kept)}" if kept else base
+    this = f"{base}?{urlencode([*kept, ('_cursor', cursor_param)])}" if cursor_param else first
+    links = [{"relation": "self", "url": this}, {"relation": "first", "url": first}]
     if index < len(types):
         nxt = [*kept, ("_cursor", encode_cursor({"d": "after", "t": index, "k": inner}))]
         links.append({"relation": "next", "url": f"{base}?{urlencode(nxt)}"})

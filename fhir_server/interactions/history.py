@@ -15,7 +15,8 @@ from fhir_server.search.values import date_range, format_instant
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
-STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "204 No Content"}
+# as the interactions answer them (a DELETE answers 200 with an OperationOutcome)
+STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "200 OK"}
 
 
 def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
@@ -49,7 +50,8 @@ def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
         items = kept + ([("_cursor", encode_cursor(cur))] if cur else [])
         return f"{base}?{urlencode(items)}" if items else base
 
-    links = [{"relation": "self", "url": url(cursor)}]
+    # search.html#paging: self, first (no cursor), next, previous
+    links = [{"relation": "self", "url": url(cursor)}, {"relation": "first", "url": url(None)}]
     if page.next_cursor:
         links.append({"relation": "next", "url": url(page.next_cursor)})
     if page.prev_cursor:

@@ -89,7 +89,15 @@ class Has:
     inner: list[Term]
 
 
-Term = Clause | Chain | Has
+@dataclass
+class AnyOf:
+    """The OR of terms on different parameters: membership of a compartment
+    (compartmentdefinition.html), e.g. ``subject=Patient/x`` or ``performer=Patient/x``."""
+
+    options: list[Term]
+
+
+Term = Clause | Chain | Has | AnyOf
 
 
 @dataclass(frozen=True)
@@ -390,6 +398,8 @@ def types_read(rtype: str, terms: list[Term]) -> set[str]:
                 found |= types_read(target, [inner])
         elif isinstance(term, Has):
             found |= types_read(term.source_type, term.inner)
+        elif isinstance(term, AnyOf):
+            found |= types_read(rtype, term.options)
     return found
 
 

@@ -37,6 +37,9 @@ class Stored:
     body: bytes | None
     method: str = "PUT"  # POST | PUT | PATCH | DELETE (history entries)
     pk: int = 0
+    # search results: the row's position in the query's order (sort keys, then pk), so
+    # pages of several queries can be merged (system and compartment search)
+    key: list[Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

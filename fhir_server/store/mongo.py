@@ -32,6 +32,7 @@ from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.query import (
     ANY,
+    AnyOf,
     Chain,
     Clause,
     Has,
@@ -185,6 +186,9 @@ class MongoCompiler:
     def term(self, term: Term) -> dict[str, Any]:
         if isinstance(term, Clause):
             return self.clause(term)
+        if isinstance(term, AnyOf):
+            return {"$or": [self.term(t) for t in term.options]} if term.options \
+                else {"pk": {"$lt": -1}}
         if isinstance(term, Chain):
             ors = []
             for target, inner in zip(term.target_types, term.inner, strict=True):
@@ -674,7 +678,10 @@ class MongoStore:
                 out.append(node)
             return out
 
-        return keyset_page([self._stored(d) for d in docs], total,
+        items = [self._stored(d) for d in docs]
+        for item, doc in zip(items, docs, strict=True):
+            item.key = keys(doc)
+        return keyset_page(items, total,
                            keys(docs[0]) if docs else None, keys(docs[-1]) if docs else None,
                            cursor, more)
 

@@ -26,6 +26,7 @@ from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.query import (
     ANY,
+    AnyOf,
     Chain,
     Clause,
     Has,
@@ -144,6 +145,17 @@ class SqlCompiler:
     def term(self, alias: str, rtype: str, term: Term) -> Sql:
         if isinstance(term, Clause):
             return self.clause(alias, rtype, term)
+        if isinstance(term, AnyOf):
+            if term.options and all(isinstance(t, Clause) and t.missing is None and
+                                    t.modifier != "not" for t in term.options):
+                # one indexed lookup per option, as one set (an OR of IN would scan)
+                subs = [self.matching(rtype, t) for t in term.options
+                        if isinstance(t, Clause)]
+                return (f"{alias}.pk IN ({' UNION '.join(sql for sql, _ in subs)})",
+                        [a for _, sub_args in subs for a in sub_args])
+            parts = [self.term(alias, rtype, t) for t in term.options]
+            return ("(" + " OR ".join(f"({sql})" for sql, _ in parts) + ")" if parts else "0",
+                    [a for _, part_args in parts for a in part_args])
         if isinstance(term, Chain):
             ors, args = [], [term.param.key]
             for target, inner in zip(term.target_types, term.inner, strict=True):
@@ -171,13 +183,24 @@ class SqlCompiler:
         if clause.missing is not None:
             op = "NOT IN" if clause.missing else "IN"
             return f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ?)", [clause.param.key]
+        op = "NOT IN" if clause.modifier == "not" else "IN"
+        sub, args = self.matching(rtype, clause)
+        return f"{alias}.pk {op} ({sub})", args
+
+    def matching(self, rtype: str, clause: Clause) -> Sql:
+        """The pks whose index rows match ``clause``'s values (``:not`` negated by the
+        caller; ``:missing`` is not a row match)."""
+        kind = clause.param.kind
+        if clause.modifier == "identifier" or (kind == "reference" and clause.values
+                                               and isinstance(clause.values[0], TokenValue)):
+            kind = "reference-identifier"
+        table = tables_for(rtype).index["reference" if kind.startswith("reference") else kind]
         ors, args = [], []
         for value in clause.values:
             cond, cargs = self.value(kind, clause.modifier, value, clause.param.key)
             ors.append(f"({cond})")
             args += cargs
-        op = "NOT IN" if clause.modifier == "not" else "IN"
-        return (f"{alias}.pk {op} (SELECT pk FROM {table} WHERE p = ? AND ({' OR '.join(ors)}))",
+        return (f"SELECT pk FROM {table} WHERE p = ? AND ({' OR '.join(ors)})",
                 [clause.param.key, *args])
 
     def value(self, kind: str, modifier: str | None, v: Any, key: str) -> Sql:
@@ -688,7 +711,8 @@ class SqliteStore:
         rows = rows[:query.count]
         if not after:
             rows.reverse()
-        items = [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[-1]) for r in rows]
+        items = [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[-1], key=list(r[5:]))
+                 for r in rows]
         return keyset_page(items, total, list(rows[0][5:]) if rows else None,
                            list(rows[-1][5:]) if rows else None, cursor, more)
 

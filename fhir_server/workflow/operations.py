@@ -204,7 +204,7 @@ def refuse(server: FhirServer, req: FhirRequest) -> FhirResponse:
         recipients += [r for r in (ref_of(g) for g in patient.get("generalPractitioner") or [])
                        if r and r not in recipients]
     case = fire(server, req, case, TRANSITIONS["refuse"], who, reason=reason,
-                task_changes={"output": outputs})
+                task_changes={"output": outputs} if outputs else None)  # no empty array
     text = f"Demande refusée par l'imageur : {reason['text']}"
     if alternative is not None:
         text += f" — prise en charge proposée : {_label(alternative)}"

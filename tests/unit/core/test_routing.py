@@ -23,14 +23,20 @@ from fhir_server.core.routing import route
     ("DELETE", "Patient/1", Interaction.DELETE),
     ("DELETE", "Patient", Interaction.DELETE),
     ("POST", "", Interaction.BATCH),
+    ("GET", "", Interaction.SEARCH_SYSTEM),
+    ("POST", "_search", Interaction.SEARCH_SYSTEM),
+    ("GET", "Patient/1/Observation", Interaction.SEARCH_COMPARTMENT),
+    ("GET", "Patient/1/*", Interaction.SEARCH_COMPARTMENT),
+    ("POST", "Patient/1/Observation/_search", Interaction.SEARCH_COMPARTMENT),
 ])
 def test_route(method: str, path: str, interaction: Interaction) -> None:
     assert route(method, path, []).interaction == interaction
 
 
 @pytest.mark.parametrize("method,path,status", [
-    ("GET", "Medication/1", 404), ("POST", "Patient/1", 405), ("GET", "", 405),
-    ("DELETE", "metadata", 405),
+    ("GET", "Medication/1", 404), ("POST", "Patient/1", 405), ("PUT", "", 405),
+    ("DELETE", "metadata", 405), ("GET", "_search", 405), ("POST", "Patient/1/Observation", 405),
+    ("GET", "Patient/1/Medication", 404), ("GET", "Practitioner/1/Observation", 405),
 ])
 def test_route_errors(method: str, path: str, status: int) -> None:
     with pytest.raises(FhirError) as exc:
