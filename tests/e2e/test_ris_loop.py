@@ -189,7 +189,7 @@ def test_study_before_its_order_is_attached_and_reported(system: System) -> None
     assert [v for k, v in states.items() if k.startswith("ris ")] == ["envoye"]
     [mdm] = wait(lambda: system.ris_got("MDM^T02", "DEMO-0002"), 10)
     assert str(mdm.segment("MSH")[6]) == "750000001"
-    assert len(system.ris_got("ORU^R01", "DEMO-0002")) == 1
+    assert wait(lambda: len(system.ris_got("ORU^R01", "DEMO-0002")) == 1, 20)
     assert system.dmp_got(p["ins"]) == []
 
 
