@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from adapters.provisioning import add_parser as directory_parser
 from fhir_server import logs
 from fhir_server.config import Settings
-from fhir_server.provisioning import add_parser as directory_parser
 from fhir_server.store.check import add_parser as store_parser
 
 # -- serve: the HTTP server and its listener processes (issue 24) -------------------------

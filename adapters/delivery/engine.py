@@ -241,8 +241,9 @@ class Sender:
         else:
             delay = backoff(self.settings, d.attempts)
             d.to("nouvel-essai", outcome.detail, later(delay))
-            log.warning("diffusion %s (%s) : %s (essai %d, suivant dans %.0f s)", d.id,
-                        d.channel, outcome.detail, d.attempts, delay)
+            # the peer's own error text stays on the Task: it may name the patient (R-SEC-6)
+            log.warning("diffusion %s (%s) : nouvel essai %d dans %.0f s (détail sur "
+                        "Task/%s)", d.id, d.channel, d.attempts, delay, d.id)
 
     # -- what may hold a delivery ----------------------------------------------------------
     def hold(self, d: Delivery) -> tuple[str, str] | None:

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.core.server import FhirServer
-from fhir_server.provisioning import add_parser, r38
-from fhir_server.provisioning.loader import (
+from adapters.provisioning import add_parser, r38
+from adapters.provisioning.loader import (
     ROLE_SYSTEM,
     Loader,
     LoadError,
@@ -23,6 +22,7 @@ from fhir_server.provisioning.loader import (
     load,
     parse_csv,
 )
+from fhir_server.core.server import FhirServer
 from fhir_server.workflow.engine import Workflow
 from fhir_server.workflow.machine import QUALIFYING, SPECIALTY_SYSTEMS
 from tests.behaviour.workflow_world import World

@@ -5,6 +5,6 @@ CSV through the core; :mod:`.cli` is the command; :mod:`.r38` the specialty code
 ``docs/provisioning.md``.
 """
 
-from fhir_server.provisioning.cli import add_parser, run
+from adapters.provisioning.cli import add_parser, run
 
 __all__ = ["add_parser", "run"]

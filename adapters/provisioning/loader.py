@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from adapters.provisioning import r38
 from adapters.transaction import Context
 from fhir_server.core.canonical import url
 from fhir_server.core.errors import FhirError
@@ -43,7 +44,6 @@ from fhir_server.core.formats import materialize
 from fhir_server.core.model import FhirResponse, Interaction
 from fhir_server.core.server import FhirServer
 from fhir_server.core.validation import validate_resource
-from fhir_server.provisioning import r38
 from fhir_server.search.query import escape
 from fhir_server.security.principal import FINESS_OID, RPPS_OID, RPPS_URL, Principal
 from fhir_server.security.roles import ROLES
@@ -220,7 +220,7 @@ def specialty_hint() -> str:
                         for c, m in sorted(by_code.items()))
     return (f"imaging specialties: {imaging}; the other TRE_R38 codes (SM01–SM95 "
             "médecins, SI01–SI08 infirmiers, SCD01–SCD03 chirurgiens-dentistes, e.g. SM54 "
-            "Médecine générale) are listed in fhir_server/provisioning/r38.py")
+            "Médecine générale) are listed in adapters/provisioning/r38.py")
 
 
 def check_specialty(code: str, say: Callable[[str], None]) -> str:

@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pathlib import Path
 
+    from adapters.provisioning.loader import LoadError, load
     from fhir_server.config import Settings
-    from fhir_server.provisioning.loader import LoadError, load
     from fhir_server.runtime import build_core
 
     if not Path(args.file).is_file():  # before opening the store: a usage error
