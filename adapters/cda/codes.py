@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+from profiles import spec
+
 # FHIR system URI -> (OID, codeSystemName)
 SYSTEMS: dict[str, tuple[str, str]] = {
     "http://loinc.org": ("2.16.840.1.113883.6.1", "LOINC"),
@@ -21,10 +23,10 @@ CCAM = SYSTEMS["https://smt.esante.gouv.fr/terminologie-ccam"][0]
 DCMUID = "1.2.840.10008.2.6.1"
 CONFIDENTIALITY = "2.16.840.1.113883.5.25"
 GENDER = "2.16.840.1.113883.5.1"
-RPPS = "1.2.250.1.71.4.2.1"
-FINESS = "1.2.250.1.71.4.2.2"
-INS_NIR, INS_NIA, INS_NIR_TEST = ("1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.9",
-                                  "1.2.250.1.213.1.4.10")
+# the national identifier OIDs are defined once, with the profiles (FR Core)
+RPPS, FINESS, INS_NIR, INS_NIA, INS_NIR_TEST = (
+    s.removeprefix("urn:oid:")
+    for s in (spec.RPPS, spec.FINESS, spec.INS_NIR, spec.INS_NIA, spec.INS_NIR_TEST))
 INS_OIDS = (INS_NIR, INS_NIA, INS_NIR_TEST)
 PROFESSION = "1.2.250.1.213.1.1.4.5"  # TRE_G15 profession / TRE_R38 savoir-faire
 FACILITY_TYPE = "1.2.250.1.71.4.2.4"  # TRE_R02 secteur d'activité

@@ -42,7 +42,7 @@ from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
 from fhir_server.security import masking
 from fhir_server.workflow.identity import status as identity_status
-from fhir_server.workflow.origin import finess
+from fhir_server.workflow.origin import finess, origin
 from fhir_server.workflow.records import load, ref_of
 
 if TYPE_CHECKING:
@@ -254,6 +254,8 @@ class Sender:
         if d.action == "suppression":
             # withdrawing is never held by an opposition or the identity: only the way out
             return self._unconfigured(d)
+        if d.channel == "ris":
+            self.follow_origin(d)
         if d.channel == "dmp":
             if self.opposed(d, "dmp"):
                 return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
@@ -274,11 +276,23 @@ class Sender:
                     f"({', '.join(self.settings.mss_domains)})"
         return self._unconfigured(d)
 
+    def follow_origin(self, d: Delivery) -> None:
+        """A RIS delivery not sent yet goes to whoever asked *now* (R-REP-5, ADR 0019): a
+        request whose structure was added or corrected after the report was signed
+        redirects what still waits, instead of holding it on the old answer forever."""
+        request = load(self.server, d.request) if d.request else None
+        if request is None:
+            return
+        _, org, key = origin(self.server, request)
+        d.recipient = f"Organization/{org['id']}" if org and org.get("id") else None
+        d.address = key
+
     def _unconfigured(self, d: Delivery) -> tuple[str, str] | None:
         if d.channel == "ris" and not d.address:
             return ("canal-non-configure", "structure demandeuse inconnue : la demande ne "
-                    "nomme ni requester Organization / PractitionerRole.organization ni "
-                    "performer Organization, ou cette structure n'a pas d'identifiant FINESS")
+                    "nomme ni requester Organization / PractitionerRole (actif).organization, "
+                    "ni performer Organization, ni un requester Practitioner rattaché à une "
+                    "seule structure, ou cette structure n'a pas d'identifiant FINESS")
         missing = {"dmp": self.settings.dmp_ready, "mssante": self.settings.mss_ready,
                    "ris": "" if self.hl7.route(d.address) is not None else
                    f"une route TELEIMG_HL7_ROUTES pour le FINESS {d.address} "

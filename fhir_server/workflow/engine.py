@@ -240,14 +240,16 @@ class Workflow:
         return years < self.settings.adult_age
 
     def _open(self, server: FhirServer, req: FhirRequest, request: dict[str, Any]) -> None:
-        """A request that becomes active gets its fulfilment Task (state ``recue``)."""
-        if request.get("status") != "active":
-            return
+        """A request that becomes active gets its fulfilment Task (state ``recue``); a
+        request written again, in any state, keeps its Task's structure current (ADR 0019:
+        a requester corrected after the report still redirects what waits to be sent)."""
         tid = task_id(request["id"])
-        structure = origin.resolve(server, request)
         opened = body(raw_store(server).read("Task", tid))
+        if opened is None and request.get("status") != "active":
+            return
+        structure = origin.resolve(server, request)
         if opened is not None:  # the request changed: its structure may have
-            if structure and origin.recorded(opened) != structure:
+            if origin.recorded(opened) != structure:
                 save(server, "Task", tid, origin.with_site(opened, structure))
             return
         kind = act_kind(request) or TELEDIAGNOSTIC

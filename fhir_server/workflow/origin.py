@@ -27,16 +27,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.workflow.machine import TASK_SYSTEM
+from profiles.spec import FINESS
 from fhir_server.workflow.records import body, coding, load, raw_store, ref_of, split, task_id
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
-FINESS_OID = "1.2.250.1.71.4.2.2"
-# identifier systems of a structure's FINESS / national structure id (idNatSt, what
-# ORC-21.10 carries with authority ASIP-SANTE-ST): the key of a RIS route
-STRUCTURE_SYSTEMS = (f"urn:oid:{FINESS_OID}", "https://finess.esante.gouv.fr",
-                     "http://finess.sante.gouv.fr")
+# identifier systems of a structure's FINESS (FR Core; what ORC-21.10 carries with
+# authority ASIP-SANTE-ST): the key of a RIS route. Any other identifier (a local code,
+# a SIRET) is not a route key: a delivery keyed on it would go to the wrong RIS.
+STRUCTURE_SYSTEMS = (FINESS, "https://finess.esante.gouv.fr", "http://finess.sante.gouv.fr")
 SITE = "site"
 
 
@@ -47,8 +47,9 @@ def resolve(server: FhirServer, request: dict[str, Any]) -> str | None:
     if kind == "Organization":
         return requester
     if kind == "PractitionerRole":
-        found = ref_of((load(server, requester) or {}).get("organization"))
-        if found:
+        role = load(server, requester) or {}
+        found = ref_of(role.get("organization")) if role.get("active") is not False else None
+        if found:  # an ended role no longer speaks for its structure
             return found
     for performer in request.get("performer") or []:
         ref = ref_of(performer)
@@ -113,15 +114,14 @@ def site(server: FhirServer, request: dict[str, Any] | None) -> str | None:
 
 
 def finess(organization: dict[str, Any] | None) -> str:
-    """The structure's route key: its FINESS, else its national structure id, else its
-    first identifier ('' when it has none)."""
+    """The structure's route key: its FINESS ('' when it has none)."""
     idents = [i for i in (organization or {}).get("identifier") or []
               if isinstance(i, dict) and isinstance(i.get("value"), str) and i["value"]]
     for system in STRUCTURE_SYSTEMS:
         for ident in idents:
             if ident.get("system") == system:
                 return str(ident["value"])
-    return str(idents[0]["value"]) if idents else ""
+    return ""
 
 
 def origin(server: FhirServer, request: dict[str, Any] | None

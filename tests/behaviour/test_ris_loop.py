@@ -174,3 +174,58 @@ def test_the_recorded_structure_follows_an_update_of_the_request(loop: LoopRig) 
                   f"{w.refs['site']}")
     assert [e["resource"]["focus"]["reference"] for e in r.json()["entry"]] == \
         [f"ServiceRequest/{sr}"]
+
+
+def test_a_structure_removed_from_the_request_is_removed_from_its_task(
+        loop: LoopRig) -> None:
+    """ADR 0019: the Task records the request as it is now, not as it once was."""
+    w = loop.world
+    sr = w.request(performer=[{"reference": w.refs["imager"]}, {"reference": w.refs["site"]}])
+    assert site_of(w, sr) == w.refs["site"]
+    current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
+    current["performer"] = [{"reference": w.refs["imager"]}]
+    r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
+    assert r.status_code == 200, r.text
+    assert site_of(w, sr) is None
+
+
+def test_an_ended_practitioner_role_does_not_speak_for_its_structure(loop: LoopRig) -> None:
+    """An inactive PractitionerRole is not an origin (the practitioner left)."""
+    w = loop.world
+    role = w._create({"resourceType": "PractitionerRole", "active": False,
+                      "practitioner": {"reference": w.refs["requester"]},
+                      "organization": {"reference": w.refs["site"]}})
+    sr = w.request(requester={"reference": role},
+                   performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) is None
+
+
+def test_a_structure_without_finess_is_not_a_route_key(loop: LoopRig) -> None:
+    """Only a FINESS keys a RIS route: a local identifier would send to the wrong RIS."""
+    assert origin.finess({"identifier": [{"system": "urn:oid:1.2.3.4", "value": "X1"}]}) == ""
+    assert origin.finess({"identifier": [{"system": FINESS, "value": "750000001"}]}) \
+        == "750000001"
+
+
+def test_a_request_corrected_after_its_report_redirects_the_waiting_ris_delivery(
+        loop: LoopRig) -> None:
+    """R-REP-5: the report was signed while the request named no structure (RIS delivery
+    held); the request is corrected afterwards — the held delivery follows and is sent to
+    the structure's RIS, once."""
+    w = loop.world
+    sr = w.request(performer=[{"reference": w.refs["imager"]}])
+    loop.report_on(sr)
+    loop.run()
+    held = [t for (channel, _), t in loop.deliveries().items() if channel == "ris"]
+    assert len(held) == 1 and state(held[0]) == "canal-non-configure"
+    current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
+    assert current["status"] == "completed"
+    current["performer"] = [{"reference": w.refs["imager"]}, {"reference": w.refs["site"]}]
+    r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
+    assert r.status_code == 200, r.text
+    assert site_of(w, sr) == w.refs["site"]
+    loop.run()
+    ris = [t for (channel, _), t in loop.deliveries().items() if channel == "ris"]
+    assert len(ris) == 1 and state(ris[0]) == "envoye", ris
+    assert ris[0]["owner"]["reference"] == w.refs["site"]
+    assert len([m for m in loop.ris.messages if b"MDM^T02" in m]) == 1
