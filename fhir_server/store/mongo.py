@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import mongoengine as me
 import orjson
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from fhir_server.audit.records import expand, instant_us
@@ -61,6 +61,11 @@ FIELDS = {
 }
 MAX_CHAIN_IDS = 50_000
 LOCK_SECONDS = 30
+# Server answers to a createIndexes racing another process's identical one on a first
+# start: NamespaceExists, WriteConflict, ConflictingOperationInProgress,
+# IndexBuildAlreadyInProgress. Retried; a real spec conflict (85, 86) is not.
+TRANSIENT_INDEX_CODES = frozenset({48, 112, 117, 276})
+INDEX_ATTEMPTS = 6
 
 
 class ResourceDoc(me.Document):
@@ -154,6 +159,21 @@ class LockDoc(me.Document):
     expires = me.DateTimeField(required=True)
     meta = {"collection": "locks", "db_alias": ALIAS,  # noqa: RUF012
             "indexes": [{"fields": ["expires"], "expireAfterSeconds": 0}]}
+
+
+def ensure_indexes(docs: tuple[type[me.Document], ...], pause: float = 0.2) -> None:
+    """Create the collections' indexes; safe when several processes start on a new
+    database at once (issue 27 item 13). createIndexes of an existing identical index is
+    a no-op, and the transient answers a concurrent build can draw are retried."""
+    for doc in docs:
+        for attempt in range(1, INDEX_ATTEMPTS + 1):
+            try:
+                doc.ensure_indexes()
+                break
+            except OperationFailure as exc:
+                if exc.code not in TRANSIENT_INDEX_CODES or attempt == INDEX_ATTEMPTS:
+                    raise
+                time.sleep(pause * attempt)
 
 
 @dataclass
@@ -347,8 +367,7 @@ class MongoStore:
         me.connect(db=db, host=host, alias=ALIAS, uuidRepresentation="standard", **kwargs)
         self.mock = "mongo_client_class" in kwargs
         self.client = me.get_connection(ALIAS)
-        for doc in (ResourceDoc, HistoryDoc, LockDoc, JournalDoc):
-            doc.ensure_indexes()
+        ensure_indexes((ResourceDoc, HistoryDoc, LockDoc, JournalDoc))
         self.supports_transactions = self._detect_transactions()
         concern = WriteConcern(w="majority", j=True)
         self.res = self._with_concern(ResourceDoc._get_collection(), concern)

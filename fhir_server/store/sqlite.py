@@ -370,26 +370,46 @@ class SqliteStore:
         """Run the scripts newer than the main file's ``user_version``, one write unit
         each. A script marked ``-- idempotent`` writes another file than the one holding
         the version: its version is set in a unit of its own after it commits (commits are
-        atomic per file only), and it may run again after a crash."""
-        conn = self._conn()
-        for script in sorted(MIGRATIONS.glob("*.sql")):
-            number = int(script.name.split("_", 1)[0])
-            text = script.read_text()
-            idempotent = "-- idempotent" in text
-            with self.write():  # the version is read under the lock: workers start together
-                if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
-                    continue
-                # comments may hold semicolons: drop them before splitting the statements
-                code = "\n".join(line for line in text.splitlines()
-                                 if not line.lstrip().startswith("--"))
-                for statement in code.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                if not idempotent:
-                    conn.execute(f"PRAGMA user_version = {number}")
-            if idempotent:
+        atomic per file only), and it may run again after a crash.
+
+        The whole migration — the first connection (its switch to WAL) and every script,
+        each version read inside its unit — runs under an exclusive lock on
+        ``<file>.migrate-lock``: processes opening a new file together (``serve``'s HTTP
+        workers and listeners) wait for the first, then find the schema current. Holding
+        the writer lock per script only was not enough: a process that re-ran the
+        idempotent 0005 could set the version back to 5 after another had run 0006, and
+        0006 ran twice (``no such view: main.audit_history``; issue 27 item 13).
+        """
+        fd = os.open(f"{self.path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            conn = self._conn()
+            for script in sorted(MIGRATIONS.glob("*.sql")):
+                number = int(script.name.split("_", 1)[0])
+                text = script.read_text()
+                idempotent = "-- idempotent" in text
                 with self.write():
-                    conn.execute(f"PRAGMA user_version = {number}")
+                    if self._version(conn) >= number:
+                        continue
+                    # comments may hold semicolons: drop them before splitting statements
+                    code = "\n".join(line for line in text.splitlines()
+                                     if not line.lstrip().startswith("--"))
+                    for statement in code.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    if not idempotent:
+                        conn.execute(f"PRAGMA user_version = {number}")
+                if idempotent:
+                    with self.write():
+                        if self._version(conn) < number:  # never set a version back
+                            conn.execute(f"PRAGMA user_version = {number}")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[None]:
