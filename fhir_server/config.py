@@ -21,6 +21,23 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from None
 
 
+def _port(name: str, default: int) -> int:
+    port = _int(name, default)
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"{name} must be a TCP port (0-65535), got {port}")
+    return port
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _log_level(name: str) -> str:
+    value = (os.environ.get(name) or "info").lower()
+    if value not in LOG_LEVELS:
+        raise SystemExit(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value
+
+
 def _list(name: str, default: str = "") -> tuple[str, ...]:
     return tuple(v.strip() for v in os.environ.get(name, default).split(",") if v.strip())
 
@@ -117,12 +134,12 @@ class Settings:
             required_profiles=parse_required(env["TELEIMG_REQUIRED_PROFILES"])
             if "TELEIMG_REQUIRED_PROFILES" in env else dict(DEFAULT_REQUIRED),
             http_host=env.get("TELEIMG_HTTP_HOST", "127.0.0.1"),
-            http_port=_int("TELEIMG_HTTP_PORT", 8080),
+            http_port=_port("TELEIMG_HTTP_PORT", 8080),
             data_dir=Path(env.get("TELEIMG_DATA_DIR", "data")),
             store_url=env.get("TELEIMG_STORE_URL") or None,
             base_url=(env.get("TELEIMG_BASE_URL") or "").rstrip("/") or None,
             cors_origins=_origins("TELEIMG_CORS_ORIGINS"),
-            log_level=env.get("TELEIMG_LOG_LEVEL", "info"),
+            log_level=_log_level("TELEIMG_LOG_LEVEL"),
             limits=Limits(
                 default_count=_int("TELEIMG_DEFAULT_COUNT", 20),
                 max_count=_int("TELEIMG_MAX_COUNT", 1000),

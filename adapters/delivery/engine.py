@@ -40,6 +40,7 @@ from adapters.delivery.outbox import (
 from adapters.delivery.settings import DeliverySettings
 from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
+from fhir_server import logs
 from fhir_server.security import masking
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.origin import finess, origin
@@ -223,7 +224,7 @@ class Sender:
         try:
             outcome = await channel(d)
         except Exception as exc:  # a bug or an unreadable stored document: keep, retry
-            log.exception("diffusion %s: unexpected error", d.id)
+            log.error("diffusion %s: unexpected error %s", d.id, logs.failure(exc))
             outcome = Outcome("retry", f"erreur interne : {exc}")
         self.settle(d, outcome)
         await self.call(self.outbox.update, d)

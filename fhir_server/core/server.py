@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fhir_server import logs
 from fhir_server.audit.balp import build
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import (
@@ -182,9 +183,9 @@ class FhirServer:
             return self.dispatch(req)
         except FhirError as exc:
             return error_response(exc)
-        except Exception:
-            log.exception("unhandled error in %s %s/%s", req.interaction.value,
-                          req.resource_type, req.id)
+        except Exception as exc:  # the id may be client-chosen (an IPP): not logged
+            log.error("unhandled error in %s %s: %s", req.interaction.value,
+                      req.resource_type, logs.failure(exc))
             return error_response(FhirError(ErrorKind.INTERNAL, "internal server error"))
 
     def _record(self, req: FhirRequest, status: int, diagnostics: str | None,
@@ -210,8 +211,9 @@ class FhirServer:
             return self._render(req, resp)
         except FhirError as exc:
             return render_error(exc)
-        except Exception:
-            log.exception("cannot render %s response", req.interaction.value)
+        except Exception as exc:
+            log.error("cannot render %s response: %s", req.interaction.value,
+                      logs.failure(exc))
             return render_error(FhirError(ErrorKind.INTERNAL, "cannot render the response"))
 
     def _render(self, req: FhirRequest, resp: FhirResponse) -> Rendered:

@@ -27,8 +27,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.workflow.machine import TASK_SYSTEM
-from profiles.spec import FINESS
 from fhir_server.workflow.records import body, coding, load, raw_store, ref_of, split, task_id
+from profiles.spec import FINESS
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
