@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def retry(outbox: Outbox, delivery_id: str, who: str) -> int:
     """``delivery retry ID``: 0 queued again, 2 refused or unknown (nothing changed)."""
-    from adapters.delivery.outbox import Refused
+    from adapters.exchange import Refused
 
     try:
         found = outbox.retry(delivery_id, who)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from adapters.exchange import Refused, operator_event, system_object
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
 from fhir_server.workflow.records import body, raw_store, ref_of, save
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 SYSTEM = url("CodeSystem", "teleimagerie-delivery")
 EXT = url("StructureDefinition", "delivery-")
 CODE = "diffusion-cr"
-OPERATOR_ACTIONS = url("CodeSystem", "teleimagerie-operator-action")
-OPERATOR_SYSTEM = "urn:teleimagerie:operator"
 # businessStatus code -> (Task.status, label)
 STATES: dict[str, tuple[str, str]] = {
     "a-envoyer": ("requested", "à envoyer"),
@@ -264,32 +263,17 @@ class Outbox:
         return delivery
 
     def _audit_retry(self, d: Delivery, operator: str, before: str) -> None:
-        """DCM 110106 *Export*, action U, subtype ``retry`` (the operator's command), the
-        operator as requestor, the Task, the document and the patient as entities."""
-        from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
-
+        """The operator's ``retry`` (exchange.operator_event): the Task and the document
+        as entities."""
         if self.server.audit is None:
             return
-        entities: list[dict[str, Any]] = [
-            {"what": {"reference": f"Task/{d.id}"},
-             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-             "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-             "description": f"teleimagerie delivery retry : {d.action} {d.channel} "
-                            f"v{d.version} — avant : {before}"[:1000]},
-            {"what": {"reference": d.document},
-             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-             "role": {"system": OBJECT_ROLE, "code": "20", "display": "Job"}}]
-        self.server.audit.record([event(
-            {"system": DCM, "code": "110106", "display": "Export"}, "U", "0",
-            {"identifier": {"system": OPERATOR_SYSTEM, "value": operator},
-             "display": f"opérateur {operator} (teleimagerie CLI)"}, "", self.server.name,
-            True, entities, patient=d.patient or None,
-            subtype=[{"system": OPERATOR_ACTIONS, "code": "retry",
-                      "display": "teleimagerie delivery retry"}])], durable=True)
-
-
-class Refused(Exception):
-    """An operator command that does not apply to a delivery; nothing was changed."""
+        entities = [system_object(f"Task/{d.id}", "4",
+                                  f"teleimagerie delivery retry : {d.action} {d.channel} "
+                                  f"v{d.version} — avant : {before}"),
+                    system_object(d.document, "20")]
+        self.server.audit.record([operator_event("delivery", "retry", operator,
+                                                 self.server.name, True, entities,
+                                                 d.patient or None)], durable=True)
 
 
 def backoff(settings: DeliverySettings, attempts: int) -> float:

@@ -23,6 +23,7 @@ deleted: a role ends with ``active`` = ``non``.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import csv
 import io
@@ -262,9 +263,18 @@ def read(path: Path) -> tuple[str, str, list[str]]:
         raise LoadError([f"{path}: a spreadsheet file; save it as CSV (.csv, UTF-8) first"],
                         usage=True)
     warnings = []
+    # a byte-order mark says the encoding: Excel's "Unicode text" export is UTF-16 LE
+    bom = next((enc for mark, enc in ((codecs.BOM_UTF32_LE, "utf-32"),
+                                      (codecs.BOM_UTF32_BE, "utf-32"),
+                                      (codecs.BOM_UTF16_LE, "utf-16"),
+                                      (codecs.BOM_UTF16_BE, "utf-16"))
+                if raw.startswith(mark)), None)
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(bom or "utf-8-sig")
     except UnicodeDecodeError:
+        if bom:
+            raise LoadError([f"{path}: not valid {bom.upper()} despite its byte-order mark"],
+                            usage=True) from None
         text = raw.decode("cp1252", errors="replace")
         warnings.append(f"{path}: not UTF-8, read as Windows-1252 (a spreadsheet export?)")
     suffix = path.suffix.lower()

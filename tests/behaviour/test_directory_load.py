@@ -4,6 +4,7 @@ or a FHIR Bundle, through the core, idempotent, all or nothing; both stores."""
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import re
 from pathlib import Path
@@ -280,6 +281,24 @@ def test_french_spreadsheet_export_loads(core: FhirServer, ris: TestClient,
     assert _one(ris, f"Organization?identifier={FINESS}|{SITE}")["name"] == "CH de proximité"
     assert _one(ris, f"Practitioner?identifier={RPPS}|{MOREAU}")["name"][0]["given"] == \
         ["Paul"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_a_unicode_text_export_with_its_byte_order_mark_loads(
+        core: FhirServer, ris: TestClient, tmp_path: Path, encoding: str) -> None:
+    """Excel's "Texte Unicode" export is UTF-16 with a BOM: read as such, not as 1252."""
+    text = "\r\n".join([
+        "FINESS;Raison sociale;Type structure;RPPS;Nom;Prénom;Spécialité;Rôle;Actif",
+        f"{SITE};CH de proximité;structure_imagerie;{MOREAU};MOREAU;Paul;SM59;"
+        "requesting-physician;oui"]) + "\r\n"
+    raw = text.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = codecs.BOM_UTF16_BE + raw
+    path = tmp_path / "annuaire.csv"
+    path.write_bytes(raw)
+    summary = _load(core, path)
+    assert summary.warnings == [] or not any("1252" in w for w in summary.warnings)
+    assert _one(ris, f"Organization?identifier={FINESS}|{SITE}")["name"] == "CH de proximité"
 
 
 def test_dry_run_checks_and_plans_without_writing(core: FhirServer, ris: TestClient) -> None:

@@ -86,3 +86,34 @@ def test_include_of_a_value_set_and_a_system_intersects_by_code_not_label() -> N
         "system": "http://snomed.info/sct",
         "concept": [{"code": "774007", "display": "Tête"}, {"code": "1"}]}]}}
     assert [c.code for c in terms.expansion(url).concepts] == ["774007"]
+
+
+def test_every_code_system_our_code_writes_is_published() -> None:
+    """A code system the server writes (AuditEvent.subtype, Task codes…) is in the IG we
+    ship (terminology/resources), so a consumer can look its codes up."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    published = {p.name.removeprefix("CodeSystem-").removesuffix(".json")
+                 for p in (root / "terminology" / "resources").glob("CodeSystem-*.json")}
+    used = set()
+    for source in [*(root / "fhir_server").rglob("*.py"), *(root / "adapters").rglob("*.py")]:
+        text = source.read_text(encoding="utf-8")
+        used |= set(re.findall(r"teleimagerie\.fr/fhir/CodeSystem/(teleimagerie-[\w-]+)", text))
+        used |= set(re.findall(r'url\("CodeSystem", "(teleimagerie-[\w-]+)"\)', text))
+    assert used, "the scan found nothing: the pattern is stale"
+    assert used <= published, sorted(used - published)
+
+
+def test_the_role_code_system_lists_exactly_the_roles() -> None:
+    """R-ACT-1: AuditEvent.agent.role codes = the role table (security/roles.py)."""
+    import json
+    from pathlib import Path
+
+    from fhir_server.security.roles import ROLES
+
+    path = (Path(__file__).resolve().parents[3] / "terminology" / "resources"
+            / "CodeSystem-teleimagerie-role.json")
+    codes = {c["code"] for c in json.loads(path.read_text(encoding="utf-8"))["concept"]}
+    assert codes == set(ROLES)
