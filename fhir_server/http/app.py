@@ -4,9 +4,12 @@ It parses the body by Content-Type (JSON, XML, JSON Patch, form for ``_search``)
 resolves the URL with :func:`fhir_server.core.routing.route`, calls the core and
 writes the rendered bytes back.
 
-Order of the checks, whatever the method: no or bad token -> 401 (audited); a resource
-type we do not serve -> 404 "not supported" (before any right is looked at and before
-the body is read); a method the path does not take -> 405 with ``Allow``; then the body.
+Order of the checks, whatever the method and path (only ``GET``/``HEAD /fhir/metadata``
+is public): no or bad token -> 401 (audited, R-SEC-1, R-SEC-3), also on paths and types
+we do not serve; a resource type we do not serve -> 404 "not supported" (before any
+right is looked at and before the body is read); a method the path does not take -> 405
+with ``Allow``; then the body. STOW-RS (``/dicomweb/studies``) authenticates the same
+way, its refusals audited too (R-INT-2).
 Every answer under ``/fhir`` is an OperationOutcome when it is an error. CORS
 (``TELEIMG_CORS_ORIGINS``) is Starlette's middleware, answering refusals in FHIR too.
 """
@@ -76,6 +79,11 @@ def _check_type(path: str) -> None:
     first = path.strip("/").split("/", 1)[0]
     if first and first != "metadata" and not first.startswith(("_", "$")):
         require_supported(first)
+
+
+def _public(method: str, path: str) -> bool:
+    """The one request answered without a token: the CapabilityStatement (http.html)."""
+    return method in ("GET", "HEAD") and path.strip("/") == "metadata"
 
 
 def _allowed(path: str) -> str:
@@ -160,7 +168,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         params = parse_qsl(request.url.query, keep_blank_values=True)
         context = _context(request_id, request.client, headers)
         try:
-            if core.security is not None and path not in ("metadata", ""):
+            if core.security is not None and not _public(request.method, path):
                 try:  # authenticate before reading a body (the core checks again)
                     context.principal = core.security.validator.principal(
                         headers.get("authorization"))
@@ -212,8 +220,14 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         try:
             if core.security is None:
                 raise FhirError(ErrorKind.FORBIDDEN, "STOW-RS needs the security policy")
-            principal = core.security.validator.principal(
-                request.headers.get("authorization"))
+            try:
+                principal = core.security.validator.principal(
+                    request.headers.get("authorization"))
+            except FhirError:  # refused before the body is read, and audited (R-SEC-3)
+                return _respond(await run_in_threadpool(
+                    _handle_and_render, core, _stow_refusal(request, request_id,
+                                                             settings.base_url)),
+                    request_id)
             raw = await request.body()
             if len(raw) > dicom.max_upload_bytes:
                 raise FhirError(ErrorKind.TOO_LARGE, f"upload of {len(raw)} bytes exceeds "
@@ -256,6 +270,17 @@ def _context(request_id: str, client: Any, headers: dict[str, str]) -> RequestCo
     address = client[0] if client else None
     return RequestContext(request_id=request_id, client_address=address,
                           user_agent=headers.get("user-agent"))
+
+
+def _stow_refusal(request: Request, request_id: str, base_url: str | None) -> FhirRequest:
+    """The STOW request as the core sees it, to refuse its token through the core, which
+    audits the refusal like any other (R-SEC-3, R-INT-2)."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    context = _context(request_id, request.client, headers)
+    context.source = "dicom"
+    return FhirRequest(Interaction.OPERATION, operation="stow-rs", headers=headers,
+                       base_url=base_url or str(request.base_url).rstrip("/") + "/fhir",
+                       context=context, method=request.method)
 
 
 def _base_from_scope(scope: Any, headers: dict[str, str]) -> str:

@@ -3,7 +3,9 @@
 Only asymmetric keys are kept: an ``oct`` (shared secret) key in a JWKS would let
 anyone holding it mint tokens, so it is dropped with a warning. Unknown ``kid`` values
 trigger a refresh, at most once per ``refresh_interval`` seconds (key rotation without
-letting bogus tokens hammer the issuer).
+letting bogus tokens hammer the issuer). A ``kid`` that is not a string finds no key
+(the token validator refuses it first, R-SEC-1); a JWKS document that is not a JSON
+object with a ``keys`` array is ignored with a warning, the keys already loaded kept.
 """
 
 from __future__ import annotations
@@ -50,19 +52,27 @@ class KeySet:
             except (OSError, ValueError) as exc:
                 log.warning("cannot load JWKS from %s: %s", self.location, exc)
                 return
+            found = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(found, list):
+                log.warning("JWKS %s: not a JSON object with a 'keys' array", self.location)
+                return
             keys: dict[str, dict[str, Any]] = {}
-            for jwk in document.get("keys", []):
+            for jwk in found:
                 if not isinstance(jwk, dict) or jwk.get("kty") not in ASYMMETRIC_KTY:
                     log.warning("JWKS %s: ignoring non-asymmetric key %s", self.location,
                                 jwk.get("kid") if isinstance(jwk, dict) else jwk)
                     continue
                 if jwk.get("use", "sig") != "sig":
                     continue
-                keys[str(jwk.get("kid", ""))] = jwk
+                kid = jwk.get("kid", "")
+                keys[kid if isinstance(kid, str) else str(kid)] = jwk
             self._keys = keys
 
-    def get(self, kid: str | None) -> dict[str, Any] | None:
-        """The key for ``kid`` (or the only key when the token has no kid)."""
+    def get(self, kid: object) -> dict[str, Any] | None:
+        """The key for ``kid`` (or the only key when the token has no kid); None for a
+        ``kid`` that is not a string."""
+        if kid is not None and not isinstance(kid, str):
+            return None
         if not self._keys:
             self.refresh()
         key = self._find(kid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_server.security.roles import ROLES
 from fhir_server.security.scopes import Scope
 
 RPPS_OID = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs (FR Core Practitioner)
@@ -43,7 +44,11 @@ class Principal:
 
     @property
     def is_system(self) -> bool:
-        return bool(self.scopes) and all(s.context == "system" for s in self.scopes)
+        """A connector, decided by the role table, never by the scope (R-SEC-1): every
+        known role of the token is a system role. The token validator refuses a token
+        mixing human and system roles, so a human is never taken for a connector."""
+        known = [ROLES[r] for r in self.roles if r in ROLES]
+        return bool(known) and all(r.system for r in known)
 
     @property
     def display(self) -> str:

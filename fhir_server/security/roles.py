@@ -11,6 +11,11 @@ sees through the masking codes in ``unmasks`` only; a role that *shares* documen
 outside the care team (``shares``: ``dmp`` or ``professionnels``) does not see the
 documents of a patient who opposed that sharing (R-CONS-5).
 
+A role is a *human* role or a *system* role (``system``: a connector, no person behind
+it). Human vs system is a property of the role, never of the token's scope: a token's
+roles are all human or all system, and its SMART scope contexts must fit them
+(:mod:`tokens`, R-SEC-1). Only a human must be strongly authenticated (``acr``).
+
 The effective right of a token is the intersection of its roles and its SMART
 scopes. The table is documented in ``docs/security.md``; AuditEvent is never
 writable through the API (append-only trail, R-SEC-3).
@@ -37,6 +42,7 @@ class Role:
     grants: dict[str, str]  # resource type -> letters
     unmasks: frozenset[str] = EVERY_LABEL  # masking codes this role sees through
     shares: str = ""  # the sharing an opposition withholds documents from (R-CONS-5)
+    system: bool = False  # a connector (no person): no acr, system/ scopes only (R-SEC-1)
 
     def letters(self, rtype: str) -> str:
         return self.grants.get(rtype, "")
@@ -80,24 +86,28 @@ ROLES: dict[str, Role] = {r.code: r for r in (
     Role("auditor", "Auditeur (DPO, RSSI)", "all", _grants(
         _READ_DIRECTORY, (("AuditEvent",), "rs"))),
     Role("ris", "Connecteur RIS (système)", "all", _grants(
-        (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds"))),
+        (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds")), system=True),
     Role("pacs", "Connecteur PACS (système)", "all", _grants(
         _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy",), "crus"),
         # d: header-derived doses give way to the RDSR that arrives later
         (("Observation",), "cruds"),
         # a study received before its request: a provisional Patient and its Flag
-        (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs"))),
+        (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs")), system=True),
     # publishes the documents with their masking codes: the DMP applies them
     Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(
         _READ_DIRECTORY,
         (("Patient", "Consent", "DiagnosticReport", "DocumentReference", "Binary",
-          "ImagingStudy", "ServiceRequest", "Observation"), "rs")), shares="dmp"),
+          "ImagingStudy", "ServiceRequest", "Observation"), "rs")), shares="dmp",
+         system=True),
     # an EHR of another structure pulling reports (IHE MHD consumer): shown only what
     # may be shared with professionals outside the care team
     Role("document-consumer", "Consommateur de documents MHD (DPI tiers, système)", "all",
          _grants(_READ_DIRECTORY, (("Patient", "DocumentReference", "Binary"), "rs")),
-         unmasks=frozenset(), shares="professionnels"),
+         unmasks=frozenset(), shares="professionnels", system=True),
     Role("patient", "Patient", "self", _grants(
         _READ_DIRECTORY, (tuple(t for t in PATIENT_DATA if t != "Provenance"), "rs"),
         (("Consent",), "cu")), unmasks=EVERY_LABEL - {INVISIBLE_PATIENT}),
 )}
+
+# the connectors' roles (R-SEC-1: the role, not the scope, says "no person behind it")
+SYSTEM_ROLES = frozenset(code for code, role in ROLES.items() if role.system)
