@@ -11,18 +11,24 @@ from urllib.parse import parse_qsl, urlsplit
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
+from fhir_server.core.params import check_integer_params
 from fhir_server.core.resource_types import require_supported
 from fhir_server.search.compartments import is_compartment
+from fhir_server.validation import base_spec
 
 
 def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = None,
           headers: dict[str, str] | None = None, base_url: str = "",
           context: RequestContext | None = None) -> FhirRequest:
-    """Resolve ``path`` (relative to the FHIR base, no leading slash) into a request."""
+    """Resolve ``path`` (relative to the FHIR base, no leading slash) into a request.
+
+    Integer result parameters (``_count``, ``_offset``) are range-checked here, for
+    HTTP and Bundle entries alike (400, issue 27)."""
     method = method.upper()
     parts = [p for p in path.strip("/").split("/") if p]
     req = FhirRequest(Interaction.READ, params=params, body=body, headers=headers or {},
                       base_url=base_url, context=context or RequestContext(), method=method)
+    check_integer_params(params)
 
     def bad() -> FhirError:
         return FhirError(ErrorKind.METHOD_NOT_ALLOWED,
@@ -55,6 +61,7 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
             req.id = parts[1]
         if method not in ("GET", "POST"):
             raise bad()
+        _check_parameters(body)
         return req
     if parts[0] == "_history" and len(parts) == 1:
         if method != "GET":
@@ -105,11 +112,29 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
     raise bad()
 
 
+def _check_parameters(body: Any) -> None:
+    """An operation's ``Parameters`` body meets the base specification like any resource
+    (types, no NUL or other control character in a string, known nested resource types):
+    its values end up in stored resources, so a bad one is the client's 400, not the
+    server's 500 when it stores what it built (issue 27). ``"parameter": []`` is taken
+    for no parameter, as clients send it."""
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        if body.get("parameter") == []:
+            body = {k: v for k, v in body.items() if k != "parameter"}
+        issues = base_spec.check(body, "Parameters")
+        if issues:
+            raise FhirError(ErrorKind.STRUCTURE, issues[0].diagnostics, issues=issues)
+
+
 def _raise(exc: FhirError) -> Any:
     raise exc
 
 
 def split_url(url: str) -> tuple[str, list[tuple[str, str]]]:
-    """``Patient?identifier=x`` -> (``Patient``, [(identifier, x)])."""
-    parts = urlsplit(url)
-    return parts.path, parse_qsl(parts.query, keep_blank_values=True)
+    """``Patient?identifier=x`` -> (``Patient``, [(identifier, x)]); 400 for a URL that
+    cannot be split (``http://[::1``)."""
+    try:
+        parts = urlsplit(url)
+        return parts.path, parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        raise FhirError(ErrorKind.INVALID, f"not a URL: {url[:200]!r}") from None

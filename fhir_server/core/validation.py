@@ -108,9 +108,10 @@ def base_issues(body: dict[str, Any], rtype: str) -> list[Issue]:
             issues.append(Issue(f"{where}: {err['msg']}", code="required" if "missing" in kind
                                 else "structure" if kind == "extra_forbidden" else "value",
                                 expression=[where]))
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, LookupError) as exc:
         # the models' own validators crash on some wrong JSON types (fhir_core's url
-        # validator on a number); the element-wise check has reported those already
+        # validator on a number, a KeyError on a contained resourceType they do not
+        # know); the element-wise check has reported those already (issue 27)
         if not issues:
             issues.append(Issue(f"{rtype}: not a valid resource ({exc})", code="structure",
                                 expression=[rtype]))

@@ -62,6 +62,7 @@ def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
                         f"{server.limits.max_bundle_entries}", expression=["Bundle.entry"])
     for i, entry in enumerate(entries):
         _check_entry(i, entry)
+    _check_full_urls(entries)
     if kind == "transaction":
         responses = _transaction(server, req, entries)
     else:
@@ -79,7 +80,7 @@ def _check_entry(i: int, entry: Any) -> None:
     where = f"Bundle.entry[{i}]"
     request = entry.get("request") if isinstance(entry, dict) else None
     if not isinstance(request, dict) or not isinstance(request.get("url"), str) or \
-            request.get("method") not in ORDER:
+            not isinstance(request.get("method"), str) or request["method"] not in ORDER:
         raise FhirError(ErrorKind.INVALID, f"{where}.request needs a method (GET, HEAD, POST, "
                         "PUT, PATCH, DELETE) and a url", expression=[f"{where}.request"])
     if request["method"] in ("POST", "PUT") and not isinstance(entry.get("resource"), dict):
@@ -87,7 +88,33 @@ def _check_entry(i: int, entry: Any) -> None:
                         expression=[f"{where}.resource"])
 
 
-def _entry_request(req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
+def _check_full_urls(entries: list[dict[str, Any]]) -> None:
+    """400 naming the entry for a fullUrl that is not a URI, or that an earlier entry
+    already has (bdl-7: unique, unless the versions differ). A duplicate would make
+    ``urn:uuid`` references ambiguous: the last entry silently won (issue 27)."""
+    seen: dict[tuple[str, Any], int] = {}
+    for i, entry in enumerate(entries):
+        full_url = entry.get("fullUrl")
+        if full_url is None:
+            continue
+        where = f"Bundle.entry[{i}].fullUrl"
+        if not isinstance(full_url, str) or not full_url or \
+                any(c.isspace() or ord(c) < 32 for c in full_url):
+            raise FhirError(ErrorKind.INVALID, f"{where} must be a URI (a string without "
+                            "whitespace)", expression=[where])
+        resource = entry.get("resource")
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        key = (full_url, version if isinstance(version, str) else None)
+        if key in seen:
+            raise FhirError(ErrorKind.INVALID, f"{where}: {full_url[:200]} is also the "
+                            f"fullUrl of Bundle.entry[{seen[key]}] (bdl-7: fullUrl must be "
+                            "unique in a Bundle)", expression=[where])
+        seen[key] = i
+
+
+def _entry_request(req: FhirRequest, entry: dict[str, Any], where: str = "Bundle.entry"
+                   ) -> FhirRequest:
     request = entry["request"]
     url = request["url"]
     if url.startswith(req.base_url + "/"):
@@ -105,7 +132,12 @@ def _entry_request(req: FhirRequest, entry: dict[str, Any]) -> FhirRequest:
     body = entry.get("resource")
     if request["method"] == "PATCH" and isinstance(body, dict) and \
             body.get("resourceType") == "Binary":
-        body = orjson.loads(base64.b64decode(body.get("data", "")))
+        try:
+            body = orjson.loads(base64.b64decode(body.get("data", ""), validate=True))
+        except (ValueError, TypeError):
+            raise FhirError(ErrorKind.INVALID, "a PATCH entry's Binary.data must be a "
+                            "base64 JSON Patch document",
+                            expression=[f"{where}.resource.data"]) from None
     # Entries act for the same principal, share its access view and audit list.
     context = replace(req.context, source="bundle")
     return route(request["method"], path, params, body=body, headers=headers,
@@ -138,7 +170,7 @@ def _response_entry(req: FhirRequest, resp: FhirResponse) -> dict[str, Any]:
 def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]
                  ) -> dict[str, Any]:
     try:
-        sub = _entry_request(req, entry)
+        sub = _entry_request(req, entry, f"Bundle.entry[{i}]")
         if sub.interaction == Interaction.BATCH:
             raise FhirError(ErrorKind.INVALID, "a batch entry cannot be a nested batch")
         resp = server.dispatch(sub)
@@ -152,7 +184,8 @@ def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, A
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     results: dict[int, dict[str, Any]] = {}
     with server.store.write():
-        requests = {i: _entry_request(req, entries[i]) for i in range(len(entries))}
+        requests = {i: _entry_request(req, entries[i], f"Bundle.entry[{i}]")
+                    for i in range(len(entries))}
         mapping, existing = _assign_ids(server, entries, requests)
         for i, sub in requests.items():
             if sub.body is not None and sub.interaction != Interaction.PATCH:

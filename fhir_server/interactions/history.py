@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fhir_server.core.errors import invalid, not_found
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.core.params import bounded_int
 from fhir_server.interactions.common import etag, http_date
 from fhir_server.search.query import decode_cursor, encode_cursor
 from fhir_server.search.values import date_range, format_instant
@@ -32,9 +33,10 @@ def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
             since = rng[0]
             kept.append((key, value))
         elif key == "_count":
-            if not value.isdigit():
+            number = bounded_int(value)
+            if number is None:
                 raise invalid("_count must be a non-negative integer", "_count")
-            count = min(int(value), server.limits.max_count)
+            count = min(number, server.limits.max_count)
             kept.append((key, value))
         elif key == "_cursor":
             cursor = decode_cursor(value)

@@ -1,4 +1,5 @@
-"""vread — GET [base]/[type]/[id]/_history/[vid] (http.html#vread)."""
+"""vread — GET [base]/[type]/[id]/_history/[vid] (http.html#vread); a vid that is not
+a 64-bit version number is 404 like any missing version (issue 27)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.core.params import version_number
 from fhir_server.interactions.common import cache_headers
 
 if TYPE_CHECKING:
@@ -15,10 +17,11 @@ if TYPE_CHECKING:
 
 def vread(server: FhirServer, req: FhirRequest) -> FhirResponse:
     assert req.resource_type and req.id and req.version_id is not None
-    if not req.version_id.isdigit():
-        raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id!r} of "
+    vid = version_number(req.version_id)  # 1..2^63-1: no other version can exist
+    if vid is None:
+        raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id[:40]!r} of "
                         f"{req.resource_type}/{req.id}")
-    item = server.store.vread(req.resource_type, req.id, int(req.version_id))
+    item = server.store.vread(req.resource_type, req.id, vid)
     if item is None:
         raise FhirError(ErrorKind.NOT_FOUND, f"no version {req.version_id} of "
                         f"{req.resource_type}/{req.id}")

@@ -8,6 +8,9 @@
   code (no leading/trailing whitespace), uri/url/canonical (no whitespace), oid, uuid,
   base64Binary; strings are non-empty, without control characters other than tab, CR and
   LF, and a string (or markdown) is at most 1 MiB.
+* **Nested resources** (``contained``, ``Bundle.entry.resource``, ``Parameters``): a
+  concrete R4 resource type, checked as any resource; a contained resource contains none
+  (dom-2) and has no ``meta.versionId``/``lastUpdated``/``security`` (dom-4, dom-5).
 * **Shape**: no ``null`` (except the positional ``null`` of a primitive array beside its
   ``_name`` extension array), no empty object or array, an array exactly where the
   element repeats, no element the type does not define.
@@ -38,7 +41,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +216,26 @@ def plan_of(model: Any, path: str) -> Plan:
     return plan
 
 
-@cache
+RESOURCE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+ABSTRACT = ("Resource", "DomainResource")
+
+
 def resource_plan(rtype: str) -> Plan | None:
+    """The plan of a concrete R4 resource type; None for anything else — a datatype
+    (``Extension``), an abstract type, a name the models do not know (issue 27: every
+    nested ``resourceType`` is checked, and names a client invents are never cached)."""
+    if not RESOURCE_NAME.fullmatch(rtype) or rtype in ABSTRACT:
+        return None
+    return _resource_plan(rtype)
+
+
+@lru_cache(maxsize=256)
+def _resource_plan(rtype: str) -> Plan | None:
     try:
         model = get_fhir_model_class(rtype)
     except (KeyError, ValueError, ImportError, AttributeError):
+        return None
+    if model.__name__ != rtype or not model.has_resource_base():
         return None
     return plan_of(model, rtype)
 
@@ -286,10 +304,11 @@ FAST: dict[str, Any] = {
 class Walker:
     """Checks one resource; collects one issue per problem."""
 
-    __slots__ = ("issues",)
+    __slots__ = ("contained", "issues")
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
+        self.contained = False  # walking a contained resource (dom-2, dom-4, dom-5)
 
     def add(self, expr: str, text: str, code: str = "structure") -> None:
         self.issues.append(Issue(f"{expr}: {text}", code=code, expression=[expr]))
@@ -299,9 +318,11 @@ class Walker:
             self.add(expr, f"a resource must be a JSON object, not {_describe(node)}")
             return
         rtype = node.get("resourceType")
-        plan = resource_plan(rtype) if isinstance(rtype, str) else None
+        plan = resource_plan(rtype) if type(rtype) is str else None
         if plan is None:
-            self.add(expr, f"unknown resourceType {rtype!r}", "structure")
+            what = "is missing" if rtype is None else f"{_describe(rtype)} is not an R4 " \
+                "resource type"
+            self.add(f"{expr}.resourceType", what, "structure")
             return
         self.object(node, plan, expr)
 
@@ -353,6 +374,29 @@ class Walker:
                 continue
             self.value(element, value, here)
 
+    def nested(self, element: Element, value: Any, where: str) -> None:
+        """A resource inside a resource (contained, Bundle.entry.resource, Parameters):
+        its type checked like any; a contained one holds no resource itself (dom-2) and
+        no version, date or security label of its own (dom-4, dom-5)."""
+        if self.contained:
+            self.add(where, "a contained resource must not contain nested resources (dom-2)")
+            return
+        if element.name != "contained":
+            self.resource(value, where)
+            return
+        self.contained = True
+        try:
+            self.resource(value, where)
+        finally:
+            self.contained = False
+        meta = value.get("meta") if type(value) is dict else None
+        if type(meta) is dict:
+            for name, rule in (("versionId", "dom-4"), ("lastUpdated", "dom-4"),
+                               ("security", "dom-5")):
+                if name in meta:
+                    self.add(f"{where}.meta.{name}", f"a contained resource has no "
+                             f"meta.{name} of its own ({rule})", "invariant")
+
     def value(self, element: Element, value: Any, where: str) -> None:
         kind = element.kind
         if kind == "complex" or kind == "element":
@@ -362,7 +406,7 @@ class Walker:
                 self.object(value, plan_of(element.model, element.path), where)
             return
         if kind == "resource":
-            self.resource(value, where)
+            self.nested(element, value, where)
             return
         if element.codes is not None and type(value) is str and value in element.codes:
             return  # the common case: a code of its required value set
