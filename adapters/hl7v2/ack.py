@@ -18,6 +18,9 @@ from adapters.hl7v2 import er7
 from adapters.hl7v2.er7 import Segment, comp
 from adapters.hl7v2.message import CHARSETS, DEFAULT_CHARSET, Delimiters, Message
 
+# HL7 table 0155 (accept/application acknowledgment conditions, MSH-15/MSH-16)
+CONDITIONS = ("AL", "NE", "ER", "SU")
+
 # HL7 table 0357 (message error condition codes)
 ERROR_CODES: dict[str, str] = {
     "0": "Message accepted",
@@ -82,7 +85,8 @@ def build_ack(msg: Message | None, code: str, problems: list[Problem] | None = N
             # ERL: our locations are written SEG^seq^field[^rep^comp^sub]
             2: comp(*p.location.split("^")) if p.location else None,
             3: comp(p.code, ERROR_CODES.get(p.code, ""), "HL70357"), 4: p.severity,
-            7: p.text[:1000], 8: p.text[:250]}))
+            # ERR-7 diagnostic information and ERR-8 user message are TX (§2.15.5)
+            7: er7.text(p.text[:1000]), 8: er7.text(p.text[:250])}))
     codec = CHARSETS.get(charset, "utf-8")
     return er7.message(segments, d).encode(codec, errors="replace")
 
@@ -104,3 +108,21 @@ def wanted(condition: str, code: str) -> bool:
     success = code in ("AA", "CA")
     return condition == "AL" or (condition == "ER" and not success) or \
         (condition == "SU" and success)
+
+
+def mode_problem(msg: Message) -> Problem | None:
+    """MSH-15 or MSH-16 valued outside HL7 table 0155 (issue 27): the sender's mode cannot
+    be known, so the message is answered as in original mode (§2.9.2), AR with ERR 103
+    at MSH-15/16 and nothing processed — never left without an answer."""
+    for n in (15, 16):
+        value = msg.msh.get(n)
+        if value and value.upper() not in CONDITIONS:
+            return Problem("103", f"MSH-{n} {value[:20]!r} hors table HL7 0155 (AL, NE, ER, "
+                           "SU) : message rejeté, à réémettre corrigé", f"MSH^1^{n}")
+    return None
+
+
+def enhanced(msg: Message) -> bool:
+    """Enhanced acknowledgement mode: MSH-15/16 valued (§2.9.3) with values of table
+    0155; otherwise the original mode's rules (and an AR for a bad value)."""
+    return msg.enhanced and mode_problem(msg) is None

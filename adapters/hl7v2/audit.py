@@ -29,7 +29,8 @@ def exchange_event(record: Record, msg: Message | None, peer: str, server_name: 
         "what": {"reference": f"Basic/{record.id}"},
         "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
         "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-        "description": f"HL7 v2 {code}^{kind} MSH-10 {msg.control_id if msg else '?'}"
+        "description": f"HL7 v2 {code}^{kind} MSH-10 "
+                       f"{msg.control_id if msg else record.control_id or '?'}"
                        f"{' (doublon)' if duplicate else ''}"}]
     outcome = OUTCOME.get(record.ack_code, "0" if record.status in (
         "processed", "sent", "held", "received", "pending") else "4")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, Record
-from adapters.hl7v2.settings import Hl7Settings
+from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, Record, literal
+from adapters.hl7v2.settings import Hl7Settings, SettingError
 
 if TYPE_CHECKING:
     from adapters.hl7v2.receiver import Receiver
@@ -65,11 +65,17 @@ def operator() -> str:
 
 def _checked(ids: list[str], check: Callable[[str], Record]) -> list[Record] | None:
     """Every record of ``ids`` through ``check`` (``Receiver.check_*``), or None after
-    printing why each refused one does not apply (then nothing is done)."""
+    printing why each refused one does not apply (then nothing is done). An id given
+    twice is acted on once (issue 24: the second pass found it processed and crashed)."""
     from adapters.hl7v2.receiver import Refused
 
     records: list[Record] = []
     problems: list[str] = []
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        print(f"{len(ids) - len(unique)} id(s) given more than once: each is acted on once",
+              file=sys.stderr)
+    ids = unique
     for rid in ids:
         try:
             records.append(check(rid))
@@ -141,6 +147,32 @@ def resend(receiver: Receiver, ids: list[str], who: str) -> int:
     return 0
 
 
+def listing(receiver: Receiver, outbound: bool, status: str | None, limit: int,
+            control: str | None = None) -> int:
+    """``hl7 list``: newest first, one line each — id, time, status, type, the control
+    key, whose key it is (``own``; ``reused``: another message owns it, AE 205;
+    ``unreadable``: read best-effort from a message that did not parse), ACK, patient,
+    error. ``control``: only the messages whose MSH-10 is that (MSA-2 of an ACK)."""
+    from adapters.hl7v2.receiver import describe
+    from adapters.hl7v2.records import STATUSES
+
+    if status and status not in STATUSES:
+        print(f"unknown status {status!r} ({', '.join(STATUSES)})", file=sys.stderr)
+        return 2
+    params = [("code", f"{KIND_SYSTEM}|{OUTBOUND if outbound else INBOUND}"),
+              ("_sort", "-_lastUpdated")]
+    if status:
+        params.append(("hl7-status", status))
+    if control:
+        params.append(("hl7-control", literal(control)))
+    for record in receiver.messages.find(params, limit):
+        d = describe(record)
+        print(f"{d['id']}  {record.created}  {d['status']:<9} {d['type'] or '-':<8} "
+              f"{d['control'] or '-'}  {d['key']}  {d['ack'] or '-'}  "
+              f"{d['patient'] or '-'}  {d['error']}".rstrip())
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from fhir_server.config import Settings
 
@@ -150,29 +182,31 @@ def run(args: argparse.Namespace) -> int:
         service.main()
         return 0
     if args.hl7_command == "send":
-        port = args.port or Hl7Settings.from_env().port
+        try:
+            port = args.port or Hl7Settings.from_env().port
+        except SettingError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         try:
             failures = asyncio.run(_send(args.files, args.host, port, args.timeout))
         except (OSError, TimeoutError) as exc:
             print(f"cannot reach {args.host}:{port}: {exc}", file=sys.stderr)
             return 2
         return 1 if failures else 0
-    from adapters.hl7v2.receiver import Receiver, describe
+    from adapters.hl7v2.receiver import Receiver
     from fhir_server.runtime import build_core
 
+    try:
+        hl7 = Hl7Settings.from_env()
+    except SettingError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     server = build_core(Settings.from_env())
-    receiver = Receiver(server, Hl7Settings.from_env())
+    receiver = Receiver(server, hl7)
     try:
         if args.hl7_command == "list":
-            params = [("code", f"{KIND_SYSTEM}|{OUTBOUND if args.outbound else INBOUND}"),
-                      ("_sort", "-_lastUpdated")]
-            if args.status:
-                params.append(("hl7-status", args.status))
-            for record in receiver.messages.find(params, args.limit):
-                d = describe(record)
-                print(f"{d['id']}  {record.created}  {d['status']:<9} {d['type']:<8} "
-                      f"{d['control']}  {d['ack']}  {d['patient'] or ''}  {d['error']}")
-            return 0
+            return listing(receiver, args.outbound, args.status, args.limit,
+                           getattr(args, "control", None))
         if args.hl7_command == "replay":
             return replay(receiver, args.status, args.limit, operator())
         if args.hl7_command == "resend":

@@ -4,10 +4,12 @@ message construction rules, §2.6 delimiters, §2.7 escape sequences).
 A segment is a name and its fields by HL7 number; a field is a tree whose inner nodes
 are *structure* and whose leaves are *data*. Delimiters are written only between
 structural parts; every leaf string goes through :func:`~adapters.hl7v2.message.escape`
-(``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, CR as ``\\X0D\\``, LF as ``\\.br\\``), so a value holding ``|``,
-``^``, ``&``, ``~`` or ``\\`` never splits a field. MSH-1 and MSH-2 are written verbatim
-from the delimiters. Trailing empty fields, repetitions, components and subcomponents
-are trimmed (§2.5).
+(``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, every C0 control character — CR, LF, VT, FS… — as
+``\\Xhh\\``), so a value holding ``|``, ``^``, ``&``, ``~``, ``\\`` or a control character
+never splits a field, a segment or an MLLP frame. A line break is the formatting command
+``\\.br\\`` only in a formatted-text value (:func:`text`, for FT/TX fields, §2.7.6).
+MSH-1 and MSH-2 are written verbatim from the delimiters. Trailing empty fields,
+repetitions, components and subcomponents are trimmed (§2.5).
 
 The representation (types below, built with the helpers)::
 
@@ -15,6 +17,7 @@ The representation (types below, built with the helpers)::
     comp("1234", "", "", sub("A", "1.2", "ISO"), "INS")     components, the 4th with
                                              subcomponents: 1234^^^A&1.2&ISO^INS
     rep(comp("1", ...), comp("2", ...))      repetitions: 1^…~2^…
+    text("ligne 1\\nligne 2")                FT/TX data: ligne 1\\.br\\ligne 2
     None or ""                               empty
 
 Written by hand rather than with hl7apy: its v2.6 structures have no PRT segment (which
@@ -48,6 +51,14 @@ class Rep(tuple[str | Comp, ...]):
     __slots__ = ()
 
 
+class Text(str):
+    """A data value of a formatted-text field (FT, TX; e.g. ERR-7/8, NTE-3): its line
+    breaks are written ``\\.br\\`` (HL7 v2.5 §2.7.6); in any other value a line break is
+    data, ``\\X0A\\``."""
+
+    __slots__ = ()
+
+
 Component = str | Sub
 Value = str | Comp
 Field = str | Comp | Rep | None
@@ -56,6 +67,10 @@ STANDARD = Delimiters()  # the default | ^ ~ \ &
 
 def sub(*parts: str) -> Sub:
     return Sub(parts)
+
+
+def text(value: str) -> Text:
+    return Text(value)
 
 
 def comp(*components: Component) -> Comp:
@@ -108,7 +123,7 @@ def _repetition(value: Value, d: Delimiters) -> str:
 def _leaf(value: object, d: Delimiters) -> str:
     if not isinstance(value, str):
         raise TypeError(f"a data value is a str, not {type(value).__name__}: {value!r}")
-    return escape(value, d)
+    return escape(value, d, formatted=isinstance(value, Text))
 
 
 def field(value: Field, d: Delimiters = STANDARD) -> str:

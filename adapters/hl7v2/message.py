@@ -49,6 +49,7 @@ class Delimiters:
 
 
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
+_C0 = re.compile(r"[\x00-\x1f]")  # C0 control characters (escaped as \Xhh\ on write)
 
 
 def unescape(text: str, d: Delimiters) -> str:
@@ -80,13 +81,20 @@ def unescape(text: str, d: Delimiters) -> str:
     return "".join(out)
 
 
-def escape(text: str, d: Delimiters = Delimiters()) -> str:
-    """The inverse of :func:`unescape` for values we write (strict on write)."""
+def escape(text: str, d: Delimiters = Delimiters(), formatted: bool = False) -> str:
+    """The inverse of :func:`unescape` for values we write (strict on write, HL7 v2.5
+    §2.7): the delimiters and the escape character as ``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\``, every
+    C0 control character (0x00–0x1F: VT and FS would end an MLLP frame, CR a segment) as
+    hexadecimal data ``\\Xhh\\`` (§2.7.4). ``formatted`` for FT/TX values only: a line
+    break (CR, LF or CRLF) is then the formatting command ``\\.br\\`` (§2.7.6), which other
+    data types do not have."""
     e = d.escape
-    return (text.replace(e, f"{e}E{e}").replace(d.field, f"{e}F{e}")
-            .replace(d.component, f"{e}S{e}").replace(d.subcomponent, f"{e}T{e}")
-            .replace(d.repetition, f"{e}R{e}").replace("\r", f"{e}X0D{e}")
-            .replace("\n", f"{e}.br{e}"))
+    out = (text.replace(e, f"{e}E{e}").replace(d.field, f"{e}F{e}")
+           .replace(d.component, f"{e}S{e}").replace(d.subcomponent, f"{e}T{e}")
+           .replace(d.repetition, f"{e}R{e}"))
+    if formatted:
+        out = out.replace("\r\n", "\n").replace("\r", "\n").replace("\n", f"{e}.br{e}")
+    return _C0.sub(lambda m: f"{e}X{ord(m.group()):02X}{e}", out)
 
 
 class Field:
@@ -109,7 +117,9 @@ class Field:
         if sub:
             parts = value.split(self._d.subcomponent)
             value = parts[sub - 1] if sub <= len(parts) else ""
-        return unescape(value, self._d).strip()
+        # spaces around the encoded value are padding; an escaped character (\Xhh\) is
+        # data, kept even when it is a control character at an end
+        return unescape(value.strip(), self._d)
 
     def __bool__(self) -> bool:
         return bool(self.raw.strip(self._d.component + self._d.subcomponent + " "))

@@ -7,7 +7,20 @@ derives from the request and the decision, so one decision is never queued twice
 sender delivers pending records to the route of the requesting structure (FINESS ->
 host:port), retries with exponential backoff until the RIS answers AA (or CA), records an
 AE (``failed``: resending the same content would fail again) and retries after an AR
-(a circumstantial refusal).
+(a circumstantial refusal), an unreachable peer, a missing route or an unreadable ACK.
+
+The retries have a budget (``TELEIMG_HL7_MAX_ATTEMPTS``): a message not answered AA/CA
+within it is a dead letter — status ``dead``, the last reason kept, audited like every
+attempt that settles a message, listed by ``teleimagerie hl7 list --outbound --status
+dead`` and sent again by ``teleimagerie hl7 resend ID`` (issue 24, R-INT-2). Nothing
+waits forever unseen; nothing is dropped.
+
+| outcome of attempt n | status | next |
+|---|---|---|
+| AA / CA | ``sent`` | — |
+| AE / CE | ``failed`` | ``hl7 resend`` once the cause is fixed |
+| AR / CR, unreachable, no route, bad ACK | ``pending`` | after ``base·2^(n-1)`` s, ≤ max |
+| the same, n = ``TELEIMG_HL7_MAX_ATTEMPTS`` | ``dead`` | ``hl7 resend`` |
 """
 
 from __future__ import annotations
@@ -157,6 +170,13 @@ class Sender:
             self._retry(record, f"{code} : refus circonstanciel, nouvel essai")
 
     def _retry(self, record: Record, why: str) -> None:
+        if record.attempts >= self.settings.max_attempts:  # the budget is spent
+            record.status, record.next_attempt = "dead", None
+            record.error = f"lettre morte après {record.attempts} essai(s) : {why}"[:1000]
+            # ids only (R-SEC-6): the record and the peer's text stay in the store
+            log.error("%s %s: no AA/CA after %d attempt(s): dead letter (teleimagerie "
+                      "hl7 resend %s)", record.type, record.id, record.attempts, record.id)
+            return
         delay = min(self.settings.retry_max,
                     self.settings.retry_base * 2 ** max(0, record.attempts - 1))
         record.status = "pending"

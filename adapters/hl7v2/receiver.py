@@ -37,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
+from adapters.exchange import Refused, operator_event, system_object
 from adapters.hl7v2 import adt_pam, omi_o23, orm_o01
-from adapters.hl7v2.ack import Problem, ack_code, build_ack, wanted
+from adapters.hl7v2.ack import Problem, ack_code, build_ack, enhanced, mode_problem, wanted
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.identity import IdentityConflict
 from adapters.hl7v2.message import Delimiters, Message, MessageError, unescape
@@ -72,13 +72,7 @@ REUSED = Problem("205", "MSH-10 déjà utilisé pour un autre message", "MSH^1^1
 # inbound statuses an operator may process again; never ``processed`` (it would apply
 # an old message over later changes) nor an outbound record (issue 24)
 REPROCESSABLE = ("received", "error", "rejected", "held")
-OPERATOR_ACTIONS = "https://teleimagerie.fr/fhir/CodeSystem/teleimagerie-operator-action"
-OPERATOR_SYSTEM = "urn:teleimagerie:operator"
-
-
-class Refused(Exception):
-    """An operator command that does not apply to a record; nothing was changed. The
-    text says why and what would apply."""
+__all__ = ["REPROCESSABLE", "Receiver", "Refused", "describe"]
 
 
 @dataclass
@@ -179,24 +173,57 @@ class Receiver:
         if not msg.control_id:
             return self._unreadable(raw, peer, Problem("101", "MSH-10 absent", "MSH^1^10"),
                                     reject=False, msg=msg)
-        previous = self.messages.by_control(key)
+        mode = enhanced(msg)  # an MSH-15/16 outside table 0155: original mode, AR below
+        commit: tuple[str, bytes, list[Problem]] | None = None
+        if mode:  # the commit ACK is decided from the header alone (§2.9.3)
+            problems = self._header_problems(msg)
+            code = ack_code(problems, bool(problems), enhanced=True)
+            commit = (code, build_ack(msg, code, problems, self.settings.application,
+                                      self.settings.facility), problems)
+        previous, record = self._claim(msg, raw, key, peer, commit)
         if previous is not None and not same_message(self.messages.raw(previous), raw):
             return self._reused(msg, raw, key, peer, previous)
-        if msg.enhanced:
-            return self._commit(msg, raw, key, peer, previous)
+        if commit is not None:
+            return self._commit(msg, key, peer, previous, record, commit)
         if previous is not None and previous.ack is not None:
             log.info("HL7 duplicate %s from %s: stored ACK sent again", key, peer)
             self._audit(previous, msg, peer, duplicate=True)
             return previous.ack
-        # process() commits durably before the ACK: this write need not wait for the disk
-        record = previous or self._keep(msg, raw, key, peer, "received", durable=False)
+        record = previous or record
+        assert record is not None
         return self.process(record, msg, peer)
+
+    def _claim(self, msg: Message, raw: bytes, key: str, peer: str,
+               commit: tuple[str, bytes, list[Problem]] | None
+               ) -> tuple[Record | None, Record | None]:
+        """(the record that owns ``key`` already, the record made for this message): the
+        lookup and the insert are one write unit under the store's lock on the key, so
+        of two messages under one key arriving at once (two connections, two processes)
+        exactly one owns it; the other sees it and is a resend or a reuse (issue 24).
+
+        Original mode: the new record need not reach the disk here — :meth:`process`
+        commits durably before its ACK, which flushes this one too. Enhanced mode: the
+        commit ACK follows at once, so the unit is durable (R-INT-2)."""
+        store = raw_store(self.server)
+        with store.lock(f"hl7v2-control:{key}"), store.write(durable=commit is not None):
+            previous = self.messages.by_control(key)
+            if previous is not None:
+                return previous, None
+            if commit is None:
+                return None, self._keep(msg, raw, key, peer, "received")
+            code, ack, problems = commit
+            if problems:  # commit-rejected: kept with its answer, never processed
+                return None, self._keep(msg, raw, key, peer, "rejected", ack=ack,
+                                        ack_code=code, error="; ".join(
+                                            f"{p.code} {p.text}" for p in problems))
+            return None, self._keep(msg, raw, key, peer, "received", ack_code=code)
 
     def _keep(self, msg: Message, raw: bytes, key: str, peer: str, status: str,
               **fields: Any) -> Record:
         """A new inbound record of a readable message (raw bytes first, R-INT-2)."""
         return self.messages.add(INBOUND, raw, status, type="^".join(msg.message_type[:2]),
-                                 control=key, peer=peer, **fields)
+                                 control=key, control_id=msg.control_id, peer=peer,
+                                 **fields)
 
     def _reused(self, msg: Message, raw: bytes, key: str, peer: str,
                 original: Record) -> bytes | None:
@@ -205,13 +232,14 @@ class Receiver:
         in ``error``, its key under the reused-key system so that resends of the original
         still find the original (issue 24). The same reusing message sent again gets its
         stored answer."""
-        code = "CE" if msg.enhanced else "AE"
+        mode = enhanced(msg)
+        code = "CE" if mode else "AE"
         for earlier in self.messages.reusing(key):
             if earlier.ack is not None and same_message(self.messages.raw(earlier), raw):
                 log.info("HL7 %s from %s: reused control id sent again, same answer", key,
                          peer)
                 self._audit(earlier, msg, peer, duplicate=True)
-                return earlier.ack if not msg.enhanced or \
+                return earlier.ack if not mode or \
                     wanted(msg.msh.get(15), earlier.ack_code) else None
         ack = build_ack(msg, code, [REUSED], self.settings.application,
                         self.settings.facility)
@@ -221,29 +249,27 @@ class Receiver:
                     "message: %s 205, kept as Basic/%s", key, peer, original.id, code,
                     record.id)
         self._audit(record, msg, peer)
-        return ack if not msg.enhanced or wanted(msg.msh.get(15), code) else None
+        return ack if not mode or wanted(msg.msh.get(15), code) else None
 
-    def _commit(self, msg: Message, raw: bytes, key: str, peer: str,
-                previous: Record | None) -> bytes | None:
-        """Enhanced mode: keep the message durably, answer CA (or CR), process later."""
-        problems: list[Problem] = []
-        try:
-            self._check_header(msg)
-        except MessageError as exc:
-            problems.append(Problem(exc.code, exc.text, exc.location))
-        code = ack_code(problems, bool(problems), enhanced=True)
-        ack = build_ack(msg, code, problems, self.settings.application,
-                        self.settings.facility)
+    def _commit(self, msg: Message, key: str, peer: str, previous: Record | None,
+                record: Record | None, commit: tuple[str, bytes, list[Problem]]
+                ) -> bytes | None:
+        """Enhanced mode: the message is durably kept (:meth:`_claim`); answer CA (or CR)
+        and process it later, on the worker. A resend of a message committed but not yet
+        processed (a stop came between) is queued again: a CA is a promise (issue 27),
+        and the worker's status check processes it once however often it is queued."""
+        code, ack, _ = commit
         if previous is not None:  # committed already: the same answer, processed once
-            log.info("HL7 duplicate %s from %s: committed already", key, peer)
+            log.info("HL7 duplicate %s from %s: committed already (%s)", key, peer,
+                     previous.status)
             self._audit(previous, msg, peer, duplicate=True)
-        elif problems:
-            record = self._keep(msg, raw, key, peer, "rejected", ack=ack, ack_code=code,
-                                error="; ".join(f"{p.code} {p.text}" for p in problems))
-            self._audit(record, msg, peer)
-        else:
-            record = self._keep(msg, raw, key, peer, "received", ack_code=code)
-            self._queue.put(record.id)
+            if previous.status == "received":
+                self._queue.put(previous.id)
+        elif record is not None:
+            if record.status == "received":  # audited once processed
+                self._queue.put(record.id)
+            else:  # commit-rejected (CR): settled here
+                self._audit(record, msg, peer)
         return ack if wanted(msg.msh.get(15), code) else None
 
     def work(self, timeout: float | None = None) -> bool:
@@ -253,13 +279,21 @@ class Receiver:
             record_id = self._queue.get(timeout=timeout)
         except queue.Empty:
             return False
+        self._process_committed(record_id)
+        return True
+
+    def _process_committed(self, record_id: str) -> bool:
+        """Process one committed record if it is still ``received``; whether it is
+        settled now (a record settled meanwhile counts as settled)."""
         try:
             record = self.messages.get(record_id)
-            if record is not None and record.status == "received":
-                self.process(record, Message(self.messages.raw(record)), record.peer)
+            if record is None or record.status != "received":
+                return True
+            self.process(record, Message(self.messages.raw(record)), record.peer)
         except Exception:
             log.exception("HL7 message %s: unexpected error while processing", record_id)
-        return True
+        current = self.messages.get(record_id)
+        return current is None or current.status != "received"
 
     def drain(self) -> int:
         """Process every queued message now; how many."""
@@ -268,23 +302,54 @@ class Receiver:
             n += 1
         return n
 
-    def recover(self) -> int:
-        """Queue the messages a stop left ``received`` (committed, never processed)."""
-        found = self.messages.find([("code", f"{KIND_SYSTEM}|{INBOUND}"),
-                                    ("hl7-status", "received"), ("_sort", "_lastUpdated")],
-                                   limit=1000)
-        for record in found:
-            self._queue.put(record.id)
-        return len(found)
+    def recover(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Process every message a stop left ``received`` — committed (CA sent) or taken
+        in original mode, never settled — oldest first (the order they were committed
+        in, the order :meth:`work` keeps), ``recovery_batch`` at a time, however many
+        (issue 27: a CA is a promise; a batch is a page, never a cap). Keyset pages: one
+        that fails again stays ``received`` (logged; ``hl7 reprocess`` or the next start)
+        and never stops the others. Run by the worker before the live queue, so a message
+        committed during recovery waits behind the older ones. How many were settled."""
+        params = [("code", f"{KIND_SYSTEM}|{INBOUND}"), ("hl7-status", "received"),
+                  ("_sort", "_lastUpdated")]
+        settled = stuck = 0
+        cursor: dict[str, Any] | None = None
+        while not stopping():
+            batch, cursor = self.messages.page(params, self.settings.recovery_batch, cursor)
+            for record in batch:
+                if stopping():
+                    break
+                if self._process_committed(record.id):
+                    settled += 1
+                else:
+                    stuck += 1
+            if batch:
+                log.info("HL7 recovery: %d message(s) settled so far", settled)
+            if cursor is None or not batch:
+                break
+        if stuck:
+            log.error("HL7 recovery: %d message(s) still received after an error "
+                      "(teleimagerie hl7 list --status received)", stuck)
+        return settled
 
     def _unreadable(self, raw: bytes, peer: str, problem: Problem, reject: bool,
                     msg: Message | None = None) -> bytes:
+        """A message we cannot take as it is (unreadable, or readable without MSH-10):
+        the original-mode ACK with its ERR, the raw bytes kept with the key the ACK
+        echoes — read best-effort from the raw MSH when the message does not parse — so
+        that ``hl7 list --control`` finds it by MSA-2 (issue 27)."""
         code = ack_code([problem], reject, enhanced=False)
+        guess = _header_guess(raw) if msg is None else (*msg.sender, msg.control_id)
         ack = build_ack(msg, code, [problem], self.settings.application,
-                        self.settings.facility, _header_guess(raw))
+                        self.settings.facility, guess)
+        app, facility, control = (_printable(v) for v in guess[:3])
+        keyed: dict[str, Any] = {"control": control_key(app, facility, control),
+                                 "control_id": control, "unreadable": True} if control \
+            else {}
         record = self.messages.add(INBOUND, raw, "rejected" if reject else "error",
+                                   type="^".join(msg.message_type[:2]) if msg else "",
                                    peer=peer, ack=ack, ack_code=code,
-                                   error=f"{problem.code} {problem.text}")
+                                   error=f"{problem.code} {problem.text}", **keyed)
         self._audit(record, msg, peer)
         return ack
 
@@ -293,40 +358,56 @@ class Receiver:
 
         On success the FHIR effects, the record's new status and the exchange's audit
         commit in one write unit; on failure that unit rolls back entirely and the error
-        is recorded in a unit of its own (ADR 0010)."""
+        is recorded in a unit of its own (ADR 0010). Each unit first checks, inside
+        itself, that ``record`` was not settled meanwhile — by the recovery, a resend
+        or an operator's ``reprocess`` in another process — and then only returns the
+        ACK it got: a message is processed once (issue 27). The store's lock on the
+        record serialises processes on a store whose units do not (MongoDB)."""
         problems: list[Problem] = []
         reject = False
         outcome = Outcome()
-        try:
-            flow = self._check_header(msg)
-            ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,
-                          self.settings)
-            with self._lock, raw_store(self.server).write():
-                current = self.messages.get(record.id)
-                if current is not None and current.status != record.status and \
-                        current.ack is not None:  # settled meanwhile (resend, recovery)
-                    return current.ack
-                outcome = flow(ctx, msg)
-                if not outcome.held and outcome.order and msg.message_type[0] == "ORM":
-                    self._release_held(ctx, outcome.order)
-                return self._settle(record, msg, peer, outcome, [], False)
-        except IdentityConflict as exc:
-            problems.append(Problem(exc.code, exc.text, exc.location))
-            outcome = Outcome(patient=exc.patient)
-            self._flag_identity(exc)
-        except MessageError as exc:
-            problems.append(Problem(exc.code, exc.text, exc.location))
-            outcome = Outcome()
-            reject = exc.reject
-        with raw_store(self.server).write():
-            return self._settle(record, msg, peer, outcome, problems, reject)
+        store = raw_store(self.server)
+        with self._lock, store.lock(f"hl7v2-record:{record.id}"):
+            try:
+                flow = self._check_header(msg)
+                ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,
+                              self.settings)
+                with store.write():
+                    done = self._settled_meanwhile(record)
+                    if done is not None:
+                        return done
+                    outcome = flow(ctx, msg)
+                    if not outcome.held and outcome.order and msg.message_type[0] == "ORM":
+                        self._release_held(ctx, outcome.order)
+                    return self._settle(record, msg, peer, outcome, [], False)
+            except IdentityConflict as exc:
+                problems.append(Problem(exc.code, exc.text, exc.location))
+                outcome = Outcome(patient=exc.patient)
+                self._flag_identity(exc)
+            except MessageError as exc:
+                problems.append(Problem(exc.code, exc.text, exc.location))
+                outcome = Outcome()
+                reject = exc.reject
+            with store.write():
+                done = self._settled_meanwhile(record)
+                if done is not None:
+                    return done
+                return self._settle(record, msg, peer, outcome, problems, reject)
+
+    def _settled_meanwhile(self, record: Record) -> bytes | None:
+        """The ACK ``record`` got since it was read, if another path settled it."""
+        current = self.messages.get(record.id)
+        if current is not None and current.status != record.status and \
+                current.ack is not None:
+            return current.ack
+        return None
 
     def _settle(self, record: Record, msg: Message, peer: str, outcome: Outcome,
                 problems: list[Problem], reject: bool) -> bytes:
         code = ack_code(problems, reject, enhanced=False)
         # in enhanced mode the application ACK is a message of ours, committed by the peer
         ack = build_ack(msg, code, problems, self.settings.application,
-                        self.settings.facility, ack_types=("AL", "NE") if msg.enhanced
+                        self.settings.facility, ack_types=("AL", "NE") if enhanced(msg)
                         else ("", ""))
         record.ack, record.ack_code = ack, code
         record.status = "held" if outcome.held and not problems else \
@@ -335,7 +416,7 @@ class Receiver:
         record.results = outcome.results
         record.patient = outcome.patient or record.patient
         record.order = outcome.order or record.order
-        if msg.enhanced and wanted(msg.msh.get(16), code):  # queued in this write unit
+        if enhanced(msg) and wanted(msg.msh.get(16), code):  # queued in this write unit
             self.messages.add(OUTBOUND, ack, "pending", type="ACK", control=record.control,
                               patient=record.patient, order=record.order,
                               destination=msg.sender[1], decision=f"{code} {record.id}",
@@ -344,7 +425,19 @@ class Receiver:
         self._audit(record, msg, peer)
         return ack
 
+    def _header_problems(self, msg: Message) -> list[Problem]:
+        try:
+            self._check_header(msg)
+        except MessageError as exc:
+            return [Problem(exc.code, exc.text, exc.location)]
+        return []
+
     def _check_header(self, msg: Message) -> Flow:
+        """The flow of ``msg``, or MessageError (reject: AR/CR) for what we do not take:
+        acknowledgement conditions, version, processing id, type and event."""
+        bad_mode = mode_problem(msg)
+        if bad_mode is not None:
+            raise MessageError(bad_mode.code, bad_mode.text, bad_mode.location, reject=True)
         code, event, _ = msg.message_type
         version = msg.version
         if version not in self.settings.versions:
@@ -392,9 +485,13 @@ class Receiver:
         if record is None:
             raise KeyError(record_id)
         if record.kind == OUTBOUND:
+            # name `resend` only where it applies (every refusal points to what would)
+            then = "it is pending: the sender delivers it, nothing to do" \
+                if record.status == "pending" else \
+                f"to send it again: teleimagerie hl7 resend {record_id}"
             raise Refused(f"{record_id}: outbound message ({record.type or '?'}, "
                           f"{record.status}): reprocess and replay apply to inbound messages "
-                          f"only; to send it again: teleimagerie hl7 resend {record_id}")
+                          f"only; {then}")
         if record.status not in REPROCESSABLE:
             raise Refused(f"{record_id}: already {record.status} ({record.type or '?'}, "
                           f"ACK {record.ack_code or '-'}): processing it again would apply it "
@@ -427,9 +524,13 @@ class Receiver:
         if record is None:
             raise KeyError(record_id)
         if record.kind != OUTBOUND:
+            try:  # name `reprocess` only where it applies
+                self.check_reprocess(record_id)
+                then = f"to process it again: teleimagerie hl7 reprocess {record_id}"
+            except Refused as exc:
+                then = f"and reprocess does not apply either ({str(exc).split(': ', 1)[1]})"
             raise Refused(f"{record_id}: inbound message ({record.type or '?'}, "
-                          f"{record.status}): resend applies to messages we send; to "
-                          f"process it again: teleimagerie hl7 reprocess {record_id}")
+                          f"{record.status}): resend applies to messages we send; {then}")
         if record.status == "pending":
             raise Refused(f"{record_id}: already pending ({record.type or '?'} to "
                           f"{record.destination or '?'}, {record.attempts} attempt(s), next "
@@ -461,27 +562,19 @@ class Receiver:
         operator as requestor, the record and its patient as entities."""
         if self.server.audit is None:
             return
-        outbound = record.kind == OUTBOUND
-        entities: list[dict[str, Any]] = [{
-            "what": {"reference": f"Basic/{record.id}"},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-            "description": f"teleimagerie hl7 {action} : HL7 v2 {record.type or '?'} "
-                           f"{record.control or '?'} — {detail}"[:1000]}]
-        self.server.audit.record([event(
-            {"system": DCM, "code": "110106", "display": "Export"} if outbound else
-            {"system": DCM, "code": "110107", "display": "Import"}, "U", "0",
-            {"identifier": {"system": OPERATOR_SYSTEM, "value": operator},
-             "display": f"opérateur {operator} (teleimagerie CLI)"}, "", self.server.name,
-            True, entities, patient=record.patient,
-            subtype=[{"system": OPERATOR_ACTIONS, "code": action,
-                      "display": f"teleimagerie hl7 {action}"}])], durable=True)
+        entity = system_object(f"Basic/{record.id}", "4",
+                               f"teleimagerie hl7 {action} : HL7 v2 {record.type or '?'} "
+                               f"{record.control or '?'} — {detail}")
+        self.server.audit.record([operator_event(
+            "hl7", action, operator, self.server.name, record.kind == OUTBOUND, [entity],
+            patient=record.patient)], durable=True)
 
 
 def _header_guess(raw: bytes) -> tuple[str, ...]:
     """Sending app, facility, control id of a message we cannot parse (for its ACK)."""
     line = raw.split(b"\r", 1)[0].split(b"\n", 1)[0].decode("latin-1")
-    if not line.startswith("MSH") or len(line) < 4:  # "MSH" alone: no field separator
+    if not line.startswith("MSH") or len(line) < 4 or line[3].isalnum() or \
+            line[3].isspace():  # "MSH" alone or no usable field separator: nothing to read
         return ("", "", "")
     parts = line.split(line[3])
     comp = line[4] if len(line) > 4 else "^"
@@ -497,8 +590,19 @@ def _header_guess(raw: bytes) -> tuple[str, ...]:
     return get(2), get(3), get(9)
 
 
+def _printable(value: str) -> str:
+    """A value read from bytes we could not parse, fit to keep in a record: control
+    characters shown as ``\\xhh``, at most 199 characters (MSH-10 is ST 199 in v2.7)."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in value
+                   ).strip()[:199]
+
+
 def describe(record: Record) -> dict[str, Any]:
+    """A record for listings: the control key as stored (the MSH-10 that MSA-2 echoes
+    is ``control_id``) and, apart, why it is not the owner of that key."""
     return {"id": record.id, "status": record.status, "type": record.type,
-            "control": record.control + (" (reused)" if record.reused else ""),
+            "control": record.control, "control_id": record.control_id,
+            "key": "reused" if record.reused else "unreadable" if record.unreadable
+            else "own" if record.control else "-",
             "ack": record.ack_code, "error": record.error,
             "patient": record.patient, "results": record.results}

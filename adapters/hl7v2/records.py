@@ -35,11 +35,18 @@ CONTROL_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id"
 # a message that reused the control key of another (answered AE 205, issue 24): its key is
 # kept under this system, so it is never taken for the original by MessageStore.by_control
 REUSED_CONTROL_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id-reused"
+# a message we could not read (no MSH, bad delimiters, charset, oversize): the key its ACK
+# echoes, read best-effort from the raw MSH (issue 27), kept apart too — it was never
+# taken, so a corrected message sent again under the same MSH-10 is a new message
+UNREADABLE_CONTROL_SYSTEM = \
+    "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id-unreadable"
 EXT = "https://teleimagerie.fr/fhir/StructureDefinition/hl7v2-"
 MEDIA_TYPE = "x-application/hl7-v2+er7"
 INBOUND, OUTBOUND = "hl7v2-inbound", "hl7v2-outbound"
-# inbound: received -> processed | error | rejected ; outbound: pending -> sent | failed
-STATUSES = ("received", "processed", "error", "rejected", "pending", "sent", "failed")
+# inbound: received -> processed | error | rejected | held; outbound: pending -> sent |
+# failed (the peer answered AE/CE) | dead (no AA/CA within the retry budget: dead letter)
+STATUSES = ("received", "processed", "error", "rejected", "held", "pending", "sent",
+            "failed", "dead")
 
 
 def _row(name: str, kind: str, expression: str) -> dict[str, Any]:
@@ -54,6 +61,8 @@ ROWS = [
     _row("hl7-next", "date", f"Basic.extension.where(url='{EXT}next-attempt').value"),
     _row("hl7-error", "string", f"Basic.extension.where(url='{EXT}error').value"),
     _row("hl7-order", "token", f"Basic.extension.where(url='{EXT}order').value"),
+    # MSH-10 alone, as MSA-2 of our ACK echoes it (``teleimagerie hl7 list --control``)
+    _row("hl7-control", "token", f"Basic.extension.where(url='{EXT}control-id').value"),
 ]
 
 
@@ -93,6 +102,8 @@ class Record:
     destination: str = ""
     decision: str = ""  # outbound: the business event it reports (never sent twice)
     reused: bool = False  # inbound: its control key belongs to another message (AE 205)
+    unreadable: bool = False  # inbound: key read best-effort from a message not readable
+    control_id: str = ""  # MSH-10 alone (what MSA-2 of the ACK echoes)
 
     def resource(self) -> dict[str, Any]:
         ext: list[dict[str, Any]] = [
@@ -122,9 +133,13 @@ class Record:
                      "text": self.type or self.kind},
             "created": self.created[:10],
         }
+        if self.control_id:
+            ext.append({"url": f"{EXT}control-id",
+                        "valueIdentifier": {"value": self.control_id}})
         if self.control:
-            out["identifier"] = [{"system": REUSED_CONTROL_SYSTEM if self.reused
-                                  else CONTROL_SYSTEM, "value": self.control}]
+            system = REUSED_CONTROL_SYSTEM if self.reused else \
+                UNREADABLE_CONTROL_SYSTEM if self.unreadable else CONTROL_SYSTEM
+            out["identifier"] = [{"system": system, "value": self.control}]
         if self.patient:
             out["subject"] = {"reference": self.patient}
         return out
@@ -153,7 +168,9 @@ class Record:
             results=results, attempts=values.get("attempts", 0),
             next_attempt=values.get("next-attempt"), destination=values.get("destination", ""),
             decision=values.get("decision", ""),
-            reused=identifier.get("system") == REUSED_CONTROL_SYSTEM)
+            reused=identifier.get("system") == REUSED_CONTROL_SYSTEM,
+            unreadable=identifier.get("system") == UNREADABLE_CONTROL_SYSTEM,
+            control_id=(values.get("control-id") or {}).get("value", ""))
 
 
 class MessageStore:
@@ -206,6 +223,20 @@ class MessageStore:
                                                                            str(limit))])
         page = raw_store(self.server).search(query)
         return [Record.parse(d) for d in (body(i) for i in page.items) if d is not None]
+
+    def page(self, params: list[tuple[str, str]], limit: int,
+             cursor: dict[str, Any] | None = None) -> tuple[list[Record],
+                                                             dict[str, Any] | None]:
+        """One page of a search and the cursor of the next (keyset paging: rows that stop
+        matching meanwhile never make the next page skip one)."""
+        from fhir_server.search.query import QueryParser
+
+        query = QueryParser(self.server.limits).parse("Basic", [*params, ("_count",
+                                                                           str(limit))])
+        query.cursor = cursor
+        page = raw_store(self.server).search(query)
+        return ([Record.parse(d) for d in (body(i) for i in page.items) if d is not None],
+                page.next_cursor)
 
     def by_control(self, key: str, kind: str = INBOUND) -> Record | None:
         """The message that owns control key ``key`` (never one that reused it)."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from adapters.hl7v2.mllp import Frame, ServerLimits, serve
 from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Receiver
-from adapters.hl7v2.settings import Hl7Settings
+from adapters.hl7v2.settings import Hl7Settings, SettingError
 from fhir_server import logs
 from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
@@ -52,8 +53,6 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
     stopping = threading.Event()
     worker = threading.Thread(target=_work, args=(receiver, stopping), daemon=True,
                               name="hl7-worker")
-    if receiver.recover():
-        log.info("HL7: messages committed before the last stop are processed now")
     worker.start()
     sender = Sender(server, hl7)
     outbox = asyncio.create_task(sender.run())
@@ -81,7 +80,17 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
 
 
 def _work(receiver: Receiver, stopping: threading.Event) -> None:
-    """Processes the messages committed in enhanced mode, in arrival order."""
+    """Processes the messages committed in enhanced mode, in arrival order: first every
+    one a stop left unprocessed (however many, in batches; issue 27), then those
+    committed since, as they come."""
+    try:
+        settled = receiver.recover(stopping.is_set)
+    except Exception:  # a store error: the queue still runs, the next start retries
+        log.exception("HL7 recovery of committed messages failed")
+    else:
+        if settled:
+            log.info("HL7: %d message(s) committed before the last stop processed",
+                     settled)
     while not stopping.is_set():
         receiver.work(timeout=0.5)
 
@@ -97,7 +106,13 @@ def main() -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
-        asyncio.run(run(settings, Hl7Settings.from_env()))
+        hl7 = Hl7Settings.from_env()
+    except SettingError as exc:  # one line (to `serve`, or on stderr), exit 2
+        if not tell_parent(f"fail {exc}"):
+            print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        asyncio.run(run(settings, hl7))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 

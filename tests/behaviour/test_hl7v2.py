@@ -197,15 +197,49 @@ def test_enhanced_mode_content_error_gives_application_error(world: Hl7World) ->
 def test_enhanced_mode_message_committed_before_a_stop_is_processed_after(
         world: Hl7World, secured: FhirServer) -> None:
     """A CA was sent, then the listener stopped before processing: the next start
-    recovers the committed message (nothing acknowledged is lost)."""
+    processes every committed message — more than a recovery batch —, in the order
+    they were committed (issue 27 item 2: recovery stopped at 1 000 and a resend answered
+    "committed already" without processing)."""
+    from dataclasses import replace
+
     from adapters.hl7v2.receiver import Receiver
 
-    world.send(orm(control="E6", ack_types=("AL", "AL")))
-    restarted = Receiver(secured, world.settings)  # a new process: empty queue
-    assert restarted.recover() == 1
+    streets = [f"{n} rue des Lilas" for n in range(7)]
+
+    def moved(n: int) -> bytes:  # one patient moving house in turn: the order shows
+        return adt("A31", f"R{n}", patient=pid().replace("12 rue des Lilas", streets[n])
+                   ).replace(b"|||||FRA", b"|||AL|AL|FRA")
+
+    for n in range(len(streets)):
+        assert world.send(moved(n))["MSA"][1] == "CA"
+    restarted = Receiver(secured, replace(world.settings, recovery_batch=2))
+    # a resend of a committed, unprocessed message: CA again, queued, processed once
+    resent = restarted.receive(Frame(moved(3)), "10.0.0.5:40001")
+    assert resent is not None and b"MSA|CA|R3" in resent
+    assert restarted.recover() == len(streets)
+    assert restarted.drain() == 1  # the resend's queue entry: settled already, skipped
+    patient = world.one(f"Patient?identifier={INS_TEST}|283052312345678")
+    assert patient["address"][0]["line"] == [streets[-1]]
+    history = world.ris.get(f"/fhir/Patient/{patient['id']}/_history?_count=100").json()
+    assert len(history["entry"]) == len(streets)  # each applied once
+    assert world.receiver.drain() == len(streets)  # the stopped process's queue: skipped
+    assert not world.search(f"Basic?code={KIND_SYSTEM}|{INBOUND}&hl7-status=received")
+    acks = _application_acks(world)
+    assert sorted(a.require("MSA").get(2) for a in acks) == [f"R{n}" for n in range(7)]
+
+
+def test_resend_of_a_committed_message_is_processed_once_without_recovery(
+        world: Hl7World, secured: FhirServer) -> None:
+    """The resend alone (no recovery run) gets the committed message processed."""
+    from adapters.hl7v2.receiver import Receiver
+
+    message = orm(control="E7", ack_types=("AL", "AL"))
+    assert world.send(message)["MSA"][1] == "CA"
+    restarted = Receiver(secured, world.settings)
+    assert b"MSA|CA|E7" in (restarted.receive(Frame(message), "10.0.0.5:1") or b"")
     assert restarted.drain() == 1
     world.one(f"ServiceRequest?identifier={PLACER}|DEM-1")
-    world.receiver.drain()  # the stopped process's queue entry: settled, skipped
+    assert restarted.recover() == 0 and world.receiver.drain() == 1
     assert len(_application_acks(world)) == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,13 @@ def _operator_events(world: Hl7World, ref: str, action: str) -> list[dict[str, A
 def test_reprocess_of_an_outbound_message_is_refused_and_changes_nothing(
         world: Hl7World, capsys: Any) -> None:
     """Issue 24: reprocessing our pending ORU would parse it as a RIS's message and flip
-    it to rejected (the acceptance would never leave)."""
+    it to rejected (the acceptance would never leave). Pending, it needs nothing: the
+    refusal names no command (``resend`` refuses a pending message too)."""
     oru = _oru(world)
     before = world.read(f"Basic/{oru}")
     assert cli.reprocess(world.receiver, [oru], OPERATOR) == 2
     err = capsys.readouterr().err
-    assert "outbound" in err and f"teleimagerie hl7 resend {oru}" in err
+    assert "outbound" in err and "nothing to do" in err and "resend" not in err
     after = world.read(f"Basic/{oru}")
     assert after["meta"]["versionId"] == before["meta"]["versionId"]
     assert _status(world, oru) == "pending"
@@ -81,6 +83,18 @@ def test_reprocess_of_an_outbound_message_is_refused_and_changes_nothing(
         world.receiver.reprocess(oru)
     assert cli.replay(world.receiver, "pending", 100, OPERATOR) == 2  # no outbound either
     assert _status(world, oru) == "pending"
+    # failed, it is `resend` that applies: the refusal says so, and resend takes it
+    _set(world, oru, "failed")
+    assert cli.reprocess(world.receiver, [oru], OPERATOR) == 2
+    assert f"teleimagerie hl7 resend {oru}" in capsys.readouterr().err
+    assert cli.resend(world.receiver, [oru], OPERATOR) == 0
+
+
+def _set(world: Hl7World, record_id: str, status: str) -> None:
+    record = world.receiver.messages.get(record_id)
+    assert record is not None
+    record.status = status
+    world.receiver.messages.update(record)
 
 
 def test_reprocess_refuses_processed_unknown_and_mixed_lists(world: Hl7World,
@@ -160,11 +174,72 @@ def test_resend_of_an_inbound_message_or_unknown_id_is_refused(world: Hl7World,
     inbound = _inbound(world)
     version = world.read(f"Basic/{inbound}")["meta"]["versionId"]
     assert cli.resend(world.receiver, [inbound], OPERATOR) == 2
-    assert f"teleimagerie hl7 reprocess {inbound}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # processed: reprocess would refuse it too, so it is not offered
+    assert "resend applies to messages we send" in err and "hl7 reprocess" not in err
+    assert "already processed" in err
     assert cli.resend(world.receiver, ["nope"], OPERATOR) == 2
     assert "no such HL7 message record" in capsys.readouterr().err
     assert world.read(f"Basic/{inbound}")["meta"]["versionId"] == version
     assert not _operator_events(world, f"Basic/{inbound}", "resend")
+    # in error, reprocess applies: offered, and it takes it
+    from tests.behaviour.hl7_world import omi
+
+    world.send(omi(control="O1", placer="INCONNU"))
+    failed = _inbound(world, "error")
+    assert cli.resend(world.receiver, [failed], OPERATOR) == 2
+    assert f"teleimagerie hl7 reprocess {failed}" in capsys.readouterr().err
+    assert cli.reprocess(world.receiver, [failed], OPERATOR) == 1  # still unknown: AE
+
+
+def test_every_refusal_names_only_a_command_that_applies(world: Hl7World,
+                                                         capsys: Any) -> None:
+    """Issue 24: no refusal says "use X" where X refuses too. For a record in every
+    status, each command that refuses it may name another command on it; that one must
+    then accept it."""
+    from adapters.hl7v2.records import STATUSES
+
+    world.send(orm(control="R1"))
+    inbound = _inbound(world)
+    oru = _oru(world)
+    world.send(b"MSH|^~\\&|RIS|CH|A|B|2026||ORM^O01|BAD|P|2.5.1|||||FRA|EBCDIC\r")
+    [unreadable] = [r.id for r in world.receiver.messages.find(
+        [("code", f"{KIND_SYSTEM}|{INBOUND}"), ("hl7-status", "rejected")])]
+    checks = {"reprocess": world.receiver.check_reprocess,
+              "resend": world.receiver.check_resend}
+    named = 0
+    for record_id, statuses in ((inbound, STATUSES[:5]), (oru, STATUSES[5:]),
+                                (unreadable, ("rejected",))):
+        for status in statuses:
+            _set(world, record_id, status)
+            for command, check in checks.items():
+                try:
+                    check(record_id)
+                except Refused as exc:
+                    for other in re.findall(rf"teleimagerie hl7 (\w+) {record_id}", str(exc)):
+                        assert other != command, str(exc)
+                        checks[other](record_id)  # must not refuse
+                        named += 1
+    assert named >= 5  # the pairs where the other command does apply were named
+    capsys.readouterr()
+
+
+def test_an_id_given_twice_is_acted_on_once(world: Hl7World, capsys: Any) -> None:
+    """Issue 24: `hl7 reprocess ID ID` crashed (the second pass found it processed)."""
+    from tests.behaviour.hl7_world import omi
+
+    world.send(omi(control="O2", placer="INCONNU"))
+    failed = _inbound(world, "error")
+    assert cli.reprocess(world.receiver, [failed, failed], OPERATOR) == 1
+    captured = capsys.readouterr()
+    assert "given more than once" in captured.err
+    assert captured.out.count(f"{failed}:") == 1
+    assert len(_operator_events(world, f"Basic/{failed}", "reprocess")) == 1
+    oru = _oru(world)
+    _set(world, oru, "dead")
+    assert cli.resend(world.receiver, [oru, oru], OPERATOR) == 0
+    assert capsys.readouterr().out.count(f"{oru}:") == 1
+    assert len(_operator_events(world, f"Basic/{oru}", "resend")) == 1
 
 
 # -- delivery retry ----------------------------------------------------------------------
@@ -297,7 +372,7 @@ def test_cli_refuses_reprocess_of_outbound_and_resends_it(tmp_path: Path, monkey
         monkeypatch.delenv("TELEIMG_STORE_URL", raising=False)
         capsys.readouterr()
         assert main(["hl7", "reprocess", oru]) == 2
-        assert f"teleimagerie hl7 resend {oru}" in capsys.readouterr().err
+        assert "pending: the sender delivers it" in capsys.readouterr().err
         assert _status(world, oru) == "pending"
         assert main(["hl7", "resend", oru]) == 2  # pending already
         assert "already pending" in capsys.readouterr().err

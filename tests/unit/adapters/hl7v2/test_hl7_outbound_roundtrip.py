@@ -66,7 +66,9 @@ GP: dict[str, Any] = {
 def test_writer_escapes_data_only_and_trims() -> None:
     cx = rep(comp("1^2", "", "", sub("A&B", "1.2", "ISO"), "INS", ""), comp("3", "", ""), "")
     assert er7.field(cx) == "1\\S\\2^^^A\\T\\B&1.2&ISO^INS~3"
-    assert er7.field("a~b|c\r\n") == "a\\R\\b\\F\\c\\X0D\\\\.br\\"
+    # a line break is data outside FT/TX (\Xhh\), a formatting command inside (\.br\)
+    assert er7.field("a~b|c\r\n") == "a\\R\\b\\F\\c\\X0D\\\\X0A\\"
+    assert er7.field(er7.text("a~b\r\nc\nd\re")) == "a\\R\\b\\.br\\c\\.br\\d\\.br\\e"
     assert er7.parse_field(er7.field(cx)) == rep(comp("1^2", "", "", sub("A&B", "1.2", "ISO"),
                                                      "INS"), "3")
     assert er7.segment(Segment("MSH", {3: "A", 9: comp("ACK"), 12: ""})) == \
@@ -76,6 +78,63 @@ def test_writer_escapes_data_only_and_trims() -> None:
         er7.field(["a", "b"])  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Segment("MSH", {2: "^~\\&"})
+
+
+# every C0 control character: VT (0x0B) and FS (0x1C) frame MLLP, CR ends a segment
+CONTROLS = "".join(chr(c) for c in range(0x20))
+
+
+def _only_segment_ends(raw: bytes, segments: int) -> None:
+    """No control byte in ``raw`` but the CR ending each segment (HL7 v2.5 §2.7.4), and
+    an MLLP frame of it decodes to exactly ``raw``."""
+    from adapters.hl7v2.mllp import FrameDecoder, frame
+
+    assert [b for b in set(raw) if b < 0x20] == [0x0D]
+    assert raw.count(b"\r") == segments and raw.endswith(b"\r")
+    [decoded] = FrameDecoder(1 << 20).feed(frame(raw))
+    assert decoded.payload == raw
+
+
+@pytest.mark.parametrize("value", [CONTROLS, f"a{CONTROLS}b", "\x0b\x1c\r", "x\x00y"])
+def test_control_characters_are_escaped_as_hex_data(value: str) -> None:
+    """Issue 24: C0 characters passed through unescaped and broke the MLLP framing and
+    segment boundaries; each is written \\Xhh\\ and every reader gets it back."""
+    encoded = er7.field(comp(value, value))
+    assert not any(ord(c) < 0x20 for c in encoded)
+    assert encoded.count("\\X") == 2 * sum(ord(c) < 0x20 for c in value)
+    raw = er7.message([Segment("MSH", {3: "A", 9: comp("ORU", "R01"), 10: "1",
+                                       12: "2.5.1"}),
+                       Segment("PID", {1: "1", 5: comp(value, value)})]).encode()
+    _only_segment_ends(raw, 2)
+    for view in _views(raw):
+        _check(view, {("PID", 5, 1, 1, 1): value, ("PID", 5, 1, 2, 1): value})
+
+
+def test_control_characters_in_patient_data_and_err_text() -> None:
+    """A name holding VT/FS/CR (PID-5, not formatted) stays one value; the ACK's ERR-7/8
+    (TX) carry a line break as \\.br\\ and other controls as \\Xhh\\ (§2.7.4, §2.7.6)."""
+    family = "DUPONT\x0bX\x1c\rY"
+    patient = {**PATIENT, "name": [{**PATIENT["name"][0], "family": family}]}
+    raw = oru_r01.build(SETTINGS, RECEIVER, patient, PLACER, "OK", IMAGER, PROTOCOL, None)
+    _only_segment_ends(raw, 5)
+    for view in _views(raw):
+        _check(view, {("PID", 5, 1, 1, 1): family})
+    text = "ligne 1\nligne 2\x1c\x0bfin"
+    ack = build_ack(_inbound(), "AE", [Problem("102", text, "PID^1^5")])
+    _only_segment_ends(ack, 3)
+    assert b"ligne 1\\.br\\ligne 2\\X1C\\\\X0B\\fin" in ack
+    for view in _views(ack):  # python-hl7 reads \.br\ as CR, ours as LF
+        assert view.get("ERR", 7).replace("\r", "\n") == text, type(view).__name__
+
+
+def test_unreadable_message_with_control_characters_in_msh10_gets_a_clean_ack() -> None:
+    from adapters.hl7v2.receiver import _header_guess
+
+    header = _header_guess(b"MSH|^~\\&|A|B|||x||ZZZ|C\x0b1\x1c|P|2.5.1")
+    assert header[2] == "C\x0b1\x1c"
+    ack = build_ack(None, "AR", [Problem("102", "illisible")], raw_header=header)
+    _only_segment_ends(ack, 3)
+    assert Message(ack).require("MSA").get(2) == "C\x0b1\x1c"
 
 
 # -- three readers behind one question: the data value at SEG[n]-F.R.C.S ---------------
@@ -131,6 +190,16 @@ def _position(name: str) -> int:
     return int(tail) if head and tail.isdigit() else 1
 
 
+def _encoded(node: Any) -> str:
+    """A leaf's text as hl7apy read it, still encoded: ``to_er7()`` would escape again
+    the backslash of a sequence hl7apy does not know (``\\Xhh\\``)."""
+    value = getattr(getattr(node, "value", None), "value", None)
+    if isinstance(value, str):
+        return value
+    children = list(getattr(node, "children", ()))
+    return _encoded(children[0]) if len(children) == 1 else str(node.to_er7())
+
+
 class Hl7apy:
     """hl7apy's tree (no unescaping of its own: leaves go through python-hl7's)."""
 
@@ -156,8 +225,8 @@ class Hl7apy:
         subs = {_position(x.name): x for x in getattr(component, "children", ())
                 if _position(x.name) > 1 or x.name.endswith("_1")}
         if not subs:
-            return self.unescape(component.to_er7()) if s == 1 else ""
-        return self.unescape(subs[s].to_er7()) if s in subs else ""
+            return self.unescape(_encoded(component)) if s == 1 else ""
+        return self.unescape(_encoded(subs[s])) if s in subs else ""
 
     def reps(self, seg: str, f: int, n: int = 1) -> int:
         return len(self._field(seg, f, n))
@@ -327,7 +396,8 @@ def test_mdm_round_trips(event: str, order: str, status: str) -> None:
     assert ours.names == ["MSH", "EVN", "PID", "PV1", "ORC", "OBR", "TXA", "OBX", "PRT",
                           "PRT", *["OBX"] * 11]
     # hl7apy's v2.6 has no PRT (a v2.7 segment the IG adds): it reads the others
-    for view in [ours, Hl7apy(raw, skip=("PRT",)), PythonHl7(raw)]:
+    readers: list[View] = [ours, Hl7apy(raw, skip=("PRT",)), PythonHl7(raw)]
+    for view in readers:
         _pid_repetitions(view)
         _check(view, PID)
         _check(view, {
@@ -359,7 +429,8 @@ def test_mdm_round_trips(event: str, order: str, status: str) -> None:
                       ("OBX", 5, 1, 3, 1, 3): "expandedYes-NoIndicator",
                       ("OBX", 3, 1, 1, 1, 12): "CORPSMAIL_PS", ("OBX", 11, 1, 1, 1, 12): "F"})
         assert _b64(view, "OBX", 5, 12).decode() == MAIL
-    for view in [ours, PythonHl7(raw)]:
+    with_prt: list[View] = [ours, PythonHl7(raw)]
+    for view in with_prt:
         _check(view, {("PRT", 2): "UC", ("PRT", 4, 1, 1, 1): "SB",
                       ("PRT", 4, 1, 3, 1): "participation", **_xcn(IMAGER, "PRT", 5),
                       ("PRT", 8, 1, 1, 1): AUTHOR_ORG, ("PRT", 8, 1, 6, 2): STRUCTURE_OID,
