@@ -34,3 +34,17 @@ def transfer_event(result: StudyResult, sender: str, channel: str, peer: str,
                  {"identifier": {"system": "urn:teleimagerie:dicom:sender", "value": sender},
                   "display": sender}, peer, server_name, True, [study],
                  patient=result.patient, error=result.error)
+
+
+def refusal_event(reason: str, sender: str, channel: str, peer: str, server_name: str
+                  ) -> dict[str, Any]:
+    """An instance refused before the pipeline (unreadable, or a UID that breaks its
+    grammar; issue 27 item 1): 110104, action C, outcome 4, the reason; no entity but
+    the channel, since nothing it names can be trusted."""
+    what = {"type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "3", "display": "Report"},
+            "description": f"{CHANNELS.get(channel, channel)} : instance refusée"}
+    return event({"system": DCM, "code": "110104", "display": "DICOM Instances Transferred"},
+                 "C", "4", {"identifier": {"system": "urn:teleimagerie:dicom:sender",
+                                           "value": sender}, "display": sender},
+                 peer, server_name, True, [what], error=reason)

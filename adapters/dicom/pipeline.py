@@ -28,8 +28,8 @@ from pydicom.dataset import Dataset
 
 from adapters.dicom import dose as dosimetry
 from adapters.dicom import patient as demographics
-from adapters.dicom.audit import transfer_event
-from adapters.dicom.reader import Directory, Instance, NotReadable, expand, read
+from adapters.dicom.audit import refusal_event, transfer_event
+from adapters.dicom.reader import BadUid, Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
 from adapters.dicom.study import DCM, DICOM_UID, V2_0203, merge, text, when
 from adapters.transaction import (
@@ -125,10 +125,21 @@ class Importer:
                 summary.skipped.append(str(path))
             except NotReadable as exc:
                 summary.failed.append((str(path), str(exc)))
+                if isinstance(exc, BadUid):
+                    self.refused([str(exc)])
             if progress is not None:
                 progress(str(path))
         self.import_instances(instances, summary)
         return summary
+
+    def refused(self, reasons: list[str]) -> None:
+        """Audit instances refused before the pipeline, one event each (R-SEC-3,
+        R-INT-2): a sender's bad UIDs are on the trail with the studies it sent."""
+        if reasons and self.server.audit is not None:
+            sender = self.principal.client_id or self.principal.sub
+            self.server.audit.record([refusal_event(r, sender, self.channel, self.peer,
+                                                    self.server.name) for r in reasons],
+                                     durable=True)
 
     def import_instances(self, instances: list[Instance], summary: Summary | None = None
                          ) -> Summary:

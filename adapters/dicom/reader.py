@@ -1,11 +1,15 @@
 """DICOM Part 10 headers (PS3.10 §7): read without pixel data — we are not a PACS — from
 files, folder trees and DICOMDIRs (PS3.10 §8, Basic Directory IOD), or from bytes
 received over the network. Lenient on read: any readable Part 10 file is taken; what the
-pipeline needs (Study, Series, SOP Instance UIDs, SOP Class) is checked here."""
+pipeline needs (Study, Series, SOP Instance UIDs, SOP Class) is checked here, and those
+UIDs must follow their grammar (PS3.5 §9.1): the SOP Instance UID names the SCP's spool
+file, and none of them may carry a path or anything else into what we write (issue 27
+item 1; R-SEC-2, R-INT-2)."""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -17,12 +21,32 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.fileset import FileSet
 
+from fhir_server.core.safepath import UnsafeIdentifier, check_uid, within
+
+log = logging.getLogger("teleimagerie.dicom")
 MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage (DICOMDIR)
 REQUIRED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
 class NotReadable(Exception):
     """A file that is not a usable DICOM instance (the import reports it and goes on)."""
+
+
+class BadUid(NotReadable):
+    """An instance whose Study, Series, SOP Instance or SOP Class UID breaks the UI
+    grammar: refused with Storage status A900 (see :data:`NOT_MATCHING_SOP_CLASS`)."""
+
+    def __init__(self, text: str, dataset: Dataset | None = None) -> None:
+        super().__init__(text)
+        self.dataset = dataset
+
+
+# PS3.4 B.2.3 (Table B.2-1), C-STORE status "Error: Data Set does not match SOP Class"
+# (A900-A9FF): these UIDs are Type 1 attributes of the SOP Common, General Study and
+# General Series modules every storage IOD includes, and a value outside VR UI does not
+# meet the IOD. Not C000 "Cannot understand": the data set was parsed. PS3.18 (STOW-RS
+# FailureReason) uses the same code.
+NOT_MATCHING_SOP_CLASS = 0xA900
 
 
 class Directory(NotReadable):
@@ -67,6 +91,11 @@ def checked(ds: Dataset, label: str) -> Instance:
     if missing:
         raise NotReadable(f"{label} : attribut(s) obligatoire(s) absent(s) : "
                           f"{', '.join(missing)}")
+    for keyword in REQUIRED:
+        try:
+            check_uid(ds[keyword].value, keyword)
+        except UnsafeIdentifier as exc:
+            raise BadUid(f"{label} : {exc}", ds) from None
     return Instance(label, ds)
 
 
@@ -106,5 +135,11 @@ def _directory(path: Path, once: Callable[[Path], Iterator[Path]]) -> Iterator[P
         return
     for instance in fileset:
         referenced = Path(instance.path)
+        try:  # a DICOMDIR (a patient's CD) names files under its own folder only
+            within(path.parent, referenced)
+        except UnsafeIdentifier:  # the file ID itself stays out of the log (R-SEC-6)
+            log.warning("DICOMDIR %s : un fichier référencé sort de son dossier, ignoré",
+                        path)
+            continue
         if referenced.resolve() not in seen_dir:
             yield from once(referenced)

@@ -8,6 +8,11 @@ through the import pipeline as one batch (one new ImagingStudy version per study
 instances of a study that cannot be imported stay in ``failed/`` with the reason, for
 ``teleimagerie dicom import`` once the cause is fixed. Spool folders left by a stop are
 imported at the next start.
+
+The spool file is named after the SOP Instance UID the sender gives: the UIDs are checked
+against their grammar first (``reader.checked``) and the path must stay in the spool
+(``fhir_server.core.safepath``); a bad UID is answered A900, written nowhere and audited
+(issue 27 item 1; R-SEC-2, R-INT-2).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from adapters.dicom.pipeline import Importer, Summary, system_principal
-from adapters.dicom.reader import NotReadable, read
+from adapters.dicom.reader import NOT_MATCHING_SOP_CLASS, BadUid, NotReadable, read
 from adapters.dicom.settings import DicomSettings
+from fhir_server.core.safepath import UnsafeIdentifier, check_ae_title, inside, shown
 
 if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
@@ -35,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("teleimagerie.dicom")
 CANNOT_UNDERSTAND = 0xC000  # Storage: Error, cannot understand (PS3.4 B.2.3)
-OUT_OF_RESOURCES = 0xA700
+OUT_OF_RESOURCES = 0xA700  # Storage: Refused, out of resources (PS3.4 B.2.3)
+NOT_AUTHORISED = 0x0124  # Refused: Not Authorized (PS3.7 §9.1.1.1.9, Annex C)
 
 
 class StoreScp:
@@ -86,19 +93,28 @@ class StoreScp:
         return str(assoc._teleimg_spool)
 
     def _store(self, event: Any) -> int:
+        try:  # pynetdicom checks it on receipt: kept, since it names the principal
+            calling = check_ae_title(event.assoc.requestor.ae_title, "AE appelant")
+        except UnsafeIdentifier as exc:
+            return self._refuse(event, str(exc), NOT_AUTHORISED)
         try:
             raw = event.encoded_dataset(include_meta=True)
-            instance = read(raw, name=f"C-STORE de {event.assoc.requestor.ae_title}")
+            instance = read(raw, name=f"C-STORE de {calling}")
+            uid = str(instance.dataset.SOPInstanceUID)
+            affected = str(event.request.AffectedSOPInstanceUID or "")
+            if affected != uid:  # PS3.7 §9.1.1.1: the request names the instance it carries
+                raise BadUid(f"C-STORE de {calling} : SOPInstanceUID de l'instance "
+                             f"{shown(uid)}, Affected SOP Instance UID {shown(affected)}")
+            folder = inside(self.spool, self._folder_of(event))
+            path = inside(folder, f"{uid}.dcm")
+        except (BadUid, UnsafeIdentifier) as exc:  # nothing written (R-SEC-2)
+            return self._refuse(event, str(exc), NOT_MATCHING_SOP_CLASS)
         except NotReadable as exc:
-            log.warning("%s", exc)
-            return CANNOT_UNDERSTAND
-        folder = self.spool / self._folder_of(event)
+            return self._refuse(event, str(exc), CANNOT_UNDERSTAND)
         try:
             folder.mkdir(exist_ok=True)
             header = io.BytesIO()
-            ds = instance.dataset
-            ds.save_as(header, enforce_file_format=False)
-            path = folder / f"{ds.SOPInstanceUID}.dcm"
+            instance.dataset.save_as(header, enforce_file_format=False)
             with open(path, "wb") as fh:
                 fh.write(header.getvalue())
                 fh.flush()
@@ -108,8 +124,24 @@ class StoreScp:
             return OUT_OF_RESOURCES
         return 0x0000
 
+    def _refuse(self, event: Any, reason: str, status: int) -> int:
+        """Answer a failure status; log and audit why (R-SEC-3), write nothing."""
+        requestor = event.assoc.requestor
+        log.warning("%s", reason)
+        try:
+            calling = check_ae_title(requestor.ae_title)
+        except UnsafeIdentifier:
+            calling = shown(requestor.ae_title, 40)  # escaped, never as sent
+        try:
+            Importer(self.server, self.settings, system_principal(calling),
+                     f"{requestor.address}:{requestor.port}", channel="scp"
+                     ).refused([reason])
+        except Exception:  # the failure status still goes back to the sender
+            log.exception("DICOM: audit of a refused instance failed")
+        return status
+
     def _finished(self, event: Any) -> None:
-        folder = self.spool / self._folder_of(event)
+        folder = inside(self.spool, self._folder_of(event))
         if folder.exists():
             requestor = event.assoc.requestor
             self.flush(folder, str(requestor.ae_title),
@@ -123,9 +155,9 @@ class StoreScp:
             summary = importer.import_paths(sorted(folder.glob("*.dcm")))
             for source, reason in summary.failed:
                 path = Path(source)
-                if path.exists():
-                    shutil.move(str(path), self.failed / path.name)
-                    (self.failed / f"{path.name}.txt").write_text(reason + "\n")
+                if path.exists():  # spool names were checked when written: kept so
+                    shutil.move(str(path), inside(self.failed, path.name))
+                    inside(self.failed, f"{path.name}.txt").write_text(reason + "\n")
                 log.warning("DICOM %s: %s", path.name, reason)
             shutil.rmtree(folder, ignore_errors=True)
             log.info("DICOM association of %s: %d instance(s) imported, %d refused",

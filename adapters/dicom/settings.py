@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fhir_server.core.safepath import UnsafeIdentifier, check_ae_title
+
 
 @dataclass(frozen=True)
 class DicomSettings:
@@ -23,12 +25,19 @@ class DicomSettings:
         port = env.get("TELEIMG_DICOM_PORT", "").strip()
         if port and not port.isdigit():
             raise SystemExit(f"TELEIMG_DICOM_PORT must be a port number, got {port!r}")
+        try:  # AE titles follow VR AE (PS3.5 §6.2), never cut silently (issue 27 item 1)
+            ae_title = check_ae_title(env.get("TELEIMG_DICOM_AE_TITLE", "TELEIMAGERIE"),
+                                      "TELEIMG_DICOM_AE_TITLE")
+            allowed = frozenset(check_ae_title(a, "TELEIMG_DICOM_ALLOWED_AES") for a in
+                                env.get("TELEIMG_DICOM_ALLOWED_AES", "").split(",")
+                                if a.strip())
+        except UnsafeIdentifier as exc:
+            raise SystemExit(str(exc)) from None
         return cls(
             host=env.get("TELEIMG_DICOM_HOST", "127.0.0.1"),
             port=int(port or 0),
-            ae_title=env.get("TELEIMG_DICOM_AE_TITLE", "TELEIMAGERIE")[:16],
-            allowed_aes=frozenset(a.strip() for a in env.get(
-                "TELEIMG_DICOM_ALLOWED_AES", "").split(",") if a.strip()),
+            ae_title=ae_title,
+            allowed_aes=allowed,
             wado_url=env.get("TELEIMG_DICOM_WADO_URL", "").rstrip("/"),
             timezone=env.get("TELEIMG_DICOM_TIMEZONE", "Europe/Paris"),
             max_upload_bytes=int(env.get("TELEIMG_DICOM_MAX_UPLOAD_BYTES", "")

@@ -3,7 +3,9 @@ with ``application/dicom`` (one instance) or ``multipart/related; type="applicat
 dicom"`` (several). Headers only are read; each study goes through the pipeline as the
 authenticated caller (its role must allow writing ImagingStudy and Observation). The
 answer is the Store Instances Response Module in ``application/dicom+json``: 200 all
-stored, 202 some failed, 409 none stored (PS3.18 §10.5.3)."""
+stored, 202 some failed, 409 none stored (PS3.18 §10.5.3). An instance whose UIDs break
+the UI grammar fails with FailureReason A900 and is audited; a target study UID in the path
+that breaks it is a 400 (issue 27 item 1; R-SEC-2, R-INT-2)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from adapters.dicom.pipeline import Importer
-from adapters.dicom.reader import Instance, NotReadable, read
+from adapters.dicom.reader import NOT_MATCHING_SOP_CLASS, BadUid, Instance, NotReadable, read
 from adapters.dicom.settings import DicomSettings
+from fhir_server.core.safepath import UnsafeIdentifier, check_uid, is_uid
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -61,20 +64,39 @@ def _ref(uid: str, sop_class: str, reason: int | None = None) -> dict[str, Any]:
     return item
 
 
+def _uid(ds: Any, keyword: str) -> str:
+    """A refused instance's UID for the response, only when it is a valid one: the
+    response never echoes what broke the grammar."""
+    value = ds.get(keyword) if ds is not None else None
+    return str(value) if is_uid(value) else ""
+
+
 def store(server: FhirServer, principal: Principal, body: bytes, content_type: str,
           settings: DicomSettings | None = None, peer: str = "", study: str = ""
           ) -> tuple[int, dict[str, Any], list[str]]:
     """(HTTP status, response dataset, failure reasons) of one STOW request; posted to
     ``/studies/{study}``, instances of another study are refused."""
+    importer = Importer(server, settings or DicomSettings.from_env(), principal, peer,
+                        channel="stow")
+    if study:
+        try:
+            check_uid(study, "Study Instance UID de l'URL")
+        except UnsafeIdentifier as exc:  # PS3.18 §10.5.3: 400, the request is malformed
+            importer.refused([str(exc)])
+            return 400, {}, [str(exc)]
     instances: list[Instance] = []
     failed: list[dict[str, Any]] = []
     reasons: list[str] = []
+    refused: list[str] = []  # audited, as the studies the pipeline refuses are
     for n, raw in enumerate(parts(body, content_type), start=1):
         try:
             instance = read(raw, name=f"partie {n}")
         except NotReadable as exc:
-            failed.append(_ref("", "", CANNOT_UNDERSTAND))
+            ds = exc.dataset if isinstance(exc, BadUid) else None
+            code = NOT_MATCHING_SOP_CLASS if isinstance(exc, BadUid) else CANNOT_UNDERSTAND
+            failed.append(_ref(_uid(ds, "SOPInstanceUID"), _uid(ds, "SOPClassUID"), code))
             reasons.append(str(exc))
+            refused.append(str(exc))
             continue
         if study and instance.study_uid != study:
             ds = instance.dataset
@@ -83,18 +105,18 @@ def store(server: FhirServer, principal: Principal, body: bytes, content_type: s
             reasons.append(f"partie {n} : étude {instance.study_uid}, pas {study}")
             continue
         instances.append(instance)
-    summary = Importer(server, settings or DicomSettings.from_env(), principal,
-                       peer, channel="stow").import_instances(instances)
-    refused = {s.uid: s.error for s in summary.studies if s.error}
+    importer.refused(refused)  # R-SEC-3
+    summary = importer.import_instances(instances)
+    errors = {s.uid: s.error for s in summary.studies if s.error}
     stored: list[dict[str, Any]] = []
     for instance in instances:
         ds = instance.dataset
-        if instance.study_uid in refused:
+        if instance.study_uid in errors:
             failed.append(_ref(str(ds.SOPInstanceUID), str(ds.SOPClassUID),
                                PROCESSING_FAILURE))
         else:
             stored.append(_ref(str(ds.SOPInstanceUID), str(ds.SOPClassUID)))
-    reasons += list(dict.fromkeys(refused.values()))
+    reasons += list(dict.fromkeys(errors.values()))
     response: dict[str, Any] = {}
     if stored:
         response["00081199"] = {"vr": "SQ", "Value": stored}
