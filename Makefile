@@ -17,15 +17,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# the official ANS schematrons run with node-schematron (CDA conformance tests, issue 8)
-tools/node/node_modules/.installed: tools/node/package.json
-	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q nodejs npm >/dev/null; } \
-	  || echo "npm unavailable: the CDA schematron tests will be skipped"
-	@if command -v npm >/dev/null; then npm ci --prefix tools/node --no-audit --no-fund --silent \
-	  && touch $@; fi
-
+# the official ANS schematrons run in SaxonC-HE (saxonche, a dependency) with the ISO
+# skeleton shipped in lxml; compiled once into build/schematron (ADR 0021, issue 26)
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test tools/node/node_modules/.installed
+install-test: $(VENV)/.installed-test
 
 run: install
 	$(BIN)/teleimagerie serve
@@ -37,7 +32,7 @@ demo: install-test
 test: install-test
 	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools demo
 	$(BIN)/mypy fhir_server adapters
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: install-test
 	$(BIN)/python -m benchmarks.run
@@ -62,4 +57,4 @@ lint: install-test
 	$(BIN)/mypy fhir_server adapters
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data build .pytest_cache .mypy_cache .ruff_cache

@@ -364,6 +364,12 @@ def _ig_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cda_validate(path: str) -> int:
+    from adapters.cda.validate import main as validate  # the same check as before delivery
+
+    return validate([path])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teleimagerie", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -452,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
                                 "elsewhere")
     head.add_argument("--sign-key", help="PEM private key (EC P-256 or RSA): print a JWS")
     audit.set_defaults(func=_audit)
+    cda = sub.add_parser("cda", help="CDA documents (issue 26)")
+    cda_sub = cda.add_subparsers(dest="cda_command", required=True)
+    check = cda_sub.add_parser("validate", help="check a CDA file against the CDA XSD and "
+                               "every rule of the ANS schematrons: exit 0 valid, 1 invalid "
+                               "(failed assertions one per line), 2 usage")
+    check.add_argument("file")
+    cda.set_defaults(func=lambda args: _cda_validate(args.file))
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

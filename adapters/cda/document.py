@@ -26,6 +26,15 @@ XSI = "http://www.w3.org/2001/XMLSchema-instance"
 PS3_20 = "urn:dicom-org:ps3-20"
 NSMAP = {None: V3, "xsi": XSI, "ps3-20": PS3_20}
 DCM_URI = "http://dicom.nema.org/resources/ontology/DCM"
+SCT_URI = "http://snomed.info/sct"
+BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+INSEE_CODE = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code"
+EXT_PREGNANCY = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-pregnancy-status"
+EXT_RISK = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-risk-factor"
+EXT_INCIDENT = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-technical-incident"
+# CI-SIS JDV_StatutGrossesse (1.2.250.1.213.1.1.5.671), as our statut-grossesse ValueSet
+PREGNANCY = {"77386006": "Enceinte", "60001007": "Non enceinte", "261665006": "Inconnu"}
+PREGNANT = "77386006"
 DOSE_DISPLAY = {"113813": "PDL Total : Produit Dose Longueur Total",
                 "113830": "IDSV moyen (CTDIvol)", "113838": "PDL (DLP)",
                 "113722": "PDS Total : Produit Dose Surface Total",
@@ -283,10 +292,35 @@ def _record_target(root: etree._Element, patient: dict[str, Any]) -> None:
         _el(person, "birthTime", value=birth)
     else:
         _el(person, "birthTime", nullFlavor="UNK")
+    place = birthplace(patient)
+    if place is not None:
+        addr = _el(_el(_el(person, "birthplace"), "place"), "addr")
+        if place[0]:
+            _el(addr, "county", place[0])
+        if place[1]:
+            _el(addr, "city", place[1])
 
 
-def _assigned(entity: etree._Element, src: Sources) -> None:
-    """assignedAuthor / assignedEntity: the imager (RPPS), their profession, organisation."""
+def birthplace(patient: dict[str, Any]) -> tuple[str, str] | None:
+    """(COG code, city) of the birth place (FHIR patient-birthPlace, FR Core INSEE code
+    extension): an INS trait (Référentiel INS; CI-SIS structuration minimale)."""
+    for e in patient.get("extension") or []:
+        if e.get("url") != BIRTH_PLACE:
+            continue
+        address = e.get("valueAddress") or {}
+        code = next(((x.get("valueCoding") or {}).get("code") for x in
+                     address.get("extension") or [] if x.get("url") == INSEE_CODE), None)
+        code = code or address.get("district")
+        if code or address.get("city"):
+            return str(code or ""), str(address.get("city") or "")
+    return None
+
+
+def _assigned(entity: etree._Element, src: Sources, organization: bool = False) -> None:
+    """assignedAuthor / assignedEntity: the imager (RPPS), their profession, organisation.
+    ``organization``: the structure is required (serviceEvent performer, CI-SIS
+    structuration minimale "CI-SISDocumentationOf"); without the imager's own, it is the
+    structure where the act was performed (the requesting site)."""
     author = src.author or {}
     rpps = identifier(author, codes.RPPS)
     if rpps:
@@ -298,9 +332,11 @@ def _assigned(entity: etree._Element, src: Sources) -> None:
     _addr(entity, next(iter(author.get("address") or []), None))
     _telecom(entity, author.get("telecom"))
     _name(_el(entity, "assignedPerson"), author.get("name"))
-    if src.author_org is not None:
+    structure = src.author_org if src.author_org is not None or not organization \
+        else src.site
+    if structure is not None or organization:
         org = _el(entity, "representedOrganization")
-        _organization_body(org, src.author_org)
+        _organization_body(org, structure)
         _el(org, "standardIndustryClassCode", code="ETABLISSEMENT",
             displayName="Etablissement de santé", codeSystem=codes.PRACTICE_SETTING)
 
@@ -386,7 +422,7 @@ def _documentation_of(root: etree._Element, src: Sources) -> None:
     else:
         _el(period, "low", nullFlavor="UNK")
     performer = _el(event, "performer", typeCode="PRF")
-    _assigned(_el(performer, "assignedEntity"), src)
+    _assigned(_el(performer, "assignedEntity"), src, organization=True)
 
 
 # -- body (N3) -----------------------------------------------------------------------------
@@ -422,6 +458,11 @@ def _structured_body(body: etree._Element, src: Sources) -> None:
         addendum = _section(body, ("1.2.840.10008.9.6", "1.2.250.1.213.1.1.2.210"),
                             ("55107-7", codes.LOINC, "Addendum"), "Addendum", sid("addendum"))
         _paragraphs(addendum, _amendment_text(report), "Compte rendu modifié.")
+        # the addendum names its author (CR-IMG / IHE: author/assignedAuthor/assignedPerson)
+        author = _el(addendum, "author")
+        _el(author, "time", value=ts(report.get("issued") or report.get("effectiveDateTime"))
+            or "")
+        _assigned(_el(author, "assignedAuthor"), src)
     clinical = _section(body, ("1.2.840.10008.9.2", "1.2.250.1.213.1.1.2.205"),
                         ("55752-0", codes.LOINC, "Informations cliniques"),
                         "Informations cliniques", sid("clinical"))
@@ -433,12 +474,7 @@ def _structured_body(body: etree._Element, src: Sources) -> None:
                              "Justification de la demande d'examen", sid("justification"),
                              sub=True)
     _paragraphs(justification, reasons, "Non renseignée dans la demande.")
-    history = _section(clinical, ("2.16.840.1.113883.10.20.22.2.39",
-                                  "1.2.250.1.213.1.1.2.213"),
-                       ("11329-0", codes.LOINC, "Historique médical"),
-                       "Antécédents médicaux / Contre-indications", sid("history"))
-    notes = "\n".join(n.get("text", "") for n in request.get("note") or [])
-    _paragraphs(history, notes, "Aucun antécédent transmis avec la demande.")
+    _history(clinical, src, sid)
     _technique(body, src, sid)
     found = findings(report)
     if found:
@@ -511,6 +547,15 @@ def _technique(body: etree._Element, src: Sources, sid: Any) -> None:
     _el(_el(method, "originalText"), "reference", value="#acte-1-modalite")
     target = _cd(procedure, "targetSiteCode", site)
     _el(_el(target, "originalText"), "reference", value="#acte-1-localisation")
+    incidents = [e["valueString"] for e in src.report.get("extension") or []
+                 if e.get("url") == EXT_INCIDENT and isinstance(e.get("valueString"), str)]
+    if incidents:
+        # R-EXAM-3: technical incidents and adverse effects, in FR-DICOM-Complications
+        complications = _section(section, ("2.16.840.1.113883.10.20.22.2.37",
+                                           "1.2.250.1.213.1.1.2.214"),
+                                 ("55109-3", codes.LOINC, "Complications"), "Complications",
+                                 sid("complications"), sub=True)
+        _paragraphs(complications, "\n".join(incidents), "")
     if src.doses:
         _exposure(section, src, sid)
     _catalog(section, src, sid)
@@ -522,6 +567,8 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
                         "de radioprotection"), "Exposition aux rayonnements", sid("exposure"),
                        sub=True)
     text = _el(section, "text")
+    _el(_el(text, "paragraph", "Statut de grossesse : "), "content", pregnancy_of(src)[1],
+        ID="statut-grossesse")
     table = _el(text, "table", border="0")
     head = _el(_el(table, "thead"), "tr")
     for label in ("Mesure", "Quantité", "Source"):
@@ -554,6 +601,7 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
     _el(role, "code", code="113850", displayName="Autorisation d'irradiation",
         codeSystem=codes.DCM, codeSystemName="DCM")
     _name(_el(role, "playingEntity"), imager.get("name"))
+    _pregnancy(section, src, sid)
     for n, obs, coding, value in rows:
         observation = _el(_el(section, "entry"), "observation", classCode="OBS",
                           moodCode="EVN")
@@ -570,9 +618,12 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
             _el(observation, "effectiveTime", value=when)
         _el(observation, "value", xsi_type="PQ", value=str(value["value"]),
             unit=str(value.get("code") or value.get("unit") or "1"))
-        site = _coding(obs.get("bodySite"))
-        _cd(observation, "targetSiteCode", site, xsi_type="CD") if site else \
-            _el(observation, "targetSiteCode", nullFlavor="UNK")
+        # CR-IMG JDV_LocalisationAnatomiqueQuantite forbids a nullFlavor here: the dose
+        # item's site, else its series', else the request's region (required, R-REQ-1)
+        site = dose_site(src, obs)
+        target = _cd(observation, "targetSiteCode", site, xsi_type="CD")
+        if site is not None and site.get("display"):
+            _el(target, "originalText", site["display"])
 
 
 def _catalog(parent: etree._Element, src: Sources, sid: Any) -> None:
@@ -653,3 +704,130 @@ def _catalog(parent: etree._Element, src: Sources, sid: Any) -> None:
                     value=f"{wado}/instances/{first.get('uid')}")
     if n == 0:
         _el(text, "paragraph", "Aucun objet DICOM archivé n'est rattaché à ce compte rendu.")
+
+
+def _observation(entry_parent: etree._Element, oid: str, code: tuple[str, str, str]
+                 ) -> etree._Element:
+    """An FR-DICOM-Observation (Coded Observation, DICOM PS3.20 / CI-SIS 1.2.250.1.213.
+    1.1.3.150): two templateIds, one id, code, statusCode, value, targetSiteCode."""
+    obs = _el(_el(entry_parent, "entry"), "observation", classCode="OBS", moodCode="EVN")
+    _el(obs, "templateId", root="2.16.840.1.113883.10.20.6.2.13")
+    _el(obs, "templateId", root="1.2.250.1.213.1.1.3.150")
+    _el(obs, "id", root=oid)
+    _el(obs, "code", code=code[0], codeSystem=code[1], displayName=code[2],
+        codeSystemName="LOINC" if code[1] == codes.LOINC else "SNOMED CT")
+    return obs
+
+
+def pregnancy_of(src: Sources) -> tuple[str, str]:
+    """The pregnancy status the request states (tlm-pregnancy-status, R-REQ-3), else
+    "Inconnu" (261665006): the CI-SIS value set has a code for it, its rule no nullFlavor."""
+    for e in (src.request or {}).get("extension") or []:
+        if e.get("url") == EXT_PREGNANCY:
+            coded = _coding(e.get("valueCodeableConcept"), SCT_URI)
+            if coded is not None and coded["code"] in PREGNANCY:
+                return str(coded["code"]), PREGNANCY[str(coded["code"])]
+    return "261665006", PREGNANCY["261665006"]
+
+
+def _pregnancy(section: etree._Element, src: Sources, sid: Any) -> None:
+    """FR-DICOM-Observation statut de grossesse (364320009), required in the radiation
+    exposure section (IHE S_DICOM_ExpositionsAuxRadiations; CR-IMG JDV_StatutGrossesse)."""
+    code, label = pregnancy_of(src)
+    obs = _observation(section, sid("pregnancy"),
+                       ("364320009", codes.SNOMED, "Statut de grossesse"))
+    _el(obs, "statusCode", code="completed")
+    value = _el(obs, "value", xsi_type="CD", code=code, displayName=label,
+                codeSystem=codes.SNOMED, codeSystemName="SNOMED CT")
+    _el(_el(value, "originalText"), "reference", value="#statut-grossesse")
+    _el(obs, "targetSiteCode", nullFlavor="NA")  # a status, not a site
+
+
+def dose_site(src: Sources, obs: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a dose was received: the dose item's body site, else the body site of the
+    series of its study, else the request's region (SNOMED CT codes)."""
+    site = _coding(obs.get("bodySite"), SCT_URI)
+    if site is not None:
+        return site
+    studies = {ref.get("reference", "").split("/")[-1] for ref in obs.get("partOf") or []}
+    for study in src.studies:
+        if studies and study.get("id") not in studies:
+            continue
+        for series in study.get("series") or []:
+            found = series.get("bodySite")
+            if isinstance(found, dict) and found.get("system") == SCT_URI and found.get("code"):
+                return found
+    return _coding(next(iter((src.request or {}).get("bodySite") or []), None), SCT_URI)
+
+
+def _history(clinical: etree._Element, src: Sources, sid: Any) -> None:
+    """FR-DICOM-Historique-medical: medical (11348-0) and surgical (47519-4) history and
+    contra-indications (64100-1), each an FR-DICOM-Observation (CR-IMG and IHE require the
+    first two; the CR-IMG rule on the third is written so that one is required too). The
+    history comes from the request's supporting information (Condition: medical,
+    Procedure: surgical) and notes; contra-indications from its pregnancy status and risk
+    factors (tlm-risk-factor)."""
+    request = src.request or {}
+    medical = [_label(r) for r in src.history if r.get("resourceType") != "Procedure"]
+    medical += [n.get("text", "") for n in request.get("note") or [] if n.get("text")]
+    surgical = [_label(r) for r in src.history if r.get("resourceType") == "Procedure"]
+    contra: list[tuple[str | None, str]] = []
+    if pregnancy_of(src)[0] == PREGNANT:
+        contra.append((PREGNANT, "Enceinte"))
+    for e in request.get("extension") or []:
+        if e.get("url") == EXT_RISK:
+            concept = e.get("valueCodeableConcept") or {}
+            coded = _coding(concept)
+            contra.append((None, concept.get("text") or (coded or {}).get("display")
+                           or (coded or {}).get("code") or ""))
+    section = _section(clinical, ("2.16.840.1.113883.10.20.22.2.39",
+                                  "1.2.250.1.213.1.1.2.213"),
+                       ("11329-0", codes.LOINC, "Historique médical"),
+                       "Antécédents médicaux / Antécédents chirurgicaux / Contre-indications",
+                       sid("history"))
+    text = _el(section, "text")
+    none = "Non renseignés dans la demande"
+    rows = [("antecedents-medicaux", "Antécédents médicaux", "; ".join(filter(None, medical))
+             or none),
+            ("antecedents-chirurgicaux", "Antécédents chirurgicaux",
+             "; ".join(filter(None, surgical)) or none)]
+    rows += [(f"contre-indication-{n}", "Contre-indication", label or "Non précisée")
+             for n, (_, label) in enumerate(contra, start=1)]
+    if not contra:
+        rows.append(("contre-indication-1", "Contre-indication",
+                     "Aucune contre-indication signalée dans la demande"))
+    for anchor, heading, value in rows:
+        _el(_el(text, "paragraph", f"{heading} : "), "content", value, ID=anchor)
+    for anchor, code in (("antecedents-medicaux", ("11348-0", codes.LOINC,
+                                                   "Antécédents médicaux")),
+                         ("antecedents-chirurgicaux", ("47519-4", codes.LOINC,
+                                                       "Antécédents chirurgicaux"))):
+        obs = _observation(section, sid(anchor), code)
+        _el(_el(obs, "text"), "reference", value=f"#{anchor}")
+        _el(obs, "statusCode", code="completed")
+        # free text, as the ANS example: a CD whose original text is the narrative
+        _el(_el(_el(obs, "value", xsi_type="CD"), "originalText"), "reference",
+            value=f"#{anchor}")
+        _el(obs, "targetSiteCode", nullFlavor="NA")
+    for n, (code, _) in enumerate(contra or [(None, "")], start=1):
+        anchor = f"contre-indication-{n}"
+        obs = _observation(section, sid(anchor), ("64100-1", codes.LOINC,
+                                                   "Contre-indications"))
+        _el(_el(obs, "text"), "reference", value=f"#{anchor}")
+        _el(obs, "statusCode", code="completed")
+        if code is not None:  # a code of the CI-SIS JDV_Contre_indications
+            value = _el(obs, "value", xsi_type="CD", code=code, displayName="Enceinte",
+                        codeSystem=codes.SNOMED, codeSystemName="SNOMED CT")
+            _el(_el(value, "originalText"), "reference", value=f"#{anchor}")
+        else:
+            # our risk factors have no CI-SIS code, and the rule admits no nullFlavor: a
+            # text value (the JDV rule checks CD/CE values only)
+            _el(obs, "value", rows[1 + n][2], xsi_type="ST")
+        _el(obs, "targetSiteCode", nullFlavor="NA")
+
+
+def _label(resource: dict[str, Any]) -> str:
+    concept = resource.get("code") or {}
+    coded = _coding(concept)
+    return str(concept.get("text") or (coded or {}).get("display") or (coded or {}).get("code")
+               or "")

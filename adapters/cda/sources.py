@@ -27,6 +27,8 @@ class Sources:
     author_org: dict[str, Any] | None = None  # their Organization (PractitionerRole)
     site: dict[str, Any] | None = None  # the requesting structure (workflow.origin)
     endpoint: str = ""  # WADO-RS base of the archive
+    # the request's supporting information: history (Condition, Procedure…)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def report_id(self) -> str:
@@ -47,6 +49,11 @@ def gather(server: FhirServer, report: dict[str, Any], version: int) -> Sources:
         if request is not None and request.get("resourceType") == "ServiceRequest":
             out.request = request
             break
+    for ref in (out.request or {}).get("supportingInfo") or []:
+        found = load(server, ref_of(ref))
+        if found is not None and found.get("resourceType") in ("Condition", "Procedure",
+                                                                "Observation"):
+            out.history.append(found)
     for ref in report.get("imagingStudy") or []:
         study = load(server, ref_of(ref))
         if study is not None:

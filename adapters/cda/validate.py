@@ -1,39 +1,29 @@
-"""Conformance of a generated document: the CDA R2 XSD (lxml) and the official ANS
-schematrons (CI-SIS IMG-CR-IMG 2024.01, structuration minimale, IHE and ANS header
-models), run with node-schematron (XSLT2 query binding) from ``tools/node``.
+"""Conformance of a generated document, as one verdict: the CDA R2 XSD (lxml) and every
+rule of the official ANS schematrons (:mod:`adapters.cda.schematron`, SaxonC-HE), for
+the operator's ``teleimagerie cda validate`` and the check before a report is accepted
+and its documents delivered (issue 26; R-REP-6, R-INT-1; ADR 0021).
 
-Both need the ANS test kit (``../shared/references/ans-cda``), which is reference
-material, not part of the product: :func:`references` says where it is, or None.
+Both need the ANS test kit (``../shared/references/ans-cda`` or ``TELEIMG_ANS_CDA``),
+which is reference material, not part of the product: :func:`references` says where it
+is, or None.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
+import hashlib
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from lxml import etree
 
-ROOT = Path(__file__).resolve().parents[2]
-NODE_TOOLS = ROOT / "tools" / "node"
-SCHEMATRON_JS = NODE_TOOLS / "node_modules" / "node-schematron" / "bin" / "schematron.js"
-SCHEMATRONS = ("CI-SIS_IMG-CR-IMG_2024.01.sch",
-               "profils/structurationMinimale/ASIP-STRUCT-MIN-StrucMin.sch",
-               "profils/CI-SIS_ModelesDeContenusCDA.sch",
-               "profils/CI-SIS_Modeles_ANS.sch", "profils/IHE.sch")
+from adapters.cda import schematron
+from adapters.cda.schematron import Failure, Unavailable
 
-
-def references() -> Path | None:
-    """The ANS CDA kit: ``TELEIMG_ANS_CDA`` or ``../shared/references/ans-cda``."""
-    candidates = [os.environ.get("TELEIMG_ANS_CDA", ""),
-                  str(ROOT.parent / "shared" / "references" / "ans-cda")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "xsd" / "CDA_extended.xsd").exists():
-            return Path(candidate)
-    return None
+references = schematron.references
 
 
 @cache
@@ -42,32 +32,107 @@ def _schema(kit: Path) -> etree.XMLSchema:
 
 
 def xsd_errors(xml: bytes, kit: Path) -> list[str]:
+    """The CDA R2 XSD's complaints about ``xml`` (the kit's CDA_extended.xsd)."""
     schema = _schema(kit)
     if schema.validate(etree.fromstring(xml)):
         return []
     return [f"ligne {e.line} : {e.message}" for e in schema.error_log]
 
 
-def schematron_available() -> bool:
-    return SCHEMATRON_JS.exists() and shutil.which("node") is not None
+@dataclass
+class Verdict:
+    """A document against the XSD and the schematrons of its level."""
+
+    xsd: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    unverifiable: list[Failure] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.xsd and not self.failures
+
+    def lines(self) -> list[str]:
+        """One line per failed check (XSD error or failed assertion)."""
+        return [f"CDA_extended.xsd {e}" for e in self.xsd] + [f.line() for f in self.failures]
+
+    def first(self) -> str:
+        """The first failed rule, named for a person (pattern and message)."""
+        if self.xsd:
+            return f"schéma CDA (CDA_extended.xsd) : {self.xsd[0]}"
+        return f"{self.failures[0].schematron} [{self.failures[0].pattern}] " \
+            f"{self.failures[0].message}" if self.failures else ""
 
 
-def schematron_errors(xml: bytes | list[bytes], kit: Path,
-                      schematrons: tuple[str, ...] = SCHEMATRONS) -> list[str]:
-    """Failed assertions of each schematron over one or several documents (empty: they
-    all conform); one node run per schematron for the whole set."""
-    documents = [xml] if isinstance(xml, bytes) else xml
-    with tempfile.TemporaryDirectory() as tmp:
-        for n, content in enumerate(documents):
-            (Path(tmp) / f"document-{n}.xml").write_bytes(content)
-        errors: list[str] = []
-        for name in schematrons:
-            run = subprocess.run(["node", str(SCHEMATRON_JS), str(kit / "schematrons" / name),
-                                  f"{tmp}/*.xml"], capture_output=True, text=True,
-                                 timeout=300, check=False)
-            output = run.stdout + run.stderr
-            if run.returncode != 0 or f"{len(documents)} documents passed" not in output:
-                failed = [line.strip() for line in output.splitlines()
-                          if "rreur" in line or line.startswith("fail")]
-                errors.append(f"{name} : " + (" | ".join(failed[:8]) or output[-800:]))
-        return errors
+class Checker:
+    """The XSD and the schematrons over a kit, with the verdicts of the last documents
+    kept (the report's check and the delivery's see the same bytes: one evaluation)."""
+
+    def __init__(self, kit: Path, validator: schematron.Validator | None = None,
+                 remember: int = 64) -> None:
+        self.kit = kit
+        self.validator = validator or schematron.Validator(kit)
+        self._seen: OrderedDict[str, Verdict] = OrderedDict()
+        self._remember = remember
+        self._lock = threading.Lock()
+
+    def check(self, xml: bytes) -> Verdict:
+        key = hashlib.sha256(xml).hexdigest()
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return self._seen[key]
+        report = self.validator.validate(xml)
+        verdict = Verdict(xsd_errors(xml, self.kit), report.failures, report.unverifiable)
+        with self._lock:
+            self._seen[key] = verdict
+            while len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        return verdict
+
+
+_checker: Checker | None = None
+_checker_lock = threading.Lock()
+
+
+def checker() -> Checker:
+    """The process's checker over the kit :func:`references` finds (raises
+    :class:`Unavailable` when the kit or saxonche is missing)."""
+    global _checker
+    with _checker_lock:
+        if _checker is None:
+            validator = schematron.default()
+            _checker = Checker(validator.kit, validator)
+        return _checker
+
+
+def main(argv: list[str]) -> int:
+    """``teleimagerie cda validate FILE``: 0 valid, 1 invalid (the failed assertions, one
+    per line), 2 usage or the validator cannot run here."""
+    if len(argv) != 1:
+        print("usage : teleimagerie cda validate FICHIER.xml", file=sys.stderr)
+        return 2
+    path = Path(argv[0])
+    try:
+        xml = path.read_bytes()
+        etree.fromstring(xml)
+    except OSError as exc:
+        print(f"{path} : illisible ({exc.strerror})", file=sys.stderr)
+        return 2
+    except etree.XMLSyntaxError as exc:
+        print(f"{path} : XML mal formé ({exc})", file=sys.stderr)
+        return 1
+    try:
+        verdict = checker().check(xml)
+    except Unavailable as exc:
+        print(f"validation impossible : {exc}", file=sys.stderr)
+        return 2
+    for failure in verdict.unverifiable:
+        print(f"non vérifiable (jeu de valeurs absent du kit) : {failure.line()}",
+              file=sys.stderr)
+    if verdict.valid:
+        print(f"{path} : conforme ({schematron.level_of(xml)} : XSD et "
+              f"{len(schematron.BY_LEVEL[schematron.level_of(xml)])} schématrons ANS)")
+        return 0
+    for line in verdict.lines():
+        print(line)
+    return 1
