@@ -18,6 +18,33 @@ SUPPORTED_TYPES: tuple[str, ...] = (
 # served read-only from the shipped implementation guide (profiles/, terminology/)
 CONFORMANCE_TYPES: frozenset[str] = frozenset(
     {"StructureDefinition", "CodeSystem", "ValueSet", "ConceptMap"})
+
+# What each served type holds — the one table the roles (security/roles.py), the patient
+# compartment (security/compartment.py) and the guard agree with (R-SEC-2, issue 27 item
+# 5; tests/security/test_type_classification.py fails on a served type missing here).
+PATIENT_DATA = "patient-data"  # about one patient: guarded per patient
+PATIENT_MESSAGES = "patient-messages"  # HL7 v2 message records: guarded per patient,
+#                                       supervised by the interface administrator
+DIRECTORY = "directory"  # professionals, structures, endpoints, devices
+AUDIT = "audit"  # the trail (auditor only, append-only)
+CONFORMANCE = "conformance"  # the shipped implementation guide (public)
+CLASSIFICATION: dict[str, str] = {
+    **dict.fromkeys(("Patient", "ServiceRequest", "Consent", "ImagingStudy",
+                     "DiagnosticReport", "Observation", "DocumentReference", "Binary",
+                     "Task", "Provenance", "Communication", "MedicationAdministration",
+                     "Flag"), PATIENT_DATA),
+    "Basic": PATIENT_MESSAGES,
+    **dict.fromkeys(("Practitioner", "PractitionerRole", "Organization", "Endpoint",
+                     "Device"), DIRECTORY),
+    "AuditEvent": AUDIT,
+    **dict.fromkeys(sorted(CONFORMANCE_TYPES), CONFORMANCE),
+}
+
+
+def classified(kind: str) -> tuple[str, ...]:
+    """The served types of one class, in table order."""
+    return tuple(t for t, k in CLASSIFICATION.items() if k == kind)
+
 _SUPPORTED = frozenset(SUPPORTED_TYPES)
 _ROUTED = _SUPPORTED | CONFORMANCE_TYPES
 

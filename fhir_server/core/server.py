@@ -132,7 +132,7 @@ class FhirServer:
         guarded = GuardedStore(self.store, access)
         view.store = guarded
         try:
-            authorize(req, access)
+            authorize(req, access, self.name)
             resp = self._run(view, req)
         except FhirError as exc:
             self._record(req, exc.status, exc.issues[0].diagnostics if exc.issues else None,
@@ -202,7 +202,9 @@ class FhirServer:
             return
         req.context.events = []
         # writes and refusals are committed before answering; successful reads batch
-        durable = any(e["action"] in ("C", "U", "D") or e["outcome"] != "0" for e in events)
+        # (and a declared break-the-glass: its alert must outlive a crash, R-SEC-2)
+        durable = any(e["action"] in ("C", "U", "D") or e["outcome"] != "0" or
+                      "purposeOfEvent" in e for e in events)
         self.audit.record(events, durable)
 
     def render(self, req: FhirRequest, resp: FhirResponse) -> Rendered:

@@ -15,6 +15,7 @@ from fhir_server.core.validation import base_issues
 from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
 from fhir_server.search.values import format_instant, now_us
+from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
     return item
 
 
-def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
+def store_version(server: FhirServer | None, store: Store, rtype: str, rid: str,
                   resource: dict[str, Any] | None, method: str,
                   previous: Stored | None, checked: bool = False) -> Stored:
     """Write a new version: server-owned meta, index extraction, history (one write unit).
@@ -98,6 +99,9 @@ def store_version(server: FhirServer, store: Store, rtype: str, rid: str,
         meta = {k: v for k, v in (resource.get("meta") or {}).items()
                 if k not in ("versionId", "lastUpdated")}
         meta = {"versionId": str(vid), "lastUpdated": format_instant(updated), **meta}
+        if isinstance(store, GuardedStore):  # the server's tags: never a client's (R-SEC-2)
+            tags = store.owned_meta(rtype, resource, previous)
+            meta = {k: v for k, v in meta.items() if k != "tag"} | ({"tag": tags} if tags else {})
         rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
         resource = {"resourceType": rtype, "id": rid, "meta": meta, **rest}
         if not checked:

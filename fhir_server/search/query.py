@@ -97,7 +97,60 @@ class AnyOf:
     options: list[Term]
 
 
-Term = Clause | Chain | Has | AnyOf
+@dataclass
+class AllOf:
+    """The AND of terms (an option of an :class:`AnyOf`); empty: every resource."""
+
+    terms: list[Term]
+
+
+@dataclass
+class Not:
+    """The resources that do not match ``term``."""
+
+    term: Term
+
+
+@dataclass
+class PatientSet:
+    """Ids of patients: those that ``ref`` (a reference parameter of ``source_type``)
+    points at from the resources of ``source_type`` matching ``terms`` — or, when
+    ``ref`` is None, the matching Patients themselves. Compiled as a sub-select, never
+    materialised as a list of ids in the query (issue 27 item 6)."""
+
+    source_type: str
+    ref: SearchParam | None
+    terms: list[Term]
+
+
+@dataclass
+class Opened:
+    """Patients opened from a resource on: a resource qualifies when its patient is the
+    one ``ref`` of a matching ``source_type`` resource points at, and that resource was
+    created no later than it (creation order, the store's ``pk``). A request a user
+    makes themselves party to opens what comes after it, never what existed before
+    (R-SEC-2, issue 27 item 3)."""
+
+    source_type: str
+    ref: SearchParam
+    terms: list[Term]
+
+
+@dataclass
+class InCare:
+    """The guard's term on one type (R-SEC-2): resources whose patient — through
+    ``param``, a reference parameter of the type, or the resource itself when ``param``
+    is None (Patient) — is in one of ``sets`` or ``ids``, or was opened by one of
+    ``since`` no later than the resource was created. Built by
+    :mod:`fhir_server.security.care`, compiled by each store as sub-selects."""
+
+    param: SearchParam | None
+    sets: list[PatientSet]
+    ids: list[str]
+    since: list[Opened]
+
+
+Term = Clause | Chain | Has | AnyOf | AllOf | Not | InCare
 
 
 @dataclass(frozen=True)
@@ -199,6 +252,10 @@ class QueryParser:
             query.terms.append(term)
             query.used.append((key, raw))
         query.terms = merge_date_bounds(query.terms)
+        if len(query.terms) > self.limits.max_search_terms:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"{len(query.terms)} search parameters: at "
+                            f"most {self.limits.max_search_terms} may be combined "
+                            "(TELEIMG_MAX_SEARCH_TERMS)")
         return query
 
     # -- result parameters -------------------------------------------------------------
@@ -217,6 +274,10 @@ class QueryParser:
                 if param is None:
                     raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
                 query.sort.append((param, desc))
+            if len(query.sort) > self.limits.max_sort_keys:
+                raise FhirError(ErrorKind.TOO_COSTLY, f"_sort names {len(query.sort)} keys: "
+                                f"at most {self.limits.max_sort_keys} "
+                                "(TELEIMG_MAX_SORT_KEYS)", expression=["_sort"])
         elif key == "_total":
             if raw not in ("none", "estimate", "accurate"):
                 raise invalid("_total must be none, estimate or accurate", "_total")
@@ -293,6 +354,14 @@ class QueryParser:
         return self._clause(param, modifier or None, raw, key)
 
     def _clause(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
+        clause = self._values(param, modifier, raw, key)
+        if len(clause.values) > self.limits.max_or_values:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"{key} names {len(clause.values)} values: "
+                            f"at most {self.limits.max_or_values} may be OR-ed "
+                            "(TELEIMG_MAX_OR_VALUES)", expression=[key])
+        return clause
+
+    def _values(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise invalid(f"{key} must be true or false", key)
@@ -400,6 +469,15 @@ def types_read(rtype: str, terms: list[Term]) -> set[str]:
             found |= types_read(term.source_type, term.inner)
         elif isinstance(term, AnyOf):
             found |= types_read(rtype, term.options)
+        elif isinstance(term, AllOf):
+            found |= types_read(rtype, term.terms)
+        elif isinstance(term, Not):
+            found |= types_read(rtype, [term.term])
+        elif isinstance(term, InCare):
+            for source in term.sets:
+                found |= types_read(source.source_type, source.terms)
+            for opened in term.since:
+                found |= types_read(opened.source_type, opened.terms)
     return found
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
 
+from fhir_server.core.canonical import url
 from fhir_server.search.paths import compile_simple
 
 KINDS = ("string", "token", "reference", "date", "quantity", "uri", "number")
@@ -69,9 +70,18 @@ def register_missing(rows: list[dict[str, Any]]) -> None:
             register(row)
 
 
+# What this server adds to the R4 table for its own guard: a Binary is reached through
+# what its securityContext names (R-SEC-2, issue 27 item 5: counts of Binary narrowed).
+CORE_ROWS: list[dict[str, Any]] = [
+    {"type": "Binary", "name": "tlm-security-context", "kind": "reference",
+     "paths": [{"expression": "Binary.securityContext"}], "targets": [],
+     "url": url("SearchParameter", "Binary-tlm-security-context")},
+]
+
+
 def _load() -> None:
     rows = json.loads((Path(__file__).parent / "search_parameters.json").read_text())
-    for row in rows:
+    for row in [*rows, *CORE_ROWS]:
         register(row)
 
 

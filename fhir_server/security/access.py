@@ -1,29 +1,52 @@
-"""Per-request rights and the guarded data view (R-SEC-1, R-SEC-2, R-ACT-1).
+"""Per-request rights and the guarded data view (R-SEC-1, R-SEC-2, R-SEC-4, R-ACT-1).
 
-:class:`Access` answers "may this principal do letter X on type T, and for which
-patients?" from the intersection of its roles (:mod:`roles`) and SMART scopes.
+:class:`Access` answers "may this principal do letter X on type T, and whose data does
+it reach?" from the intersection of its roles (:mod:`roles`) and SMART scopes.
 :class:`GuardedStore` wraps the store for one request so that *every* interaction —
-reads, searches and their includes, history, bundle entries, operations — only sees
-resources the principal may see and only writes where it may write. Resources of
-other patients are simply absent (404, never 403: no existence leak across patients),
-searches are narrowed in the query itself so paging and totals stay right. Documents
-are also hidden by their masking codes and by the patient's opposition to the sharing a
-role does (:mod:`masking`, R-CONS-5).
+reads, searches and every inner set of their chains and ``_has``, includes, counts,
+aggregates, history, bundle entries, operations, writes — goes through one guard:
+:meth:`GuardedStore.guard`, query terms the store compiles (ADR 0005, ADR 0020).
+
+- A search gets the guard of its type, and every chained target and ``_has`` source
+  gets the guard of its own type, so no inner set reaches a hidden resource (no oracle
+  through a chain, a ``_has`` or a count).
+- A read, an include, a history entry is visible when the same guard matches it (one
+  indexed query per type and batch), so reads and searches can never disagree.
+- Resources of other patients are absent: 404, never 403, on reads and on every write
+  path (an update, a conditional update, a transaction entry on a hidden id is a 404,
+  not a 409 that would tell it exists). A write that would *create* is checked as a
+  create, whichever verb carries it (update-as-create, R-SEC-2).
+
+Documents are also hidden by their masking codes in the query, and by the patient's
+opposition to the sharing a role does after it (:mod:`masking`, R-CONS-5).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from fhir_server.core.errors import ErrorKind, FhirError
+from fhir_server.core.errors import ErrorKind, FhirError, not_found
 from fhir_server.core.limits import Limits
 from fhir_server.search.extract import IndexRows
-from fhir_server.search.query import QueryParser, SearchQuery
+from fhir_server.search.query import (
+    AllOf,
+    AnyOf,
+    Chain,
+    Has,
+    InCare,
+    Not,
+    QueryParser,
+    SearchQuery,
+    Term,
+)
+from fhir_server.search.registry import get
 from fhir_server.security import masking
-from fhir_server.security.care import care_patients, parties
+from fhir_server.security.care import Relationship, owned_tags, request_refs
 from fhir_server.security.compartment import (
     NARROWING_PARAM,
     in_compartment,
@@ -32,14 +55,33 @@ from fhir_server.security.compartment import (
 )
 from fhir_server.security.principal import Principal
 from fhir_server.security.roles import ROLES
-from fhir_server.store.base import Page, Store, Stored
+from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Store, Stored
 
 ALL = None  # reach: every patient
-Reach = frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Whose data a principal reaches for one (type, letter), when not everyone's:
+    the care relationship (:mod:`care`), named patients (the patient role's own record),
+    and at most ``only`` (a ``patient/`` scope's launch patient)."""
+
+    care: bool = False
+    own: frozenset[str] = field(default_factory=frozenset)
+    only: frozenset[str] | None = None
+
+
+NOTHING = Reach()
+_NOWHERE: Term = Not(AllOf([]))  # matches no resource
+_BATCH = 100  # ids per visibility query
 
 
 def forbidden(message: str) -> FhirError:
     return FhirError(ErrorKind.FORBIDDEN, message)
+
+
+def _parser() -> QueryParser:
+    return QueryParser(Limits(max_or_values=10_000), strict=True)
 
 
 class Access:
@@ -49,9 +91,8 @@ class Access:
         self.principal = principal
         self.store = store
         self.limits = limits
-        self._care: frozenset[str] | None = None
-        self._parties: set[str] | None = None
-        self._reach: dict[tuple[str, str], Reach | bool] = {}
+        self._relationship: Relationship | None = None
+        self._reach: dict[tuple[str, str], Reach | bool | None] = {}
         self._consents: dict[str, list[Any]] = {}  # patient -> their active Consents
         self.roles = [ROLES[r] for r in principal.roles if r in ROLES]
 
@@ -68,20 +109,20 @@ class Access:
         if not any(s.grants(rtype, letter) for s in self.principal.scopes):
             raise forbidden(f"no SMART scope grants '{letter}' on {rtype}")
 
-    def reach(self, rtype: str, letter: str) -> Reach:
-        """Patients reachable for (type, letter); ``ALL`` when unrestricted."""
+    def reach(self, rtype: str, letter: str) -> Reach | None:
+        """Whose data of ``rtype`` is reachable for ``letter``; ``ALL`` when everyone's."""
         value = self._compute(rtype, letter)
         if value is False:
-            return frozenset()
+            return NOTHING
         return value  # type: ignore[return-value]
 
-    def _compute(self, rtype: str, letter: str) -> Reach | bool:
+    def _compute(self, rtype: str, letter: str) -> Reach | bool | None:
         key = (rtype, letter)
         if key not in self._reach:
             self._reach[key] = self._evaluate(rtype, letter)
         return self._reach[key]
 
-    def _evaluate(self, rtype: str, letter: str) -> Reach | bool:
+    def _evaluate(self, rtype: str, letter: str) -> Reach | bool | None:
         roles = [r for r in self.roles if letter in r.letters(rtype)]
         scopes = [s for s in self.principal.scopes if s.grants(rtype, letter)]
         if not roles or not scopes:
@@ -89,21 +130,12 @@ class Access:
         if not in_compartment(rtype):
             return ALL
         own = frozenset([self.principal.patient] if self.principal.patient else [])
-        by_role: Reach
+        by_scope_all = any(s.context != "patient" for s in scopes)
         if any(r.reach == "all" for r in roles):
-            by_role = ALL
-        else:
-            by_role = frozenset()
-            if any(r.reach == "care" for r in roles):
-                by_role |= self.care()
-            if any(r.reach == "self" for r in roles):
-                by_role |= own
-        by_scope: Reach = ALL if any(s.context != "patient" for s in scopes) else own
-        if by_role is ALL:
-            return by_scope
-        if by_scope is ALL:
-            return by_role
-        return by_role & by_scope
+            return ALL if by_scope_all else Reach(own=own)
+        reach = Reach(care=any(r.reach == "care" for r in roles),
+                      own=own if any(r.reach == "self" for r in roles) else frozenset())
+        return reach if by_scope_all else Reach(reach.care, reach.own, only=own)
 
     def masked(self, rtype: str, letter: str) -> frozenset[str]:
         """The masking codes hiding a document from this principal (no role through
@@ -130,19 +162,22 @@ class Access:
         found = applicable(self._consents[patient], request)
         return all(opposed_in(found, s) for s in sharings)
 
-    def care(self) -> frozenset[str]:
-        if self._care is None:
-            self._care = frozenset(care_patients(self.store, self.limits, self.principal))
-        return self._care
+    def relationship(self) -> Relationship:
+        if self._relationship is None:
+            self._relationship = Relationship(self.store, self.limits, self.principal)
+        return self._relationship
 
     def parties(self) -> set[str]:
-        if self._parties is None:
-            self._parties = parties(self.store, self.limits, self.principal)
-        return self._parties
+        return self.relationship().who
+
+    @property
+    def asserts_care(self) -> bool:
+        """A person acting through a care role: what they make themselves party to is
+        recorded as their own assertion (R-SEC-2)."""
+        return not self.principal.is_system and any(r.reach == "care" for r in self.roles)
 
 
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
-_WRITE_LETTER = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 
 
 class GuardedStore:
@@ -171,6 +206,101 @@ class GuardedStore:
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         return self.inner.outgoing(items, param_keys)
 
+    # -- the guard ----------------------------------------------------------------------
+    def guard(self, rtype: str, letter: str) -> list[Term] | None:
+        """The terms narrowing ``rtype`` to what this principal may see for ``letter``
+        (``[]``: everything; None: nothing — no right). The one guard (R-SEC-2)."""
+        if not self.access.permits(rtype, letter):
+            return None
+        reach = self.access.reach(rtype, letter)
+        terms: list[Term] = []
+        if reach is not ALL and in_compartment(rtype):
+            if rtype == "Binary":
+                terms.append(self._through_context(reach))
+            else:
+                terms += self.patient_terms(rtype, reach)
+        hidden = self.access.masked(rtype, letter)
+        if hidden and rtype == "DocumentReference":
+            terms.append(_masked_labels(hidden))
+        elif hidden and rtype == "Binary":  # a Binary follows its document's masking
+            param = get("Binary", "tlm-security-context")
+            assert param is not None
+            terms.append(Not(Chain(param, ["DocumentReference"], [_masked_labels(hidden, True)])))
+        return terms
+
+    def patient_terms(self, rtype: str, reach: Reach) -> list[Term]:
+        """``rtype``'s resources whose patient ``reach`` covers (through the type's
+        patient parameter; for Patient, itself)."""
+        param = None if rtype == "Patient" else get(rtype, NARROWING_PARAM[rtype])
+        sets, since = self.access.relationship().sets() if reach.care else ([], [])
+        terms: list[Term] = [InCare(param, sets, sorted(reach.own), since)]
+        if reach.only is not None:
+            terms.append(InCare(param, [], sorted(reach.only), []))
+        return terms
+
+    def _through_context(self, reach: Reach) -> Term:
+        """A Binary is reached through what its securityContext names (R-SEC-2)."""
+        param = get("Binary", "tlm-security-context")
+        assert param is not None
+        targets = [t for t in NARROWING_PARAM if t not in APPEND_ONLY_TYPES]
+        return Chain(param, targets, [AllOf(self.patient_terms(t, reach)) for t in targets])
+
+    def reachable(self, patients: set[str], rtype: str, letter: str) -> bool:
+        """Does ``reach`` cover each of these patients (any relationship: what a write
+        for a patient needs; what a history entry naming them needs)?"""
+        reach = self.access.reach(rtype, letter)
+        if reach is ALL:
+            return True
+        sets = self.access.relationship().patient_sets() if reach.care else []
+        terms: list[Term] = [InCare(None, sets, sorted(reach.own), [])]
+        if reach.only is not None:
+            terms.append(InCare(None, [], sorted(reach.only), []))
+        return len(self._matching("Patient", sorted(patients), terms)) == len(patients)
+
+    def _matching(self, rtype: str, ids: list[str], terms: list[Term]) -> set[str]:
+        """The ids among ``ids`` of live ``rtype`` resources matching ``terms``."""
+        found: set[str] = set()
+        parser = _parser()
+        for i in range(0, len(ids), _BATCH):
+            part = ids[i:i + _BATCH]
+            query = parser.parse(rtype, [("_id", ",".join(part))])
+            query.terms += terms
+            query.count = len(part)
+            query.total = "none"
+            found |= {item.id for item in self.inner.search(query).items}
+        return found
+
+    def narrowed(self, rtype: str, terms: list[Term]) -> list[Term]:
+        """``terms`` with every chained target and ``_has`` source narrowed by its own
+        type's guard (search right needed; an inner type without it matches nothing,
+        or is refused when it is the only one)."""
+        out: list[Term] = []
+        for term in terms:
+            if isinstance(term, Chain):
+                guards = [self.guard(t, "s") for t in term.target_types]
+                if all(g is None for g in guards):
+                    raise forbidden(f"chained search through {term.param.name}: no right "
+                                    f"to search {', '.join(term.target_types)}")
+                out.append(Chain(term.param, term.target_types, [
+                    _NOWHERE if g is None else AllOf([*self.narrowed(t, [inner]), *g])
+                    for t, inner, g in zip(term.target_types, term.inner, guards,
+                                           strict=True)]))
+            elif isinstance(term, Has):
+                guard = self.guard(term.source_type, "s")
+                if guard is None:
+                    raise forbidden(f"_has: no right to search {term.source_type}")
+                out.append(Has(term.source_type, term.ref,
+                               [*self.narrowed(term.source_type, term.inner), *guard]))
+            elif isinstance(term, AnyOf):
+                out.append(AnyOf(self.narrowed(rtype, term.options)))
+            elif isinstance(term, AllOf):
+                out.append(AllOf(self.narrowed(rtype, term.terms)))
+            elif isinstance(term, Not):
+                out.append(Not(AllOf(self.narrowed(rtype, [term.term]))))
+            else:
+                out.append(term)
+        return out
+
     # -- visibility ---------------------------------------------------------------------
     def patients(self, item: Stored) -> set[str]:
         if item.body is None:
@@ -194,45 +324,54 @@ class GuardedStore:
                 stored.body else None
         return self._contexts[key]
 
-    def visible(self, item: Stored, letter: str = "r") -> bool:
-        if not self.access.permits(item.type, letter):
-            # included resources: a search right on the type is enough to see them
-            if letter != "r" or not self.access.permits(item.type, "s"):
-                return False
-            letter = "s"
-        reach = self.access.reach(item.type, letter)
-        if item.deleted:
-            return reach is ALL
-        found = self.patients(item)
-        if reach is not ALL and in_compartment(item.type):
-            if not found:
-                return item.type != "Patient" and not self._self_only(item.type, letter)
-            if not (found & reach):
-                return False
-        if item.type in masking.DOCUMENT_TYPES and not self._document_visible(item, letter,
-                                                                               found):
-            return False
-        self.touched[f"{item.type}/{item.id}"] = found
-        return True
+    def _letter(self, rtype: str, letter: str) -> str | None:
+        """The letter a resource is seen through: included resources need a search
+        right only."""
+        if self.access.permits(rtype, letter):
+            return letter
+        if letter == "r" and self.access.permits(rtype, "s"):
+            return "s"
+        return None
 
-    def _document_visible(self, item: Stored, letter: str, patients: set[str]) -> bool:
-        """Masking and opposition (:mod:`masking`): a Binary follows its document."""
-        hidden = self.access.masked(item.type, letter)
+    def visible_many(self, items: Iterable[Stored], letter: str = "r") -> list[Stored]:
+        """The items (current versions) the guard lets this principal see, in order:
+        one query per type and batch, the same terms as a search."""
+        items = list(items)
+        seen: dict[str, set[str]] = {}
+        for rtype in {i.type for i in items}:
+            used = self._letter(rtype, letter)
+            guard = self.guard(rtype, used) if used else None
+            group = [i for i in items if i.type == rtype]
+            if guard is None:
+                seen[rtype] = set()
+            elif not guard:
+                seen[rtype] = {i.id for i in group if not i.deleted}
+            else:
+                seen[rtype] = self._matching(rtype, sorted({i.id for i in group
+                                                            if not i.deleted}), guard)
+        kept = [i for i in items if i.id in seen[i.type] and self._shared(i, letter)]
+        for item in kept:
+            self.touched[f"{item.type}/{item.id}"] = self.patients(item)
+        return kept
+
+    def visible(self, item: Stored, letter: str = "r") -> bool:
+        return bool(self.visible_many([item], letter))
+
+    def _shared(self, item: Stored, letter: str) -> bool:
+        """A document of a patient opposed to the sharing this role does (R-CONS-5)."""
+        if item.type not in masking.DOCUMENT_TYPES:
+            return True
         sharings = self.access.withheld(item.type, letter)
-        if not hidden and not sharings:
+        if not sharings:
             return True
         document = self._document_of(item)
         if document is None:
             return True
-        if hidden & masking.labels(document):
-            return False
-        if sharings:
-            request = next((r for r in (ref.get("reference") for ref in
-                                        (document.get("context") or {}).get("related") or []
-                                        if isinstance(ref, dict))
-                            if isinstance(r, str) and r.startswith("ServiceRequest/")), None)
-            return not any(self.access.opposed(p, request, sharings) for p in patients)
-        return True
+        request = next((r for r in (ref.get("reference") for ref in
+                                    (document.get("context") or {}).get("related") or []
+                                    if isinstance(ref, dict))
+                        if isinstance(r, str) and r.startswith("ServiceRequest/")), None)
+        return not any(self.access.opposed(p, request, sharings) for p in self.patients(item))
 
     def _document_of(self, item: Stored) -> dict[str, Any] | None:
         if item.body is None:
@@ -245,43 +384,51 @@ class GuardedStore:
             return None
         return self._context("DocumentReference", target[1])
 
-    def _self_only(self, rtype: str, letter: str) -> bool:
-        return all(r.reach == "self" for r in self.access.roles if letter in r.letters(rtype))
-
-    def _filter(self, items: list[Stored], letter: str) -> list[Stored]:
-        return [i for i in items if self.visible(i, letter)]
-
     def read(self, rtype: str, rid: str) -> Stored | None:
         item = self.inner.read(rtype, rid)
-        return item if item is not None and self.visible(item) else None
+        if item is None:
+            return None
+        if item.deleted:  # a deletion is seen by whoever reaches every patient's data
+            return item if self._letter(rtype, "r") and \
+                self.access.reach(rtype, "r") is ALL else None
+        return item if self.visible(item) else None
 
     def vread(self, rtype: str, rid: str, vid: int) -> Stored | None:
         item = self.inner.vread(rtype, rid, vid)
-        return item if item is not None and self.visible(item) else None
+        if item is None:
+            return None
+        return item if self._versions_visible(rtype, rid, [item], "r") else None
+
+    def _versions_visible(self, rtype: str, rid: str, versions: list[Stored],
+                          letter: str) -> list[Stored]:
+        """Versions of one resource: shown when its current version is visible and each
+        version names only reachable patients (a deletion: reach over every patient)."""
+        if self.access.reach(rtype, letter) is ALL and self._letter(rtype, letter):
+            return versions
+        current = self.inner.read(rtype, rid)
+        if current is None or current.deleted or not self.visible(current, letter):
+            return []
+        named: dict[int, set[str]] = {v.vid: self.patients(v) for v in versions}
+        every = set().union(*named.values())
+        if every and in_compartment(rtype) and not self.reachable(every, rtype, letter):
+            reach_each = {p for p in every if self.reachable({p}, rtype, letter)}
+            return [v for v in versions if not v.deleted and named[v.vid] <= reach_each]
+        return [v for v in versions if not v.deleted]
 
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
-        return self._filter(self.inner.read_many(keys), "r")
+        return self.visible_many(self.inner.read_many(keys), "r")
 
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
-        return self._filter(self.inner.incoming(param_keys, targets), "r")
+        return self.visible_many(self.inner.incoming(param_keys, targets), "r")
 
     def _narrow(self, query: SearchQuery) -> bool:
-        """Narrow ``query`` to the reachable patients in the query itself, so pages, totals
-        and aggregates only count reachable data; False when nothing is reachable."""
-        reach = self.access.reach(query.type, "s")
-        if reach is not ALL and query.type in NARROWING_PARAM:
-            if not reach:
-                return False
-            param = NARROWING_PARAM[query.type]
-            values = sorted(reach) if param == "_id" else [f"Patient/{p}" for p in sorted(reach)]
-            extra = QueryParser(self.access.limits).parse(query.type, [(param, ",".join(values))])
-            query.terms = [*query.terms, *extra.terms]
-        hidden = self.access.masked(query.type, "s") if query.type == "DocumentReference" \
-            else frozenset()
-        if hidden:  # masked documents are left out by the query: pages and totals stay right
-            extra = QueryParser(self.access.limits).parse(query.type, [(
-                "security-label:not", ",".join(f"{masking.SYSTEM}|{c}" for c in sorted(hidden)))])
-            query.terms = [*query.terms, *extra.terms]
+        """Narrow ``query`` — its own type and every inner set — in the query itself, so
+        pages, totals and aggregates only count what may be seen; False when nothing
+        may."""
+        guard = self.guard(query.type, "s")
+        if guard is None:
+            return False
+        query.terms = [*self.narrowed(query.type, query.terms), *guard]
         return True
 
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
@@ -291,27 +438,30 @@ class GuardedStore:
         if not self._narrow(query):
             return Page([], 0)
         page = self.inner.search(query, count_only)
-        kept = self._filter(page.items, "s")
+        kept = [i for i in page.items if self._shared(i, "s")]
         if len(kept) < len(page.items):  # left out after the query (an opposition): the
             page.total = None            # count would be wrong, and would tell they exist
+        for item in kept:
+            self.touched[f"{item.type}/{item.id}"] = self.patients(item)
         page.items = kept
         return page
 
     def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,
                 cursor: dict[str, Any] | None, counted: bool = True) -> Page:
         page = self.inner.history(rtype, rid, since, count, cursor, counted)
-        letter = "r" if rid else "s"
         if rid is not None and rtype is not None:
-            # an instance's deletions are shown when its live versions are visible
-            if not any(self.visible(i, "r") for i in page.items if not i.deleted) and \
-                    self.access.reach(rtype, "r") is not ALL:
-                page.items = []
-            else:
-                page.items = [i for i in page.items if i.deleted or self.visible(i, "r")]
+            page.items = self._versions_visible(rtype, rid, page.items, "r")
+            for item in page.items:
+                self.touched[f"{item.type}/{item.id}"] = self.patients(item)
             return page
-        if rtype is None or self.access.reach(rtype, letter) is not ALL:
+        if rtype is None or self.access.reach(rtype, "s") is not ALL:
             page.total = None  # the unfiltered count would leak other patients' activity
-        page.items = self._filter(page.items, letter)
+        kept: list[Stored] = []
+        for item in page.items:
+            if self._versions_visible(item.type, item.id, [item], "s"):
+                kept.append(item)
+                self.touched[f"{item.type}/{item.id}"] = self.patients(item)
+        page.items = kept
         return page
 
     # -- writes -------------------------------------------------------------------------
@@ -337,47 +487,77 @@ class GuardedStore:
     def index_journal(self, limit: int = 1000) -> int:
         return self.inner.index_journal(limit)  # derived rows only: no data is revealed
 
-    def _check_server_owned(self, item: Stored) -> None:
+    def _check_server_owned(self, item: Stored, previous: Stored | None) -> None:
         """Mass assignment: ``meta.security`` is the server's (confidentiality, masking).
 
         A client may send it back unchanged (read-modify-write) but not set or change
-        it; ``versionId``/``lastUpdated`` are always overwritten by the server.
+        it; ``versionId``/``lastUpdated`` are always overwritten by the server, the
+        server's ``meta.tag`` systems restored (:func:`owned_meta`).
         """
         if item.body is None:
             return
         labels = (orjson.loads(item.body).get("meta") or {}).get("security") or []
         before: list[Any] = []
-        if item.vid > 1:
-            previous = self.inner.read(item.type, item.id)
-            if previous is not None and previous.body is not None:
-                before = (orjson.loads(previous.body).get("meta") or {}).get("security") or []
+        if previous is not None and previous.body is not None and not previous.deleted:
+            before = (orjson.loads(previous.body).get("meta") or {}).get("security") or []
         if labels != before:
             raise FhirError(ErrorKind.FORBIDDEN, "meta.security is managed by the server and "
                             "cannot be set or changed by a client", expression=["meta.security"])
 
+    def owned_meta(self, rtype: str, resource: dict[str, Any],
+                   previous: Stored | None) -> list[dict[str, Any]]:
+        """The new version's ``meta.tag``: the server's tags kept from the previous
+        version whatever the client sent, and a self-assertion recorded when a person
+        acting through a care role makes themselves party to a request or registers a
+        new Patient (R-SEC-2, ADR 0020)."""
+        before = orjson.loads(previous.body) if previous is not None and previous.body \
+            and not previous.deleted else None
+        added = None
+        if self.access.asserts_care:
+            care = self.access.relationship()
+            if rtype == "ServiceRequest" and care.is_party(resource) and \
+                    not (before is not None and care.is_party(before)):
+                added = care.key
+            elif rtype == "Patient" and before is None:
+                added = care.key
+        return owned_tags(resource, before, added)
+
     def check_write(self, item: Stored) -> None:
-        letter = _WRITE_LETTER.get(item.method, "u")
+        current = self.inner.read(item.type, item.id)
+        live = current is not None and not current.deleted
+        if live and current is not None and not self.visible(current):
+            # hidden: as absent on every write path — a 404, never the store's 409
+            # "changed concurrently" that would tell it exists
+            raise not_found(item.type, item.id)
+        # update-as-create (and a PUT reviving a deletion) is a create (R-SEC-2)
+        letter = "d" if item.deleted else ("u" if live else "c")
         self.access.require(item.type, letter)
-        self._check_server_owned(item)
+        self._check_server_owned(item, current)
         reach = self.access.reach(item.type, letter)
         found = self.patients(item)
         self.touched[f"{item.type}/{item.id}"] = found
         if reach is ALL or not in_compartment(item.type) or item.deleted:
             return
-        if found and found <= reach:
+        if found and self.reachable(found, item.type, letter):
             return
-        if not found and item.type != "Patient" and not self._self_only(item.type, letter):
+        if not found and item.type != "Patient" and not _self_only(self.access, item.type,
+                                                                  letter):
             return
-        if item.type == "Patient" and item.method == "POST" and \
-                any(r.reach == "care" for r in self.access.roles if "c" in r.letters("Patient")):
-            return  # a new patient enters the care relationship with its first request
-        if item.type == "ServiceRequest" and item.body is not None:
-            body = orjson.loads(item.body)
-            refs = {(body.get("requester") or {}).get("reference")}
-            refs |= {p.get("reference") for p in body.get("performer") or []
-                     if isinstance(p, dict)}
-            if refs & self.access.parties():
-                return  # the requester (or assigned imager) creates the care relationship
+        if item.type == "Patient" and letter == "c" and reach.care:
+            return  # a new patient: its creator reaches it (recorded in its meta.tag)
+        if item.type == "ServiceRequest" and item.body is not None and reach.care and \
+                request_refs(orjson.loads(item.body)) & self.access.parties():
+            return  # party by their own assertion: opens what comes after it (ADR 0020)
         raise forbidden(f"{item.type}/{item.id} concerns a patient outside your care "
                         "relationship (R-SEC-2)")
 
+
+def _self_only(access: Access, rtype: str, letter: str) -> bool:
+    return all(r.reach == "self" for r in access.roles if letter in r.letters(rtype))
+
+
+def _masked_labels(hidden: frozenset[str], positive: bool = False) -> Term:
+    """Documents labelled with one of ``hidden`` (``positive``) or none of them."""
+    codes = ",".join(f"{masking.SYSTEM}|{c}" for c in sorted(hidden))
+    key = "security-label" if positive else "security-label:not"
+    return _parser().parse("DocumentReference", [(key, codes)]).terms[0]

@@ -13,6 +13,7 @@ from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.limits import Limits
 from fhir_server.core.model import FhirRequest, Interaction
 from fhir_server.core.resource_types import CONFORMANCE_TYPES
+from fhir_server.security import breakglass
 from fhir_server.security.access import Access
 from fhir_server.security.compartment import in_compartment
 from fhir_server.security.principal import Principal
@@ -40,8 +41,10 @@ def access_for(req: FhirRequest, store: Store, limits: Limits) -> Access | None:
     return access
 
 
-def authorize(req: FhirRequest, access: Access) -> None:
-    """Interaction-level checks; patient-level ones happen in the guarded store."""
+def authorize(req: FhirRequest, access: Access, server_name: str = "") -> None:
+    """Interaction-level checks; patient-level ones happen in the guarded store. A
+    declared break-the-glass is granted and alerted here, once its interaction is
+    allowed (:mod:`breakglass`)."""
     principal = access.principal
     rtype = req.resource_type
     letter = LETTER_OF.get(req.interaction)
@@ -64,3 +67,5 @@ def authorize(req: FhirRequest, access: Access) -> None:
         raise FhirError(ErrorKind.FORBIDDEN, "access to patient data requires strong "
                         f"authentication (R-SEC-1); this token's level is "
                         f"{principal.acr or principal.auth_mode or 'unknown'}")
+    if breakglass.declared(req):
+        breakglass.declare(req, access, server_name)

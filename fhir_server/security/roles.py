@@ -25,13 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_server.core.resource_types import DIRECTORY as DIRECTORY_CLASS
+from fhir_server.core.resource_types import PATIENT_DATA as PATIENT_DATA_CLASS
+from fhir_server.core.resource_types import classified
 from fhir_server.security.masking import ALL as EVERY_LABEL
 from fhir_server.security.masking import INVISIBLE_PATIENT
 
-PATIENT_DATA = ("Patient", "ServiceRequest", "Consent", "ImagingStudy", "DiagnosticReport",
-                "Observation", "DocumentReference", "Binary", "Task", "Provenance",
-                "Communication", "MedicationAdministration", "Flag")
-DIRECTORY = ("Practitioner", "PractitionerRole", "Organization", "Endpoint", "Device")
+# from the one classification of the served types (core.resource_types, issue 27)
+PATIENT_DATA = classified(PATIENT_DATA_CLASS)
+DIRECTORY = classified(DIRECTORY_CLASS)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ ROLES: dict[str, Role] = {r.code: r for r in (
         (("Patient", "ServiceRequest", "Consent", "Communication", "Task"), "crus"),
         (("DiagnosticReport", "DocumentReference", "Binary"), "rs"))),
     Role("admin", "Administrateur PACS / interfaces", "all", _grants(
-        (DIRECTORY, "cruds"), (("Basic", "Binary"), "rs"))),
+        # the HL7 v2 message records, not the messages (Binary: patient data)
+        (DIRECTORY, "cruds"), (("Basic",), "rs"))),
     Role("biomedical-engineer", "Ingénieur biomédical", "all", _grants(
         _READ_DIRECTORY, (("Device",), "cruds"))),
     Role("auditor", "Auditeur (DPO, RSSI)", "all", _grants(

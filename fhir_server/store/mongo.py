@@ -32,10 +32,14 @@ from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.query import (
     ANY,
+    AllOf,
     AnyOf,
     Chain,
     Clause,
     Has,
+    InCare,
+    Not,
+    PatientSet,
     RangeValue,
     ReferenceValue,
     SearchQuery,
@@ -209,6 +213,12 @@ class MongoCompiler:
         if isinstance(term, AnyOf):
             return {"$or": [self.term(t) for t in term.options]} if term.options \
                 else {"pk": {"$lt": -1}}
+        if isinstance(term, AllOf):
+            return {"$and": [self.term(t) for t in term.terms]} if term.terms else {}
+        if isinstance(term, Not):
+            return {"$nor": [self.term(term.term)]}
+        if isinstance(term, InCare):
+            return self.in_care(term)
         if isinstance(term, Chain):
             ors = []
             for target, inner in zip(term.target_types, term.inner, strict=True):
@@ -218,6 +228,35 @@ class MongoCompiler:
         assert isinstance(term, Has)
         ids = self.store._referenced_ids(self.where(term.source_type, term.inner), term.ref.key)
         return {"rid": {"$in": ids}}
+
+    def patient_ids(self, source: PatientSet) -> set[str]:
+        flt = self.where(source.source_type, source.terms)
+        if source.ref is None:
+            return set(self.store._distinct_ids(flt))
+        return {i for i, _ in self.store._patients_of(flt, source.ref.key)}
+
+    def in_care(self, term: InCare) -> dict[str, Any]:
+        """The guard (R-SEC-2), same semantics as the embedded store's sub-selects: the
+        sets are read first (a ``$in`` of thousands of ids is cheap here); a patient
+        opened from a resource on matches what was created (``pk``) no earlier."""
+        ids = set(term.ids)
+        for source in term.sets:
+            ids |= self.patient_ids(source)
+        key = term.param.key if term.param is not None else None
+
+        def patient_is(value: Any) -> dict[str, Any]:
+            if key is None:
+                return {"rid": value}
+            return {"ref": {"$elemMatch": {"p": key, "t": "Patient", "i": value}}}
+
+        ors: list[dict[str, Any]] = [patient_is({"$in": sorted(ids)})] if ids else []
+        opened: dict[str, int] = {}
+        for since in term.since:
+            flt = self.where(since.source_type, since.terms)
+            for pid, pk in self.store._patients_of(flt, since.ref.key):
+                opened[pid] = min(pk, opened.get(pid, pk))
+        ors += [{**patient_is(pid), "pk": {"$gte": pk}} for pid, pk in sorted(opened.items())]
+        return {"$or": ors} if ors else {"pk": {"$lt": -1}}
 
     def clause(self, clause: Clause) -> dict[str, Any]:
         kind = clause.param.kind
@@ -659,6 +698,14 @@ class MongoStore:
             ids.update(r["i"] for r in doc.get("ref", []) if r.get("p") == param_key
                        and r.get("i"))
         return sorted(ids)
+
+    def _patients_of(self, flt: dict[str, Any], param_key: str) -> list[tuple[str, int]]:
+        """(patient id, pk) for each matching resource's ``param_key`` Patient reference."""
+        out: list[tuple[str, int]] = []
+        for doc in self.res.find(flt, {"ref": 1, "pk": 1}, session=self._session()):
+            out += [(r["i"], doc["pk"]) for r in doc.get("ref", [])
+                    if r.get("p") == param_key and r.get("t") == "Patient" and r.get("i")]
+        return out
 
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):

@@ -26,10 +26,15 @@ from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.query import (
     ANY,
+    AllOf,
     AnyOf,
     Chain,
     Clause,
     Has,
+    InCare,
+    Not,
+    Opened,
+    PatientSet,
     RangeValue,
     ReferenceValue,
     SearchQuery,
@@ -156,6 +161,15 @@ class SqlCompiler:
             parts = [self.term(alias, rtype, t) for t in term.options]
             return ("(" + " OR ".join(f"({sql})" for sql, _ in parts) + ")" if parts else "0",
                     [a for _, part_args in parts for a in part_args])
+        if isinstance(term, AllOf):
+            parts = [self.term(alias, rtype, t) for t in term.terms]
+            return (" AND ".join(f"({sql})" for sql, _ in parts) if parts else "1",
+                    [a for _, part_args in parts for a in part_args])
+        if isinstance(term, Not):
+            sql, args = self.term(alias, rtype, term.term)
+            return f"NOT ({sql})", args
+        if isinstance(term, InCare):
+            return self.in_care(alias, rtype, term)
         if isinstance(term, Chain):
             ors, args = [], [term.param.key]
             for target, inner in zip(term.target_types, term.inner, strict=True):
@@ -170,9 +184,66 @@ class SqlCompiler:
         a3 = self.alias()
         cond, cargs = self.where(a3, term.source_type, term.inner)
         source = tables_for(term.source_type)
+        # uncorrelated (the type is bound, not read from the row): computed once
         return (f"{alias}.id IN (SELECT x.rid FROM {source.index['reference']} x WHERE x.p = ? "
-                f"AND x.rtype = {alias}.type AND x.pk IN (SELECT {a3}.pk FROM "
-                f"{source.resource} {a3} WHERE {cond}))", [term.ref.key, *cargs])
+                f"AND x.rtype = ? AND x.pk IN (SELECT {a3}.pk FROM "
+                f"{source.resource} {a3} WHERE {cond}))", [term.ref.key, rtype, *cargs])
+
+    def patient_set(self, source: PatientSet) -> Sql:
+        """The ids of a :class:`PatientSet`, as an uncorrelated sub-select (computed once
+        per statement, however many patients: issue 27 item 6)."""
+        a = self.alias()
+        tables = tables_for(source.source_type)
+        cond, args = self.where(a, source.source_type, source.terms)
+        if source.ref is None:
+            return f"SELECT {a}.id FROM {tables.resource} {a} WHERE {cond}", args
+        return (f"SELECT {a}x.rid FROM {tables.index['reference']} {a}x WHERE {a}x.p = ? "
+                f"AND {a}x.rtype = 'Patient' AND {a}x.pk IN (SELECT {a}.pk FROM "
+                f"{tables.resource} {a} WHERE {cond})", [source.ref.key, *args])
+
+    def in_care(self, alias: str, rtype: str, term: InCare) -> Sql:
+        """The guard (R-SEC-2): the resource's patient is in a set, or was opened by a
+        resource created no later than it (``pk`` is creation order)."""
+        ors: list[str] = []
+        args: list[Any] = []
+        sets = [self.patient_set(s) for s in term.sets]
+        if term.ids:
+            sets.append((" UNION ".join(["SELECT ?"] * len(term.ids)), list(term.ids)))
+        union = " UNION ".join(sql for sql, _ in sets)
+        union_args = [a for _, set_args in sets for a in set_args]
+        index = tables_for(rtype).index["reference"]
+        if union and term.param is None:
+            ors.append(f"{alias}.id IN ({union})")
+            args += union_args
+        elif union and term.param is not None:
+            y = self.alias()
+            ors.append(f"{alias}.pk IN (SELECT {y}.pk FROM {index} {y} WHERE {y}.p = ? AND "
+                       f"{y}.rtype = 'Patient' AND {y}.rid IN ({union}))")
+            args += [term.param.key, *union_args]
+        for opened in term.since if not tables_for(rtype).append_only else []:
+            sql, since_args = self.opened(alias, rtype, term.param, opened)
+            ors.append(sql)
+            args += since_args
+        return ("(" + " OR ".join(ors) + ")" if ors else "0"), args
+
+    def opened(self, alias: str, rtype: str, param: Any, opened: Opened) -> Sql:
+        """EXISTS a matching source of the row's patient created no later than the row.
+        CROSS JOIN fixes the order: from the row's patient to that patient's sources
+        (indexed), never from every source to the row."""
+        s = self.alias()
+        source = tables_for(opened.source_type)
+        cond, args = self.where(s, opened.source_type, opened.terms)
+        tail = (f"{s}x.p = ? AND {s}x.rtype = 'Patient' AND {s}.pk = {s}x.pk AND "
+                f"{s}.pk <= {alias}.pk AND {cond}")
+        if param is None:
+            return (f"EXISTS (SELECT 1 FROM {source.index['reference']} {s}x CROSS JOIN "
+                    f"{source.resource} {s} WHERE {s}x.rid = {alias}.id AND {tail})",
+                    [opened.ref.key, *args])
+        y = self.alias()
+        return (f"EXISTS (SELECT 1 FROM {tables_for(rtype).index['reference']} {y} CROSS JOIN "
+                f"{source.index['reference']} {s}x CROSS JOIN {source.resource} {s} WHERE "
+                f"{y}.pk = {alias}.pk AND {y}.p = ? AND {y}.rtype = 'Patient' AND "
+                f"{s}x.rid = {y}.rid AND {tail})", [param.key, opened.ref.key, *args])
 
     def clause(self, alias: str, rtype: str, clause: Clause) -> Sql:
         kind = clause.param.kind

@@ -212,15 +212,20 @@ def test_writes_outside_the_care_relationship_are_refused_R_SEC_2(
     obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
            "subject": {"reference": f"Patient/{world['pat2']}"}}
     assert dr_a.post("/fhir/Observation", json=obs).status_code == 403
+    # another patient's resource is absent on write paths too (issue 27 item 5)
     assert dr_a.put(f"/fhir/Observation/{world['obs2']}", json={**obs, "id": world["obs2"]}
-                    ).status_code in (403, 409)
-    # becoming the requester of a request for that patient opens the relationship
+                    ).status_code == 404
+    # becoming the requester of a request for that patient opens what comes after it —
+    # never what existed before (issue 27 item 3, tests/security/test_care_relationship.py)
     sr = {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
           "subject": {"reference": f"Patient/{world['pat2']}"},
           "requester": {"reference": f"Practitioner/{world['pracA']}"}}
     assert dr_a.post("/fhir/ServiceRequest", json=sr).status_code == 201
-    assert dr_a.get(f"/fhir/Patient/{world['pat2']}").status_code == 200
-    assert dr_a.post("/fhir/Observation", json=obs).status_code == 201
+    assert dr_a.get(f"/fhir/Patient/{world['pat2']}").status_code == 404
+    created = dr_a.post("/fhir/Observation", json=obs)
+    assert created.status_code == 201
+    assert dr_a.get(f"/fhir/Observation/{created.json()['id']}").status_code == 200
+    assert dr_a.get(f"/fhir/Observation/{world['obs2']}").status_code == 404
 
 
 def test_requesting_site_team_reaches_the_site_requests_R_SEC_2(world: dict[str, Any]) -> None:
