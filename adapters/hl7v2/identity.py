@@ -152,9 +152,10 @@ def _check_traits(stored: dict[str, Any], incoming: dict[str, Any], pid: str) ->
 
 
 def merged(match: Match, update_traits: bool) -> dict[str, Any]:
-    """The Patient to write: the stored one with the message's new identifiers (and with
-    ``update_traits`` — an identity feed — its demographics; a qualified identity is
-    never downgraded by a provisional one)."""
+    """The Patient to write: the stored one with the message's new identifiers and the
+    contact it lacked (and with ``update_traits`` — an identity feed — or over a
+    provisional identity, the message's demographics; a qualified identity is never
+    downgraded by a provisional one)."""
     incoming = match.incoming
     if match.stored is None:
         return incoming
@@ -165,13 +166,20 @@ def merged(match: Match, update_traits: bool) -> dict[str, Any]:
                          *(i for i in incoming["identifier"]
                            if (i["system"], i["value"]) not in known)]
     downgrade = identity_status(match.stored) == "VALI" and identity_status(incoming) != "VALI"
-    if update_traits and not downgrade:
+    # a provisional identity (a study's DICOM header, before its order) gives way to the
+    # order's: the RIS is the structure's identity source (R-EXAM-1) — the same patient
+    # then results whether the images or the order came first
+    provisional = identity_status(match.stored) == "PROV"
+    if (update_traits or provisional) and not downgrade:
         for key in ("name", "birthDate", "gender", "address", "telecom", "deceasedBoolean"):
             if key in incoming:
                 out[key] = incoming[key]
         others = [e for e in out.get("extension") or []
                   if e.get("url") not in (RELIABILITY, BIRTH_PLACE)]
         out["extension"] = [*others, *(incoming.get("extension") or [])]
+    for key in ("address", "telecom"):  # how to reach the patient (R-REQ-1): only added
+        if key in incoming and not out.get(key):
+            out[key] = incoming[key]
     if not out.get("extension"):
         out.pop("extension", None)
     return out

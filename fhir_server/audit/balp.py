@@ -150,10 +150,12 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
                      server_name, req.base_url)
     entities: list[dict[str, Any]] = [{
         "what": {"identifier": {"value": req.context.request_id}}, "type": XREQUEST_ID}]
-    target = target or _target(req)
-    if target:
-        entities.append({"what": {"reference": target}, "type": SYSTEM_OBJECT,
-                         "role": DOMAIN_RESOURCE})
+    targets = req.audit_targets or [t for t in (target or _target(req),) if t]
+    # an operation names itself on what it acted on (ADR 0009: which transition)
+    detail = [{"type": "operation", "valueString": f"${req.operation}"}] \
+        if req.interaction == Interaction.OPERATION and req.operation else None
+    entities.extend({"what": {"reference": t}, "type": SYSTEM_OBJECT, "role": DOMAIN_RESOURCE,
+                     **({"detail": detail} if detail else {})} for t in targets)
     if action == "E" and req.interaction != Interaction.BATCH:
         query = urlencode([(k, v) for k, v in req.params if k != "_format"])
         entities.append({"type": SYSTEM_OBJECT, "role": QUERY,

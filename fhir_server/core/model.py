@@ -6,6 +6,7 @@ The HTTP adapter, bundle processing and the HL7/DICOM adapters all build a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -46,6 +47,10 @@ class RequestContext:
     user_agent: str | None = None
     access: Any = None  # fhir_server.security.access.Access, built on first use
     events: list[Any] = field(default_factory=list)
+    # checks that need the whole write unit applied (a transaction entry's rule about
+    # another entry: R-REQ-1 reads the patient a later PUT of the same Bundle updates);
+    # None: run at once. The transaction runs them after its last entry, before commit.
+    deferred: list[Callable[[], None]] | None = None
 
 
 @dataclass
@@ -67,6 +72,9 @@ class FhirRequest:
     method: str = "GET"  # the HTTP verb (operations that change state need POST)
     # an operation that changes data records its AuditEvent as an update (durable)
     audit_action: str | None = None
+    # what it changed, as versioned references (a workflow transition: its Task and its
+    # request, ADR 0009): the AuditEvent names each instead of the bare target
+    audit_targets: list[str] = field(default_factory=list)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

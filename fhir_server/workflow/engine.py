@@ -21,6 +21,7 @@ from fhir_server.core.model import FhirRequest
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Stored
 from fhir_server.workflow import consent, origin, reports, studies
+from fhir_server.workflow.identity import reachable
 from fhir_server.workflow.machine import (
     ACT_KIND_SYSTEM,
     EXT_ACT_KIND,
@@ -166,7 +167,7 @@ class Workflow:
         before = body(previous)
         if rtype == "ServiceRequest":
             if resource is not None and act_kind(resource):
-                return self._check_request(server, resource, before)
+                return self._check_request(server, req, resource, before)
             if before is not None and act_kind(before):
                 raise rule("a téléimagerie request is never deleted nor turned into another "
                            "kind of request: cancel it with $cancel", kind=ErrorKind.CONFLICT)
@@ -198,7 +199,7 @@ class Workflow:
                 reports.written(server, self, req, case, item, resource, before)
 
     # -- the request -----------------------------------------------------------------------
-    def _check_request(self, server: FhirServer, resource: dict[str, Any],
+    def _check_request(self, server: FhirServer, req: FhirRequest, resource: dict[str, Any],
                        before: dict[str, Any] | None) -> dict[str, Any]:
         mod = modality(resource)
         acts = {c.get("code") for c in (resource.get("code") or {}).get("coding") or []
@@ -216,6 +217,12 @@ class Workflow:
                 raise rule(f"the status of a téléimagerie request ({old}) changes through its "
                            "operations ($accept, $refuse, $schedule, $start, $cancel…), not by "
                            f"an update to {new}", "ServiceRequest.status", ErrorKind.CONFLICT)
+        if resource.get("status") == "active":
+            deferred = req.context.deferred
+            if deferred is None:
+                self._check_administrative(server, resource)
+            else:  # in a transaction: once its other entries (the patient…) are applied
+                deferred.append(lambda: self._check_administrative(server, resource))
         flags = set()
         if mod in OUT_OF_SCOPE:
             flags.add(("hors-perimetre", "Hors périmètre de la téléimagerie (R-SCOPE-2)"))
@@ -228,6 +235,21 @@ class Workflow:
             meta["tag"] = tags + [coding(FLAG_SYSTEM, c, d) for c, d in sorted(flags)]
             resource = {**resource, "meta": meta}
         return resource
+
+    @staticmethod
+    def _check_administrative(server: FhirServer, request: dict[str, Any]) -> None:
+        """R-REQ-1: an active request names its requesting structure and a way to reach
+        the patient (or their representative), or the coded reason there is none."""
+        if origin.resolve(server, request) is None:
+            raise rule("la structure demandeuse est requise (R-REQ-1) : requester "
+                       "Organization, PractitionerRole actif rattaché à une Organization, "
+                       "performer Organization, ou médecin demandeur rattaché à une seule "
+                       "structure", "ServiceRequest.requester")
+        patient = load(server, ref_of(request.get("subject")))
+        if patient is not None and not reachable(patient):
+            raise rule("le contact du patient ou de son représentant est requis (R-REQ-1) : "
+                       "Patient.telecom, Patient.address ou Patient.contact, ou la raison de "
+                       "son absence (extension data-absent-reason)", "ServiceRequest.subject")
 
     def _is_child(self, server: FhirServer, request: dict[str, Any]) -> bool:
         patient = load(server, ref_of(request.get("subject")))
@@ -398,6 +420,8 @@ def fire(server: FhirServer, req: FhirRequest, case: Case, transition: Transitio
         provenance["reason"] = [reason]
     save(server, "Provenance", new_id(), provenance)
     req.audit_action = "U"
+    req.audit_targets += [f"Task/{task_item.id}/_history/{task_item.vid}",
+                          f"ServiceRequest/{request_item.id}/_history/{request_item.vid}"]
     moved = Case(request, task, case.kind)
     for listener in server.workflow.listeners if server.workflow else []:
         listener(server, req, moved, transition.name)

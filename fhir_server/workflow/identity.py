@@ -27,3 +27,29 @@ def reliability(code: str, display: str | None = None) -> dict[str, Any]:
         coding["display"] = display
     return {"url": RELIABILITY, "extension": [{"url": "identityStatus",
                                                "valueCoding": coding}]}
+
+
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
+
+def reachable(patient: dict[str, Any]) -> bool:
+    """R-REQ-1: the request gives a way to reach the patient or their representative —
+    a phone or e-mail, an address, a contact (representative) with either — or says, with
+    a coded reason (FHIR ``data-absent-reason`` on one of those elements), why it cannot."""
+    def stated(items: Any) -> bool:
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            if any(isinstance(e, dict) and e.get("url") == DATA_ABSENT and e.get("valueCode")
+                   for e in item.get("extension") or []):
+                return True
+            if item.get("value") or any(item.get(k) for k in ("line", "city", "postalCode",
+                                                                "text")):
+                return True
+        return False
+
+    if stated(patient.get("telecom")) or stated(patient.get("address")):
+        return True
+    return any(isinstance(c, dict) and (stated(c.get("telecom")) or stated([c.get("address")])
+                                        or stated([c]))
+               for c in patient.get("contact") or [])

@@ -289,6 +289,7 @@ def test_study_without_request_of_a_known_patient_waits_on_that_patient(
     identity is created; a request for another patient does not take the study."""
     known = world._create({"resourceType": "Patient", "name": [{"family": "CONNU"}],
                            "gender": "female", "birthDate": "1980-05-17",
+                           "telecom": [{"system": "phone", "value": "+33238000003"}],
                            "identifier": [{"system": "urn:oid:1.2.250.1.999.2",
                                            "value": "IPP-CONNU"}]})
     uid = generate_uid()

@@ -126,17 +126,78 @@ def test_a_fhir_request_from_a_practitioner_role_is_routed_to_its_structure(
     assert loop.ris.messages == []
 
 
-def test_a_request_that_names_no_structure_says_so_in_its_delivery(loop: LoopRig) -> None:
-    """No Organization anywhere (requester a Practitioner with no role, no performer
-    Organization): the RIS delivery is still planned and held, saying what is missing."""
+def test_a_request_that_names_no_structure_is_refused(loop: LoopRig) -> None:
+    """R-REQ-1: no Organization anywhere (requester a Practitioner with no role, no
+    performer Organization) -> 422 naming ServiceRequest.requester."""
     w = loop.world
-    sr = w.request(performer=[{"reference": w.refs["imager"]}])
+    sr = _request_body(w, performer=[{"reference": w.refs["imager"]}])
+    r = w.ris.post("/fhir/ServiceRequest", json=sr)
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["ServiceRequest.requester"]
+    assert "R-REQ-1" in issue["diagnostics"]
+
+
+def test_a_request_stored_without_structure_says_so_in_its_delivery(loop: LoopRig) -> None:
+    """A request kept from before R-REQ-1 was enforced (written straight to the store):
+    the RIS delivery is still planned and held, saying what is missing — never silently
+    left out."""
+    from fhir_server.workflow.records import body, raw_store, save, task_id
+
+    w = loop.world
+    sr = w.request()
+    raw = raw_store(loop.core)
+    stored = body(raw.read("ServiceRequest", sr)) or {}
+    task = body(raw.read("Task", task_id(sr))) or {}
+    with raw.write():
+        save(loop.core, "ServiceRequest", sr,
+             {**stored, "performer": [{"reference": w.refs["imager"]}]})
+        save(loop.core, "Task", task_id(sr), origin.with_site(task, None))
     assert site_of(w, sr) is None
     loop.report_on(sr)
     loop.run()
     held = [t for (channel, _), t in loop.deliveries().items() if channel == "ris"]
     assert len(held) == 1 and state(held[0]) == "canal-non-configure"
     assert "structure demandeuse inconnue" in held[0]["businessStatus"]["text"]
+
+
+def test_a_request_whose_patient_cannot_be_reached_is_refused(loop: LoopRig) -> None:
+    """R-REQ-1: the patient's (or representative's) contact, or the coded reason for its
+    absence (data-absent-reason) — each form accepted, none refused."""
+    w = loop.world
+    bare = w._create({"resourceType": "Patient", "name": [{"family": "SANS"}],
+                      "gender": "male", "birthDate": "1970-01-01"})
+    r = w.ris.post("/fhir/ServiceRequest", json=_request_body(w, subject={"reference": bare}))
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == ["ServiceRequest.subject"]
+    for contact in (
+            {"address": [{"line": ["1 rue du Port"], "city": "Brest", "postalCode": "29200"}]},
+            {"contact": [{"relationship": [{"text": "mère"}],
+                          "telecom": [{"system": "phone", "value": "+33298000000"}]}]},
+            {"telecom": [{"extension": [{
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "asked-declined"}]}]}):
+        patient = w._create({"resourceType": "Patient", "name": [{"family": "AVEC"}],
+                             "gender": "male", "birthDate": "1970-01-01", **contact})
+        r = w.ris.post("/fhir/ServiceRequest",
+                       json=_request_body(w, subject={"reference": patient}))
+        assert r.status_code == 201, (contact, r.text)
+
+
+def _request_body(w: Any, **changes: Any) -> dict[str, Any]:
+    """The world's request, not posted (to see the refusal)."""
+    captured: dict[str, Any] = {}
+
+    def keep(resource: dict[str, Any]) -> str:
+        captured.update(resource)
+        return "ServiceRequest/x"
+
+    create, w._create = w._create, keep
+    try:
+        w.request(**changes)
+    finally:
+        w._create = create
+    return captured
 
 
 def test_a_practitioner_with_one_structure_is_taken_and_two_are_not_guessed(
@@ -155,17 +216,19 @@ def test_a_practitioner_with_one_structure_is_taken_and_two_are_not_guessed(
     w._create({"resourceType": "PractitionerRole", "active": True,
                "practitioner": {"reference": w.refs["gp"]},
                "organization": {"reference": other}})
-    sr2 = w.request(requester={"reference": w.refs["gp"]},
-                    performer=[{"reference": w.refs["imager"]}])
-    assert site_of(w, sr2) is None
+    r = w.ris.post("/fhir/ServiceRequest", json=_request_body(
+        w, requester={"reference": w.refs["gp"]}, performer=[{"reference": w.refs["imager"]}]))
+    assert r.status_code == 422, r.text  # ambiguous: no structure, R-REQ-1
 
 
 def test_the_recorded_structure_follows_an_update_of_the_request(loop: LoopRig) -> None:
-    """A request corrected to name its structure gets it on its Task (one record)."""
+    """A request corrected to name another structure gets it on its Task (one record)."""
     w = loop.world
-    sr = w.request(performer=[{"reference": w.refs["imager"]}])
-    assert site_of(w, sr) is None
+    other, role = _orleans(w)
+    sr = w.request(requester={"reference": role}, performer=[{"reference": w.refs["imager"]}])
+    assert site_of(w, sr) == other
     current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
+    current["requester"] = {"reference": w.refs["requester"]}
     current["performer"] = [{"reference": w.refs["site"]}]
     r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
     assert r.status_code == 200, r.text
@@ -176,17 +239,16 @@ def test_the_recorded_structure_follows_an_update_of_the_request(loop: LoopRig) 
         [f"ServiceRequest/{sr}"]
 
 
-def test_a_structure_removed_from_the_request_is_removed_from_its_task(
-        loop: LoopRig) -> None:
-    """ADR 0019: the Task records the request as it is now, not as it once was."""
+def test_a_structure_cannot_be_removed_from_an_active_request(loop: LoopRig) -> None:
+    """R-REQ-1 on update too; the Task keeps the structure it recorded."""
     w = loop.world
     sr = w.request(performer=[{"reference": w.refs["imager"]}, {"reference": w.refs["site"]}])
     assert site_of(w, sr) == w.refs["site"]
     current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
     current["performer"] = [{"reference": w.refs["imager"]}]
     r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
-    assert r.status_code == 200, r.text
-    assert site_of(w, sr) is None
+    assert r.status_code == 422, r.text
+    assert site_of(w, sr) == w.refs["site"]
 
 
 def test_an_ended_practitioner_role_does_not_speak_for_its_structure(loop: LoopRig) -> None:
@@ -195,9 +257,10 @@ def test_an_ended_practitioner_role_does_not_speak_for_its_structure(loop: LoopR
     role = w._create({"resourceType": "PractitionerRole", "active": False,
                       "practitioner": {"reference": w.refs["requester"]},
                       "organization": {"reference": w.refs["site"]}})
-    sr = w.request(requester={"reference": role},
-                   performer=[{"reference": w.refs["imager"]}])
-    assert site_of(w, sr) is None
+    r = w.ris.post("/fhir/ServiceRequest", json=_request_body(
+        w, requester={"reference": role}, performer=[{"reference": w.refs["imager"]}]))
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == ["ServiceRequest.requester"]
 
 
 def test_a_structure_without_finess_is_not_a_route_key(loop: LoopRig) -> None:
@@ -209,17 +272,20 @@ def test_a_structure_without_finess_is_not_a_route_key(loop: LoopRig) -> None:
 
 def test_a_request_corrected_after_its_report_redirects_the_waiting_ris_delivery(
         loop: LoopRig) -> None:
-    """R-REP-5: the report was signed while the request named no structure (RIS delivery
-    held); the request is corrected afterwards — the held delivery follows and is sent to
-    the structure's RIS, once."""
+    """R-REP-5: the report was signed while the request named the wrong structure (one
+    without a RIS route: delivery held); the request is corrected afterwards — the held
+    delivery follows and is sent to the right structure's RIS, once."""
     w = loop.world
-    sr = w.request(performer=[{"reference": w.refs["imager"]}])
+    _, role = _orleans(w)
+    sr = w.request(requester={"reference": role}, performer=[{"reference": w.refs["imager"]}])
     loop.report_on(sr)
     loop.run()
     held = [t for (channel, _), t in loop.deliveries().items() if channel == "ris"]
     assert len(held) == 1 and state(held[0]) == "canal-non-configure"
+    assert "450000009" in held[0]["businessStatus"]["text"]
     current = w.ris.get(f"/fhir/ServiceRequest/{sr}").json()
     assert current["status"] == "completed"
+    current["requester"] = {"reference": w.refs["requester"]}
     current["performer"] = [{"reference": w.refs["imager"]}, {"reference": w.refs["site"]}]
     r = w.ris.put(f"/fhir/ServiceRequest/{sr}", json=current)
     assert r.status_code == 200, r.text
@@ -229,3 +295,13 @@ def test_a_request_corrected_after_its_report_redirects_the_waiting_ris_delivery
     assert len(ris) == 1 and state(ris[0]) == "envoye", ris
     assert ris[0]["owner"]["reference"] == w.refs["site"]
     assert len([m for m in loop.ris.messages if b"MDM^T02" in m]) == 1
+
+
+def _orleans(w: Any) -> tuple[str, str]:
+    """A second structure (FINESS 450000009, no RIS route) and a requester's role there."""
+    other = w._create({"resourceType": "Organization", "identifier": [
+        {"system": FINESS, "value": "450000009"}], "name": "CH d'Orléans"})
+    role = w._create({"resourceType": "PractitionerRole", "active": True,
+                      "practitioner": {"reference": w.refs["requester"]},
+                      "organization": {"reference": other}})
+    return other, role

@@ -99,6 +99,18 @@ def test_full_path_request_to_amended_report_with_provenance_and_audit(world: Wo
     assert accepted["agent"][0]["who"] == {"reference": world.refs["imager"]}
     events = _audit(world, f"entity=ServiceRequest/{sr}&action=U")
     assert len(events) >= 3  # accept, schedule, start (operations audited as updates)
+    # ADR 0009: a transition's event names the Task and the request, each at the version
+    # the transition wrote, and the operation
+    named = {}
+    for e in events:
+        refs = [x for x in e["entity"] if x.get("what", {}).get("reference", "").startswith(
+            ("Task/", "ServiceRequest/"))]
+        ops = {d["valueString"] for x in refs for d in x.get("detail", [])}
+        if ops:
+            named[ops.pop()] = sorted(x["what"]["reference"].split("/")[0] for x in refs)
+            assert all("/_history/" in x["what"]["reference"] for x in refs), refs
+    assert {"$accept", "$schedule", "$start"} <= set(named), named
+    assert named["$accept"] == ["ServiceRequest", "Task"]
 
 
 def test_illegal_transition_is_409_with_the_state_R_VAL_1(world: World) -> None:

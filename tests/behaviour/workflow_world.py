@@ -82,6 +82,7 @@ class World:
     def patient(self, born: str, gender: str) -> str:
         return self._create({"resourceType": "Patient", "name": [{"family": "MARTIN"}],
                              "gender": gender, "birthDate": born,
+                             "telecom": [{"system": "phone", "value": "+33238000001"}],
                              "generalPractitioner": [{"reference": self.refs["gp"]}]})
 
     def user(self, roles: list[str], nat: str | None = None,

@@ -63,18 +63,21 @@ def _request(api: httpx.Client, placer: str) -> str:
         return f"{resource['resourceType']}/{r.json()['id']}"
 
     patient = created({"resourceType": "Patient", "name": [{"family": "MARTIN"}],
-                       "gender": "female", "birthDate": "1980-05-17"})
+                       "gender": "female", "birthDate": "1980-05-17",
+                       "telecom": [{"system": "phone", "value": "+33238000001"}]})
+    site = created({"resourceType": "Organization", "name": "CH de proximité",
+                    "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2",
+                                    "value": "750000001"}]})
     requester = created({"resourceType": "Practitioner", "name": [{"family": "DEMANDEUR"}],
                          "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.1",
                                          "value": f"8{uuid.uuid4().int % 10**10:010d}"}]})
     sr = example("tlm-service-request")
     sr.pop("id", None)
     sr.update(subject={"reference": patient}, requester={"reference": requester},
-              performer=[], identifier=[{
+              performer=[{"reference": site}], identifier=[{
                   "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
                                                  "v2-0203", "code": "PLAC"}]},
                   "system": PLACER_SYSTEM, "value": placer}])
-    sr.pop("performer")
     return created(sr)
 
 

@@ -171,8 +171,9 @@ def test_order_over_hl7_comes_back_to_the_ris_dmp_and_mssante(system: System) ->
 def test_study_before_its_order_is_attached_and_reported(system: System) -> None:
     """The modality sends before the RIS: the study waits with a provisional identity,
     the order attaches it (by the placer number the header carried), the request goes
-    straight to images-disponibles once accepted; the RIS and MSSanté get the report;
-    the DMP waits visibly until the identity is qualified (R-EXAM-1)."""
+    straight to images-disponibles once accepted; the order's identity (from the RIS,
+    qualified) takes over the provisional one, so the RIS, MSSanté and the DMP get the
+    report as on the order-first path (R-EXAM-1, R-REP-5, R-REP-6)."""
     loop, p = system.loop, PATIENTS["dicom-first"]
     uid = loop.images("DEMO-0002", p["ipp"], f"{p['family']}^{p['given']}", p["born"][0])
     waiting = wait(lambda: loop.study(uid), 30)
@@ -185,12 +186,14 @@ def test_study_before_its_order_is_attached_and_reported(system: System) -> None
     assert loop.state(sr["id"]) == "images-disponibles"
     loop.report(sr, loop.study(uid))
     states = _settled(system, sr)
-    assert states["dmp"] == "identite-non-qualifiee", states
+    # the order's qualified identity (PID-32 VALI) replaced the header's provisional one:
+    # the DMP gets the report as on the order-first path (same patient, same result)
+    assert states["dmp"] == "envoye", states
     assert [v for k, v in states.items() if k.startswith("ris ")] == ["envoye"]
     [mdm] = wait(lambda: system.ris_got("MDM^T02", "DEMO-0002"), 10)
     assert str(mdm.segment("MSH")[6]) == "750000001"
     assert wait(lambda: len(system.ris_got("ORU^R01", "DEMO-0002")) == 1, 20)
-    assert system.dmp_got(p["ins"]) == []
+    assert len(system.dmp_got(p["ins"])) == 1
 
 
 def test_request_over_fhir_comes_back_to_its_structure(system: System) -> None:

@@ -114,10 +114,14 @@ def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Cl
         {"system": RPPS, "value": "810000000777"}], "name": [{"family": "IMAGEUR"}],
         "qualification": [{"code": {"coding": [{"system": R38, "code": "SM44"}]}}]})
     patient = created({"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
-                       "name": [{"family": "E2E"}]})
+                       "name": [{"family": "E2E"}],
+                       "address": [{"line": ["1 rue du Port"], "city": "Brest",
+                                    "postalCode": "29200"}]})
+    site = created({"resourceType": "Organization", "name": "CH E2E", "identifier": [
+        {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "290000017"}]})
     sr = example("tlm-service-request")
     sr.update(subject={"reference": patient}, requester={"reference": imager},
-              performer=[{"reference": imager}])
+              performer=[{"reference": imager}, {"reference": site}])
     request = created(sr)
     consent = example("tlm-consent")
     consent.update(patient={"reference": patient}, performer=[{"reference": patient}],
