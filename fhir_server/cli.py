@@ -183,6 +183,13 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import Multiprocess
 
     settings = Settings.from_env()
+    from adapters.hl7v2.settings import Hl7Settings, SettingError
+
+    try:  # the MLLP / HL7 settings: one line and exit 2 before anything starts (issue 24)
+        Hl7Settings.from_env()
+    except SettingError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
@@ -411,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--timeout", type=float, default=30.0)
     listing = hl7_sub.add_parser("list", help="browse the message store")
     listing.add_argument("--status", help="received, processed, error, rejected, held, "
-                         "pending, sent, failed")
+                         "pending, sent, failed, dead")
     listing.add_argument("--outbound", action="store_true", help="messages we sent")
+    listing.add_argument("--control", help="only the messages with this MSH-10 (MSA-2)")
     listing.add_argument("--limit", type=int, default=50)
     reprocess = hl7_sub.add_parser("reprocess", help="process inbound messages again "
                                    "(status received, error, rejected or held)")

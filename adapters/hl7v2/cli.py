@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.hl7_command == "list":
             return listing(receiver, args.outbound, args.status, args.limit,
-                           getattr(args, "control", None))
+                           args.control)
         if args.hl7_command == "replay":
             return replay(receiver, args.status, args.limit, operator())
         if args.hl7_command == "resend":

@@ -189,9 +189,10 @@ class MessageStore:
                         created=now(), raw_id=str(uuid.uuid4()), **fields)
         store = raw_store(self.server)
         with store.write(durable):
-            save(self.server, "Binary", record.raw_id, {
-                "resourceType": "Binary", "contentType": MEDIA_TYPE,
-                "data": base64.b64encode(raw).decode()})
+            binary = {"resourceType": "Binary", "contentType": MEDIA_TYPE}
+            if raw:  # an empty frame is kept too, as a Binary without data (no "" in FHIR)
+                binary["data"] = base64.b64encode(raw).decode()
+            save(self.server, "Binary", record.raw_id, binary)
             save(self.server, "Basic", record.id, record.resource())
         return record
 

@@ -349,6 +349,100 @@ def test_wrong_byte_for_declared_charset_is_an_error_not_a_crash(world: Hl7World
     assert ack["MSA"][1] == "AE" and ack["ERR"][2] == "MSH^1^18"
 
 
+def _by_control(world: Hl7World, control: str) -> list[dict[str, Any]]:
+    """Inbound records found by the MSH-10 an ACK echoes (``hl7 list --control``)."""
+    return world.search(f"Basic?code={KIND_SYSTEM}|{INBOUND}&hl7-control={control}")
+
+
+@pytest.mark.parametrize(("accept", "application", "field"), [
+    ("XX", "AL", 15), ("0", "", 15), ("&&&", "NE", 15), ("al ", "XX", 16)])
+def test_invalid_ack_condition_is_answered_ar_in_original_mode(
+        world: Hl7World, accept: str, application: str, field: int) -> None:
+    """Issue 27 item 11: an MSH-15/16 outside HL7 table 0155 got no ACK at all (the
+    sender waited forever). Now: AR in original mode (no MSH-15/16 on the ACK), ERR 103
+    at the field, nothing processed, kept and found by its MSH-10; sent again, the same
+    answer."""
+    message = orm(control=f"M{field}{len(accept)}", ack_types=(accept, application))
+    ack = world.send(message)
+    assert ack["MSA"][1:3] == ["AR", f"M{field}{len(accept)}"]
+    assert ack["ERR"][2] == f"MSH^1^{field}" and ack["ERR"][3].startswith("103^")
+    assert len(ack["MSH"]) <= 15 or ack["MSH"][14:16] in (["", ""], [""])
+    assert world.receiver.drain() == 0
+    assert not world.search(f"ServiceRequest?identifier={PLACER}|DEM-1")
+    [record] = _by_control(world, f"M{field}{len(accept)}")
+    assert _ext(record, "hl7v2-status")["valueCode"] == "rejected"
+    assert not _application_acks(world)
+    assert world.send(message)["raw"] == ack["raw"]
+
+
+HUGE = b"MSH|^~\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|HUGE1|P|2.5.1\r" + \
+    b"NTE|1||" + b"x" * 100_000 + b"\r"
+
+
+@pytest.mark.parametrize(("message", "code", "error", "control"), [
+    (b"MSH|^~", "AR", "100", ""),  # truncated MSH
+    (b"MSH|^~\\&|RIS|CH|TLRapp", "AE", "101", ""),  # truncated before MSH-10
+    (b"MSH|^^\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|DELIM1|P|2.5.1\r", "AR", "102",
+     "DELIM1"),  # a delimiter used twice
+    (b"MSH#^~\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|SEP1|P|2.5.1\r", "AE", "101",
+     ""),  # MSH-1 '#' used nowhere else: one field, no MSH-10 to echo
+    (b"MSH|^~\\&|RIS|CH|TLRapp|TLRfacility|2026|||NOTYPE1|P|2.5.1\rPID|||1\r", "AR", "200",
+     "NOTYPE1"),  # MSH-9 missing
+    (b"MSH|^~\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|VER1|P|9.9\r", "AR", "203",
+     "VER1"),  # MSH-12 unknown version
+    (b"", "AR", "100", ""),  # empty message
+    (b"MSH|^~\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|LAT1|P|2.5.1|||||FRA|UNICODE UTF-8\r"
+     b"PID|||1||ORL\xc9ANS\r", "AE", "102", "LAT1"),  # latin-1 byte, UTF-8 declared
+    (b"MSH|^~\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|BIN1|P|2.5.1|||||FRA|EBCDIC\r\xff\xfe",
+     "AR", "102", "BIN1"),  # charset we cannot read
+])
+def test_malformed_messages_get_an_ack_with_err_and_are_kept(
+        world: Hl7World, message: bytes, code: str, error: str, control: str) -> None:
+    """Issue 27 item 11 and its neighbours: every message gets an ACK with ERR, its raw
+    bytes are kept, and when the ACK echoes an MSH-10 the record is found by it — also
+    when the message does not parse (the key read best-effort from the raw MSH)."""
+    ack = Message(world.send(message)["raw"])  # in the sender's delimiters, if usable
+    msa, err = ack.require("MSA"), ack.require("ERR")
+    assert msa.get(1) == code and err.get(3) == error
+    assert err.get(8)  # the user message (ERR-8)
+    assert msa.get(2) == control
+    [kept] = world.search(f"Basic?code={KIND_SYSTEM}|{INBOUND}")
+    raw = world.read(_ext(kept, "hl7v2-raw")["valueReference"]["reference"])
+    assert base64.b64decode(raw.get("data", "")) == message
+    if control:
+        [found] = _by_control(world, control)
+        assert found["id"] == kept["id"]
+
+
+def test_oversize_message_is_answered_and_its_head_kept(world: Hl7World) -> None:
+    from adapters.hl7v2.mllp import FrameDecoder, frame
+
+    [f] = FrameDecoder(50_000).feed(frame(HUGE))
+    assert f.oversize
+    ack = world.receiver.receive(f, "10.0.0.5:1")
+    assert ack is not None and b"MSA|AR|HUGE1" in ack and b"ERR||MSH|207^" in ack
+    [found] = _by_control(world, "HUGE1")
+    raw = world.read(_ext(found, "hl7v2-raw")["valueReference"]["reference"])
+    assert HUGE.startswith(base64.b64decode(raw["data"]))
+
+
+def test_hl7_list_finds_a_message_by_the_control_id_its_ack_echoes(
+        world: Hl7World, capsys: Any) -> None:
+    from adapters.hl7v2 import cli
+
+    world.send(orm(control="FIND-1"))
+    world.send(b"MSH|^^\\&|RIS|CH|TLRapp|TLRfacility|2026||ORM^O01|FIND-2|P|2.5.1\r")
+    world.send(orm(control="OTHER", placer="DEM-2"))
+    capsys.readouterr()
+    for control, status, key in (("FIND-1", "processed", "own"),
+                                 ("FIND-2", "rejected", "unreadable")):
+        assert cli.listing(world.receiver, False, None, 50, control) == 0
+        [line] = capsys.readouterr().out.splitlines()
+        assert f" {status} " in line and f"^{control}  {key} " in line
+    assert cli.listing(world.receiver, False, "nonsense", 50) == 2
+    assert "unknown status" in capsys.readouterr().err
+
+
 def test_identity_conflict_is_flagged_never_merged(world: Hl7World) -> None:
     """R-EXAM-1: same INS, another birth date -> AE, Flag on the patient, no change."""
     world.send(orm())

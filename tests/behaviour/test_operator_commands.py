@@ -381,3 +381,94 @@ def test_cli_refuses_reprocess_of_outbound_and_resends_it(tmp_path: Path, monkey
         assert core.audit is not None
         core.audit.close()
         store.close()
+
+
+@pytest.mark.parametrize("ack_types", [("", ""), ("AL", "AL")])
+def test_control_id_reused_by_messages_arriving_together_is_taken_once(
+        world: Hl7World, ack_types: tuple[str, str]) -> None:
+    """Issue 24: two different messages under one MSH-10 arriving at once were both
+    processed (lookup, then insert). The lookup and the insert are one unit under the
+    store's lock: exactly one owns the key and is processed, the others get AE (CE)
+    205. Several rounds of four connections released together."""
+    import threading
+
+    accepted, refused = ("CA", "CE") if ack_types[0] else ("AA", "AE")
+    for round_ in range(3):
+        control = f"RACE{round_}"
+        messages = [orm(control=control, placer=f"RACE-{round_}-{n}", ack_types=ack_types)
+                    for n in range(4)]
+        barrier = threading.Barrier(len(messages))
+        answers: list[dict[str, Any]] = []
+
+        def send(message: bytes, n: int, barrier: threading.Barrier,
+                 answers: list[dict[str, Any]]) -> None:
+            barrier.wait()
+            answers.append(world.send(message, peer=f"10.0.0.{n}:4000"))
+
+        threads = [threading.Thread(target=send, args=(m, n, barrier, answers))
+                   for n, m in enumerate(messages)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        world.receiver.drain()
+        codes = sorted(a["MSA"][1] for a in answers)
+        assert codes == [accepted] + [refused] * 3, codes
+        assert all(a["ERR"][3].startswith("205^") for a in answers if a["MSA"][1] == refused)
+        created = [p for n in range(4) for p in
+                   world.search(f"ServiceRequest?identifier={PLACER}|RACE-{round_}-{n}")]
+        assert len(created) == 1
+        owner = world.receiver.messages.by_control(f"RIS-PROX^CH-PROX^{control}")
+        assert owner is not None and owner.status == "processed"
+        assert len(world.receiver.messages.reusing(f"RIS-PROX^CH-PROX^{control}")) == 3
+
+
+def test_listing_shows_the_real_control_key_and_whose_it_is(world: Hl7World,
+                                                            capsys: Any) -> None:
+    """Issue 24: describe() appended " (reused)" to the control id shown, which then
+    matched no MSA-2; the key is shown as it is, whose it is in a column of its own."""
+    from adapters.hl7v2.receiver import describe
+
+    world.send(orm(control="7", placer="DEM-1"))
+    world.send(orm(control="7", placer="DEM-2"))
+    records = world.receiver.messages.find([("code", f"{KIND_SYSTEM}|{INBOUND}")])
+    described = sorted((describe(r)["key"], describe(r)["control"], describe(r)["control_id"])
+                       for r in records)
+    assert described == [("own", "RIS-PROX^CH-PROX^7", "7"),
+                         ("reused", "RIS-PROX^CH-PROX^7", "7")]
+    capsys.readouterr()
+    assert cli.listing(world.receiver, False, None, 50, "7") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[4:6] for line in lines) == [
+        ["RIS-PROX^CH-PROX^7", "own"], ["RIS-PROX^CH-PROX^7", "reused"]]
+
+
+def test_outbound_message_becomes_a_dead_letter_after_its_retry_budget(
+        world: Hl7World, capsys: Any) -> None:
+    """Issue 24, flux 3: an ORU the RIS never acknowledges ends, after
+    TELEIMG_HL7_MAX_ATTEMPTS attempts, in status ``dead`` — audited, listed by
+    ``hl7 list --outbound --status dead``, sent again by ``hl7 resend`` — instead of
+    being retried forever unseen."""
+    import asyncio
+    from dataclasses import replace
+
+    oru = _oru(world)
+    settings = replace(world.settings, routes={}, retry_base=0.0, max_attempts=3)
+    sender = Sender(world.core, settings)
+    for attempt in range(1, 4):
+        assert asyncio.run(sender.run_once()) == 1
+        record = world.receiver.messages.get(oru)
+        assert record is not None and record.attempts == attempt
+        assert record.status == ("dead" if attempt == 3 else "pending")
+    assert asyncio.run(sender.run_once()) == 0  # never tried again on its own
+    dead = world.receiver.messages.get(oru)
+    assert dead is not None and dead.error.startswith("lettre morte après 3 essai(s)")
+    events = world.search(f"AuditEvent?entity=Basic/{oru}")
+    assert any(e["outcome"] != "0" and e["type"]["code"] == "110106" for e in events)
+    capsys.readouterr()
+    assert cli.listing(world.receiver, True, "dead", 50) == 0
+    assert capsys.readouterr().out.startswith(f"{oru} ")
+    assert cli.resend(world.receiver, [oru], OPERATOR) == 0
+    again = world.receiver.messages.get(oru)
+    assert again is not None and again.status == "pending" and again.attempts == 0
+    assert "dead" in again.error and len(_operator_events(world, f"Basic/{oru}", "resend")) == 1

@@ -183,3 +183,50 @@ def test_enhanced_mode_commit_ack_then_application_ack_to_the_ris(
     api = _client(data, ["ris"])
     found = api.get(f"{url}/ServiceRequest?identifier=urn:oid:1.2.250.1.999.1|E2E-ENH").json()
     assert len(found["entry"]) == 1
+
+
+def test_control_id_reused_on_concurrent_connections_is_taken_once(
+        system: tuple[str, int, Path, Ris]) -> None:
+    """Issue 24: six different messages under one MSH-10 on six connections at once:
+    exactly one is processed (AA), the others answered AE 205, over real sockets."""
+    url, port, data, _ = system
+
+    async def one(message: bytes) -> bytes:
+        async with MllpClient("127.0.0.1", port, timeout=60) as client:
+            return await client.send(message)
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(*(one(orm(control="race-1", placer=f"E2E-RACE-{n}"))
+                                      for n in range(6)))
+
+    acks = [Message(a) for a in asyncio.run(burst())]
+    assert sorted(a.require("MSA").get(1) for a in acks) == ["AA"] + ["AE"] * 5
+    assert all(a.require("ERR").get(3) == "205" for a in acks
+               if a.require("MSA").get(1) == "AE")
+    api = _client(data, ["ris"])
+    found = [e for n in range(6) for e in api.get(
+        f"{url}/ServiceRequest?identifier=urn:oid:1.2.250.1.999.1|E2E-RACE-{n}"
+    ).json().get("entry", [])]
+    assert len(found) == 1
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("TELEIMG_MLLP_PORT", "70000"), ("TELEIMG_MLLP_PORT", "abc"),
+    ("TELEIMG_HL7_MAX_ATTEMPTS", "0"), ("TELEIMG_HL7_ROUTES", "750000001=ris:99999")])
+def test_unusable_hl7_setting_stops_serve_with_one_line_exit_2(
+        tmp_path: Path, variable: str, value: str) -> None:
+    """Issue 24: TELEIMG_MLLP_PORT=70000 was a traceback from the listener process;
+    every HL7 setting is checked first: one line naming it, exit status 2 — from
+    `serve` and from `hl7 listen` alone."""
+    import subprocess
+    import sys
+
+    from tests.e2e.harness import ROOT
+
+    env = server_env(tmp_path, free_port(), TELEIMG_DELIVERY="off", **{variable: value})
+    for command in (["serve", "--no-access-log"], ["hl7", "listen"]):
+        proc = subprocess.run([sys.executable, "-m", "fhir_server.cli", *command], env=env,
+                              cwd=ROOT, capture_output=True, timeout=60)
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        assert proc.returncode == 2, (command, err)
+        assert len(err) == 1 and err[0].startswith(variable), (command, err)
