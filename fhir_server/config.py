@@ -146,5 +146,9 @@ class Settings:
                 max_chain_depth=_int("TELEIMG_MAX_CHAIN_DEPTH", 4),
                 max_bundle_entries=_int("TELEIMG_MAX_BUNDLE_ENTRIES", 5000),
                 max_body_bytes=_int("TELEIMG_MAX_BODY_BYTES", 16 * 1024 * 1024),
+                max_or_values=_int("TELEIMG_MAX_OR_VALUES", 200),
+                max_sort_keys=_int("TELEIMG_MAX_SORT_KEYS", 8),
+                max_search_terms=_int("TELEIMG_MAX_SEARCH_TERMS", 64),
+                break_glass_minutes=_int("TELEIMG_BREAK_GLASS_MINUTES", 60),
             ),
         )

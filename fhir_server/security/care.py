@@ -128,6 +128,8 @@ class Relationship:
         self.key = self_key(principal)
         self._parser = QueryParser(Limits(max_or_values=10_000), strict=True)
         self._party = self._party_term()
+        self._sets: tuple[list[PatientSet], list[Opened]] | None = None
+        self._any: list[PatientSet] | None = None
 
     def _term(self, rtype: str, key: str, value: str) -> Term:
         return self._parser.parse(rtype, [(key, value)]).terms[0]
@@ -159,7 +161,13 @@ class Relationship:
                       self._term("Flag", "date", f"ge{format_instant(now_us())}")])
 
     def sets(self) -> tuple[list[PatientSet], list[Opened]]:
-        """(patients whose whole record is reached, patients reached from a request on)."""
+        """(patients whose whole record is reached, patients reached from a request on);
+        the same objects every call, so a statement computes each set once."""
+        if self._sets is None:
+            self._sets = self._build_sets()
+        return self._sets
+
+    def _build_sets(self) -> tuple[list[PatientSet], list[Opened]]:
         subject = get("ServiceRequest", "subject")
         flagged = get("Flag", "patient")
         assert subject is not None and flagged is not None
@@ -175,8 +183,10 @@ class Relationship:
 
     def patient_sets(self) -> list[PatientSet]:
         """Patients with any relationship (what a write for a patient needs)."""
-        whole, since = self.sets()
-        return [*whole, *(PatientSet(o.source_type, o.ref, o.terms) for o in since)]
+        if self._any is None:
+            whole, since = self.sets()
+            self._any = [*whole, *(PatientSet(o.source_type, o.ref, o.terms) for o in since)]
+        return self._any
 
     def is_party(self, request: dict[str, Any]) -> bool:
         """Is this principal party to the request as written (the same rule as the

@@ -127,6 +127,8 @@ class SqlCompiler:
         self._n = 0
         self._conn = conn
         self._date_widths: dict[str, int] | None = None
+        self._ctes: list[Sql] = []
+        self._cte_names: dict[tuple[int, ...], str] = {}
 
     def date_width(self, key: str) -> int:
         """Widest stored interval of a date parameter, read once per query that needs it."""
@@ -189,9 +191,25 @@ class SqlCompiler:
                 f"AND x.rtype = ? AND x.pk IN (SELECT {a3}.pk FROM "
                 f"{source.resource} {a3} WHERE {cond}))", [term.ref.key, rtype, *cargs])
 
-    def patient_set(self, source: PatientSet) -> Sql:
-        """The ids of a :class:`PatientSet`, as an uncorrelated sub-select (computed once
-        per statement, however many patients: issue 27 item 6)."""
+    def cte(self, key: tuple[int, ...], build: Callable[[], Sql], columns: str) -> str:
+        """A named sub-select of the statement (``WITH``), built once however many times
+        the guard names it (a Binary's guard names its targets' sets): flat SQL, each
+        set computed once per statement (issue 27 item 6)."""
+        if key not in self._cte_names:
+            sql, args = build()
+            name = f"g{len(self._ctes) + 1}"
+            self._ctes.append((f"{name}({columns}) AS ({sql})", args))
+            self._cte_names[key] = name
+        return self._cte_names[key]
+
+    def prefix(self) -> Sql:
+        """The statement's ``WITH`` clause (to put before the SELECT using ``where``)."""
+        if not self._ctes:
+            return "", []
+        return ("WITH " + ", ".join(sql for sql, _ in self._ctes) + " ",
+                [a for _, args in self._ctes for a in args])
+
+    def _patient_set(self, source: PatientSet) -> Sql:
         a = self.alias()
         tables = tables_for(source.source_type)
         cond, args = self.where(a, source.source_type, source.terms)
@@ -201,49 +219,50 @@ class SqlCompiler:
                 f"AND {a}x.rtype = 'Patient' AND {a}x.pk IN (SELECT {a}.pk FROM "
                 f"{tables.resource} {a} WHERE {cond})", [source.ref.key, *args])
 
+    def _opened(self, opened: Opened) -> Sql:
+        """(patient, the first matching source's pk) for each patient a source names."""
+        s = self.alias()
+        source = tables_for(opened.source_type)
+        cond, args = self.where(s, opened.source_type, opened.terms)
+        return (f"SELECT {s}x.rid, MIN({s}.pk) FROM {source.index['reference']} {s}x JOIN "
+                f"{source.resource} {s} ON {s}.pk = {s}x.pk WHERE {s}x.p = ? AND "
+                f"{s}x.rtype = 'Patient' AND {cond} GROUP BY {s}x.rid",
+                [opened.ref.key, *args])
+
     def in_care(self, alias: str, rtype: str, term: InCare) -> Sql:
         """The guard (R-SEC-2): the resource's patient is in a set, or was opened by a
-        resource created no later than it (``pk`` is creation order)."""
+        resource created no later than it (``pk`` is creation order). The sets are
+        uncorrelated sub-selects (``WITH``), computed once per statement."""
         ors: list[str] = []
         args: list[Any] = []
-        sets = [self.patient_set(s) for s in term.sets]
+        names = [self.cte((id(source),), lambda source=source: self._patient_set(source),
+                          "id") for source in term.sets]
+        parts = [f"SELECT id FROM {name}" for name in names]
         if term.ids:
-            sets.append((" UNION ".join(["SELECT ?"] * len(term.ids)), list(term.ids)))
-        union = " UNION ".join(sql for sql, _ in sets)
-        union_args = [a for _, set_args in sets for a in set_args]
+            parts.append("VALUES " + ", ".join(["(?)"] * len(term.ids)))
+            args += list(term.ids)
         index = tables_for(rtype).index["reference"]
+        union = " UNION ".join(parts)
         if union and term.param is None:
             ors.append(f"{alias}.id IN ({union})")
-            args += union_args
         elif union and term.param is not None:
             y = self.alias()
             ors.append(f"{alias}.pk IN (SELECT {y}.pk FROM {index} {y} WHERE {y}.p = ? AND "
                        f"{y}.rtype = 'Patient' AND {y}.rid IN ({union}))")
-            args += [term.param.key, *union_args]
+            args = [term.param.key, *args]
         for opened in term.since if not tables_for(rtype).append_only else []:
-            sql, since_args = self.opened(alias, rtype, term.param, opened)
-            ors.append(sql)
-            args += since_args
+            name = self.cte((id(opened),), lambda opened=opened: self._opened(opened),
+                            "id, pk")
+            if term.param is None:
+                ors.append(f"EXISTS (SELECT 1 FROM {name} WHERE {name}.id = {alias}.id AND "
+                           f"{name}.pk <= {alias}.pk)")
+                continue
+            y = self.alias()
+            ors.append(f"EXISTS (SELECT 1 FROM {index} {y} CROSS JOIN {name} WHERE "
+                       f"{y}.pk = {alias}.pk AND {y}.p = ? AND {y}.rtype = 'Patient' AND "
+                       f"{name}.id = {y}.rid AND {name}.pk <= {alias}.pk)")
+            args.append(term.param.key)
         return ("(" + " OR ".join(ors) + ")" if ors else "0"), args
-
-    def opened(self, alias: str, rtype: str, param: Any, opened: Opened) -> Sql:
-        """EXISTS a matching source of the row's patient created no later than the row.
-        CROSS JOIN fixes the order: from the row's patient to that patient's sources
-        (indexed), never from every source to the row."""
-        s = self.alias()
-        source = tables_for(opened.source_type)
-        cond, args = self.where(s, opened.source_type, opened.terms)
-        tail = (f"{s}x.p = ? AND {s}x.rtype = 'Patient' AND {s}.pk = {s}x.pk AND "
-                f"{s}.pk <= {alias}.pk AND {cond}")
-        if param is None:
-            return (f"EXISTS (SELECT 1 FROM {source.index['reference']} {s}x CROSS JOIN "
-                    f"{source.resource} {s} WHERE {s}x.rid = {alias}.id AND {tail})",
-                    [opened.ref.key, *args])
-        y = self.alias()
-        return (f"EXISTS (SELECT 1 FROM {tables_for(rtype).index['reference']} {y} CROSS JOIN "
-                f"{source.index['reference']} {s}x CROSS JOIN {source.resource} {s} WHERE "
-                f"{y}.pk = {alias}.pk AND {y}.p = ? AND {y}.rtype = 'Patient' AND "
-                f"{s}x.rid = {y}.rid AND {tail})", [param.key, opened.ref.key, *args])
 
     def clause(self, alias: str, rtype: str, clause: Clause) -> Sql:
         kind = clause.param.kind
@@ -769,11 +788,14 @@ class SqliteStore:
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
             self._catch_up()
         with self._snapshot() as conn:
-            where, args = SqlCompiler(conn).where("r", query.type, query.terms)
+            compiler = SqlCompiler(conn)
+            where, args = compiler.where("r", query.type, query.terms)
+            head, head_args = compiler.prefix()
             total = None
             if count_only or query.total in ("accurate", "estimate"):
-                total = conn.execute(f"SELECT COUNT(*) FROM {tables.resource} r WHERE {where}",
-                                     args).fetchone()[0]
+                total = conn.execute(
+                    f"{head}SELECT COUNT(*) FROM {tables.resource} r WHERE {where}",
+                    [*head_args, *args]).fetchone()[0]
             if count_only:
                 return Page([], total)
             joins, jargs, columns = [], [], []
@@ -795,9 +817,9 @@ class SqliteStore:
                 f"{col} {'DESC' if desc == after else 'ASC'}" for col, desc in columns)
             select_cols = ", ".join(col for col, _ in columns)
             rows = conn.execute(
-                f"SELECT r.type, r.id, r.vid, r.updated, r.body, {select_cols} "
+                f"{head}SELECT r.type, r.id, r.vid, r.updated, r.body, {select_cols} "
                 f"FROM {tables.resource} r {' '.join(joins)} WHERE {page_where} ORDER BY {order} "
-                f"LIMIT ?", [*jargs, *page_args, query.count + 1]).fetchall()
+                f"LIMIT ?", [*head_args, *jargs, *page_args, query.count + 1]).fetchall()
         more = len(rows) > query.count
         rows = rows[:query.count]
         if not after:
@@ -816,15 +838,18 @@ class SqliteStore:
             by_kind.setdefault(param_kind(key), []).append(key)
         out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
         with self._snapshot() as conn:
-            where, args = SqlCompiler(conn).where("r", query.type, query.terms)
+            compiler = SqlCompiler(conn)
+            where, args = compiler.where("r", query.type, query.terms)
+            head, head_args = compiler.prefix()
+            head = f"{head.rstrip()}, " if head else "WITH "
             for kind, wanted in by_kind.items():
                 columns = ", ".join(
                     f"x.{c}" for c in INDEX_COLUMNS[kind].strip("()").split(", ")[2:])
                 rows = conn.execute(
-                    f"WITH m AS (SELECT r.pk FROM {tables.resource} r WHERE {where}) "
+                    f"{head}m AS (SELECT r.pk FROM {tables.resource} r WHERE {where}) "
                     f"SELECT x.p, x.pk, {columns} FROM {tables.index[kind]} x JOIN m "
                     f"ON x.pk = m.pk WHERE x.p IN ({','.join('?' * len(wanted))})",
-                    [*args, *wanted]).fetchall()
+                    [*head_args, *args, *wanted]).fetchall()
                 for row in rows:
                     out[row[0]].append(tuple(row[1:]))
         return out
