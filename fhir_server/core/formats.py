@@ -8,6 +8,7 @@ embeds them unchanged via ``orjson.Fragment``. Only ``_summary``, ``_elements``,
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import orjson
@@ -155,8 +156,27 @@ def subset_bundle(bundle: dict[str, Any], summary: str | None, elements: list[st
     return bundle
 
 
+# characters XML 1.0 cannot carry (§2.2 Char), even escaped
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_incompatible(node: Any) -> bool:
+    if isinstance(node, str):
+        return XML_FORBIDDEN.search(node) is not None
+    if isinstance(node, dict):
+        return any(_xml_incompatible(k) or _xml_incompatible(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_xml_incompatible(v) for v in node)
+    return False
+
+
 def to_xml(resource: dict[str, Any]) -> bytes:
+    """The XML form; 406 when the answer holds characters XML 1.0 cannot carry (a search
+    link echoing a client's control character): the client may ask for JSON (issue 27)."""
     rtype = resource.get("resourceType")
+    if _xml_incompatible(resource):
+        raise FhirError(ErrorKind.NOT_ACCEPTABLE, f"this {rtype} holds characters XML 1.0 "
+                        "cannot represent; ask for application/fhir+json")
     try:
         model = model_class(str(rtype)).model_validate(resource)
         return bytes(model.model_dump_xml())

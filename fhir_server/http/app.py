@@ -16,6 +16,7 @@ Every answer under ``/fhir`` is an OperationOutcome when it is an error. CORS
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -61,7 +62,11 @@ def _parse_body(raw: bytes, content_type: str, method: str, path: str) -> tuple[
         return None, False
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == "application/x-www-form-urlencoded" and path.endswith("_search"):
-        return parse_qsl(raw.decode(), keep_blank_values=True), True
+        try:
+            return parse_qsl(raw.decode("utf-8"), keep_blank_values=True), True
+        except UnicodeDecodeError:
+            raise FhirError(ErrorKind.INVALID, "the form body is not UTF-8 (RFC 3986 "
+                            "percent-encoding of UTF-8 bytes)") from None
     if ctype in _XML:
         return from_xml(raw), False
     if ctype in _JSON or ctype == "application/json-patch+json" or ctype == "":
@@ -243,8 +248,8 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             return _respond(render_error(exc), request_id)
         headers = {"X-Request-Id": request_id}
         if reasons:  # FailureReason codes say little: the operator needs the why
-            headers["Warning"] = "299 teleimagerie " + dumps(
-                "; ".join(reasons)[:1000]).decode()
+            # a quoted string in ASCII (RFC 9110 §5.5): accents and controls \u-escaped
+            headers["Warning"] = "299 teleimagerie " + json.dumps("; ".join(reasons)[:1000])
         return Response(content=dumps(dataset), status_code=status, headers=headers,
                         media_type="application/dicom+json")
 

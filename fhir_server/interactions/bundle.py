@@ -17,6 +17,8 @@ import base64
 import re
 import uuid
 from dataclasses import replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -151,12 +153,12 @@ def _response_entry(req: FhirRequest, resp: FhirResponse) -> dict[str, Any]:
         response["location"] = resp.headers["Location"]
     if "ETag" in resp.headers:
         response["etag"] = resp.headers["ETag"]
-    if "Last-Modified" in resp.headers:
-        response["lastModified"] = resp.headers["Last-Modified"]
     out: dict[str, Any] = {}
     payload = resp.raw if resp.raw is not None else resp.resource
-    if payload is not None:
-        resource = materialize(payload)
+    resource = materialize(payload) if payload is not None else None
+    if "Last-Modified" in resp.headers:  # an instant, not the header's HTTP-date
+        response["lastModified"] = _instant(resp.headers["Last-Modified"], resource)
+    if resource is not None:
         if resource.get("resourceType") == "OperationOutcome" and resp.status >= 300:
             response["outcome"] = resource
         else:
@@ -165,6 +167,18 @@ def _response_entry(req: FhirRequest, resp: FhirResponse) -> dict[str, Any]:
             out["resource"] = resource
     out["response"] = response
     return out
+
+
+def _instant(http_date: str, resource: dict[str, Any] | None) -> str:
+    """Bundle.entry.response.lastModified is an instant: the resource's own
+    ``meta.lastUpdated`` when it has one, else the Last-Modified header converted
+    (the HTTP-date there made the response Bundle invalid, and unrenderable in XML)."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    if isinstance(updated, str):
+        return updated
+    when = parsedate_to_datetime(http_date).astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]

@@ -41,6 +41,8 @@ ACCEPTED_TYP = ("jwt", "at+jwt", "application/at+jwt")
 MAX_NUMERIC_DATE = 253402300799
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SCOPE_CONTEXT = re.compile(r"^(patient|user|system)/")
+UNSAFE_IN_HEADER = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')  # error_description chars
+SHOWN_ALG = re.compile(r"[A-Za-z0-9+-]{1,20}")
 # optional claims we read, by expected JSON type ("strings": a string or an array of them)
 STRING_CLAIMS = ("jti", "azp", "client_id", "acr", "authMode", "SubjectNameID",
                  "preferred_username", "given_name", "family_name", "name", "patient", "scope")
@@ -69,8 +71,12 @@ class AuthSettings:
 
 
 def unauthorized(message: str, error: str = "invalid_token") -> FhirError:
+    """401 with a Bearer challenge (RFC 6750 §3). The description goes into a header: it
+    is printable ASCII only (RFC 6750 §3: %x20-21 / %x23-5B / %x5D-7E), whatever a token
+    made the message say — a CR/LF would split the response (issue 27)."""
+    description = UNSAFE_IN_HEADER.sub("?", message)
     challenge = f'Bearer realm="teleimagerie", error="{error}", ' \
-                f'error_description="{message.replace(chr(34), chr(39))}"'
+                f'error_description="{description}"'
     if error == "":
         challenge = 'Bearer realm="teleimagerie"'
     return FhirError(ErrorKind.UNAUTHORIZED, message, headers={"WWW-Authenticate": challenge})
@@ -108,7 +114,7 @@ def check_header(header: dict[str, Any]) -> str:
     value (RFC 7515 §4.1); 401 otherwise."""
     alg = header.get("alg")
     if type(alg) is not str or alg not in ALLOWED_ALGORITHMS:
-        shown = alg if type(alg) is str and len(alg) <= 20 else type(alg).__name__
+        shown = alg if type(alg) is str and SHOWN_ALG.fullmatch(alg) else type(alg).__name__
         raise unauthorized(f"token algorithm {shown!r} is not accepted "
                            f"(allowed: {', '.join(ALLOWED_ALGORITHMS)})")
     if "kid" in header and not _is_string(header["kid"]):

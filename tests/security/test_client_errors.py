@@ -10,6 +10,7 @@ and Bundle ``fullUrl`` (bdl-7).
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,31 @@ def test_client_errors_are_audited_R_SEC_3(secured: FhirServer, tmp_path: Path) 
     events = auditor.get("/fhir/AuditEvent?outcome=4&_count=100").json().get("entry", [])
     assert any(any(x.get("what", {}).get("identifier", {}).get("value") == request_id
                    for x in e["resource"]["entity"]) for e in events)
+
+
+# -- found by the fuzzers (tests/fuzz) ----------------------------------------------------------
+
+def test_an_answer_xml_cannot_carry_is_406_not_500_R_SEC_3(world: dict[str, Any]) -> None:
+    """A search echoing a client's control character (the ignored-parameter warning) could
+    not be rendered as XML: 500. It is a 406 the client can act on (ask for JSON)."""
+    http = world["http"]
+    r = http.get("/fhir/Patient?%08=x", headers={"Accept": "application/fhir+xml"})
+    assert "XML 1.0" in _issue(r, 406)["diagnostics"]
+    assert http.get("/fhir/Patient?%08=x").status_code == 200
+
+
+def test_transaction_response_last_modified_is_an_instant(world: dict[str, Any]) -> None:
+    """Bundle.entry.response.lastModified held the HTTP-date of the Last-Modified header:
+    an invalid Bundle, and a 500 when asked for in XML (R-INT-2)."""
+    http = world["http"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        _entry(f"urn:uuid:{uuid.uuid4()}"),
+        {"request": {"method": "DELETE", "url": f"Patient/{world['patient']}"}}]}
+    r = http.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.text
+    for entry in r.json()["entry"]:
+        modified = entry["response"]["lastModified"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", modified), modified
+    bundle["entry"] = bundle["entry"][:1]
+    r = http.post("/fhir", json=bundle, headers={"Accept": "application/fhir+xml"})
+    assert r.status_code == 200 and b"<lastModified value=" in r.content, r.text

@@ -197,6 +197,9 @@ def _signed(world: dict[str, Any], header: dict[str, Any] | None = None,
 
 NOW = int(time.time())
 MALFORMED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "alg with CR LF (header injection)": ({"alg": "ES256\r\nSet-Cookie: a=b"}, {}),
+    "alg not ASCII": ({"alg": "é°\u0000"}, {}),
+    "alg list": ({"alg": ["ES256"]}, {}),
     "kid list": ({"kid": ["a"]}, {}),
     "kid object": ({"kid": {"k": 1}}, {}),
     "kid number": ({"kid": 7}, {}),
@@ -247,7 +250,9 @@ def test_malformed_header_or_claim_is_401_and_audited_R_SEC_1_R_SEC_3(
         r, request_id = _get(client, path)
         assert r.status_code == 401, (case, path, r.status_code, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
-        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="teleimagerie"')
+        challenge = r.headers["WWW-Authenticate"]
+        assert challenge.startswith('Bearer realm="teleimagerie"')
+        assert all(" " <= c <= "~" for c in challenge), challenge  # RFC 6750 §3
         if path == PATHS[0]:
             assert _audited(world, request_id), (case, "not audited")
     # STOW-RS (R-INT-2): the same refusal, before the upload is read, audited
