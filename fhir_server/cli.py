@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -203,12 +204,16 @@ def _serve(args: argparse.Namespace) -> int:
     died: list[str] = []
     signal.signal(signal.SIGTERM, _interrupt)  # a stop while the listeners start
     try:
-        if settings.store_url is None:
+        if settings.store_url is None or settings.store_url.startswith("sqlite:///"):
             # the embedded store's migrations run here, once, before the processes that
             # share the file open it together (on a new data directory they would race)
             from fhir_server.store import open_store
 
-            open_store(None, settings.data_dir).close()
+            try:
+                open_store(settings.store_url, settings.data_dir).close()
+            except (ValueError, OSError, sqlite3.Error) as exc:
+                print(f"teleimagerie serve: cannot open the store: {exc}", file=sys.stderr)
+                return 1
         for label, module, parent_var in _listeners():
             listeners.append(_start_listener(label, module, parent_var))
         failure = _await_listeners(listeners, START_TIMEOUT)

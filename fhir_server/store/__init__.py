@@ -16,7 +16,11 @@ def open_store(url: str | None, data_dir: Path) -> Store:
     from fhir_server.store.sqlite import SqliteStore
 
     if url and url.startswith("sqlite:///"):
-        return SqliteStore(Path(url[len("sqlite:///"):]))
+        path = Path(url[len("sqlite:///"):])
+        if not path.parent.is_dir():  # said once, in one line, not as each child's traceback
+            raise ValueError(f"TELEIMG_STORE_URL {url!r}: the directory {path.parent} does "
+                             "not exist")
+        return SqliteStore(path)
     if url:
         raise ValueError(f"unsupported TELEIMG_STORE_URL {url!r} (sqlite:/// or mongodb://)")
     data_dir.mkdir(parents=True, exist_ok=True)

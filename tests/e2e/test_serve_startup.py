@@ -69,6 +69,22 @@ def test_http_port_taken_stops_serve_with_one_line(tmp_path: Path, taken: int) -
     assert lines == [f"cannot listen on HTTP 127.0.0.1:{taken}: address already in use"]
 
 
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("TELEIMG_STORE_URL", "sqlite:///{tmp}/missing/dir/x.db", "does not exist"),
+    ("TELEIMG_LOG_LEVEL", "verbose", "TELEIMG_LOG_LEVEL must be one of"),
+    ("TELEIMG_HTTP_PORT", "70000", "TELEIMG_HTTP_PORT must be a TCP port"),
+])
+def test_a_bad_setting_stops_serve_with_one_line(tmp_path: Path, name: str, value: str,
+                                                 says: str) -> None:
+    """A wrong value is named in one line (no traceback, no child left running)."""
+    env = server_env(tmp_path, free_port(), TELEIMG_DELIVERY="off")
+    env[name] = value.format(tmp=tmp_path)
+    status, lines = _serve_fails(env)
+    assert status != 0
+    assert len(lines) == 1 and says in lines[0], lines
+    assert not any("Traceback" in line for line in lines)
+
+
 def _children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of a process's children (Linux /proc)."""
     out = []
