@@ -61,6 +61,9 @@ class AuthConfig:
     issuers: tuple[tuple[str, str], ...] = ()
     audience: str = "teleimagerie-fhir"
     clients: tuple[str, ...] = ()  # azp allow-list for issuers that send no aud (PSC)
+    # the issuers' registered backend clients (azp/client_id): only they carry system
+    # roles, and they never carry a person's (R-SEC-1); empty: not checked
+    system_clients: tuple[str, ...] = ()
     strong_acr: tuple[str, ...] = ("eidas2", "eidas3")
     leeway: int = 30
     max_token_bytes: int = 16 * 1024
@@ -121,6 +124,7 @@ class Settings:
                 issuers=tuple(issuers),
                 audience=env.get("TELEIMG_AUTH_AUDIENCE", "teleimagerie-fhir"),
                 clients=_list("TELEIMG_AUTH_CLIENTS"),
+                system_clients=_list("TELEIMG_AUTH_SYSTEM_CLIENTS"),
                 strong_acr=_list("TELEIMG_AUTH_STRONG_ACR", "eidas2,eidas3"),
                 leeway=_int("TELEIMG_AUTH_LEEWAY", 30),
                 max_token_bytes=_int("TELEIMG_AUTH_MAX_TOKEN_BYTES", 16 * 1024),

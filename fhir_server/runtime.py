@@ -24,8 +24,9 @@ log = logging.getLogger("teleimagerie")
 
 def auth_settings(settings: Settings) -> AuthSettings:
     cfg = settings.auth
+    registered = frozenset(cfg.system_clients) or None  # TELEIMG_AUTH_SYSTEM_CLIENTS
     issuers = [Issuer(iss, KeySet(jwks), cfg.audience if not cfg.clients else None,
-                      cfg.clients) for iss, jwks in cfg.issuers]
+                      cfg.clients, registered) for iss, jwks in cfg.issuers]
     if cfg.dev_issuer:
         dev = DevIssuer(settings.data_dir, cfg.audience)
         if dev.ensure():

@@ -304,3 +304,19 @@ def test_bad_token_is_401_audited_before_any_404_405_or_400_R_SEC_1_R_SEC_3(
         assert r.json()["resourceType"] == "OperationOutcome"
         assert _audited(world, request_id), (method, path, "not audited")
     assert client.get("/fhir/metadata").status_code == 200  # the one public resource
+
+
+def test_system_clients_are_configured_per_deployment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TELEIMG_AUTH_SYSTEM_CLIENTS registers the issuers' backend clients (R-SEC-1)."""
+    from fhir_server.runtime import auth_settings
+
+    monkeypatch.setenv("TELEIMG_AUTH_ISSUERS", f"https://idp.example|{tmp_path}/jwks.json")
+    monkeypatch.setenv("TELEIMG_AUTH_SYSTEM_CLIENTS", "ris-backend, pacs-backend")
+    monkeypatch.setenv("TELEIMG_DATA_DIR", str(tmp_path))
+    issuers = auth_settings(Settings.from_env()).issuers
+    configured = [i for i in issuers if i.issuer == "https://idp.example"]
+    assert configured[0].system_clients == frozenset({"ris-backend", "pacs-backend"})
+    monkeypatch.delenv("TELEIMG_AUTH_SYSTEM_CLIENTS")
+    issuers = auth_settings(Settings.from_env()).issuers
+    assert all(i.system_clients is None for i in issuers)
