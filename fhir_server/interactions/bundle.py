@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -202,6 +204,7 @@ def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, A
                     for i in range(len(entries))}
         mapping, existing = _assign_ids(server, entries, requests)
         for i, sub in requests.items():
+            sub.context.deferred = []
             if sub.body is not None and sub.interaction != Interaction.PATCH:
                 sub.body = _rewrite(server, sub.body, mapping, f"Bundle.entry[{i}].resource")
         for i in order:
@@ -209,16 +212,26 @@ def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, A
             if sub.interaction == Interaction.BATCH:
                 raise FhirError(ErrorKind.INVALID, f"Bundle.entry[{i}] cannot be a nested "
                                 "transaction")
-            try:
+            with _located(i):
                 resp = existing[i] if i in existing else server.dispatch(sub)
-            except FhirError as exc:
-                where = f"Bundle.entry[{i}]"
-                exc.issues = [Issue(f"{where}: {issue.diagnostics}", issue.code,
-                                    issue.severity, issue.expression or [where])
-                              for issue in exc.issues]
-                raise
             results[i] = _response_entry(req, resp)
+        for i in order:  # rules about other entries, now that every entry is applied
+            with _located(i):
+                for check in requests[i].context.deferred or []:
+                    check()
     return [results[i] for i in range(len(entries))]
+
+
+@contextmanager
+def _located(i: int) -> Iterator[None]:
+    """An entry's refusal names the entry (Bundle.entry[i])."""
+    try:
+        yield
+    except FhirError as exc:
+        where = f"Bundle.entry[{i}]"
+        exc.issues = [Issue(f"{where}: {issue.diagnostics}", issue.code, issue.severity,
+                            issue.expression or [where]) for issue in exc.issues]
+        raise
 
 
 def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],

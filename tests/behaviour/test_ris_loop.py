@@ -305,3 +305,28 @@ def _orleans(w: Any) -> tuple[str, str]:
                       "practitioner": {"reference": w.refs["requester"]},
                       "organization": {"reference": other}})
     return other, role
+
+
+def test_a_transaction_that_adds_the_contact_with_the_request_is_accepted(
+        loop: LoopRig) -> None:
+    """R-REQ-1 is judged on the whole transaction: a Bundle that creates the request and,
+    in a later-processed PUT, gives the patient a phone passes; without that PUT it is
+    refused naming the request's entry — and nothing of it is kept."""
+    w = loop.world
+    bare = w._create({"resourceType": "Patient", "name": [{"family": "SANS"}],
+                      "gender": "male", "birthDate": "1970-01-01"})
+    patient = w.ris.get(f"/fhir/{bare}").json()
+    sr = _request_body(w, subject={"reference": bare})
+    post = {"fullUrl": "urn:uuid:6f1c2a4e-0d7b-4b8e-9f51-3c2d8e7a1b90", "resource": sr,
+            "request": {"method": "POST", "url": "ServiceRequest"}}
+    put = {"fullUrl": f"{w.ris.base_url}/fhir/{bare}",
+           "resource": {**patient, "telecom": [{"system": "phone", "value": "+33298000000"}]},
+           "request": {"method": "PUT", "url": bare}}
+    r = w.ris.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                  "entry": [post]})
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == ["ServiceRequest.subject"]
+    assert "Bundle.entry[0]" in r.json()["issue"][0]["diagnostics"]
+    r = w.ris.post("/fhir", json={"resourceType": "Bundle", "type": "transaction",
+                                  "entry": [post, put]})
+    assert r.status_code == 200, r.text
