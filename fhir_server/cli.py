@@ -305,7 +305,7 @@ def _token(args: argparse.Namespace) -> int:
         print(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(sorted(ROLES))}",
               file=sys.stderr)
         return 2
-    system = all(r in ("ris", "pacs", "dmp-connector") for r in args.role)
+    system = all(ROLES[r].system for r in args.role)  # the role table says (R-SEC-1)
     scopes = args.scope or (["system/*.cruds"] if system else
                             ["patient/*.cruds"] if args.patient else ["user/*.cruds"])
     sub = args.sub or (f"rpps:{args.rpps}" if args.rpps else

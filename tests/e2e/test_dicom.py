@@ -116,7 +116,7 @@ def test_modality_sends_series_and_rdsr_over_c_store(system: dict[str, Any]) -> 
     assert dose["entry"][0]["resource"]["valueQuantity"]["value"] == 420
     assert not list((system["data"] / "dicom-spool").glob("*/*.dcm"))  # spool emptied
     auditor = DevIssuer(system["data"]).mint(sub="e2e:auditor", roles=["auditor"],
-                                             scopes=["system/*.cruds"],
+                                             scopes=["user/AuditEvent.rs"],
                                              id_nat_ps="899999999999")
     events = httpx.get(f"{api.base_url}/fhir/AuditEvent?entity={study['subject']['reference']}"
                        "&type=http://dicom.nema.org/resources/ontology/DCM|110104",

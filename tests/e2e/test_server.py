@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from fhir_server.security.devissuer import DevIssuer
+from fhir_server.security.roles import SYSTEM_ROLES
 from tests.e2e.harness import free_port, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
@@ -19,8 +20,11 @@ INS = "urn:oid:1.2.250.1.213.1.4.8"
 
 def _auth(data: Path, roles: list[str] | None = None, **claims: object) -> dict[str, str]:
     """Headers with a development-issuer token (what ``teleimagerie token`` prints)."""
-    token = DevIssuer(data).mint(sub="e2e", roles=roles or ["ris"],
-                                 scopes=["system/*.cruds"], **claims)  # type: ignore[arg-type]
+    roles = roles or ["ris"]
+    # a person's token asks for user/ scopes: system/ ones are refused (R-SEC-1, issue 27)
+    scope = "system/*.cruds" if set(roles) <= SYSTEM_ROLES else "user/*.cruds"
+    token = DevIssuer(data).mint(sub="e2e", roles=roles, scopes=[scope],
+                                 **claims)  # type: ignore[arg-type]
     return {"Authorization": f"Bearer {token}"}
 
 
