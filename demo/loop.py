@@ -171,7 +171,16 @@ class Loop:
                                   "fr-core-identity-reliability",
                            "extension": [{"url": "identityStatus", "valueCoding": {
                                "system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
-                                         "fr-core-cs-v2-0445", "code": "VALI"}}]}]})
+                                         "fr-core-cs-v2-0445", "code": "VALI"}}]},
+                          # an INS identity has its birth place (COG), an INS trait the
+                          # DMP's CDA rules require (issue 26)
+                          {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+                           "valueAddress": {"city": "ORLÉANS", "extension": [{
+                               "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/"
+                                      "fr-core-address-insee-code",
+                               "valueCoding": {"system": "https://mos.esante.gouv.fr/NOS/"
+                                               "TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM",
+                                               "code": "45234"}}]}}]})
         ext = f"{BASE}/StructureDefinition"
         sr = {
             "resourceType": "ServiceRequest",

@@ -40,6 +40,7 @@ def auth_settings(settings: Settings) -> AuthSettings:
 
 
 def build_core(settings: Settings) -> FhirServer:
+    from adapters.cda.check import report_check
     from adapters.cda.publish import Publisher
     from adapters.delivery import outbox as deliveries
     from adapters.delivery.engine import Planner
@@ -64,6 +65,11 @@ def build_core(settings: Settings) -> FhirServer:
     # (DMP, RIS, MSSanté) in the same write unit
     workflow.listeners.append(Publisher(Planner(DeliverySettings.from_env(), hl7)
                                         ).on_transition)
+    # a final report whose CDA documents fail the XSD or an ANS schematron rule is refused
+    # (issue 26, R-REP-6): the check is the adapters', the hook the core's
+    documents = report_check()
+    if documents is not None:
+        workflow.report_checks.append(documents)
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
                       workflow=workflow)

@@ -408,7 +408,8 @@ def _documentation_of(root: etree._Element, src: Sources) -> None:
                 _el(event, "id", root=ident["value"][8:])
     act = act_of(src)
     modality = modality_of(src)
-    code = _cd(event, "code", act) if act else _el(event, "code", nullFlavor="UNK")
+    # no CCAM code: OTH (not UNK) so the modality translation may stay (DTr1 dtr1-1-ANY)
+    code = _cd(event, "code", act) if act else _el(event, "code", nullFlavor="OTH")
     if modality:
         translation = _el(code, "translation", code=modality,
                           displayName=codes.MODALITIES.get(modality, modality),
@@ -533,7 +534,7 @@ def _technique(body: etree._Element, src: Sources, sid: Any) -> None:
     _el(procedure, "templateId", root="1.2.840.10008.9.14")
     _el(procedure, "templateId", root="1.2.250.1.213.1.1.3.153")
     _el(procedure, "id", root=sid("procedure"))
-    code = _cd(procedure, "code", act) if act else _el(procedure, "code", nullFlavor="UNK")
+    code = _cd(procedure, "code", act) if act else _el(procedure, "code", nullFlavor="OTH")
     _el(_el(code, "originalText"), "reference", value="#acte-1")
     started = _started(src)
     if started:
@@ -543,7 +544,7 @@ def _technique(body: etree._Element, src: Sources, sid: Any) -> None:
                      displayName=codes.MODALITIES.get(modality, modality),
                      codeSystem=codes.DCM, codeSystemName="DCM")
     else:
-        method = _el(procedure, "methodCode", nullFlavor="UNK")
+        method = _el(procedure, "methodCode", nullFlavor="OTH")
     _el(_el(method, "originalText"), "reference", value="#acte-1-modalite")
     target = _cd(procedure, "targetSiteCode", site)
     _el(_el(target, "originalText"), "reference", value="#acte-1-localisation")
@@ -571,7 +572,7 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
         ID="statut-grossesse")
     table = _el(text, "table", border="0")
     head = _el(_el(table, "thead"), "tr")
-    for label in ("Mesure", "Quantité", "Source"):
+    for label in ("Mesure", "Quantité", "Localisation", "Source"):
         _el(head, "th", label)
     tbody = _el(table, "tbody")
     rows = []
@@ -585,6 +586,9 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
         _el(_el(row, "td"), "content", label, ID=f"dose-{n}")
         amount = f"{value['value']} {value.get('code') or value.get('unit') or ''}".strip()
         _el(row, "td", amount.replace(".", ",", 1) if "." in str(value["value"]) else amount)
+        site = dose_site(src, obs)
+        _el(_el(row, "td"), "content", (site or {}).get("display") or (site or {}).get("code")
+            or "Non précisée", ID=f"dose-{n}-localisation")
         method = _coding(obs.get("method"))
         _el(row, "td", (method or {}).get("display") or "—")
         rows.append((n, obs, coding, value))
@@ -622,8 +626,8 @@ def _exposure(parent: etree._Element, src: Sources, sid: Any) -> None:
         # item's site, else its series', else the request's region (required, R-REQ-1)
         site = dose_site(src, obs)
         target = _cd(observation, "targetSiteCode", site, xsi_type="CD")
-        if site is not None and site.get("display"):
-            _el(target, "originalText", site["display"])
+        if site is not None:  # E_DICOM_Quantite: an originalText is a reference
+            _el(_el(target, "originalText"), "reference", value=f"#dose-{n}-localisation")
 
 
 def _catalog(parent: etree._Element, src: Sources, sid: Any) -> None:
@@ -651,6 +655,10 @@ def _catalog(parent: etree._Element, src: Sources, sid: Any) -> None:
         for series in study.get("series") or []:
             instances = series.get("instance") or []
             modality = (series.get("modality") or {}).get("code") or "OT"
+            # an entry's modality must be an acquisition modality (CR-IMG
+            # JDV_ModaliteAcquisition): a dose report (SR), key objects (KO)… stay in the
+            # table only
+            acquired = modality in codes.MODALITIES and modality != "OT"
             n += 1
             row = _el(tbody, "tr")
             _el(row, "td", uid)
@@ -665,7 +673,7 @@ def _catalog(parent: etree._Element, src: Sources, sid: Any) -> None:
                 _el(cell, "linkHtml", "images", href=wado)
             else:
                 cell.text = "—"
-            if not instances:
+            if not instances or not acquired:
                 continue
             act = _el(_el(section, "entry"), "act", classCode="ACT", moodCode="EVN")
             _el(act, "templateId", root="1.2.840.10008.9.16")
@@ -798,18 +806,18 @@ def _history(clinical: etree._Element, src: Sources, sid: Any) -> None:
                      "Aucune contre-indication signalée dans la demande"))
     for anchor, heading, value in rows:
         _el(_el(text, "paragraph", f"{heading} : "), "content", value, ID=anchor)
-    for anchor, code in (("antecedents-medicaux", ("11348-0", codes.LOINC,
-                                                   "Antécédents médicaux")),
-                         ("antecedents-chirurgicaux", ("47519-4", codes.LOINC,
-                                                       "Antécédents chirurgicaux"))):
-        obs = _observation(section, sid(anchor), code)
+    for anchor, loinc in (("antecedents-medicaux", ("11348-0", codes.LOINC,
+                                                    "Antécédents médicaux")),
+                          ("antecedents-chirurgicaux", ("47519-4", codes.LOINC,
+                                                        "Antécédents chirurgicaux"))):
+        obs = _observation(section, sid(anchor), loinc)
         _el(_el(obs, "text"), "reference", value=f"#{anchor}")
         _el(obs, "statusCode", code="completed")
         # free text, as the ANS example: a CD whose original text is the narrative
         _el(_el(_el(obs, "value", xsi_type="CD"), "originalText"), "reference",
             value=f"#{anchor}")
         _el(obs, "targetSiteCode", nullFlavor="NA")
-    for n, (code, _) in enumerate(contra or [(None, "")], start=1):
+    for n, (code, _) in enumerate(contra or [(None, "")], start=1):  # code: str | None
         anchor = f"contre-indication-{n}"
         obs = _observation(section, sid(anchor), ("64100-1", codes.LOINC,
                                                    "Contre-indications"))

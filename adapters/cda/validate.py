@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from adapters.cda import schematron
+from adapters.cda import metadata, schematron, xds_check
 from adapters.cda.schematron import Failure, Unavailable
 
 references = schematron.references
@@ -46,21 +46,25 @@ class Verdict:
     xsd: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unverifiable: list[Failure] = field(default_factory=list)
+    xds: list[str] = field(default_factory=list)  # the XDS metadata (xds_check)
 
     @property
     def valid(self) -> bool:
-        return not self.xsd and not self.failures
+        return not self.xsd and not self.failures and not self.xds
 
     def lines(self) -> list[str]:
-        """One line per failed check (XSD error or failed assertion)."""
-        return [f"CDA_extended.xsd {e}" for e in self.xsd] + [f.line() for f in self.failures]
+        """One line per failed check (XSD error, failed assertion, XDS metadata rule)."""
+        return [f"CDA_extended.xsd {e}" for e in self.xsd] + \
+            [f.line() for f in self.failures] + [f"XDS {p}" for p in self.xds]
 
     def first(self) -> str:
         """The first failed rule, named for a person (pattern and message)."""
         if self.xsd:
             return f"schéma CDA (CDA_extended.xsd) : {self.xsd[0]}"
-        return f"{self.failures[0].schematron} [{self.failures[0].pattern}] " \
-            f"{self.failures[0].message}" if self.failures else ""
+        if self.failures:
+            return f"{self.failures[0].schematron} [{self.failures[0].pattern}] " \
+                f"{self.failures[0].message}"
+        return f"métadonnées XDS : {self.xds[0]}" if self.xds else ""
 
 
 class Checker:
@@ -82,7 +86,8 @@ class Checker:
                 self._seen.move_to_end(key)
                 return self._seen[key]
         report = self.validator.validate(xml)
-        verdict = Verdict(xsd_errors(xml, self.kit), report.failures, report.unverifiable)
+        xds = xds_check.problems(metadata.read(xml), schematron.level_of(xml), self.kit)
+        verdict = Verdict(xsd_errors(xml, self.kit), report.failures, report.unverifiable, xds)
         with self._lock:
             self._seen[key] = verdict
             while len(self._seen) > self._remember:

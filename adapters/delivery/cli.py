@@ -39,6 +39,7 @@ def retry(outbox: Outbox, delivery_id: str, who: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from adapters.cda.check import delivery_check
     from adapters.delivery import service
     from adapters.delivery.engine import Sender
     from adapters.delivery.outbox import Outbox, register_all
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         outbox = Outbox(server)
         if args.delivery_command == "once":
-            sender = Sender(server, DeliverySettings.from_env(), Hl7Settings.from_env())
+            sender = Sender(server, DeliverySettings.from_env(), Hl7Settings.from_env(),
+                            check=delivery_check())  # issue 26
             print(f"{asyncio.run(sender.run_once())} delivery(ies) examined")
             return 0
         if args.delivery_command == "retry":

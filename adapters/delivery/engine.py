@@ -177,12 +177,15 @@ Channel = Callable[[Delivery], Awaitable[Outcome]]
 class Sender:
     """Works the outbox; one pass with :meth:`run_once`, forever with :meth:`run`."""
 
-    def __init__(self, server: FhirServer, settings: DeliverySettings, hl7: Hl7Settings
-                 ) -> None:
+    def __init__(self, server: FhirServer, settings: DeliverySettings, hl7: Hl7Settings,
+                 check: Callable[[bytes], str | None] | None = None) -> None:
         from adapters.delivery import channels
 
         register_all()
         self.server = server
+        # the document's first failed ANS schematron rule, None when conformant (issue 26;
+        # adapters.cda.check.delivery_check); None: documents are not checked here
+        self.check = check
         self.settings = settings
         self.hl7 = hl7
         self.outbox = Outbox(server)
@@ -255,6 +258,9 @@ class Sender:
         if d.action == "suppression":
             # withdrawing is never held by an opposition or the identity: only the way out
             return self._unconfigured(d)
+        invalid = self.invalid(d)
+        if invalid:  # R-REP-6, R-INT-1: the DMP would refuse it; a person must correct it
+            return "document-invalide", invalid
         if d.channel == "ris":
             self.follow_origin(d)
         if d.channel == "dmp":
@@ -276,6 +282,15 @@ class Sender:
                 return "adresse-absente", f"{d.recipient} n'a pas d'adresse MSSanté " \
                     f"({', '.join(self.settings.mss_domains)})"
         return self._unconfigured(d)
+
+    def invalid(self, d: Delivery) -> str:
+        """The first rule the delivered document fails ('' when it passes or is not
+        checked here): the CDA XSD and every ANS schematron rule (issue 26)."""
+        if self.check is None:
+            return ""
+        xml, _ = self.read(d.document)
+        problem = self.check(xml)
+        return f"{d.document} : {problem}" if problem else ""
 
     def follow_origin(self, d: Delivery) -> None:
         """A RIS delivery not sent yet goes to whoever asked *now* (R-REP-5, ADR 0019): a

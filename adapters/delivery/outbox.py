@@ -8,6 +8,7 @@ business-status=lettre-morte``), narrowed to the patient's care team and audited
   ``owner`` the recipient (a professional or the requesting site);
 * ``status`` requested (to send) → completed (sent) | failed (dead letter, or refused
   for good) | on-hold (held: opposition, identity not qualified, channel not configured,
+  document failing the ANS schematrons,
   no MSSanté address, earlier version not settled) | cancelled;
 * ``businessStatus`` says which, in words; extensions carry the attempts, the next
   attempt (indexed: the sender's due query) and the last error.
@@ -49,6 +50,8 @@ STATES: dict[str, tuple[str, str]] = {
     "canal-non-configure": ("on-hold", "en attente : canal non configuré"),
     "adresse-absente": ("on-hold", "en attente : pas d'adresse MSSanté"),
     "version-precedente": ("on-hold", "en attente : version précédente non transmise"),
+    "document-invalide": ("on-hold", "bloqué : document non conforme aux schématrons ANS "
+                          "(R-REP-6)"),
     "annule": ("cancelled", "annulé"),
 }
 CHANNEL_LABELS = {"dmp": "DMP (XDS.b ITI-41)", "ris": "RIS (HL7 v2 MDM)",

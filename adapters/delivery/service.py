@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 
+from adapters.cda.check import delivery_check
 from adapters.delivery.engine import Sender
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
@@ -23,7 +24,7 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
     from fhir_server.runtime import build_core
 
     server = build_core(settings)
-    sender = Sender(server, delivery, hl7)
+    sender = Sender(server, delivery, hl7, check=delivery_check())  # issue 26
     for name, missing in (("DMP", delivery.dmp_ready), ("MSSanté", delivery.mss_ready)):
         if missing:
             log.warning("delivery: %s channel not configured (%s): its deliveries wait, "

@@ -157,6 +157,10 @@ class Workflow:
         # called after each transition, inside its write unit (e.g. the HL7 outbox, whose
         # message is then committed with the decision it reports)
         self.listeners: list[Listener] = []
+        # what a final/amended report must pass beyond the core's rules, filled by the
+        # composition root (runtime: the CDA documents' schematrons, issue 26); an issue
+        # refuses the write (422)
+        self.report_checks: list[reports.ReportCheck] = []
 
     # -- hooks around client writes ------------------------------------------------------
     def before_write(self, server: FhirServer, req: FhirRequest, rtype: str, rid: str,

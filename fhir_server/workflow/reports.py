@@ -6,6 +6,7 @@ drives the request to ``cr-preliminaire``, ``cr-definitif`` or ``cr-modifie``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
     from fhir_server.workflow.engine import Case, Workflow
 
 FINAL = ("final", "amended", "corrected", "appended")
+# a check a final/amended report must pass (e.g. its CDA documents against the ANS
+# schematrons, issue 26): (server, case, report, previous version) -> what is wrong
+ReportCheck = Callable[["FhirServer", "Case", dict[str, Any], "dict[str, Any] | None"],
+                       list[Issue]]
 # the listeners' event for a final report set to entered-in-error (not a state change)
 WITHDRAW = "withdraw-report"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -115,6 +120,7 @@ def check(server: FhirServer, workflow: Workflow, case: Case, report: dict[str, 
                        "DiagnosticReport.status", ErrorKind.CONFLICT)
     if status in FINAL:
         _check_final(server, case, report)
+        _check_documents(server, workflow, case, report, before)
     meta = dict(report.get("meta") or {})
     tags = [t for t in meta.get("tag") or [] if t.get("system") != FLAG_SYSTEM]
     meta["tag"] = [*tags, coding(FLAG_SYSTEM, "teleimagerie", "Acte de téléimagerie")]
@@ -159,6 +165,17 @@ def _check_final(server: FhirServer, case: Case, report: dict[str, Any]) -> None
     if problems:
         raise FhirError(ErrorKind.UNPROCESSABLE, problems[0][1], issues=[
             Issue(msg, code="business-rule", expression=[path]) for path, msg in problems])
+
+
+def _check_documents(server: FhirServer, workflow: Workflow, case: Case,
+                     report: dict[str, Any], before: dict[str, Any] | None) -> None:
+    """R-REP-6, R-INT-1: what the composition root adds (``Workflow.report_checks``) —
+    a report whose documents the DMP would refuse is not accepted; the author reads the
+    rule that fails (422)."""
+    issues = [i for check in workflow.report_checks
+              for i in check(server, case, report, before)]
+    if issues:
+        raise FhirError(ErrorKind.UNPROCESSABLE, issues[0].diagnostics, issues=issues)
 
 
 def _has_dose(server: FhirServer, report: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ import pytest
 from lxml import etree
 from pypdf import PdfReader
 
-from adapters.cda import schematron, validate
+from adapters.cda import metadata, schematron, validate, xds_check
 from adapters.cda.publish import Publisher
 from fhir_server.core.server import FhirServer
 from fhir_server.workflow.identity import reliability
@@ -178,7 +178,7 @@ def test_amended_report_replaces_the_previous_version(world: World) -> None:
 
 
 IPP = {"system": "urn:oid:1.2.250.1.999.1.1", "value": "IPP-0042"}
-INS = {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "280052A123456",
+INS = {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "280052A12345678",
        "type": {"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
                                       "fr-core-cs-v2-0203", "code": "INS-NIR"}]}}
 BIRTH_PLACE = {"url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
@@ -259,3 +259,6 @@ def test_documents_pass_every_ans_schematron_rule(world: World, case: str) -> No
         result = validator.validate(xml)
         assert [f.line() for f in result.failures] == [], description
         assert result.fired > 50, description  # the rules ran on the document
+        # item 4: the XDS metadata the DMP receives, against its rules (xds_check)
+        level = schematron.level_of(xml)
+        assert xds_check.problems(metadata.read(xml), level, KIT) == [], description
