@@ -13,7 +13,7 @@ documents of a patient who opposed that sharing (R-CONS-5).
 
 A role is a *human* role or a *system* role (``system``: a connector, no person behind
 it). Human vs system is a property of the role, never of the token's scope: a token's
-roles are all human or all system, and its SMART scope contexts must fit them
+roles are all human or all system, and a human role never carries a ``system/`` scope
 (:mod:`tokens`, R-SEC-1). Only a human must be strongly authenticated (``acr``).
 
 The effective right of a token is the intersection of its roles and its SMART
@@ -44,7 +44,7 @@ class Role:
     grants: dict[str, str]  # resource type -> letters
     unmasks: frozenset[str] = EVERY_LABEL  # masking codes this role sees through
     shares: str = ""  # the sharing an opposition withholds documents from (R-CONS-5)
-    system: bool = False  # a connector (no person): no acr, system/ scopes only (R-SEC-1)
+    system: bool = False  # a connector, no person behind it: no acr needed (R-SEC-1)
 
     def letters(self, rtype: str) -> str:
         return self.grants.get(rtype, "")
