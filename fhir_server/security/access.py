@@ -538,12 +538,17 @@ class GuardedStore:
         self.touched[f"{item.type}/{item.id}"] = found
         if reach is ALL or not in_compartment(item.type) or item.deleted:
             return
+        if live and current is not None and found != self.patients(current):
+            # moving a resource to other patients is the identity feed's (a merge), not a
+            # professional's: it would carry what it opens along (R-SEC-2)
+            raise forbidden(f"the patient of {item.type}/{item.id} cannot be changed "
+                            "(R-SEC-2)")
         if found and self.reachable(found, item.type, letter):
             return
         if not found and item.type != "Patient" and not _self_only(self.access, item.type,
                                                                   letter):
             return
-        if item.type == "Patient" and letter == "c" and reach.care:
+        if item.type == "Patient" and letter == "c" and reach.care and found == {item.id}:
             return  # a new patient: its creator reaches it (recorded in its meta.tag)
         if item.type == "ServiceRequest" and item.body is not None and reach.care and \
                 request_refs(orjson.loads(item.body)) & self.access.parties():

@@ -79,9 +79,9 @@ def _record_closed(http: TestClient, w: dict[str, Any]) -> None:
         assert http.get(url).status_code == 404, url
     r = http.get(f"/fhir/Observation?subject=Patient/{w['C']}")
     assert r.status_code == 200 and w["obs"] not in r.text
-    r = http.get(f"/fhir/ServiceRequest?subject=Patient/{w['C']}&_summary=count")
-    assert r.status_code == 200 and r.json()["total"] == len(
-        [e for e in http.get("/fhir/ServiceRequest").json().get("entry", [])])
+    r = http.get(f"/fhir/ServiceRequest?subject=Patient/{w['C']}")
+    assert r.status_code == 200 and w["earlier"] not in r.text
+    assert r.json()["total"] == len(r.json().get("entry", []))
     assert http.get("/fhir/Patient?name=PAT-C").json()["total"] == 0
 
 
@@ -294,3 +294,25 @@ def test_break_the_glass_needs_strong_authentication_and_a_person_R_SEC_1_R_SEC_
     granted = world["ris"].search(
         "Flag?_security=http://terminology.hl7.org/CodeSystem/v3-ActReason|BTG")
     assert granted["total"] == 0  # no grant was written
+
+
+def test_a_self_made_request_cannot_be_moved_to_another_patient_R_SEC_2(
+        world: dict[str, Any]) -> None:
+    """Moving a request made long ago onto C would open what C received since then."""
+    http = doctor(world)
+    mine = f"Practitioner/{world['doctor']}"
+    other = http.post("/fhir/Patient", json={"resourceType": "Patient",
+                                             "name": [{"family": "AUTRE"}]}).json()
+    request = http.post("/fhir/ServiceRequest", json={
+        **_request(world, mine), "subject": {"reference": f"Patient/{other['id']}"}}).json()
+    request["subject"] = {"reference": f"Patient/{world['C']}"}
+    r = http.put(f"/fhir/ServiceRequest/{request['id']}", json=request)
+    assert r.status_code == 403, r.text
+    r = http.patch(f"/fhir/ServiceRequest/{request['id']}", headers=JSON_PATCH, json=[
+        {"op": "replace", "path": "/subject/reference", "value": f"Patient/{world['C']}"}])
+    assert r.status_code == 403, r.text
+    # nor can a patient they register claim to be C
+    linked = {"resourceType": "Patient", "link": [
+        {"other": {"reference": f"Patient/{world['C']}"}, "type": "seealso"}]}
+    assert http.post("/fhir/Patient", json=linked).status_code == 403
+    _record_closed(http, world)
