@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -235,8 +236,8 @@ class SqlCompiler:
         uncorrelated sub-selects (``WITH``), computed once per statement."""
         ors: list[str] = []
         args: list[Any] = []
-        names = [self.cte((id(source),), lambda source=source: self._patient_set(source),
-                          "id") for source in term.sets]
+        names = [self.cte((id(source),), partial(self._patient_set, source), "id")
+                 for source in term.sets]
         parts = [f"SELECT id FROM {name}" for name in names]
         if term.ids:
             parts.append("VALUES " + ", ".join(["(?)"] * len(term.ids)))
@@ -251,8 +252,7 @@ class SqlCompiler:
                        f"{y}.rtype = 'Patient' AND {y}.rid IN ({union}))")
             args = [term.param.key, *args]
         for opened in term.since if not tables_for(rtype).append_only else []:
-            name = self.cte((id(opened),), lambda opened=opened: self._opened(opened),
-                            "id, pk")
+            name = self.cte((id(opened),), partial(self._opened, opened), "id, pk")
             if term.param is None:
                 ors.append(f"EXISTS (SELECT 1 FROM {name} WHERE {name}.id = {alias}.id AND "
                            f"{name}.pk <= {alias}.pk)")
