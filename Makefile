@@ -32,7 +32,7 @@ demo: install-test
 test: install-test
 	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools demo
 	$(BIN)/mypy fhir_server adapters
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
 
 bench: install-test
 	$(BIN)/python -m benchmarks.run

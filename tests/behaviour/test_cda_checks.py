@@ -24,7 +24,6 @@ from tests.behaviour.workflow_world import World
 pytestmark = [
     pytest.mark.skipif(not schematron.available(), reason="saxonche or the ANS CDA kit "
                        "absent: the schematrons cannot run"),
-    pytest.mark.xdist_group("schematron"),  # one worker compiles them, once
 ]
 INS_TRAITS = "traits de l'INS"
 

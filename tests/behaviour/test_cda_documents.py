@@ -248,12 +248,16 @@ def test_documents_are_valid_cda(world: World, case: str) -> None:
 
 
 @needs_schematron
-@pytest.mark.xdist_group("schematron")
 @pytest.mark.parametrize("case", sorted(SHAPES))
-def test_documents_pass_every_ans_schematron_rule(world: World, case: str) -> None:
+def test_documents_pass_every_ans_schematron_rule(world: World, case: str,
+                                                 request: pytest.FixtureRequest) -> None:
     """R-REP-6, R-INT-1: every N3 passes every rule of IMG-CR-IMG 2024.01, structuration
     minimale, CI-SIS content models, ANS and IHE models; every N1 those of its level. The
     rules that depend on a value set the kit does not ship are reported apart."""
+    if "mongo" in request.node.callspec.id:
+        # the same documents on both stores (built from the same resources): one evaluation
+        # of ~25 000 assertions per shape is enough (the XSD test runs on both)
+        pytest.skip("documents identical on both stores: checked on sqlite")
     validator = schematron.default()
     for description, xml in _shape(world, case):
         result = validator.validate(xml)

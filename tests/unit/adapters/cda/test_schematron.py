@@ -17,7 +17,6 @@ from adapters.cda.schematron import Failure
 pytestmark = [
     pytest.mark.skipif(not schematron.available(), reason="saxonche or the ANS CDA kit "
                        "(../shared/references/ans-cda) absent: the schematrons cannot run"),
-    pytest.mark.xdist_group("schematron"),  # one worker compiles them, once
 ]
 KNOWN = json.loads((Path(__file__).parent / "kit_known_failures.json").read_text())
 V3 = {"v3": "urn:hl7-org:v3"}
