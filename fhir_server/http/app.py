@@ -41,8 +41,9 @@ from fhir_server.core.resource_types import is_supported, require_supported
 from fhir_server.core.routing import route
 from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
+from fhir_server.http import openapi, smart
+from fhir_server.interactions.capabilities import publish_security
 from fhir_server.runtime import build_core
-from fhir_server.security.devissuer import DEV_ISSUER
 
 log = logging.getLogger("teleimagerie.http")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -141,8 +142,9 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         core.store.close()
 
     app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
-                  docs_url="/docs", redoc_url=None, lifespan=lifespan)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.fhir = core
+    publish_security(core, smart.security_of(settings))  # rest.security (issue 29)
     app.state.cors = bool(settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(FhirCors, allow_origins=settings.cors_origins,
@@ -211,10 +213,6 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             rendered = await run_in_threadpool(_handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
 
-    async def smart_configuration() -> Response:
-        return Response(content=dumps(smart_configuration_document(settings)),
-                        media_type="application/json")
-
     dicom = DicomSettings.from_env()
 
     async def stow(request: Request, study: str = "") -> Response:
@@ -255,8 +253,8 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
 
     app.add_api_route("/dicomweb/studies", stow, methods=["POST"])
     app.add_api_route("/dicomweb/studies/{study}", stow, methods=["POST"])
-    app.add_api_route("/fhir/.well-known/smart-configuration", smart_configuration,
-                      methods=["GET"], include_in_schema=False)
+    smart.install(app, settings)  # .well-known: SMART discovery, the dev issuer's JWKS
+    openapi.install(app, core)  # /openapi.json from the capability tables, offline /docs
     # OPTIONS too: without CORS it is answered like any method a path does not take (405)
     app.add_api_route("/fhir", fhir_endpoint, methods=[*METHODS, "OPTIONS"],
                       include_in_schema=False)
@@ -294,28 +292,8 @@ def _base_from_scope(scope: Any, headers: dict[str, str]) -> str:
 
 
 def smart_configuration_document(settings: Settings) -> dict[str, Any]:
-    """SMART App Launch discovery (``.well-known/smart-configuration``)."""
-    issuers = [iss for iss, _ in settings.auth.issuers]
-    if settings.auth.dev_issuer:
-        issuers.append(DEV_ISSUER)
-    doc: dict[str, Any] = {
-        "issuer": issuers[0] if issuers else None,
-        "jwks_uri": settings.auth.issuers[0][1] if settings.auth.issuers else None,
-        "grant_types_supported": ["authorization_code", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "scopes_supported": ["openid", "fhirUser", "launch/patient", "patient/*.rs",
-                             "user/*.cruds", "system/*.cruds"],
-        "response_types_supported": ["code"],
-        "capabilities": ["launch-standalone", "client-public", "client-confidential-asymmetric",
-                         "context-standalone-patient", "permission-patient", "permission-user",
-                         "permission-v1", "permission-v2"],
-        "code_challenge_methods_supported": ["S256"],
-    }
-    if settings.auth.authorize_url:
-        doc["authorization_endpoint"] = settings.auth.authorize_url
-    if settings.auth.token_url:
-        doc["token_endpoint"] = settings.auth.token_url
-    return {k: v for k, v in doc.items() if v is not None}
+    """SMART App Launch discovery (:mod:`fhir_server.http.smart`)."""
+    return smart.smart_configuration_document(settings)
 
 
 def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:

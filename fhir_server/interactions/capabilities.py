@@ -1,11 +1,16 @@
 """capabilities — GET [base]/metadata: the CapabilityStatement (capabilitystatement.html).
 
-Generated from the resource type list and the search parameter table, so it always
-tells the truth about what the server does.
+Generated from the resource type list, the search parameter table and the operation
+tables below, so it always tells the truth about what the server does. The OpenAPI
+document (:mod:`fhir_server.http.openapi`) is generated from the same tables
+(:func:`resource_entries`, :func:`operations`): one description of the API (issue 29).
 """
 
 from __future__ import annotations
 
+import json
+import weakref
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +37,99 @@ OPERATION_DEFINITIONS = {
     "expand": "http://hl7.org/fhir/OperationDefinition/ValueSet-expand",
     "translate": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
     "validate": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "everything": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
 }
+# operations of the core on one type (besides $validate on every type and the terminology
+# ones): Patient/[id]/$everything, the right of access (R-SEC-4)
+CORE_OPERATIONS = {"Patient": ["everything"]}
+# where each operation is invoked: [base]/$op ("system"), [base]/Type/$op ("type"),
+# [base]/Type/[id]/$op ("instance"); a workflow operation on a type is an instance one
+# (ServiceRequest/[id]/$accept), one without a type a system one ($indicators)
+OPERATION_LEVELS: dict[str, tuple[str, ...]] = {
+    "validate": ("type", "instance"), "lookup": ("type", "instance"),
+    "validate-code": ("type", "instance"), "expand": ("type", "instance"),
+    "translate": ("type", "instance"), "everything": ("instance",)}
+SYSTEM_INTERACTIONS = ["transaction", "batch", "search-system", "history-system"]
+CONFORMANCE_INTERACTIONS = ["read", "vread", "search-type"]
+# rest.security (SMART App Launch, conformance.html#security)
+SECURITY_SERVICE = {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR", "display": "SMART-on-FHIR"}
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation as served: ``rtype`` None for a system one; ``levels`` where it is
+    invoked (``system``, ``type``, ``instance``); ``definition`` its OperationDefinition."""
+
+    name: str
+    rtype: str | None
+    levels: tuple[str, ...]
+    definition: str
+
+
+def operations(extra: tuple[tuple[str, str], ...] = ()) -> list[Operation]:
+    """Every operation the server answers, in CapabilityStatement order: per type
+    (supported types, then conformance types), then the system ones. ``extra``: the
+    workflow's (type or "" for the system, name)."""
+    out: list[Operation] = []
+    for rtype in SUPPORTED_TYPES:
+        out.append(Operation("validate", rtype, OPERATION_LEVELS["validate"],
+                             OPERATION_DEFINITIONS["validate"]))
+        out.extend(Operation(n, rtype, OPERATION_LEVELS[n], OPERATION_DEFINITIONS[n])
+                   for n in CORE_OPERATIONS.get(rtype, []))
+        out.extend(Operation(n, rtype, ("instance",),
+                             url("OperationDefinition", f"{rtype}-{n}"))
+                   for t, n in extra if t == rtype)
+    for rtype in sorted(CONFORMANCE_TYPES):
+        out.extend(Operation(n, rtype, OPERATION_LEVELS[n], OPERATION_DEFINITIONS[n])
+                   for n in TERMINOLOGY_OPERATIONS.get(rtype, []))
+    out.extend(Operation(n, None, ("system",), url("OperationDefinition", n))
+               for t, n in extra if not t)
+    return out
+
+
+def resource_interactions() -> dict[str, list[str]]:
+    """The interaction codes of each resource type served, in CapabilityStatement order."""
+    table = {rtype: list(TYPE_INTERACTIONS) for rtype in SUPPORTED_TYPES}
+    table.update({rtype: list(CONFORMANCE_INTERACTIONS) for rtype in sorted(CONFORMANCE_TYPES)})
+    return table
+
+
+def workflow_operations(server: FhirServer) -> tuple[tuple[str, str], ...]:
+    """The workflow's operations as (type or "", name), sorted (``extra`` above)."""
+    return tuple(sorted((t or "", n) for t, n in server.workflow.operations)) \
+        if server.workflow else ()
+
+
+def rest_security(dev_issuer: bool, authorize_url: str | None, token_url: str | None,
+                  cors: bool) -> dict[str, Any]:
+    """``rest.security``: OAuth bearer tokens the SMART way, the authorize and token
+    endpoints (oauth-uris extension) when configured, and whether CORS is on."""
+    security: dict[str, Any] = {
+        "cors": cors,
+        "service": [{"coding": [SECURITY_SERVICE], "text": "OAuth2 bearer tokens (SMART "
+                     "App Launch scopes); discovery at .well-known/smart-configuration"}],
+        "description": "Every request but GET metadata needs an OAuth 2.0 bearer token "
+        "(Authorization: Bearer …) signed by a configured issuer (TELEIMG_AUTH_ISSUERS)"
+        + (" or, in development mode, the local development issuer" if dev_issuer else "")
+        + "; rights come from its role and SMART scopes.",
+    }
+    uris = [{"url": name, "valueUri": value} for name, value in
+            (("authorize", authorize_url), ("token", token_url)) if value]
+    if uris:
+        security["extension"] = [{"url": OAUTH_URIS, "extension": uris}]
+    return security
+
+
+# the rest.security each served app publishes (set by the HTTP adapter, which knows the
+# OAuth endpoints and CORS settings; a core without one publishes the bare SMART coding)
+_SECURITY: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def publish_security(server: FhirServer, security: dict[str, Any]) -> None:
+    """Set the ``rest.security`` the CapabilityStatement of ``server`` shows."""
+    _SECURITY[server] = json.dumps(security, sort_keys=True)
 
 
 # IHE MHD (4.2) Document Responder: ITI-67 Find Document References on DocumentReference,
@@ -56,10 +153,10 @@ SUPPORTED_PROFILES = {"DocumentReference": [
 
 def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
     required = tuple(sorted((t, tuple(u)) for t, u in server.profiles.required.items()))
-    extra = tuple(sorted((t or "", n) for t, n in server.workflow.operations)) \
-        if server.workflow else ()
+    security = _SECURITY.get(server) or json.dumps(rest_security(True, None, None, False),
+                                                         sort_keys=True)
     return FhirResponse(200, {}, resource=_statement(req.base_url, server.released, required,
-                                                     extra))
+                                                     workflow_operations(server), security))
 
 
 def _system_params() -> list[dict[str, str]]:
@@ -73,24 +170,29 @@ def _system_params() -> list[dict[str, str]]:
               for p in sorted(shared, key=lambda p: p.name))]
 
 
-def _operation(name: str) -> dict[str, str]:
-    return {"name": name, "definition": OPERATION_DEFINITIONS[name]}
-
-
 @cache
 def _statement(base_url: str, released: str,
                required: tuple[tuple[str, tuple[str, ...]], ...],
-               extra: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """``extra``: (type or "" for the system, name) of the workflow's operations."""
+               extra: tuple[tuple[str, str], ...] = (),
+               security: str | None = None) -> dict[str, Any]:
+    """``extra``: (type or "" for the system, name) of the workflow's operations;
+    ``security``: the ``rest.security`` as JSON (:func:`rest_security`)."""
     resources = []
     mandatory = dict(required)
+    interactions = resource_interactions()
+    ops = operations(extra)
+
+    def operation_list(rtype: str) -> list[dict[str, str]]:
+        return [{"name": op.name, "definition": op.definition} for op in ops
+                if op.rtype == rtype]
+
     for rtype in SUPPORTED_TYPES:
         params = sorted(params_for(rtype).values(), key=lambda p: p.name)
         ref_params = [p.name for p in params if p.kind == "reference"]
         resources.append({
             "type": rtype,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+            "interaction": [{"code": code} for code in interactions[rtype]],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -104,9 +206,7 @@ def _statement(base_url: str, released: str,
             "searchParam": [
                 {"name": p.name, "definition": p.url, "type": p.kind} for p in params
             ],
-            "operation": [_operation("validate"), *(
-                {"name": n, "definition": url("OperationDefinition", f"{rtype}-{n}")}
-                for t, n in extra if t == rtype)],
+            "operation": operation_list(rtype),
         })
         # writes must meet the mandatory ones (TELEIMG_REQUIRED_PROFILES)
         profiles = [*mandatory.get(rtype, ()), *SUPPORTED_PROFILES.get(rtype, ())]
@@ -117,12 +217,12 @@ def _statement(base_url: str, released: str,
     for rtype in sorted(CONFORMANCE_TYPES):
         resources.append({
             "type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
-            "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+            "interaction": [{"code": code} for code in interactions[rtype]],
             "searchParam": [{"name": n, "type": "uri" if n == "url" else "token"
                              if n in ("_id", "status", "type", "version") else "string"}
                             for n in ("url", "name", "title", "version", "status", "type",
                                       "_id")],
-            "operation": [_operation(op) for op in TERMINOLOGY_OPERATIONS.get(rtype, [])],
+            "operation": operation_list(rtype),
         })
     return {
         "resourceType": "CapabilityStatement",
@@ -139,14 +239,15 @@ def _statement(base_url: str, released: str,
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": json.loads(security) if security else
+            rest_security(True, None, None, False),
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"},
-                            {"code": "search-system"}, {"code": "history-system"}],
+            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             # GET [base]?… / POST [base]/_search: the parameters every type has
             "searchParam": _system_params(),
             # GET [base]/Patient/[id]/[type]?… (search.html#compartments)
             "compartment": [c.url for c in compartments().values()],
-            "operation": [{"name": n, "definition": url("OperationDefinition", n)}
-                          for t, n in extra if not t],
+            "operation": [{"name": op.name, "definition": op.definition} for op in ops
+                          if op.rtype is None],
         }],
     }
