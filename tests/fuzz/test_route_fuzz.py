@@ -65,9 +65,12 @@ def _cursor(data: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-CURSORS = st.one_of(TEXT, st.dictionaries(st.sampled_from(["d", "k", "t", "v", "id", "u"]),
-                                          JSON, max_size=4).map(
-    lambda d: _cursor({**d, "d": "after"})))
+# what a client may send back for the server's paging cursors ({"d", "k"[, "t", "p"]})
+CURSORS = st.one_of(TEXT, st.fixed_dictionaries(
+    {"d": st.sampled_from(["after", "before"]),
+     "k": st.one_of(JSON, st.lists(JSON_LEAF, max_size=3))},
+    optional={"t": st.one_of(JSON_LEAF, st.sampled_from(["Patient", "Observation"])),
+              "p": JSON_LEAF}).map(_cursor))
 PARAM_VALUES = st.one_of(
     TEXT, NUMBERS, st.sampled_from(["²", "٣", "1e3", "-1", "0", "eq2020-13-45", "gt2026",
                                     "lt" + "9" * 30, "||", "a|b|c", "|", ":", "*", ",,",

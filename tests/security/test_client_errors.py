@@ -10,6 +10,8 @@ and Bundle ``fullUrl`` (bdl-7).
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import uuid
 from pathlib import Path
@@ -309,3 +311,48 @@ def test_transaction_response_last_modified_is_an_instant(world: dict[str, Any])
     bundle["entry"] = bundle["entry"][:1]
     r = http.post("/fhir", json=bundle, headers={"Accept": "application/fhir+xml"})
     assert r.status_code == 200 and b"<lastModified value=" in r.content, r.text
+
+
+def _cursor(data: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", [
+    {"d": "after", "k": None}, {"d": "after", "k": []}, {"d": "after", "k": [[1]]},
+    {"d": "before", "k": [{"a": 1}]}, {"d": "after", "k": [-1, [2]]},
+    {"d": "after", "k": [1] * 40}, {"d": "after", "k": [True]},
+    {"d": "after", "t": -5, "k": [1]}, {"d": "after", "t": True, "k": None},
+    {"d": "after", "t": 1, "k": [1]}, {"d": "after", "t": "Patient", "k": [], "p": 10**30},
+    {"d": "after", "t": "Patient", "k": None, "p": 1}, {"d": "sideways", "k": [1]},
+    [1, 2], "x",
+])
+def test_paging_cursors_sent_back_are_checked_R_SEC_3(world: dict[str, Any],
+                                                      cursor: Any) -> None:
+    """The server's page links carry a cursor the client sends back: a tampered one
+    (null, empty or nested sort keys, a negative type index) reached the stores as a
+    TypeError, ProgrammingError or IndexError (500). Found beyond the issue's list."""
+    http, pid = world["http"], world["patient"]
+    for url in ("Patient", "Observation?_sort=_lastUpdated", "_history", "Patient/_history",
+                f"Patient/{pid}/_history", f"Patient/{pid}/$everything",
+                "?_type=Patient,Observation", f"Patient/{pid}/*"):
+        sep = "&" if "?" in url else "?"
+        r = http.get(f"/fhir/{url}{sep}_cursor={_cursor(cursor)}")
+        assert _issue(r, 400)["expression"] == ["_cursor"], (url, r.text)
+
+
+def test_the_server_s_own_cursors_still_page(world: dict[str, Any]) -> None:
+    http, pid = world["http"], world["patient"]
+    for _ in range(3):
+        http.post("/fhir/Observation", json={**OBSERVATION,
+                                             "subject": {"reference": f"Patient/{pid}"}})
+    for url in ("/fhir/Observation?_count=1", "/fhir/_history?_count=1",
+                f"/fhir/Patient/{pid}/$everything?_count=1",
+                "/fhir?_type=Patient,Observation&_count=1&_sort=_lastUpdated"):
+        seen = 0
+        while url and seen < 10:
+            page = http.get(url)
+            assert page.status_code == 200, (url, page.text)
+            seen += 1
+            url = next((link["url"] for link in page.json()["link"]
+                        if link["relation"] == "next"), "")
+        assert seen >= 3, url
