@@ -99,11 +99,3 @@ def delivery_check() -> Callable[[bytes], str | None] | None:
         return None if verdict.valid else verdict.first()
 
     return problem
-
-
-def warm(check: ReportDocuments) -> None:
-    """Compile the schematrons now, off the request path (a server's start)."""
-    try:
-        check.checker.validator.warm()
-    except Exception as exc:  # a broken kit: the first report says it, with the cause
-        log.error("schématrons ANS non compilés : %s", exc)

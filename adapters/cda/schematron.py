@@ -30,6 +30,7 @@ we cannot claim a code is outside a list we do not have, nor that it is in it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -169,6 +170,12 @@ def _kit_hash(kit: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
 class _Saxon:
     """One SaxonC processor per process; its calls are serialised (one lock)."""
 
@@ -214,7 +221,13 @@ class Validator:
         meta = target.with_suffix(".absent")
         with self._lock:
             if not target.exists() or not meta.exists():
-                self._compile(name, target, meta)
+                # several processes (xdist workers, server workers) may start on an empty
+                # cache: one compiles, the others wait and read its result
+                self.root.mkdir(parents=True, exist_ok=True)
+                with open(self.root / ".lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    if not target.exists() or not meta.exists():
+                        self._compile(name, target, meta)
             if name not in self._absent:
                 lines = meta.read_text().splitlines()
                 self._absent[name] = frozenset(x for x in lines if not x.startswith("$"))
@@ -258,11 +271,10 @@ class Validator:
         # stylesheet's base URI: the schematron's place in the overlay
         stylesheet.set("{http://www.w3.org/XML/1998/namespace}base",
                        (self.overlay / "schematrons" / name).as_uri())
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(etree.tostring(stylesheet, xml_declaration=True, encoding="UTF-8"))
-        tmp.replace(target)
-        meta.write_text("\n".join([*sorted(absent),
-                                   *(f"${k}={v}" for k, v in sorted(variables.items()))]))
+        # the list of gaps first, the stylesheet last: a stylesheet on disk is complete
+        _atomic(meta, "\n".join([*sorted(absent), *(f"${k}={v}" for k, v in
+                                                   sorted(variables.items()))]).encode())
+        _atomic(target, etree.tostring(stylesheet, xml_declaration=True, encoding="UTF-8"))
         asserts = len(schema.findall(f".//{{{SCH}}}assert")) + \
             len(schema.findall(f".//{{{SCH}}}report"))
         log.info("schématron %s compilé : %d assertions, %d jeux de valeurs absents du kit",
