@@ -194,6 +194,9 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
+    from fhir_server.runtime import dev_mode_notice
+
+    dev_mode_notice(settings)  # once for serve, its listeners and workers (issue 29)
     try:
         sock = _http_socket(host, port)
     except OSError as exc:
@@ -371,8 +374,8 @@ def _ig_package(args: argparse.Namespace) -> int:
     from fhir_server.validation.package import build
 
     count = build(Path(args.out))
-    print(f"wrote {args.out}: {count} resources (StructureDefinition, CodeSystem, ValueSet, "
-          "ConceptMap)")
+    print(f"wrote {args.out}: {count} resources (ImplementationGuide, StructureDefinition, "
+          "CodeSystem, ValueSet, ConceptMap)")
     return 0
 
 
@@ -383,7 +386,13 @@ def _cda_validate(path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adapters.delivery.outbox import STATES
+    from adapters.hl7v2.receiver import REPROCESSABLE
+    from adapters.hl7v2.records import STATUSES
+    from fhir_server import __version__
+
     parser = argparse.ArgumentParser(prog="teleimagerie", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"teleimagerie {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the FHIR server (TELEIMG_* configure it)")
     serve.add_argument("--host", help="override TELEIMG_HTTP_HOST")
@@ -422,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--port", type=int, default=None, help="default TELEIMG_MLLP_PORT")
     send.add_argument("--timeout", type=float, default=30.0)
     listing = hl7_sub.add_parser("list", help="browse the message store")
-    listing.add_argument("--status", help="received, processed, error, rejected, held, "
-                         "pending, sent, failed, dead")
+    listing.add_argument("--status", choices=STATUSES, help="inbound: received, processed, "
+                         "error, rejected, held; outbound: pending, sent, failed, dead")
     listing.add_argument("--outbound", action="store_true", help="messages we sent")
     listing.add_argument("--control", help="only the messages with this MSH-10 (MSA-2)")
     listing.add_argument("--limit", type=int, default=50)
@@ -432,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     reprocess.add_argument("ids", nargs="+", help="inbound message record ids (Basic ids)")
     replay = hl7_sub.add_parser("replay", help="reprocess every inbound message in a "
                                 "status (default error)")
-    replay.add_argument("--status", default="error",
+    replay.add_argument("--status", default="error", choices=REPROCESSABLE,
                         help="received, error, rejected or held (default error)")
     replay.add_argument("--limit", type=int, default=1000)
     resend = hl7_sub.add_parser("resend", help="queue outbound messages (sent or failed) "
@@ -452,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     delivery_sub.add_parser("run", help="run the sender alone (TELEIMG_DMP_*, TELEIMG_MSS_*)")
     delivery_sub.add_parser("once", help="one pass over the due deliveries, then exit")
     listing = delivery_sub.add_parser("list", help="deliveries, newest first (JSON lines)")
-    listing.add_argument("--state", help="business status, e.g. lettre-morte, "
-                         "bloque-opposition, identite-non-qualifiee")
+    listing.add_argument("--state", choices=list(STATES), help="business status, e.g. "
+                         "lettre-morte, bloque-opposition, identite-non-qualifiee")
     listing.add_argument("--channel", choices=["dmp", "ris", "mssante"])
     listing.add_argument("--limit", type=int, default=100)
     again = delivery_sub.add_parser("retry", help="send a dead-lettered, rejected or held "

@@ -7,6 +7,7 @@ same rules on the same data.
 from __future__ import annotations
 
 import logging
+import os
 
 from fhir_server.audit.sink import AuditSink
 from fhir_server.config import Settings
@@ -20,6 +21,18 @@ from fhir_server.validation.registry import ProfileRegistry
 from fhir_server.workflow.engine import Workflow
 
 log = logging.getLogger("teleimagerie")
+# set by `serve` once it has given the development-mode warning: the processes it starts
+# (listeners, uvicorn workers) inherit it and do not repeat it (issue 29)
+DEV_NOTICE_GIVEN = "TELEIMG_DEV_NOTICE_GIVEN"
+DEV_NOTICE = ("DEVELOPMENT MODE: tokens from the local development issuer are accepted "
+              "(teleimagerie token …); set TELEIMG_ENV=production to refuse them")
+
+
+def dev_mode_notice(settings: Settings) -> None:
+    """The development-mode warning, once for a process and the ones it starts."""
+    if settings.auth.dev_issuer and os.environ.get(DEV_NOTICE_GIVEN) != "1":
+        log.warning(DEV_NOTICE)
+        os.environ[DEV_NOTICE_GIVEN] = "1"
 
 
 def auth_settings(settings: Settings) -> AuthSettings:
@@ -32,8 +45,8 @@ def auth_settings(settings: Settings) -> AuthSettings:
         if dev.ensure():
             log.warning("DEVELOPMENT MODE: generated development issuer keys in %s", dev.dir)
         issuers.append(Issuer(DEV_ISSUER, KeySet(str(dev.jwks_path)), cfg.audience))
-        log.warning("DEVELOPMENT MODE: tokens from the local development issuer are "
-                    "accepted (teleimagerie token …); set TELEIMG_ENV=production to refuse them")
+        if os.environ.get(DEV_NOTICE_GIVEN) != "1":  # `serve` said it already
+            log.warning(DEV_NOTICE)
     return AuthSettings(issuers=tuple(issuers), strong_acr=frozenset(cfg.strong_acr),
                         leeway=cfg.leeway, max_token_bytes=cfg.max_token_bytes,
                         role_claim=cfg.role_claim)

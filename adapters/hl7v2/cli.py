@@ -41,13 +41,35 @@ def split_messages(data: bytes) -> list[bytes]:
     return out
 
 
+def declared_charset(message: bytes) -> str | None:
+    """MSH-18 of ``message`` as written (ASCII bytes), or None when absent."""
+    if not message.startswith(b"MSH") or len(message) < 4:
+        return None
+    first = re.split(rb"[\r\n]", message, maxsplit=1)[0]
+    fields = first.split(message[3:4])
+    # MSH-1 is the separator itself: fields[n] is MSH-(n+1)
+    value = fields[17].split(b"^")[0].strip() if len(fields) > 17 else b""
+    return value.decode("ascii", errors="replace") or None
+
+
+def ack_text(ack: bytes, sent: bytes) -> str:
+    """An ACK as text, decoded in the charset it declares (MSH-18), else the one of the
+    message it answers (the receiver answers in that one), else UTF-8."""
+    from adapters.hl7v2.message import CHARSETS
+
+    for declared in (declared_charset(ack), declared_charset(sent)):
+        if declared and declared in CHARSETS:
+            return ack.decode(CHARSETS[declared], errors="replace")
+    return ack.decode("utf-8", errors="replace")
+
+
 async def _send(files: list[str], host: str, port: int, timeout: float) -> int:
     failures = 0
     async with MllpClient(host, port, timeout) as client:
         for name in files:
             for message in split_messages(Path(name).read_bytes()):
                 ack = await client.send(message)
-                text = ack.decode("utf-8", errors="replace").replace("\r", "\n").strip()
+                text = ack_text(ack, message).replace("\r", "\n").strip()
                 print(f"# {name}\n{text}\n")
                 if b"MSA|AA" not in ack and b"MSA|CA" not in ack:
                     failures += 1

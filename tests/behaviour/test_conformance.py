@@ -165,7 +165,9 @@ def test_ig_package_export_holds_every_conformance_resource(tmp_path: Path) -> N
         manifest = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
         index = json.load(tar.extractfile("package/.index.json"))  # type: ignore[arg-type]
     assert manifest["fhirVersions"] == ["4.0.1"]
-    assert manifest["dependencies"] == {"hl7.fhir.r4.core": "4.0.1"}
+    # FR Core (its extensions and code systems), IHE MHD (issue 29)
+    assert manifest["dependencies"] == {"hl7.fhir.r4.core": "4.0.1",
+                                        "hl7.fhir.fr.core": "2.1.0", "ihe.iti.mhd": "4.2.2"}
     assert "package/StructureDefinition-tlm-service-request.json" in names
     assert "package/ValueSet-statut-grossesse.json" in names
     assert {f"package/{f['filename']}" for f in index["files"]} == \
