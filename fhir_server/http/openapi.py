@@ -155,10 +155,11 @@ def _operation_paths(paths: dict[str, Any], op: Operation, changes: bool) -> Non
     body = {"required": op.name == "validate" or changes, "content": {
         FHIR_JSON: {"schema": _REF}}}
     for level in op.levels:
+        params: list[dict[str, Any]] = []
         if level == "system":
-            path, params = f"/fhir/${op.name}", []
+            path = f"/fhir/${op.name}"
         elif level == "type":
-            path, params = f"/fhir/{op.rtype}/${op.name}", []
+            path = f"/fhir/{op.rtype}/${op.name}"
         else:
             path = f"/fhir/{op.rtype}/{{id}}/${op.name}"
             params = [_path_param("id", f"the {op.rtype} id")]
