@@ -217,6 +217,14 @@ def _serve(args: argparse.Namespace) -> int:
             except (ValueError, OSError, sqlite3.Error) as exc:
                 print(f"teleimagerie serve: cannot open the store: {exc}", file=sys.stderr)
                 return 1
+        from fhir_server import metrics_server
+
+        try:  # issue 29: readiness, /metrics — before any process that records metrics
+            metrics_server.setup(settings, [m for _, m, _ in _listeners()], args.access_log)
+        except OSError as exc:
+            where = metrics_server.metrics_address() or ("?", 0)
+            print(cannot_listen("metrics", *where, exc), file=sys.stderr)
+            return 1
         for label, module, parent_var in _listeners():
             listeners.append(_start_listener(label, module, parent_var))
         failure = _await_listeners(listeners, START_TIMEOUT)
@@ -228,7 +236,8 @@ def _serve(args: argparse.Namespace) -> int:
                                                host, port, store)
         config = uvicorn.Config("fhir_server.http.app:create_asgi", factory=True, host=host,
                                 port=port, workers=args.workers, log_level=settings.log_level,
-                                access_log=args.access_log,
+                                # JSON: the access line is ours (fhir_server.metrics)
+                                access_log=args.access_log and settings.log_format == "text",
                                 log_config=logs.config(settings.log_level))
         # uvicorn handles SIGTERM from here on; a single worker raises it again once
         # stopped, into this no-op, so that the listeners are stopped below

@@ -38,6 +38,13 @@ def _log_level(name: str) -> str:
     return value
 
 
+def _log_format(name: str) -> str:
+    value = (os.environ.get(name) or "text").lower()
+    if value not in ("text", "json"):
+        raise SystemExit(f"{name} must be one of text, json, got {value!r}")
+    return value
+
+
 def _list(name: str, default: str = "") -> tuple[str, ...]:
     return tuple(v.strip() for v in os.environ.get(name, default).split(",") if v.strip())
 
@@ -81,6 +88,7 @@ class Settings:
     store_url: str | None = None
     base_url: str | None = None  # public FHIR base when behind a proxy
     log_level: str = "info"
+    log_format: str = "text"  # TELEIMG_LOG_FORMAT: text | json (one object a line)
     limits: Limits = field(default_factory=Limits)
     environment: str = "development"  # development | production
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -144,6 +152,7 @@ class Settings:
             base_url=(env.get("TELEIMG_BASE_URL") or "").rstrip("/") or None,
             cors_origins=_origins("TELEIMG_CORS_ORIGINS"),
             log_level=_log_level("TELEIMG_LOG_LEVEL"),
+            log_format=_log_format("TELEIMG_LOG_FORMAT"),
             limits=Limits(
                 default_count=_int("TELEIMG_DEFAULT_COUNT", 20),
                 max_count=_int("TELEIMG_MAX_COUNT", 1000),

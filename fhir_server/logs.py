@@ -52,6 +52,9 @@ MEDIA = re.compile(r"[a-z]+/[a-z0-9.+ -]+(;\s*[a-z-]+=[\w.-]+)*")  # "+" decoded
 NOISY = ("pynetdicom", "httpx", "httpcore", "mail.log", "aiosmtpd", "multipart",
          "signxml")  # signxml logs the whole VIHF (patient INS) it canonicalises
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_FORMATS = ("text", "json")
+# the request fields a JSON line carries when the record has them (fhir_server.metrics)
+JSON_FIELDS = ("request_id", "principal", "interaction", "type", "status", "duration_ms")
 
 
 def sensitive_allowed(env: dict[str, str] | None = None) -> bool:
@@ -151,25 +154,66 @@ class Redact(logging.Filter):
         return True
 
 
-def config(level: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+class Json(logging.Formatter):
+    """``TELEIMG_LOG_FORMAT=json``: one JSON object a line — time (UTC, ms), level,
+    logger, message, and the request fields when the record carries them (request id,
+    principal ``sub``, interaction, type, status, duration). Runs after :class:`Redact`
+    (a handler's filters come first); the request id, chosen by the client, is redacted
+    here too (R-SEC-6)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import UTC, datetime
+
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": record.getMessage()}
+        for name in JSON_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                out[name] = redact(value)[:128] if isinstance(value, str) else value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)
+
+
+def log_format(env: dict[str, str] | None = None) -> str:
+    """``TELEIMG_LOG_FORMAT`` (validated by :class:`fhir_server.config.Settings`)."""
+    value = ((os.environ if env is None else env).get("TELEIMG_LOG_FORMAT") or "text").lower()
+    return value if value in LOG_FORMATS else "text"
+
+
+def config(level: str, env: dict[str, str] | None = None, fmt: str | None = None
+           ) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for our processes and uvicorn's (passed to it as
-    ``log_config`` so that every worker process installs the same filters)."""
+    ``log_config`` so that every worker process installs the same filters). ``fmt``:
+    ``text`` or ``json`` (default ``TELEIMG_LOG_FORMAT``). In JSON, the access line is
+    ours (``teleimagerie.access``: request id, principal, interaction…), uvicorn's is
+    silenced; in text, uvicorn's is kept and ours silenced."""
     # uvicorn's "trace" is below debug; the standard library does not know the name
     level = {"TRACE": "DEBUG"}.get(level.upper(), level.upper())
     allowed = sensitive_allowed(env)
     filters = [] if allowed else ["redact"]
     quiet = level if allowed or level not in ("DEBUG", "NOTSET") else "INFO"
+    json_lines = (fmt or log_format(env)) == "json"
     return {
         "version": 1, "disable_existing_loggers": False,
         "filters": {"redact": {"()": Redact}},
-        "formatters": {"plain": {"format": FORMAT}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "plain",
+        "formatters": {"plain": {"format": FORMAT}, "json": {"()": Json}},
+        "handlers": {"default": {"class": "logging.StreamHandler",
+                                 "formatter": "json" if json_lines else "plain",
                                  "filters": filters, "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["default"], "level": level},
         "loggers": {
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level, "propagate": True},
-            "uvicorn.access": {"handlers": [], "level": level, "propagate": True},
+            "uvicorn.access": {"handlers": [], "level": "WARNING" if json_lines else level,
+                               "propagate": True},
+            "teleimagerie.access": {"level": level if json_lines else "WARNING"},
             **{name: {"level": quiet} for name in NOISY},
         },
     }

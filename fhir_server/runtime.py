@@ -65,6 +65,9 @@ def build_core(settings: Settings) -> FhirServer:
     records.register_all()  # the HL7 message store's search parameters (Basic)
     deliveries.register_all()  # the delivery outbox's (Task)
     store = open_store(settings.store_url, settings.data_dir)
+    from fhir_server.metrics import instrument_store
+
+    instrument_store(store)  # write latency, audit records appended (issue 29)
     policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
     sink = AuditSink(store, settings.audit_interval, max_lag=settings.audit_index_lag) \
         if settings.audit else None

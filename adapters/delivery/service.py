@@ -12,7 +12,7 @@ from adapters.cda.check import delivery_check
 from adapters.delivery.engine import Sender
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
-from fhir_server import logs
+from fhir_server import health, logs
 from fhir_server.cli import tell_parent
 from fhir_server.config import Settings
 
@@ -32,12 +32,14 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
     log.info("delivery: channels %s", ", ".join(sorted(delivery.channels)))
     parent = os.environ.get("TELEIMG_DELIVERY_PARENT")
     work = asyncio.create_task(sender.run(interval))
+    health.beat("delivery", settings.data_dir)
     tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     try:
         while not work.done():
             if parent and os.getppid() != int(parent):  # `serve` is gone, even if killed
                 log.warning("delivery: the server process %s is gone, stopping", parent)
                 break
+            health.beat("delivery", settings.data_dir)  # readiness (issue 29)
             await asyncio.sleep(1.0)
     finally:
         work.cancel()

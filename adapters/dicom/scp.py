@@ -32,6 +32,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from adapters.dicom.pipeline import Importer, Summary, system_principal
 from adapters.dicom.reader import NOT_MATCHING_SOP_CLASS, BadUid, NotReadable, read
 from adapters.dicom.settings import DicomSettings
+from fhir_server import metrics
 from fhir_server.core.safepath import UnsafeIdentifier, check_ae_title, inside, shown
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class StoreScp:
         self.recover()
         handlers: list[Any] = [(evt.EVT_C_STORE, self._store), (evt.EVT_C_ECHO, lambda e: 0x0000),
                     (evt.EVT_RELEASED, self._finished), (evt.EVT_ABORTED, self._finished)]
+        handlers = [(e, metrics.dicom_store(h) if e is evt.EVT_C_STORE else h)  # issue 29
+                    for e, h in handlers] + [(e, metrics.dicom_association) for e in (
+                        evt.EVT_ACCEPTED, evt.EVT_REJECTED, evt.EVT_RELEASED, evt.EVT_ABORTED)]
         server = self.ae.start_server((self.settings.host, self.settings.port),
                                       block=False, evt_handlers=handlers)
         assert server is not None

@@ -14,7 +14,7 @@ import threading
 
 from adapters.dicom.scp import StoreScp
 from adapters.dicom.settings import DicomSettings
-from fhir_server import logs
+from fhir_server import health, logs
 from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
 
@@ -43,10 +43,12 @@ def main() -> None:
         if not isinstance(exc, socket.gaierror) and exc.errno not in BIND_ERRORS:
             raise  # the spool, not the port
         listener_failed(cannot_listen("DICOM", dicom.host, dicom.port, exc))
+    health.beat("dicom", settings.data_dir)
     tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     parent = os.environ.get("TELEIMG_DICOM_PARENT")
     try:
         while not stop.wait(1.0):
+            health.beat("dicom", settings.data_dir)  # readiness (issue 29)
             if parent and os.getppid() != int(parent):  # `serve` is gone, even if killed
                 log.warning("DICOM SCP: the server process %s is gone, stopping", parent)
                 break

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from fhir_server import metrics
+
 log = logging.getLogger("teleimagerie.mllp")
 
 START = b"\x0b"
@@ -106,6 +108,7 @@ async def serve(handler: Handler, host: str, port: int, limits: ServerLimits,
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
         peer = f"{host}:{port}"
+        metrics.mllp_connection()  # issue 29
         decoder = FrameDecoder(limits.max_message_bytes)
         try:
             while True:

@@ -21,7 +21,7 @@ from adapters.hl7v2.mllp import Frame, ServerLimits, serve
 from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Receiver
 from adapters.hl7v2.settings import Hl7Settings, SettingError
-from fhir_server import logs
+from fhir_server import health, logs, metrics
 from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
 
@@ -38,7 +38,9 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
     loop = asyncio.get_running_loop()
 
     async def handler(frame: Frame, peer: str) -> bytes | None:
-        return await loop.run_in_executor(pool, receiver.receive, frame, peer)
+        answer = await loop.run_in_executor(pool, receiver.receive, frame, peer)
+        metrics.hl7_message(frame.payload, answer)  # type, event, ACK code (issue 29)
+        return answer
 
     try:  # listen first: a port that cannot be had stops us before any work
         listener = await serve(handler, hl7.host, hl7.port,
@@ -62,6 +64,7 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
         main_task = asyncio.current_task()
         assert main_task is not None
         watch = asyncio.create_task(_orphan_watch(int(parent), main_task))
+    beating = asyncio.create_task(_heartbeat(settings))  # readiness (issue 29)
     if ready is not None:
         ready.set()
     tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
@@ -70,6 +73,7 @@ async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None 
             await listener.serve_forever()
     finally:
         outbox.cancel()
+        beating.cancel()
         if watch is not None:
             watch.cancel()
         pool.shutdown(wait=True)
@@ -93,6 +97,13 @@ def _work(receiver: Receiver, stopping: threading.Event) -> None:
                      settled)
     while not stopping.is_set():
         receiver.work(timeout=0.5)
+
+
+async def _heartbeat(settings: Settings) -> None:
+    """Beats while this loop (the MLLP listener's) runs: ``/health/ready`` reads it."""
+    while True:
+        health.beat("mllp", settings.data_dir)
+        await asyncio.sleep(1.0)
 
 
 async def _orphan_watch(parent: int, main_task: asyncio.Task[None]) -> None:

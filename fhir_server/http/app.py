@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from adapters.dicom.settings import DicomSettings
+from fhir_server import health, metrics
 from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import dumps, from_xml
@@ -251,6 +252,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
         return Response(content=dumps(dataset), status_code=status, headers=headers,
                         media_type="application/dicom+json")
 
+    health.mount(app, settings, core.store)  # /health/live, /health/ready (issue 29)
     app.add_api_route("/dicomweb/studies", stow, methods=["POST"])
     app.add_api_route("/dicomweb/studies/{study}", stow, methods=["POST"])
     smart.install(app, settings)  # .well-known: SMART discovery, the dev issuer's JWKS
@@ -266,13 +268,15 @@ def create_asgi(settings: Settings | None = None) -> Any:
     """The served ASGI application: the read fast path in front of the FastAPI app."""
     settings = settings or Settings.from_env()
     app = create_app(settings)
-    return ReadFastPath(app, app.state.fhir, settings.base_url)
+    # HTTP metrics and the JSON access line (issue 29), outermost
+    return metrics.wrap(ReadFastPath(app, app.state.fhir, settings.base_url),
+                        settings.log_format)
 
 
 def _context(request_id: str, client: Any, headers: dict[str, str]) -> RequestContext:
     address = client[0] if client else None
-    return RequestContext(request_id=request_id, client_address=address,
-                          user_agent=headers.get("user-agent"))
+    return metrics.attach(RequestContext(request_id=request_id, client_address=address,
+                                         user_agent=headers.get("user-agent")))
 
 
 def _stow_refusal(request: Request, request_id: str, base_url: str | None) -> FhirRequest:
