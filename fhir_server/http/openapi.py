@@ -30,6 +30,7 @@ from fhir_server.interactions.capabilities import (
     resource_interactions,
     workflow_operations,
 )
+from fhir_server.search.compartments import compartments
 from fhir_server.search.registry import params_for
 
 DOCS_PATH = "/docs"
@@ -198,6 +199,16 @@ def fhir_paths(core: FhirServer) -> dict[str, Any]:
                                              "system", ok, interaction="history-system"))
     for rtype, codes in resource_interactions().items():
         _type_paths(paths, rtype, codes)
+    # GET [base]/Patient/[id]/[type]?… for each compartment the statement lists
+    for comp in compartments().values():
+        members = {"type": "string", "enum": [*sorted(comp.members), "*"]}
+        _add(paths, f"/fhir/{comp.code}/{{id}}/{{type}}", "get", {
+            **_op(f"search-compartment-{comp.code}", f"Search in a {comp.code}'s compartment "
+                  f"({comp.url})", comp.code, ok, [
+                      _path_param("id", f"the {comp.code} id"),
+                      {"name": "type", "in": "path", "required": True, "schema": members,
+                       "description": "a type of the compartment, or * for all"}],
+                  interaction="search-compartment"), "x-fhir-compartment": comp.url})
     extra = workflow_operations(core)
     changing = {(t, n) for t, n in extra if t}  # the workflow's transitions
     for op in operations(extra):

@@ -68,9 +68,13 @@ def test_every_interaction_of_the_capability_statement_has_a_path(
     for interaction in rest["interaction"]:
         assert any(interaction["code"] in (label or "").split() for label in system), \
             interaction["code"]
+    # compartment searches: one path per compartment the statement lists
+    assert {op.get("x-fhir-compartment") for _, _, op in _operations(doc)} - {None} == \
+        set(rest["compartment"])
     # and nothing the statement does not list (metadata aside)
     for rtype, code in described:
-        if code and code != "capabilities" and rtype and not rtype.startswith(("_", "$")):
+        if code and code not in ("capabilities", "search-compartment") and rtype and \
+                not rtype.startswith(("_", "$")):
             listed = next(r for r in rest["resource"] if r["type"] == rtype)
             assert code in {i["code"] for i in listed["interaction"]}, (rtype, code)
 
