@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
+from fhir_server import logs
 from fhir_server.audit.sink import AuditSink
 from fhir_server.config import Settings
 from fhir_server.core.server import FhirServer
@@ -89,3 +91,25 @@ def build_core(settings: Settings) -> FhirServer:
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
                       workflow=workflow)
+
+
+def warm(core: FhirServer) -> None:
+    """Prepare, in the background, what the first request of a kind would otherwise wait
+    for: the report checks' compiled schematrons (Saxon, 20-30 s per process: ADR 0021).
+    ``TELEIMG_SCHEMATRON_WARM=off`` skips it (short-lived test servers)."""
+    import threading
+
+    if os.environ.get("TELEIMG_SCHEMATRON_WARM", "on").lower() in ("off", "0", "false", "no"):
+        return
+    for check in core.workflow.report_checks if core.workflow else []:
+        prepare = getattr(check, "warm", None)
+        if callable(prepare):
+            threading.Thread(target=_quietly, args=(prepare,), name="warm", daemon=True
+                             ).start()
+
+
+def _quietly(prepare: Any) -> None:
+    try:
+        prepare()
+    except Exception as exc:  # the check compiles again on first use; say why, once
+        log.warning("préparation des contrôles de compte rendu : %s", logs.failure(exc))

@@ -49,6 +49,15 @@ class ReportDocuments:
     def __init__(self, checker: validate.Checker) -> None:
         self.checker = checker
 
+    def warm(self) -> None:
+        """Compile the schematrons now — Saxon takes 20-30 s per process (ADR 0021) —
+        by checking the kit's own N3 and N1 examples, so that the first final report
+        after a start does not wait for it. Run by the served app in a background thread."""
+        for name in ("IMG_CR_IMG_2024.01.xml", "IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml"):
+            example = self.checker.kit / "examples" / name
+            if example.exists():
+                self.checker.check(example.read_bytes())
+
     def __call__(self, server: FhirServer, case: Case, report: dict[str, Any],
                  before: dict[str, Any] | None) -> list[Issue]:
         if report.get("status") not in FINAL:

@@ -44,7 +44,7 @@ from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
 from fhir_server.http import openapi, smart
 from fhir_server.interactions.capabilities import publish_security
-from fhir_server.runtime import build_core
+from fhir_server.runtime import build_core, warm
 
 log = logging.getLogger("teleimagerie.http")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -268,6 +268,7 @@ def create_asgi(settings: Settings | None = None) -> Any:
     """The served ASGI application: the read fast path in front of the FastAPI app."""
     settings = settings or Settings.from_env()
     app = create_app(settings)
+    warm(app.state.fhir)  # the schematrons compile now, not on the first final report
     # HTTP metrics and the JSON access line (issue 29), outermost
     return metrics.wrap(ReadFastPath(app, app.state.fhir, settings.base_url),
                         settings.log_format)

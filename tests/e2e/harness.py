@@ -24,7 +24,9 @@ def free_port() -> int:
 def server_env(data: Path, http_port: int, **extra: str) -> dict[str, str]:
     """The server's environment; the MLLP listener gets a free port unless given one."""
     return {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(http_port),
-            "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(free_port()), **extra}
+            "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(free_port()),
+            # short-lived servers: no 20-30 s schematron compilation each unless they report
+            "TELEIMG_SCHEMATRON_WARM": "off", **extra}
 
 
 def start(env: dict[str, str], workers: int = 1,

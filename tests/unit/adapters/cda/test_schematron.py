@@ -140,3 +140,14 @@ def test_compiled_stylesheets_are_cached_on_disk() -> None:
     again._compile = refuse  # type: ignore[method-assign]
     assert again.stylesheet(schematron.CR_IMG) == path
     assert again.gaps(schematron.CR_IMG) == first.gaps(schematron.CR_IMG)
+
+
+def test_warm_compiles_the_schematrons_before_the_first_report() -> None:
+    """The served app warms the report check in the background (runtime.warm): once it
+    has run, the stylesheets are compiled in this process (ADR 0021)."""
+    from adapters.cda import validate
+    from adapters.cda.check import ReportDocuments
+
+    checker = validate.checker()
+    ReportDocuments(checker).warm()
+    assert checker.validator._executables  # compiled: what warm() is for
