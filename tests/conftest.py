@@ -1,4 +1,4 @@
-"""Shared fixtures: every behaviour test runs on both stores (README, "Tests").
+"""Shared fixtures: every behaviour test runs on both stores (README, "Development").
 
 The embedded store runs for real in a temporary directory; MongoDB runs through
 mongomock, or against a real server when ``TELEIMG_TEST_MONGODB_URI`` is set.
