@@ -21,6 +21,27 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {value!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    """A non-negative number of seconds (0: no bound)."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {value!r}") from None
+    if not 0 <= number < 1e9:  # nan and inf fail too
+        raise SystemExit(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return number
+
+
+def _positive(name: str, default: int) -> int:
+    number = _int(name, default)
+    if number < 1:
+        raise SystemExit(f"{name} must be a positive integer, got {number}")
+    return number
+
+
 def _port(name: str, default: int) -> int:
     port = _int(name, default)
     if not 0 <= port <= 65535:
@@ -158,10 +179,13 @@ class Settings:
                 max_count=_int("TELEIMG_MAX_COUNT", 1000),
                 max_chain_depth=_int("TELEIMG_MAX_CHAIN_DEPTH", 4),
                 max_bundle_entries=_int("TELEIMG_MAX_BUNDLE_ENTRIES", 5000),
-                max_body_bytes=_int("TELEIMG_MAX_BODY_BYTES", 16 * 1024 * 1024),
+                max_body_bytes=_positive("TELEIMG_MAX_BODY_BYTES", 16 * 1024 * 1024),
                 max_or_values=_int("TELEIMG_MAX_OR_VALUES", 200),
                 max_sort_keys=_int("TELEIMG_MAX_SORT_KEYS", 8),
                 max_search_terms=_int("TELEIMG_MAX_SEARCH_TERMS", 64),
+                query_timeout=_float("TELEIMG_QUERY_TIMEOUT", 10.0),
+                max_includes=_positive("TELEIMG_MAX_INCLUDES", 1000),
+                max_include_depth=_positive("TELEIMG_MAX_INCLUDE_DEPTH", 4),
                 break_glass_minutes=_int("TELEIMG_BREAK_GLASS_MINUTES", 60),
             ),
         )

@@ -43,8 +43,10 @@ from fhir_server.core.routing import route
 from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.core.validation import parse_json
 from fhir_server.http import openapi, smart
+from fhir_server.http.body import bound_malloc, read_body, run_watched
 from fhir_server.interactions.capabilities import publish_security
 from fhir_server.runtime import build_core, warm
+from fhir_server.store.budget import Budget
 
 log = logging.getLogger("teleimagerie.http")
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -191,12 +193,12 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
                     return _respond(await run_in_threadpool(_handle_and_render, core, req),
                                     request_id)
             _check_type(path)
-            raw = b"" if request.method in ("GET", "HEAD") else await request.body()
-            if len(raw) > core.limits.max_body_bytes:
-                raise FhirError(ErrorKind.TOO_LARGE, f"request body of {len(raw)} bytes "
-                                f"exceeds {core.limits.max_body_bytes}")
+            # the limit is enforced while the body arrives (issue 27 item 8)
+            raw = b"" if request.method in ("GET", "HEAD") else \
+                await read_body(request, core.limits.max_body_bytes)
             body, is_form = _parse_body(raw, headers.get("content-type", ""), request.method,
                                         path)
+            del raw  # the parsed body only from here on
             if is_form:
                 params = params + body
                 body = None
@@ -210,8 +212,10 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             # Reads are a single indexed lookup of stored bytes: cheaper inline than a
             # thread hop (ADR 0004).
             rendered = _handle_and_render(core, req)
-        else:
-            rendered = await run_in_threadpool(_handle_and_render, core, req)
+        else:  # under the time budget, stopped if the client leaves (issue 27 item 7)
+            rendered = await run_watched(
+                request, Budget(core.limits.query_timeout, core.limits.max_includes),
+                _handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
 
     dicom = DicomSettings.from_env()
@@ -232,10 +236,8 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
                     _handle_and_render, core, _stow_refusal(request, request_id,
                                                              settings.base_url)),
                     request_id)
-            raw = await request.body()
-            if len(raw) > dicom.max_upload_bytes:
-                raise FhirError(ErrorKind.TOO_LARGE, f"upload of {len(raw)} bytes exceeds "
-                                f"{dicom.max_upload_bytes} (TELEIMG_DICOM_MAX_UPLOAD_BYTES)")
+            raw = await read_body(request, dicom.max_upload_bytes,
+                                  "TELEIMG_DICOM_MAX_UPLOAD_BYTES")
             try:
                 status, dataset, reasons = await run_in_threadpool(
                     dicom_stow.store, core, principal, raw,
@@ -267,6 +269,7 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
 def create_asgi(settings: Settings | None = None) -> Any:
     """The served ASGI application: the read fast path in front of the FastAPI app."""
     settings = settings or Settings.from_env()
+    bound_malloc()  # large buffers go back to the system once freed (issue 27 item 9)
     app = create_app(settings)
     warm(app.state.fhir)  # the schematrons compile now, not on the first final report
     # HTTP metrics and the JSON access line (issue 29), outermost
@@ -302,7 +305,9 @@ def smart_configuration_document(settings: Settings) -> dict[str, Any]:
 
 
 def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:
-    return core.render(req, core.handle(req))
+    resp = core.handle(req)
+    req.body = None  # not needed to render: a large body is freed before its copy (item 8)
+    return core.render(req, resp)
 
 
 class ReadFastPath:

@@ -34,12 +34,12 @@ from fhir_server.search.query import (
     encode_cursor,
 )
 from fhir_server.search.registry import get, params_for
+from fhir_server.store import budget
 from fhir_server.store.base import APPEND_ONLY_TYPES, Stored
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
-MAX_INCLUDE_ROUNDS = 4
 # what a system search without _type covers: the stored clinical and directory types (the
 # audit trail is searched by naming it, as it is left out of the system history)
 SYSTEM_TYPES = tuple(t for t in SUPPORTED_TYPES if t not in APPEND_ONLY_TYPES)
@@ -271,20 +271,31 @@ def _reference_keys(source_type: str, param: str) -> list[str]:
 
 def _included(server: FhirServer, includes: list[Include], revincludes: list[Include],
               matches: list[Stored]) -> list[Stored]:
-    """Resolve _include / _revinclude, iterating (``:iterate``) up to a fixed depth."""
+    """Resolve _include / _revinclude, iterating (``:iterate``) at most
+    ``TELEIMG_MAX_INCLUDE_DEPTH`` rounds; more than ``TELEIMG_MAX_INCLUDES`` resources
+    (after the guard) is a 400 too-costly, and each round starts within the request's
+    time budget (issue 27 item 7, :mod:`fhir_server.store.budget`)."""
+    limit = server.limits.max_includes
     seen = {(i.type, i.id) for i in matches}
     found: list[Stored] = []
     frontier = matches
-    for round_no in range(MAX_INCLUDE_ROUNDS):
+    spent = budget.current()
+    for round_no in range(server.limits.max_include_depth):
+        if spent is not None:
+            spent.check()
         new: list[Stored] = []
         for inc in includes:
             if round_no and not inc.iterate:
                 continue
             new += _forward(server, inc, frontier, seen)
+            if len(found) + len(new) > limit:
+                raise budget.too_many_includes(limit)
         for inc in revincludes:
             if round_no and not inc.iterate:
                 continue
             new += _reverse(server, inc, frontier, seen)
+            if len(found) + len(new) > limit:
+                raise budget.too_many_includes(limit)
         if not new:
             break
         found += new
@@ -298,6 +309,7 @@ def _forward(server: FhirServer, inc: Include, frontier: list[Stored],
     keys = _reference_keys(inc.source_type, inc.param)
     targets = [t for t in server.store.outgoing(sources, keys)
                if t not in seen and (inc.target_type is None or t[0] == inc.target_type)]
+    budget.take_rows(len(targets))
     out = server.store.read_many(targets)
     seen.update((i.type, i.id) for i in out)
     return out

@@ -48,6 +48,7 @@ from fhir_server.search.query import (
     types_read,
 )
 from fhir_server.search.registry import param_kind
+from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     Page,
@@ -55,6 +56,7 @@ from fhir_server.store.base import (
     journal_put,
     keyset_page,
 )
+from fhir_server.store.budget import mongo_ms
 
 ALIAS = "teleimagerie"
 ARRAYS = {"token": "tok", "string": "str", "date": "dt", "number": "num", "quantity": "qty",
@@ -530,6 +532,7 @@ class MongoStore:
         return Stored(rtype, rid, vid, doc["updated"], doc["method"] == "DELETE",
                       bytes(body) if body is not None else None, doc["method"])
 
+    @budget.interruptible
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         if not keys:
             return []
@@ -537,7 +540,8 @@ class MongoStore:
             self._catch_up()
         ids = sorted({f"{t}/{i}" for t, i in keys})
         return [self._stored(d) for d in self.res.find(
-            {"_id": {"$in": ids}, "deleted": False}, self._PROJ, session=self._session())]
+            {"_id": {"$in": ids}, "deleted": False}, self._PROJ, session=self._session())
+            .max_time_ms(mongo_ms())]
 
     # -- writes ------------------------------------------------------------------------
     @staticmethod
@@ -685,7 +689,7 @@ class MongoStore:
     # -- search ------------------------------------------------------------------------
     def _distinct_ids(self, flt: dict[str, Any]) -> list[str]:
         ids = [d["rid"] for d in self.res.find(flt, {"rid": 1}, session=self._session())
-               .limit(MAX_CHAIN_IDS + 1)]
+               .limit(MAX_CHAIN_IDS + 1).max_time_ms(mongo_ms())]
         if len(ids) > MAX_CHAIN_IDS:
             raise FhirError(ErrorKind.TOO_COSTLY, f"chained search matches more than "
                             f"{MAX_CHAIN_IDS} resources; narrow it")
@@ -694,7 +698,7 @@ class MongoStore:
     def _referenced_ids(self, flt: dict[str, Any], param_key: str) -> list[str]:
         ids: set[str] = set()
         for doc in self.res.find(flt, {"ref": 1}, session=self._session()).limit(
-                MAX_CHAIN_IDS + 1):
+                MAX_CHAIN_IDS + 1).max_time_ms(mongo_ms()):
             ids.update(r["i"] for r in doc.get("ref", []) if r.get("p") == param_key
                        and r.get("i"))
         return sorted(ids)
@@ -702,11 +706,13 @@ class MongoStore:
     def _patients_of(self, flt: dict[str, Any], param_key: str) -> list[tuple[str, int]]:
         """(patient id, pk) for each matching resource's ``param_key`` Patient reference."""
         out: list[tuple[str, int]] = []
-        for doc in self.res.find(flt, {"ref": 1, "pk": 1}, session=self._session()):
+        for doc in self.res.find(flt, {"ref": 1, "pk": 1}, session=self._session()
+                                 ).max_time_ms(mongo_ms()):
             out += [(r["i"], doc["pk"]) for r in doc.get("ref", [])
                     if r.get("p") == param_key and r.get("t") == "Patient" and r.get("i")]
         return out
 
+    @budget.interruptible
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
             self._catch_up()
@@ -714,7 +720,7 @@ class MongoStore:
         session = self._session()
         total = None
         if count_only or query.total in ("accurate", "estimate"):
-            total = self.res.count_documents(flt, session=session)
+            total = self.res.count_documents(flt, session=session, **_max_time())
         if count_only:
             return Page([], total)
         columns = [(f"{'sd' if desc else 'sa'}.{p.name}", desc) for p, desc in query.sort]
@@ -729,7 +735,7 @@ class MongoStore:
         order = [(c, -1 if desc == after else 1) for c, desc in columns]
         proj = {**self._PROJ, "sa": 1, "sd": 1}
         docs = list(self.res.find(page_flt, proj, session=session).sort(order)
-                    .limit(query.count + 1))
+                    .limit(query.count + 1).max_time_ms(mongo_ms()))
         more = len(docs) > query.count
         docs = docs[:query.count]
         if not after:
@@ -751,6 +757,7 @@ class MongoStore:
                            keys(docs[0]) if docs else None, keys(docs[-1]) if docs else None,
                            cursor, more)
 
+    @budget.interruptible
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
             self._catch_up()
@@ -760,12 +767,13 @@ class MongoStore:
         out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
         # only the index arrays travel, never the bodies
         for doc in self.res.find(flt, {**{a: 1 for a in arrays}, "pk": 1, "_id": 0},
-                                 session=self._session()):
+                                 session=self._session()).max_time_ms(mongo_ms()):
             for key, (array, names) in wanted.items():
                 out[key] += [(doc.get("pk"), *(v.get(n) for n in names))
                              for v in doc.get(array) or [] if v.get("p") == key]
         return out
 
+    @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         pks = [i.pk for i in items if i.pk]
         if not pks or not param_keys:
@@ -774,11 +782,13 @@ class MongoStore:
             self._catch_up()
         wanted = set(param_keys)
         out: set[tuple[str, str]] = set()
-        for doc in self.res.find({"pk": {"$in": pks}}, {"ref": 1}, session=self._session()):
+        for doc in self.res.find({"pk": {"$in": pks}}, {"ref": 1}, session=self._session()
+                                 ).max_time_ms(mongo_ms()):
             out.update((r["t"], r["i"]) for r in doc.get("ref", [])
                        if r.get("p") in wanted and r.get("t") and r.get("i"))
         return sorted(out)
 
+    @budget.interruptible
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
         if not targets or not param_keys:
             return []
@@ -790,10 +800,15 @@ class MongoStore:
         ors = [{"t": t, "i": {"$in": ids}} for t, ids in by_type.items()]
         flt = {"deleted": False,
                "ref": {"$elemMatch": {"p": {"$in": param_keys}, "$or": ors}}}
-        return [self._stored(d) for d in self.res.find(flt, self._PROJ,
-                                                       session=self._session())]
+        out: list[Stored] = []
+        for doc in self.res.find(flt, self._PROJ, session=self._session()).batch_size(
+                200).max_time_ms(mongo_ms()):
+            budget.take_rows(1)  # bounded while read, not after
+            out.append(self._stored(doc))
+        return out
 
     # -- history -----------------------------------------------------------------------
+    @budget.interruptible
     def history(self, rtype: str | None, rid: str | None, since: int | None,
                 count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
         """System history is the clinical history: journal types are listed by type and
@@ -807,12 +822,13 @@ class MongoStore:
             flt["rid"] = rid
         if since is not None:
             flt["updated"] = {"$gte": since}
-        total = coll.count_documents(flt) if counted else None
+        total = coll.count_documents(flt, **_max_time()) if counted else None
         after = cursor is None or cursor["d"] == "after"
         page_flt = dict(flt)
         if cursor is not None:
             page_flt[key] = {"$lt" if after else "$gt": cursor["k"][0]}
-        docs = list(coll.find(page_flt).sort([(key, -1 if after else 1)]).limit(count + 1))
+        docs = list(coll.find(page_flt).sort([(key, -1 if after else 1)]).limit(count + 1)
+                    .max_time_ms(mongo_ms()))
         more = len(docs) > count
         docs = docs[:count]
         if not after:
@@ -823,3 +839,9 @@ class MongoStore:
                         d.get("method", "POST"), pk=d[key]) for d in docs]
         return keyset_page(items, total, [docs[0][key]] if docs else None,
                            [docs[-1][key]] if docs else None, cursor, more)
+
+
+def _max_time() -> dict[str, int]:
+    """``maxTimeMS`` for a count: the request's remaining budget (issue 27 item 7)."""
+    ms = mongo_ms()
+    return {"maxTimeMS": ms} if ms is not None else {}

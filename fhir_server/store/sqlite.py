@@ -44,6 +44,7 @@ from fhir_server.search.query import (
     types_read,
 )
 from fhir_server.search.registry import param_kind
+from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     Page,
@@ -412,6 +413,25 @@ def keyset(columns: list[tuple[str, bool]], values: list[Any], after: bool) -> S
     return "(" + " OR ".join(ors) + ")", args
 
 
+# SQLite's memory, whatever the number of worker threads (each has its connection):
+# a page cache of SQLITE_CACHE_KIB per file per connection, and a process-wide soft
+# limit on all of SQLite's heap (issue 27 item 9; it was 64 MiB per file per thread).
+SQLITE_CACHE_KIB = 2048
+SQLITE_SOFT_HEAP = 96 * 1024 * 1024
+
+
+BLOB_IN_PLACE = 256 * 1024  # bodies from this size are written with sqlite3_blob_write
+
+
+def _body_slot(body: bytes | None) -> tuple[str, Any]:
+    """(SQL placeholder, argument) for a resource body: a large one is inserted as a
+    zeroblob of its size and written in place afterwards — bound, SQLite would copy it
+    twice and the cached statement keep a copy alive until its next use."""
+    if body is not None and len(body) >= BLOB_IN_PLACE:
+        return "zeroblob(?)", len(body)
+    return "?", body
+
+
 class SqliteStore:
     """The default store: one file in ``TELEIMG_DATA_DIR``; no server needed."""
 
@@ -446,12 +466,16 @@ class SqliteStore:
                 conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
                 # an acknowledged write survives a crash
                 conn.execute(f"PRAGMA {schema}.synchronous=FULL")
-                conn.execute(f"PRAGMA {schema}.cache_size=-65536")
+                # one page cache per thread's connection: bounded small (mapped pages
+                # serve reads), all of SQLite's heap by SQLITE_SOFT_HEAP (issue 27 item 9)
+                conn.execute(f"PRAGMA {schema}.cache_size=-{SQLITE_CACHE_KIB}")
                 # Every commit by another connection (other workers) resets this
                 # connection's page cache of that file; mapped pages are re-read without
                 # a syscall.
                 conn.execute(f"PRAGMA {schema}.mmap_size=1073741824")
             conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute(f"PRAGMA soft_heap_limit={SQLITE_SOFT_HEAP}")  # process-wide
+            budget.install(conn)  # the request's time budget interrupts reads (item 7)
             self._local.conn = conn
             self._local.depth = 0
         return conn
@@ -585,6 +609,7 @@ class SqliteStore:
             return None
         return Stored(rtype, rid, vid, row[0], row[1] == "DELETE", row[2], row[1])
 
+    @budget.interruptible
     def read_many(self, keys: list[tuple[str, str]]) -> list[Stored]:
         if any(rtype in APPEND_ONLY_TYPES for rtype, _ in keys):
             self._catch_up()
@@ -613,22 +638,28 @@ class SqliteStore:
         if item.vid != (existing[1] + 1 if existing else 1):
             raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} was changed "
                             "concurrently; retry with the current version")
+        # a large body is written in place (no bound copies, none kept by the statement
+        # cache after the request: issue 27 items 8, 9)
+        slot, arg = _body_slot(item.body)
         if existing:
             pk = existing[0]
-            conn.execute("UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = ? "
-                         "WHERE pk = ?", (item.vid, item.updated, int(item.deleted),
-                                          item.body, pk))
+            conn.execute(f"UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = {slot} "
+                         "WHERE pk = ?", (item.vid, item.updated, int(item.deleted), arg, pk))
             for table in (*CLINICAL.index.values(), CLINICAL.sort):
                 conn.execute(f"DELETE FROM {table} WHERE pk = ?", (pk,))
         else:
             cur = conn.execute(
                 "INSERT INTO resource (type, id, vid, updated, deleted, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (item.type, item.id, item.vid, item.updated, int(item.deleted), item.body))
+                f"VALUES (?, ?, ?, ?, ?, {slot})",
+                (item.type, item.id, item.vid, item.updated, int(item.deleted), arg))
             pk = cur.lastrowid
-        conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
-                     "VALUES (?, ?, ?, ?, ?, ?)",
-                     (item.type, item.id, item.vid, item.updated, item.method, item.body))
+        cur = conn.execute("INSERT INTO history (type, id, vid, updated, method, body) "
+                           f"VALUES (?, ?, ?, ?, ?, {slot})",
+                           (item.type, item.id, item.vid, item.updated, item.method, arg))
+        if slot != "?" and item.body is not None and pk is not None and cur.lastrowid:
+            for table, row in (("resource", pk), ("history", cur.lastrowid)):
+                with conn.blobopen(table, "body", row) as blob:
+                    blob.write(item.body)
         if rows is not None and not item.deleted:
             self._index(CLINICAL, [(pk, rows)])
 
@@ -783,6 +814,7 @@ class SqliteStore:
                      if not tables.append_only or k in dated])
 
     # -- search ------------------------------------------------------------------------
+    @budget.interruptible
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         tables = tables_for(query.type)
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
@@ -829,6 +861,7 @@ class SqliteStore:
         return keyset_page(items, total, list(rows[0][5:]) if rows else None,
                            list(rows[-1][5:]) if rows else None, cursor, more)
 
+    @budget.interruptible
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         tables = tables_for(query.type)
         if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
@@ -854,6 +887,7 @@ class SqliteStore:
                     out[row[0]].append(tuple(row[1:]))
         return out
 
+    @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         if not param_keys:
             return []
@@ -871,6 +905,7 @@ class SqliteStore:
                 out += [(r[0], r[1]) for r in rows if r[0]]
         return out
 
+    @budget.interruptible
     def incoming(self, param_keys: list[str], targets: list[tuple[str, str]]) -> list[Stored]:
         if not targets or not param_keys:
             return []
@@ -887,11 +922,15 @@ class SqliteStore:
                     f"SELECT DISTINCT r.type, r.id, r.vid, r.updated, r.body, r.pk FROM "
                     f"{tables.resource} r JOIN {tables.index['reference']} x ON x.pk = r.pk "
                     f"WHERE r.deleted = 0 AND x.p IN ({','.join('?' * len(keys))}) "
-                    f"AND ({cond})", [*keys, *args]).fetchall()
-                out += [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[5]) for r in rows]
+                    f"AND ({cond})", [*keys, *args])
+                while batch := rows.fetchmany(200):
+                    budget.take_rows(len(batch))  # bounded while read, not after
+                    out += [Stored(r[0], r[1], r[2], r[3], False, r[4], pk=r[5])
+                            for r in batch]
         return out
 
     # -- history -----------------------------------------------------------------------
+    @budget.interruptible
     def history(self, rtype: str | None, rid: str | None, since: int | None,
                 count: int, cursor: dict[str, Any] | None, counted: bool = True) -> Page:
         """System history is the clinical history: journal types are listed by type."""
