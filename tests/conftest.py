@@ -30,6 +30,9 @@ from fhir_server.store import open_store  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
 BACKENDS = ["sqlite", "mongo"]
+# in-process cores validate CDA in their own process: one Saxon compilation per test
+# worker, not two (servers started by tests isolate it again: tests/e2e/harness.py)
+os.environ.setdefault("TELEIMG_SCHEMATRON_ISOLATED", "off")
 
 
 def mongo_url() -> str:

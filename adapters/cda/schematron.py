@@ -33,10 +33,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import multiprocessing
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -434,6 +437,74 @@ def level_of(xml: bytes) -> str:
 
 _default: Validator | None = None
 _default_lock = threading.Lock()
+
+
+class Isolated:
+    """A :class:`Validator` in a process of its own, for servers (ADR 0021). SaxonC holds
+    the GIL while it compiles (20-30 s per process) and while it transforms (about 1 s
+    per N3): in the server's process that stalls its event loop and every other request
+    — and uvicorn's multi-worker supervisor kills a worker whose loop does not answer.
+    Here the server's threads only wait on a pipe; a dead validator process is replaced
+    once, a second death is an error."""
+
+    def __init__(self, kit: Path, cache: Path | None = None, timeout: float = 900.0) -> None:
+        self.kit = kit
+        self._cache = cache
+        self._timeout = timeout
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        for attempt in (1, 2):
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ProcessPoolExecutor(
+                        1, mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_child_init,
+                        initargs=(str(self.kit), str(self._cache or "")))
+                pool = self._pool
+            try:
+                return pool.submit(fn, *args).result(timeout=self._timeout)
+            except BrokenProcessPool:
+                with self._lock:
+                    if self._pool is pool:
+                        self._pool = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def validate(self, xml: bytes, schematrons: Sequence[str] | None = None) -> Report:
+        """As :meth:`Validator.validate`, in the validator's process."""
+        names = tuple(schematrons) if schematrons is not None else None
+        report: Report = self._call(_child_validate, xml, names)
+        return report
+
+    def warm(self, names: Iterable[str] = BY_LEVEL["N3"]) -> None:
+        self._call(_child_warm, tuple(names))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+_child: Validator | None = None
+
+
+def _child_init(kit: str, cache: str) -> None:
+    global _child
+    _child = Validator(Path(kit), Path(cache) if cache else None)
+
+
+def _child_validate(xml: bytes, names: tuple[str, ...] | None) -> Report:
+    assert _child is not None
+    return _child.validate(xml, names)
+
+
+def _child_warm(names: tuple[str, ...]) -> None:
+    assert _child is not None
+    _child.warm(names)
 
 
 def default() -> Validator:

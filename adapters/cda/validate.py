@@ -11,6 +11,7 @@ is, or None.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import threading
 from collections import OrderedDict
@@ -71,7 +72,8 @@ class Checker:
     """The XSD and the schematrons over a kit, with the verdicts of the last documents
     kept (the report's check and the delivery's see the same bytes: one evaluation)."""
 
-    def __init__(self, kit: Path, validator: schematron.Validator | None = None,
+    def __init__(self, kit: Path,
+                 validator: schematron.Validator | schematron.Isolated | None = None,
                  remember: int = 64) -> None:
         self.kit = kit
         self.validator = validator or schematron.Validator(kit)
@@ -105,8 +107,13 @@ def checker() -> Checker:
     global _checker
     with _checker_lock:
         if _checker is None:
-            validator = schematron.default()
-            _checker = Checker(validator.kit, validator)
+            default = schematron.default()  # says why it cannot run here (Unavailable)
+            # a server validates out of process (SaxonC holds the GIL: ADR 0021);
+            # TELEIMG_SCHEMATRON_ISOLATED=off keeps it in this one (tests, the CLI)
+            isolated = os.environ.get("TELEIMG_SCHEMATRON_ISOLATED", "on").lower() not in (
+                "off", "0", "false", "no")
+            _checker = Checker(default.kit, schematron.Isolated(default.kit)
+                               if isolated else default)
         return _checker
 
 

@@ -26,7 +26,7 @@ def server_env(data: Path, http_port: int, **extra: str) -> dict[str, str]:
     return {**os.environ, "TELEIMG_DATA_DIR": str(data), "TELEIMG_HTTP_PORT": str(http_port),
             "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_MLLP_PORT": str(free_port()),
             # short-lived servers: no 20-30 s schematron compilation each unless they report
-            "TELEIMG_SCHEMATRON_WARM": "off",
+            "TELEIMG_SCHEMATRON_WARM": "off", "TELEIMG_SCHEMATRON_ISOLATED": "on",
             # servers run side by side (xdist): each its own metrics port
             "TELEIMG_METRICS_PORT": str(free_port()), **extra}
 

@@ -117,10 +117,10 @@ def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Cl
     imager = created({"resourceType": "Practitioner", "identifier": [
         {"system": RPPS, "value": "810000000777"}], "name": [{"family": "IMAGEUR"}],
         "qualification": [{"code": {"coding": [{"system": R38, "code": "SM44"}]}}]})
-    patient = created({"resourceType": "Patient", "gender": "female", "birthDate": "1970-01-01",
-                       "name": [{"family": "E2E"}],
-                       "address": [{"line": ["1 rue du Port"], "city": "Brest",
-                                    "postalCode": "29200"}]})
+    # a qualified identity with its INS traits: the report's CDA must pass the ANS rules
+    # (issue 26), which require them; the address is how to reach her (R-REQ-1)
+    patient = created({**example("tlm-patient"), "address": [{"line": ["1 rue du Port"], "city": "Brest",
+                                                "postalCode": "29200"}]})
     site = created({"resourceType": "Organization", "name": "CH E2E", "identifier": [
         {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "290000017"}]})
     sr = example("tlm-service-request")
@@ -153,7 +153,10 @@ def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Cl
     report.update(subject={"reference": patient}, basedOn=[{"reference": request}],
                   imagingStudy=[{"reference": study_ref}], result=[{"reference": dose_ref}],
                   performer=[{"reference": imager}])
-    r = httpx.post(f"{base_url}/DiagnosticReport", json=report, headers=as_imager)
+    # the first final report of a server compiles the ANS schematrons (20-30 s, more on
+    # a loaded machine) unless it warmed them (not in these short-lived servers)
+    r = httpx.post(f"{base_url}/DiagnosticReport", json=report, headers=as_imager,
+                   timeout=180)
     assert r.status_code == 201, r.text
     tasks = api.get(f"{base_url}/Task?focus={request}").json()["entry"]
     task = tasks[0]["resource"]

@@ -151,3 +151,21 @@ def test_warm_compiles_the_schematrons_before_the_first_report() -> None:
     checker = validate.checker()
     ReportDocuments(checker).warm()
     assert checker.validator._executables  # compiled: what warm() is for
+
+
+def test_an_isolated_validator_gives_the_same_verdict_from_its_own_process() -> None:
+    """What servers use (ADR 0021): SaxonC holds the GIL while compiling and
+    transforming, so a server validates in a process of its own — same failures, same
+    rules fired as in-process."""
+    local = schematron.default()
+    isolated = schematron.Isolated(local.kit)
+    try:
+        broken = _broken("//v3:section[v3:code/@code='73569-6']/v3:entry"
+                         "[v3:observation/v3:code/@code='364320009']", "remove")
+        for xml in (_example(N3), broken):
+            here = local.validate(xml, schematron.BY_LEVEL["N3"])
+            there = isolated.validate(xml, schematron.BY_LEVEL["N3"])
+            assert there.failures == here.failures and there.fired == here.fired > 0
+        assert not isolated.validate(broken, schematron.BY_LEVEL["N3"]).valid
+    finally:
+        isolated.close()
