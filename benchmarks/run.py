@@ -8,6 +8,9 @@ BENCH_CONNECTIONS (default 16), BENCH_WORKERS (uvicorn workers, default 2).
 ``python -m benchmarks.run --only create`` runs only the scenarios whose name contains one
 of the ``--only`` words (repeatable), beside the same static baseline; the audit-off
 repetitions then only cover the selected reads.
+
+The reads and searches are then run twice more, back to back on the same data: with the
+metrics off (``TELEIMG_METRICS_PORT=off``) and on — the cost of the metrics (issue 29).
 """
 
 from __future__ import annotations
@@ -146,6 +149,35 @@ def base_costs(rounds: int = 500) -> dict[str, float]:
     return out
 
 
+def metrics_cost(rounds: int = 50_000) -> float:
+    """µs of CPU the HTTP metrics add to a request (classification, a counter and a
+    histogram in prometheus-client's multiprocess mode, as under ``serve``): a figure the
+    machine's other load does not blur, unlike the req/s of the on/off repetitions."""
+    code = (
+        "import asyncio, time\n"
+        "from fhir_server import metrics\n"
+        "async def app(scope, receive, send):\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': b''})\n"
+        "async def sink(message): pass\n"
+        "async def receive(): return {}\n"
+        "async def run(target, n):\n"
+        "    scope = {'type': 'http', 'method': 'GET', 'path': '/fhir/Patient/p1',\n"
+        "             'query_string': b''}\n"
+        "    began = time.process_time()\n"
+        "    for _ in range(n):\n"
+        "        await target(scope, receive, sink)\n"
+        "    return (time.process_time() - began) / n * 1e6\n"
+        f"n = {rounds}\n"
+        "asyncio.run(run(metrics.Observe(app), n))\n"
+        "print(asyncio.run(run(metrics.Observe(app), n)) - asyncio.run(run(app, n)))\n")
+    with tempfile.TemporaryDirectory() as folder:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=ROOT.parent,
+                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def profile_costs(rounds: int = 500) -> dict[str, float]:
     """µs of CPU to validate one resource against its profile (issue 4), per profile,
     compiled validators (the first validation of each profile compiles it)."""
@@ -229,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     c = counts(N)
     port, bport = free_port(), free_port()
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data_dir), "TELEIMG_HTTP_PORT": str(port),
-           "TELEIMG_LOG_LEVEL": "warning"}
+           "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_METRICS_PORT": str(free_port()),
+           "TELEIMG_MLLP_PORT": str(free_port())}  # not 2575: another instance may hold it
     issuer = DevIssuer(data_dir)
     issuer.ensure()
     # a RIS connector token: full rights, no care-relationship lookups
@@ -300,6 +333,22 @@ def main(argv: list[str] | None = None) -> None:
             res = wrk(base, paths, method, body, token)
             rows.append({"scenario": f"{name} — audit off", **res,
                          "ratio": res["rps"] / static["rps"], "resources_per_s": res["rps"] * per})
+        # the same reads and searches with the metrics off, then on again (issue 29): their
+        # cost, each pair measured back to back on the same data (audit on in both)
+        for label, metrics_env in (("metrics off", {"TELEIMG_METRICS_PORT": "off"}),
+                                   ("metrics on", {})):
+            if not reads:
+                break
+            server.terminate()
+            server.wait()
+            server = start(serve_cmd, {**env, **metrics_env},
+                           f"http://127.0.0.1:{port}/fhir/metadata")
+            for name, _, paths, method, body, per in reads:
+                res = wrk(base, paths, method, body, token)
+                catch_up(data_dir)
+                rows.append({"scenario": f"{name} — {label}", **res,
+                             "ratio": res["rps"] / static["rps"],
+                             "resources_per_s": res["rps"] * per})
     finally:
         server.terminate()
         baseline.terminate()
@@ -328,6 +377,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{name} {us:.0f}" for name, us in base.items()))
     costs = profile_costs()
     machine["profile_validation_us"] = costs
+    machine["metrics_us_per_request"] = metrics_us = metrics_cost()
+    table.append("")
+    table.append(f"HTTP metrics, µs of CPU added to each request (issue 29): {metrics_us:.1f}")
     table.append("")
     table.append("Profile validation, µs of CPU per resource (compiled once): " + ", ".join(
         f"{name} {us:.0f}" for name, us in costs.items()))
