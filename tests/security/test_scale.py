@@ -11,6 +11,7 @@ OR list, sort keys and AND-ed parameters are capped with a 400 naming the limit.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ IMAGER = "810000000401"
 def world(secured: FhirServer, store: Any, tmp_path: Path) -> dict[str, Any]:
     """An imager performer of 4 000 requests, one patient each, each with an
     Observation; as many patients who are not theirs. Built through the store."""
+    if hasattr(store, "res"):  # mongomock filters in Python, without MongoDB's indexes:
+        # its seconds per search are not the server's, so no query budget (item 7) here
+        secured.limits = replace(secured.limits, query_timeout=0)
     imager = instance("Practitioner", identifier=[{"system": RPPS, "value": IMAGER}])
     put_many(store, [imager])
     mine = [instance("Patient", None, name=[{"family": f"MINE-{i}"}])
