@@ -194,9 +194,11 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
-    from fhir_server.runtime import dev_mode_notice
+    from fhir_server.runtime import DEV_NOTICE, dev_mode_notice
 
-    dev_mode_notice(settings)  # once for serve, its listeners and workers (issue 29)
+    # once for serve, its listeners and workers (issue 29) — said when it runs, so that a
+    # start that fails says only why, in one line
+    dev_notice = dev_mode_notice(settings, say=False)
     try:
         sock = _http_socket(host, port)
     except OSError as exc:
@@ -231,6 +233,8 @@ def _serve(args: argparse.Namespace) -> int:
         if failure:
             print(failure, file=sys.stderr)
             return 1
+        if dev_notice:
+            logging.getLogger("teleimagerie").warning(DEV_NOTICE)
         store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
         logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                                host, port, store)

@@ -30,11 +30,16 @@ DEV_NOTICE = ("DEVELOPMENT MODE: tokens from the local development issuer are ac
               "(teleimagerie token …); set TELEIMG_ENV=production to refuse them")
 
 
-def dev_mode_notice(settings: Settings) -> None:
-    """The development-mode warning, once for a process and the ones it starts."""
-    if settings.auth.dev_issuer and os.environ.get(DEV_NOTICE_GIVEN) != "1":
-        log.warning(DEV_NOTICE)
+def dev_mode_notice(settings: Settings, say: bool = True) -> bool:
+    """The development-mode warning, once for a process and the ones it starts (with
+    ``say`` False the caller says it later, e.g. once ``serve`` runs); whether it was
+    due."""
+    due = settings.auth.dev_issuer and os.environ.get(DEV_NOTICE_GIVEN) != "1"
+    if due:
         os.environ[DEV_NOTICE_GIVEN] = "1"
+        if say:
+            log.warning(DEV_NOTICE)
+    return bool(due)
 
 
 def auth_settings(settings: Settings) -> AuthSettings:

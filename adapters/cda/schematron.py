@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -495,6 +496,14 @@ _child: Validator | None = None
 def _child_init(kit: str, cache: str) -> None:
     global _child
     _child = Validator(Path(kit), Path(cache) if cache else None)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the server was killed: nobody will ask again (no stray)
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="parent-watch", daemon=True).start()
 
 
 def _child_validate(xml: bytes, names: tuple[str, ...] | None) -> Report:
