@@ -148,6 +148,12 @@ def prepare_multiprocess(data_dir: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    # prometheus_client picks its value store when first imported — here, before the
+    # variable was set — and ``serve`` with one worker runs the HTTP app in this very
+    # process: metrics created from now on must write their files too
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
     return path
 
 

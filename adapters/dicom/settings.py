@@ -23,8 +23,11 @@ class DicomSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> DicomSettings:
         env = os.environ if env is None else env
         port = env.get("TELEIMG_DICOM_PORT", "").strip()
-        if port and not port.isdigit():
-            raise SystemExit(f"TELEIMG_DICOM_PORT must be a port number, got {port!r}")
+        if port.lower() == "off":  # as serve reads it (and TELEIMG_MLLP_PORT): no SCP
+            port = "0"
+        if port and not (port.isdigit() and int(port) <= 65535):
+            raise SystemExit(f"TELEIMG_DICOM_PORT must be a TCP port (0-65535) or off, "
+                             f"got {port!r}")
         try:  # AE titles follow VR AE (PS3.5 §6.2), never cut silently (issue 27 item 1)
             ae_title = check_ae_title(env.get("TELEIMG_DICOM_AE_TITLE", "TELEIMAGERIE"),
                                       "TELEIMG_DICOM_AE_TITLE")

@@ -230,7 +230,11 @@ class FhirServer:
             if not mtype.startswith("application/fhir+"):  # application/json, /xml
                 mtype += ";charset=utf-8"
         except FhirError as exc:
-            resp, mtype = error_response(exc), "application/fhir+json"
+            # an unacceptable Accept never hides an answer already refused (a 401 stays a
+            # 401: the client learns why, and the audit and the answer agree)
+            if resp.status < 400:
+                resp = error_response(exc)
+            mtype = "application/fhir+json"
         if not resp.has_body:
             return Rendered(resp.status, resp.headers, b"", mtype)
         pretty = req.param("_pretty") == "true"

@@ -269,3 +269,23 @@ def test_no_patient_data_in_the_whole_run_log(system: dict[str, Any]) -> None:
 def test_metrics_directory_is_under_the_data_dir(system: dict[str, Any]) -> None:
     files = list(Path(system["data"], "metrics").glob("*.db"))
     assert files  # prometheus-client's multiprocess files, one set per process
+
+
+def test_one_worker_serve_exports_its_http_metrics(tmp_path: Path) -> None:
+    """Found from outside: with one worker the HTTP app runs in the serve process, whose
+    prometheus_client was imported before the multiprocess directory was set — its
+    requests were never exported. Now they are, as with several workers."""
+    http_port, metrics_port = free_port(), free_port()
+    env = server_env(tmp_path / "one", http_port, TELEIMG_METRICS_PORT=str(metrics_port),
+                     TELEIMG_DELIVERY="off", TELEIMG_DICOM_PORT="off")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = start(env, workers=1)
+    try:
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{http_port}/fhir/metadata",
+                             timeout=30).status_code == 200
+        samples = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert value(samples, "teleimg_http_requests_total") >= 3, sorted(
+            n for n, _ in samples)[:40]
+    finally:
+        stop(proc)

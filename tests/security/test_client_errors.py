@@ -356,3 +356,19 @@ def test_the_server_s_own_cursors_still_page(world: dict[str, Any]) -> None:
             url = next((link["url"] for link in page.json()["link"]
                         if link["relation"] == "next"), "")
         assert seen >= 3, url
+
+
+@pytest.mark.parametrize(("method", "path", "accept"), [
+    ("GET", "/fhir/Patient", "text/html"),
+    ("GET", "/fhir/Patient/x", "image/png"),
+    ("POST", "/dicomweb/studies", "application/dicom+json"),
+])
+def test_an_unacceptable_accept_never_hides_a_401_R_SEC_1(
+        secured: FhirServer, tmp_path: Path, method: str, path: str, accept: str) -> None:
+    """Found from outside: no token (or a bad one) with an Accept we cannot produce was
+    answered 406 while the audit recorded 401 — authentication is answered first."""
+    http = serve(secured, tmp_path, None)
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        r = http.request(method, path, headers={**headers, "Accept": accept})
+        assert r.status_code == 401, (headers, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
