@@ -213,8 +213,14 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
             # thread hop (ADR 0004).
             rendered = _handle_and_render(core, req)
         else:  # under the time budget, stopped if the client leaves (issue 27 item 7)
+            # the time budget is a query's: a write (a final report waits for its CDA
+            # checks, a transaction may be long) is never cut half-way by it — the
+            # reads it makes inside its write unit included
+            reading = req.interaction in READS or (
+                req.interaction == Interaction.OPERATION and req.method in ("GET", "HEAD"))
             rendered = await run_watched(
-                request, Budget(core.limits.query_timeout, core.limits.max_includes),
+                request, Budget(core.limits.query_timeout if reading else None,
+                                core.limits.max_includes),
                 _handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
 
@@ -275,6 +281,13 @@ def create_asgi(settings: Settings | None = None) -> Any:
     # HTTP metrics and the JSON access line (issue 29), outermost
     return metrics.wrap(ReadFastPath(app, app.state.fhir, settings.base_url),
                         settings.log_format)
+
+
+# the interactions a query time budget applies to (TELEIMG_QUERY_TIMEOUT)
+READS = frozenset({Interaction.READ, Interaction.VREAD, Interaction.SEARCH_TYPE,
+                   Interaction.SEARCH_SYSTEM, Interaction.SEARCH_COMPARTMENT,
+                   Interaction.HISTORY_INSTANCE, Interaction.HISTORY_TYPE,
+                   Interaction.HISTORY_SYSTEM})
 
 
 def _context(request_id: str, client: Any, headers: dict[str, str]) -> RequestContext:
