@@ -46,7 +46,14 @@ def qualify(w: World) -> None:
                               "type": {"coding": [{
                                   "system": "https://hl7.fr/ig/fhir/core/CodeSystem/"
                                             "fr-core-cs-v2-0203", "code": "INS-NIR"}]}}]
-    patient["extension"] = [reliability("VALI")]
+    # a qualified identity carries its INS traits: the birth place (COG) among them, which
+    # the DMP's CDA rules require (issue 26)
+    patient["extension"] = [reliability("VALI"), {
+        "url": "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+        "valueAddress": {"city": "ORLÉANS", "extension": [{
+            "url": "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code",
+            "valueCoding": {"system": "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/"
+                                      "FHIR/TRE-R13-CommuneOM", "code": "45234"}}]}}]
     r = w.ris.put(f"/fhir/{w.refs['patient']}", json=patient)
     assert r.status_code == 200, r.text
     gp = w.ris.get(f"/fhir/{w.refs['gp']}").json()

@@ -80,7 +80,9 @@ class World:
         return f"{resource['resourceType']}/{r.json()['id']}"
 
     def patient(self, born: str, gender: str) -> str:
-        return self._create({"resourceType": "Patient", "name": [{"family": "MARTIN"}],
+        return self._create({"resourceType": "Patient",
+                             "name": [{"use": "official", "family": "MARTIN",
+                                       "given": ["Claire"]}],
                              "gender": gender, "birthDate": born,
                              "telecom": [{"system": "phone", "value": "+33238000001"}],
                              "generalPractitioner": [{"reference": self.refs["gp"]}]})
