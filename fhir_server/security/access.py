@@ -218,7 +218,7 @@ class GuardedStore:
             if rtype == "Binary":
                 terms.append(self._through_context(reach))
             else:
-                terms += self.patient_terms(rtype, reach)
+                terms += self.patient_terms(rtype, reach, registered=True)
         hidden = self.access.masked(rtype, letter)
         if hidden and rtype == "DocumentReference":
             terms.append(_masked_labels(hidden))
@@ -228,11 +228,15 @@ class GuardedStore:
             terms.append(Not(Chain(param, ["DocumentReference"], [_masked_labels(hidden, True)])))
         return terms
 
-    def patient_terms(self, rtype: str, reach: Reach) -> list[Term]:
+    def patient_terms(self, rtype: str, reach: Reach, registered: bool = False) -> list[Term]:
         """``rtype``'s resources whose patient ``reach`` covers (through the type's
-        patient parameter; for Patient, itself)."""
+        patient parameter; for Patient, itself). ``registered``: the Patient type's own
+        guard, where the Patients a care role registered are reached too (those
+        resources only: not through a Binary's context, not for other types)."""
         param = None if rtype == "Patient" else get(rtype, NARROWING_PARAM[rtype])
         sets, since = self.access.relationship().sets() if reach.care else ([], [])
+        if registered and reach.care and rtype == "Patient":
+            sets = [*sets, self.access.relationship().registered()]
         terms: list[Term] = [InCare(param, sets, sorted(reach.own), since)]
         if reach.only is not None:
             terms.append(InCare(param, [], sorted(reach.only), []))
@@ -247,11 +251,14 @@ class GuardedStore:
 
     def reachable(self, patients: set[str], rtype: str, letter: str) -> bool:
         """Does ``reach`` cover each of these patients (any relationship: what a write
-        for a patient needs; what a history entry naming them needs)?"""
+        for a patient needs; what a history entry naming them needs)? The Patients a
+        care role registered count for the Patient type only (their update, history)."""
         reach = self.access.reach(rtype, letter)
         if reach is ALL:
             return True
         sets = self.access.relationship().patient_sets() if reach.care else []
+        if reach.care and rtype == "Patient":
+            sets = [*sets, self.access.relationship().registered()]
         terms: list[Term] = [InCare(None, sets, sorted(reach.own), [])]
         if reach.only is not None:
             terms.append(InCare(None, [], sorted(reach.only), []))
@@ -509,7 +516,7 @@ class GuardedStore:
         """The new version's ``meta.tag``: the server's tags kept from the previous
         version whatever the client sent, and a self-assertion recorded when a person
         acting through a care role makes themselves party to a request or registers a
-        new Patient (R-SEC-2, ADR 0020)."""
+        new Patient — which opens that Patient resource only (R-SEC-2, ADR 0020)."""
         before = orjson.loads(previous.body) if previous is not None and previous.body \
             and not previous.deleted else None
         added = None

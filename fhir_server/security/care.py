@@ -9,14 +9,20 @@ Being party opens a patient's record in two ways (ADR 0020):
 
 - **the whole record** when someone else made them party — the request was written by
   another user or a connector (a RIS order naming the imager, a colleague's request at
-  their site). A care role that registers a new Patient also reaches its whole record:
-  nothing existed before it;
+  their site);
 - **what comes after the request** when they made themselves party (they created the
   request naming themselves, or added themselves to it): the request, and whatever is
   created for that patient from then on — never what existed before it. The server
   records such self-assertions in the resource's ``meta.tag`` (system
   :data:`SELF_ASSERTED`, code: the writer's idNatPs); clients cannot set or remove
   those tags (:func:`owned_tags`).
+
+A care role that **registers a new Patient** reaches that Patient resource only (read,
+update, history: :meth:`Relationship.registered`, on the Patient type alone) — never
+what others write for that patient, which an identity feed may attach to it later (an
+HL7 order matched by INS): registering someone is no relationship with their record.
+Their data comes only through requests, as above (the registrant's own request naming
+themselves opens what comes after it).
 
 A declared, justified **break-the-glass** (:mod:`breakglass`) opens one patient's whole
 record for a limited time; it is a server-written Flag, which the guard reads like the
@@ -130,6 +136,7 @@ class Relationship:
         self._party = self._party_term()
         self._sets: tuple[list[PatientSet], list[Opened]] | None = None
         self._any: list[PatientSet] | None = None
+        self._registered: PatientSet | None = None
 
     def _term(self, rtype: str, key: str, value: str) -> Term:
         return self._parser.parse(rtype, [(key, value)]).terms[0]
@@ -171,8 +178,7 @@ class Relationship:
         subject = get("ServiceRequest", "subject")
         flagged = get("Flag", "patient")
         assert subject is not None and flagged is not None
-        whole = [PatientSet("Patient", None, [self.tagged("Patient")]),
-                 PatientSet("Flag", flagged, [self.break_glass()])]
+        whole = [PatientSet("Flag", flagged, [self.break_glass()])]
         since: list[Opened] = []
         if self._party is not None:
             whole.append(PatientSet("ServiceRequest", subject,
@@ -180,6 +186,14 @@ class Relationship:
             since.append(Opened("ServiceRequest", subject,
                                 [self._party, self.tagged("ServiceRequest")]))
         return whole, since
+
+    def registered(self) -> PatientSet:
+        """The Patients this principal registered (``meta.tag``): a set for the guard of
+        the Patient type only — it opens those Patient resources, never the record
+        others write for them (R-SEC-2, ADR 0020). The same object every call."""
+        if self._registered is None:
+            self._registered = PatientSet("Patient", None, [self.tagged("Patient")])
+        return self._registered
 
     def patient_sets(self) -> list[PatientSet]:
         """Patients with any relationship (what a write for a patient needs)."""

@@ -316,3 +316,97 @@ def test_a_self_made_request_cannot_be_moved_to_another_patient_R_SEC_2(
         {"other": {"reference": f"Patient/{world['C']}"}, "type": "seealso"}]}
     assert http.post("/fhir/Patient", json=linked).status_code == 403
     _record_closed(http, world)
+
+
+# -- registering a patient (adversarial finding, issue 27) -----------------------------------
+
+INS = "urn:oid:1.2.250.1.213.1.4.8"
+
+
+def _register(http: TestClient, ins: str) -> str:
+    r = http.post("/fhir/Patient", json={"resourceType": "Patient", "name": [
+        {"family": "INSCRIT"}], "identifier": [{"system": INS, "value": ins}]})
+    assert r.status_code == 201, r.text
+    assert {"system": SELF_ASSERTED, "code": DOCTOR} in [
+        {k: t[k] for k in ("system", "code")} for t in r.json()["meta"]["tag"]]
+    return str(r.json()["id"])
+
+
+def test_a_patient_they_register_opens_that_patient_only_not_what_others_write_R_SEC_2(
+        world: dict[str, Any]) -> None:
+    """The attack: register a person (by INS) before the RIS does, then read the order
+    and clinical notes the RIS attaches to that Patient."""
+    http = doctor(world)
+    ins = "1234567890123"
+    patient = _register(http, ins)
+    ris = world["ris"]
+    order = ris.create({"resourceType": "ServiceRequest", "status": "active",
+                        "intent": "order", "subject": {"reference": f"Patient/{patient}"},
+                        "requester": {"reference": f"Practitioner/{world['other']}"},
+                        "performer": [{"reference": f"Practitioner/{world['imager']}"}]})
+    note = ris.create({"resourceType": "Observation", "status": "final",
+                       "code": {"text": "renseignements cliniques"},
+                       "basedOn": [{"reference": f"ServiceRequest/{order['id']}"}],
+                       "subject": {"reference": f"Patient/{patient}"}})
+    # the Patient they registered stays theirs: read, update, history
+    current = http.get(f"/fhir/Patient/{patient}")
+    assert current.status_code == 200, current.text
+    body = current.json()
+    body["gender"] = "female"
+    assert http.put(f"/fhir/Patient/{patient}", json=body).status_code == 200
+    history = http.get(f"/fhir/Patient/{patient}/_history").json()
+    assert len(history["entry"]) == 2
+    # what the RIS wrote for that patient is absent: read, searched, counted, included
+    for url in (f"/fhir/ServiceRequest/{order['id']}", f"/fhir/Observation/{note['id']}",
+                f"/fhir/ServiceRequest/{order['id']}/_history"):
+        assert http.get(url).status_code == 404, url
+    for query in (f"ServiceRequest?subject=Patient/{patient}",
+                  f"Observation?subject=Patient/{patient}",
+                  f"Observation?subject=Patient/{patient}&_summary=count",
+                  f"ServiceRequest?subject:Patient.identifier={INS}|{ins}",
+                  f"Observation?subject:Patient.identifier={INS}|{ins}&_summary=count",
+                  f"Observation?based-on=ServiceRequest/{order['id']}",
+                  f"Patient?_has:ServiceRequest:subject:requester=Practitioner/{world['other']}",
+                  "Patient?_has:Observation:subject:code:text=renseignements"):
+        r = http.get(f"/fhir/{query}")
+        assert r.status_code == 200 and r.json()["total"] == 0, (query, r.text)
+    r = http.get(f"/fhir/Patient?_id={patient}&_revinclude=ServiceRequest:subject"
+                 "&_revinclude=Observation:subject")
+    assert r.status_code == 200, r.text
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [patient]
+    r = http.get(f"/fhir/Patient/{patient}/$everything")
+    assert r.status_code == 200, r.text
+    assert [e["resource"]["id"] for e in r.json().get("entry", [])] == [patient]
+    # registering opens no writes for that patient either: data comes through requests
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+           "subject": {"reference": f"Patient/{patient}"}}
+    assert http.post("/fhir/Observation", json=obs).status_code == 403
+    # the imager, made party by the RIS, reaches the whole record
+    assert imager(world).get(f"/fhir/Observation/{note['id']}").status_code == 200
+
+
+def test_register_then_request_naming_oneself_opens_what_comes_after_it_R_SEC_2(
+        world: dict[str, Any]) -> None:
+    http = doctor(world)
+    patient = _register(http, "2234567890123")
+    mine = f"Practitioner/{world['doctor']}"
+    request = http.post("/fhir/ServiceRequest", json={
+        **_request(world, mine), "subject": {"reference": f"Patient/{patient}"}})
+    assert request.status_code == 201, request.text
+    rid = request.json()["id"]
+    own = http.post("/fhir/Observation", json={
+        "resourceType": "Observation", "status": "final", "code": {"text": "poids"},
+        "subject": {"reference": f"Patient/{patient}"}})
+    assert own.status_code == 201, own.text
+    later = world["ris"].create({"resourceType": "DiagnosticReport", "status": "final",
+                                 "code": {"text": "scanner"},
+                                 "basedOn": [{"reference": f"ServiceRequest/{rid}"}],
+                                 "subject": {"reference": f"Patient/{patient}"}})
+    for url in (f"/fhir/Patient/{patient}", f"/fhir/ServiceRequest/{rid}",
+                f"/fhir/Observation/{own.json()['id']}",
+                f"/fhir/DiagnosticReport/{later['id']}"):
+        assert http.get(url).status_code == 200, url
+    found = http.get(f"/fhir/DiagnosticReport?subject=Patient/{patient}").json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [later["id"]]
+    r = http.get(f"/fhir/Patient?_id={patient}&_revinclude=ServiceRequest:subject")
+    assert sorted(e["resource"]["id"] for e in r.json()["entry"]) == sorted([patient, rid])
