@@ -89,7 +89,8 @@ def test_a_document_failing_a_rule_is_never_sent(rig: Rig) -> None:
     """The stored N3 fails the INS-traits rule: its DMP delivery waits in
     document-invalide naming the rule; nothing reaches the DMP; the RIS N1 fails the
     same rule and is held too."""
-    rig.qualify()  # INS + VALI, but no birth place
+    rig.qualify()  # INS + VALI and the GP's MSSanté address …
+    _without_birth_place(rig.world)  # … but the RIS did not send the birth place
     rig.final()
     rig.run()
     found = rig.deliveries()
