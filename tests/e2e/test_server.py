@@ -119,8 +119,8 @@ def test_workflow_over_http_request_to_final_report(base_url: str, api: httpx.Cl
         "qualification": [{"code": {"coding": [{"system": R38, "code": "SM44"}]}}]})
     # a qualified identity with its INS traits: the report's CDA must pass the ANS rules
     # (issue 26), which require them; the address is how to reach her (R-REQ-1)
-    patient = created({**example("tlm-patient"), "address": [{"line": ["1 rue du Port"], "city": "Brest",
-                                                "postalCode": "29200"}]})
+    patient = created({**example("tlm-patient"), "address": [
+        {"line": ["1 rue du Port"], "city": "Brest", "postalCode": "29200"}]})
     site = created({"resourceType": "Organization", "name": "CH E2E", "identifier": [
         {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "290000017"}]})
     sr = example("tlm-service-request")
