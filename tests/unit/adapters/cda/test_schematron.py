@@ -162,10 +162,12 @@ def test_an_isolated_validator_gives_the_same_verdict_from_its_own_process() -> 
     try:
         broken = _broken("//v3:section[v3:code/@code='73569-6']/v3:entry"
                          "[v3:observation/v3:code/@code='364320009']", "remove")
+        # one schematron (IHE.sch, where the broken rule lives): the child compiles only
+        # it — the whole kit would cost another 20-30 s of Saxon in this test
         for xml in (_example(N3), broken):
-            here = local.validate(xml, schematron.BY_LEVEL["N3"])
-            there = isolated.validate(xml, schematron.BY_LEVEL["N3"])
+            here = local.validate(xml, [schematron.IHE])
+            there = isolated.validate(xml, [schematron.IHE])
             assert there.failures == here.failures and there.fired == here.fired > 0
-        assert not isolated.validate(broken, schematron.BY_LEVEL["N3"]).valid
+        assert not isolated.validate(broken, [schematron.IHE]).valid
     finally:
         isolated.close()
