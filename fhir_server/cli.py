@@ -222,7 +222,10 @@ def _serve(args: argparse.Namespace) -> int:
         from fhir_server import metrics_server
 
         try:  # issue 29: readiness, /metrics — before any process that records metrics
-            metrics_server.setup(settings, [m for _, m, _ in _listeners()], args.access_log)
+            from adapters.queues import measure
+
+            metrics_server.setup(settings, [m for _, m, _ in _listeners()], args.access_log,
+                                 queues=measure)
         except OSError as exc:
             where = metrics_server.metrics_address() or ("?", 0)
             print(cannot_listen("metrics", *where, exc), file=sys.stderr)

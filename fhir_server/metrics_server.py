@@ -21,8 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +33,18 @@ from fhir_server.config import Settings
 
 log = logging.getLogger("teleimagerie.metrics")
 DEFAULT_PORT = 9464
-DELIVERY_CHANNELS = ("dmp", "ris", "mssante")
-HL7_STATES = ("pending", "sent", "failed", "dead")
-
-
-def _age(instant: str) -> float:
-    try:
-        when = datetime.fromisoformat(instant.replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - when).total_seconds())
+# what measures the adapters' queues (adapters.queues.measure, given by ``serve``, the
+# composition root: this layer does not import the adapters)
+Queues = Callable[[Any, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily], None]
 
 
 class StoreCollector(Collector):
     """Queue depths, oldest pending age, dead letters, audit backlog and readiness,
     read from the store when Prometheus scrapes (one count query per state)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queues: Queues | None = None) -> None:
         self.settings = settings
+        self.queues = queues
         self._server: Any = None
 
     def _core(self) -> Any:
@@ -62,12 +53,8 @@ class StoreCollector(Collector):
         if self._server is None:
             from types import SimpleNamespace
 
-            from adapters.delivery import outbox as deliveries
-            from adapters.hl7v2 import records
             from fhir_server.store import open_store
 
-            records.register_all()
-            deliveries.register_all()
             self._server = SimpleNamespace(
                 store=open_store(self.settings.store_url, self.settings.data_dir),
                 limits=self.settings.limits)
@@ -91,7 +78,8 @@ class StoreCollector(Collector):
         server = None
         try:
             server = self._core()
-            self._queues(server, items, oldest, dead)
+            if self.queues is not None:
+                self.queues(server, items, oldest, dead)
             backlog.add_metric([], float(server.store.journal_backlog()))
         except Exception:  # a scrape never fails: readiness says what is wrong
             log.warning("metrics: the store could not be read at scrape time",
@@ -102,43 +90,6 @@ class StoreCollector(Collector):
                                                                      "not-managed") else 0.0)
         ready_all.add_metric([], 1.0 if ok else 0.0)
         yield from (items, oldest, dead, backlog, ready, ready_all)
-
-    @staticmethod
-    def _queues(server: Any, items: GaugeMetricFamily, oldest: GaugeMetricFamily,
-                dead: GaugeMetricFamily) -> None:
-        from adapters.delivery.outbox import CODE, STATES, SYSTEM
-        from adapters.delivery.outbox import Outbox as Deliveries
-        from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore
-        from fhir_server.search.query import QueryParser
-        from fhir_server.workflow.records import raw_store
-
-        store = raw_store(server)
-        parser = QueryParser(server.limits)
-
-        def count(rtype: str, params: list[tuple[str, str]]) -> int:
-            return int(store.search(parser.parse(rtype, params), count_only=True).total or 0)
-
-        deliveries = Deliveries(server)
-        for channel in DELIVERY_CHANNELS:
-            base = [("code", f"{SYSTEM}|{CODE}"), ("delivery-channel", channel)]
-            for state in STATES:
-                n = count("Task", [*base, ("business-status", f"{SYSTEM}|{state}")])
-                items.add_metric(["delivery", channel, state], float(n))
-                if state == "lettre-morte":
-                    dead.add_metric(["delivery", channel], float(n))
-            first = deliveries.find([("delivery-channel", channel), ("status", "requested"),
-                                     ("_sort", "authored-on")], limit=1)
-            oldest.add_metric(["delivery", channel],
-                              _age(first[0].created) if first else 0.0)
-        outbound = [("code", f"{KIND_SYSTEM}|{OUTBOUND}")]
-        for state in HL7_STATES:
-            n = count("Basic", [*outbound, ("hl7-status", state)])
-            items.add_metric(["hl7", "mllp", state], float(n))
-            if state == "dead":
-                dead.add_metric(["hl7", "mllp"], float(n))
-        first_hl7 = MessageStore(server).find([*outbound, ("hl7-status", "pending"),
-                                               ("_sort", "hl7-next")], limit=1)
-        oldest.add_metric(["hl7", "mllp"], _age(first_hl7[0].created) if first_hl7 else 0.0)
 
 
 def prepare_multiprocess(data_dir: Path) -> Path:
@@ -168,19 +119,20 @@ def metrics_address() -> tuple[str, int] | None:
     return os.environ.get("TELEIMG_METRICS_HOST") or "127.0.0.1", int(value)
 
 
-def start(settings: Settings, host: str, port: int) -> Any:
+def start(settings: Settings, host: str, port: int, queues: Queues | None = None) -> Any:
     """Serve ``/metrics`` in a daemon thread; raises OSError when the port is taken."""
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
-    registry.register(StoreCollector(settings))
+    registry.register(StoreCollector(settings, queues))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 
 
-def setup(settings: Settings, listener_modules: list[str], access_log: bool) -> Any:
+def setup(settings: Settings, listener_modules: list[str], access_log: bool,
+          queues: Queues | None = None) -> Any:
     """What ``serve`` does for issue 29 before its listeners and workers start: check the
     health thresholds, tell the workers which listeners to expect (readiness) and whether
     the access line is on, and — unless ``TELEIMG_METRICS_PORT=off`` — empty the
@@ -196,6 +148,6 @@ def setup(settings: Settings, listener_modules: list[str], access_log: bool) -> 
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         return None
     prepare_multiprocess(settings.data_dir)
-    server = start(settings, *address)
+    server = start(settings, *address, queues)
     log.info("metrics on http://%s:%s/metrics", *address)
     return server
