@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from fhir_server.config import Settings
 from fhir_server.core.server import FhirServer
@@ -30,7 +28,7 @@ from fhir_server.store import budget
 from fhir_server.store.base import Page
 from fhir_server.store.sqlite import SqliteStore
 from tests.conftest import Fhir, serve
-from tests.e2e.harness import free_port
+from tests.e2e.harness import in_thread
 
 NEVER_ENDS = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
               "SELECT count(*) FROM n")
@@ -162,20 +160,10 @@ def served(never_ending: dict[str, int], tmp_path: Path) -> Iterator[int]:
     store = SqliteStore(tmp_path / "fhir.db")
     core = _core(store, query_timeout=60)
     app = ReadFastPath(create_app(Settings(data_dir=tmp_path), server=core), core, None)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield port
+        with in_thread(app) as port:
+            yield port
     finally:
-        server.should_exit = True
-        thread.join(10)
         store.close()
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import shutil
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
@@ -45,7 +42,7 @@ from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
 from tests.behaviour.dicom_world import CT_IMAGE, ct_images
 from tests.conftest import mint, secured_core, serve
-from tests.e2e.harness import free_port, server_env, start, stop
+from tests.e2e.harness import free_port, in_thread, server_env, start, stop
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 VALID_64 = "1." + "2" * 62  # exactly 64 characters
@@ -333,24 +330,13 @@ def pacs(store: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     thread of this process, so that both stores (mongomock too) are behind it."""
     core = secured_core(store, tmp_path)
     app = ReadFastPath(create_app(Settings(data_dir=tmp_path), server=core), core, None)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     token = mint(tmp_path, ["pacs"], ["system/*.cruds"])
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
     try:
-        yield {"http": http, "core": core, "store": store}
+        with in_thread(app) as port, httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", timeout=30,
+                headers={"Authorization": f"Bearer {token}"}) as http:
+            yield {"http": http, "core": core, "store": store}
     finally:
-        http.close()
-        server.should_exit = True
-        thread.join(10)
         assert core.audit is not None
         core.audit.close()
 
