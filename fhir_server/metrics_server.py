@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fhir_server import logs
 from fhir_server.config import Settings
 
 log = logging.getLogger("teleimagerie.metrics")
@@ -81,9 +82,9 @@ class StoreCollector(Collector):
             if self.queues is not None:
                 self.queues(server, items, oldest, dead)
             backlog.add_metric([], float(server.store.journal_backlog()))
-        except Exception:  # a scrape never fails: readiness says what is wrong
-            log.warning("metrics: the store could not be read at scrape time",
-                        exc_info=True)
+        except Exception as exc:  # a scrape never fails: readiness says what is wrong
+            log.warning("metrics: the store could not be read at scrape time: %s",
+                        logs.failure(exc))
         ok, body = readiness(self.settings, server.store if server is not None else None)
         for name, component in body["components"].items():
             ready.add_metric([name], 1.0 if component["state"] in ("up", "disabled",

@@ -32,7 +32,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from adapters.dicom.pipeline import Importer, Summary, system_principal
 from adapters.dicom.reader import NOT_MATCHING_SOP_CLASS, BadUid, NotReadable, read
 from adapters.dicom.settings import DicomSettings
-from fhir_server import metrics
+from fhir_server import logs, metrics
 from fhir_server.core.safepath import UnsafeIdentifier, check_ae_title, inside, shown
 
 if TYPE_CHECKING:
@@ -140,8 +140,8 @@ class StoreScp:
             Importer(self.server, self.settings, system_principal(calling),
                      f"{requestor.address}:{requestor.port}", channel="scp"
                      ).refused([reason])
-        except Exception:  # the failure status still goes back to the sender
-            log.exception("DICOM: audit of a refused instance failed")
+        except Exception as exc:  # the failure status still goes back to the sender
+            log.error("DICOM: audit of a refused instance failed: %s", logs.failure(exc))
         return status
 
     def _finished(self, event: Any) -> None:

@@ -89,8 +89,8 @@ def _work(receiver: Receiver, stopping: threading.Event) -> None:
     committed since, as they come."""
     try:
         settled = receiver.recover(stopping.is_set)
-    except Exception:  # a store error: the queue still runs, the next start retries
-        log.exception("HL7 recovery of committed messages failed")
+    except Exception as exc:  # a store error: the queue still runs, the next start retries
+        log.error("HL7 recovery of committed messages failed: %s", logs.failure(exc))
     else:
         if settled:
             log.info("HL7: %d message(s) committed before the last stop processed",
