@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.cda import pdf, validate
 from adapters.cda.document import build
-from adapters.cda.schematron import Unavailable
+from adapters.cda.schematron import BY_LEVEL, Unavailable
 from adapters.cda.sources import MissingSource, gather
 from fhir_server.core.errors import Issue
 from fhir_server.workflow.records import body, raw_store
@@ -50,13 +50,10 @@ class ReportDocuments:
         self.checker = checker
 
     def warm(self) -> None:
-        """Compile the schematrons now — Saxon takes 20-30 s per process (ADR 0021) —
-        by checking the kit's own N3 and N1 examples, so that the first final report
-        after a start does not wait for it. Run by the served app in a background thread."""
-        for name in ("IMG_CR_IMG_2024.01.xml", "IMG_CR_IMG_2024.01_CDA-R2-Niveau-1.xml"):
-            example = self.checker.kit / "examples" / name
-            if example.exists():
-                self.checker.check(example.read_bytes())
+        """Compile the schematrons of both levels now — Saxon takes 20-30 s per process
+        (ADR 0021) — so that the first final report after a start does not wait for it.
+        Run by the served app in a background thread."""
+        self.checker.validator.warm(sorted({n for names in BY_LEVEL.values() for n in names}))
 
     def __call__(self, server: FhirServer, case: Case, report: dict[str, Any],
                  before: dict[str, Any] | None) -> list[Issue]:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from fhir_server.security.roles import ROLES
 from fhir_server.security.scopes import Scope
+from profiles.spec import FINESS, RPPS
 
-RPPS_OID = "urn:oid:1.2.250.1.71.4.2.1"  # idNatPs (FR Core Practitioner)
+RPPS_OID = RPPS  # idNatPs (FR Core Practitioner; the OIDs are defined once, profiles.spec)
 RPPS_URL = "https://rpps.esante.gouv.fr"  # RPPS number (FR Core Practitioner)
-FINESS_OID = "urn:oid:1.2.250.1.71.4.2.2"
+FINESS_OID = FINESS
 FINESS_URL = "https://finess.esante.gouv.fr"
 
 

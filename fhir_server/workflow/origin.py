@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fhir_server.security.principal import FINESS_URL
 from fhir_server.workflow.machine import TASK_SYSTEM
 from fhir_server.workflow.records import body, coding, load, raw_store, ref_of, split, task_id
 from profiles.spec import FINESS
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 # identifier systems of a structure's FINESS (FR Core; what ORC-21.10 carries with
 # authority ASIP-SANTE-ST): the key of a RIS route. Any other identifier (a local code,
 # a SIRET) is not a route key: a delivery keyed on it would go to the wrong RIS.
-STRUCTURE_SYSTEMS = (FINESS, "https://finess.esante.gouv.fr", "http://finess.sante.gouv.fr")
+STRUCTURE_SYSTEMS = (FINESS, FINESS_URL, "http://finess.sante.gouv.fr")
 SITE = "site"
 
 
