@@ -12,6 +12,7 @@ the attack.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tempfile
 import uuid
@@ -184,7 +185,9 @@ def _aimed_at(attack: str, spool: Path, target: Path) -> str:
 
 
 def _files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
+    """Every file under root; an association's spool folder may vanish mid-walk (the SCP
+    removes it after release), which os.walk tolerates and rglob does not."""
+    return {Path(folder, name) for folder, _dirs, names in os.walk(root) for name in names}
 
 
 def _refusals(store: Any, tmp_path: Path) -> list[dict[str, Any]]:
