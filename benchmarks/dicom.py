@@ -49,9 +49,17 @@ def main() -> None:
         for s in range(STUDIES):
             tx = Transaction()
             patient = tx.create({"resourceType": "Patient", "name": [{"family": f"NOM{s}"}],
-                                 "gender": "female", "birthDate": "1980-05-17"})
-            requester = tx.create({"resourceType": "Practitioner",
-                                   "name": [{"family": "DEMANDEUR"}]})
+                                 "gender": "female", "birthDate": "1980-05-17",
+                                 "telecom": [{"system": "phone", "value": "0102030405"}]})
+            # R-REQ-1: the requesting structure and the patient's contact are required
+            site = tx.create({"resourceType": "Organization", "name": "CH DEMANDEUR",
+                              "identifier": [{"system": "urn:oid:1.2.250.1.71.4.2.2",
+                                              "value": "1" + f"{s:08d}"}]})
+            doctor = tx.create({"resourceType": "Practitioner",
+                                "name": [{"family": "DEMANDEUR"}]})
+            requester = tx.create({"resourceType": "PractitionerRole", "active": True,
+                                   "practitioner": {"reference": doctor},
+                                   "organization": {"reference": site}})
             sr = example("tlm-service-request")
             sr.pop("id", None)
             sr.pop("performer", None)
