@@ -30,9 +30,43 @@ from fhir_server.store import open_store  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
 BACKENDS = ["sqlite", "mongo"]
-# in-process cores validate CDA in their own process: one Saxon compilation per test
-# worker, not two (servers started by tests isolate it again: tests/e2e/harness.py)
+# without the session's validation service (below), in-process cores validate CDA in
+# their own process: one Saxon compilation per test worker, not two
 os.environ.setdefault("TELEIMG_SCHEMATRON_ISOLATED", "off")
+_SCHEMATRONS: Any = None  # the session's validation service (ADR 0021 §7)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One schematron validation service for the whole session, started by the
+    controller (or the only process) before the workers: every worker, every server and
+    CLI the tests start use it (TELEIMG_SCHEMATRON_SERVICE), so Saxon compiles the ANS
+    schematrons once per session, not once per process (issue 26)."""
+    global _SCHEMATRONS
+    from adapters.cda import schematron, service
+
+    if hasattr(config, "workerinput") or service.SETTING in os.environ or \
+            not schematron.available():
+        return
+    _SCHEMATRONS = service.start()
+    os.environ[service.SETTING] = _SCHEMATRONS.socket
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SCHEMATRONS is not None:
+        _SCHEMATRONS.stop()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The service compiles in the background as soon as a collected test needs the
+    schematrons (the first such test would otherwise wait for it)."""
+    from adapters.cda import schematron, service
+
+    if os.environ.get(service.SETTING) and any(
+            "cda" in item.nodeid or "/e2e/" in item.nodeid for item in session.items):
+        shared = service.shared(schematron.references() or Path("."))
+        assert shared is not None
+        shared.warm_soon(sorted({n for names in schematron.BY_LEVEL.values()
+                                 for n in names}))
 
 
 def mongo_url() -> str:
