@@ -514,10 +514,10 @@ class Isolated:
         names: list[str] = self._call(_child_compiled)
         return names
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown(wait=wait, cancel_futures=True)
                 self._pool = None
 
 

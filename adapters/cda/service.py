@@ -21,19 +21,21 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any
 
 from adapters.cda import schematron
-from adapters.cda.schematron import Report, Validator
+from adapters.cda.schematron import Isolated, Report, Validator
 
 log = logging.getLogger("teleimagerie.cda")
 SETTING = "TELEIMG_SCHEMATRON_SERVICE"  # the service's socket
@@ -57,28 +59,60 @@ _Manager.register("validator")
 
 
 class _Served:
-    """What the service exposes: the host's one :class:`Validator` (its calls are
-    serialised by the validator's Saxon lock; the manager gives each client a thread)."""
+    """What the service exposes: the host's validators. Each schematron belongs to one
+    of two validator processes (:class:`~adapters.cda.schematron.Isolated`), structuration
+    minimale alone in one (13 MB of XSLT, as long to compile and about as long to run as
+    the four others together): each is compiled once, and a document's schematrons run
+    on two cores at once. The manager gives each client a thread."""
 
-    def __init__(self, validator: Validator) -> None:
-        self.validator = validator
+    def __init__(self, kit: Path) -> None:
+        self.kit = kit
+        self.parts = (Isolated(kit), Isolated(kit))
+        # a thread per (client, part) waiting on a validator process: several clients
+        self._threads = ThreadPoolExecutor(8, thread_name_prefix="part")
         self._warming: threading.Thread | None = None
 
+    def _part(self, name: str) -> Isolated:
+        return self.parts[0 if name == schematron.STRUCT_MIN else 1]
+
+    def _split(self, names: Sequence[str]) -> list[tuple[Isolated, tuple[str, ...]]]:
+        return [(part, tuple(n for n in names if self._part(n) is part))
+                for part in self.parts if any(self._part(n) is part for n in names)]
+
     def validate(self, xml: bytes, names: Sequence[str] | None) -> Report:
-        return self.validator.validate(xml, names)
+        chosen = tuple(names) if names is not None else \
+            schematron.BY_LEVEL[schematron.level_of(xml)]
+        futures = {group: self._threads.submit(part.validate, xml, group)
+                   for part, group in self._split(chosen)}
+        report = Report()
+        for future in futures.values():
+            part = future.result()
+            report.failures += part.failures
+            report.unverifiable += part.unverifiable
+            report.fired += part.fired
+        # in the order of the names, as one validator gives them (a stable sort)
+        report.failures.sort(key=lambda f: chosen.index(f.schematron))
+        report.unverifiable.sort(key=lambda f: chosen.index(f.schematron))
+        return report
 
     def warm(self, names: Sequence[str]) -> None:
-        self.validator.warm(names)
+        for future in [self._threads.submit(part.warm, group)
+                       for part, group in self._split(names)]:
+            future.result()
 
     def warm_soon(self, names: Sequence[str]) -> None:
         """Compile ``names`` in the background (a test session announces its needs)."""
         if self._warming is None:
-            self._warming = threading.Thread(target=self.validator.warm, args=(names,),
+            self._warming = threading.Thread(target=self.warm, args=(names,),
                                              name="warm", daemon=True)
             self._warming.start()
 
     def compiled(self) -> list[str]:
-        return self.validator.compiled()
+        return sorted(n for part in self.parts for n in part.compiled())
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close(wait=True)
 
 
 def serve(socket: str) -> None:
@@ -86,7 +120,7 @@ def serve(socket: str) -> None:
     kit = schematron.references()
     if kit is None:
         raise SystemExit("kit CDA de l'ANS introuvable")
-    served = _Served(Validator(kit))
+    served = _Served(kit)
     _Server.register("validator", callable=lambda: served)
     owner = int(os.environ.get(OWNER, "0") or 0)
 
@@ -100,8 +134,16 @@ def serve(socket: str) -> None:
     threading.Thread(target=orphaned, name="owner-watch", daemon=True).start()
     manager = _Server(address=socket, authkey=key_of(socket).read_bytes())
     server = manager.get_server()
+    signal.signal(signal.SIGTERM, _stop)
     print("ready", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    finally:  # the validator processes stop with it
+        served.close()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _alive(pid: int) -> bool:
