@@ -40,7 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """One schematron validation service for the whole session, started by the
     controller (or the only process) before the workers: every worker, every server and
     CLI the tests start use it (TELEIMG_SCHEMATRON_SERVICE), so Saxon compiles the ANS
-    schematrons once per session, not once per process (issue 26)."""
+    schematrons once per session, not once per process (issue 26). When the session
+    runs CDA or end-to-end tests, it compiles them now, while the tests are collected."""
     global _SCHEMATRONS
     from adapters.cda import schematron, service
 
@@ -49,24 +50,25 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _SCHEMATRONS = service.start()
     os.environ[service.SETTING] = _SCHEMATRONS.socket
+    if _needs_schematrons(config.args):
+        shared = service.shared(schematron.references() or Path("."))
+        assert shared is not None
+        shared.warm_soon(sorted({n for names in schematron.BY_LEVEL.values()
+                                 for n in names}))
+
+
+def _needs_schematrons(args: list[str]) -> bool:
+    for arg in args or ["tests"]:
+        path = Path(arg.split("::")[0])
+        if "cda" in arg or "e2e" in arg or (path.is_dir() and (
+                any(path.rglob("test_cda*.py")) or any(path.rglob("e2e")))):
+            return True
+    return False
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SCHEMATRONS is not None:
         _SCHEMATRONS.stop()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The service compiles in the background as soon as a collected test needs the
-    schematrons (the first such test would otherwise wait for it)."""
-    from adapters.cda import schematron, service
-
-    if os.environ.get(service.SETTING) and any(
-            "cda" in item.nodeid or "/e2e/" in item.nodeid for item in session.items):
-        shared = service.shared(schematron.references() or Path("."))
-        assert shared is not None
-        shared.warm_soon(sorted({n for names in schematron.BY_LEVEL.values()
-                                 for n in names}))
 
 
 def mongo_url() -> str:

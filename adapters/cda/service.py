@@ -40,7 +40,10 @@ from adapters.cda.schematron import Isolated, Report, Validator
 log = logging.getLogger("teleimagerie.cda")
 SETTING = "TELEIMG_SCHEMATRON_SERVICE"  # the service's socket
 OWNER = "TELEIMG_SCHEMATRON_SERVICE_OWNER"  # the pid the service does not outlive
-READY_TIMEOUT = 30.0
+# the schematrons of the first validator process, the others in the second: a document
+# costs them about the same time (structuration minimale 0.4 s + IHE 0.7 s, against
+# 0.9 s for the three others; structuration minimale's 10-15 s compilation is the first's)
+HEAVY = frozenset({schematron.STRUCT_MIN, schematron.IHE})
 
 
 def key_of(socket: str) -> Path:
@@ -60,10 +63,9 @@ _Manager.register("validator")
 
 class _Served:
     """What the service exposes: the host's validators. Each schematron belongs to one
-    of two validator processes (:class:`~adapters.cda.schematron.Isolated`), structuration
-    minimale alone in one (13 MB of XSLT, as long to compile and about as long to run as
-    the four others together): each is compiled once, and a document's schematrons run
-    on two cores at once. The manager gives each client a thread."""
+    of two validator processes (:class:`~adapters.cda.schematron.Isolated`): each is
+    compiled once, and a document's schematrons run on two cores at once. The manager
+    gives each client a thread."""
 
     def __init__(self, kit: Path) -> None:
         self.kit = kit
@@ -73,7 +75,7 @@ class _Served:
         self._warming: threading.Thread | None = None
 
     def _part(self, name: str) -> Isolated:
-        return self.parts[0 if name == schematron.STRUCT_MIN else 1]
+        return self.parts[0 if name in HEAVY else 1]
 
     def _split(self, names: Sequence[str]) -> list[tuple[Isolated, tuple[str, ...]]]:
         return [(part, tuple(n for n in names if self._part(n) is part))
