@@ -30,9 +30,45 @@ from fhir_server.store import open_store  # noqa: E402
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "references"
 BACKENDS = ["sqlite", "mongo"]
-# in-process cores validate CDA in their own process: one Saxon compilation per test
-# worker, not two (servers started by tests isolate it again: tests/e2e/harness.py)
+# without the session's validation service (below), in-process cores validate CDA in
+# their own process: one Saxon compilation per test worker, not two
 os.environ.setdefault("TELEIMG_SCHEMATRON_ISOLATED", "off")
+_SCHEMATRONS: Any = None  # the session's validation service (ADR 0021 §7)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One schematron validation service for the whole session, started by the
+    controller (or the only process) before the workers: every worker, every server and
+    CLI the tests start use it (TELEIMG_SCHEMATRON_SERVICE), so Saxon compiles the ANS
+    schematrons once per session, not once per process (issue 26). When the session
+    runs CDA or end-to-end tests, it compiles them now, while the tests are collected."""
+    global _SCHEMATRONS
+    from adapters.cda import schematron, service
+
+    if hasattr(config, "workerinput") or service.SETTING in os.environ or \
+            not schematron.available():
+        return
+    _SCHEMATRONS = service.start()
+    os.environ[service.SETTING] = _SCHEMATRONS.socket
+    if _needs_schematrons(config.args):
+        shared = service.shared(schematron.references() or Path("."))
+        assert shared is not None
+        shared.warm_soon(sorted({n for names in schematron.BY_LEVEL.values()
+                                 for n in names}))
+
+
+def _needs_schematrons(args: list[str]) -> bool:
+    for arg in args or ["tests"]:
+        path = Path(arg.split("::")[0])
+        if "cda" in arg or "e2e" in arg or (path.is_dir() and (
+                any(path.rglob("test_cda*.py")) or any(path.rglob("e2e")))):
+            return True
+    return False
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SCHEMATRONS is not None:
+        _SCHEMATRONS.stop()
 
 
 def mongo_url() -> str:

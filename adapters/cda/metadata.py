@@ -139,16 +139,17 @@ def _xon(org: etree._Element | None) -> str:
             f"{escape(ident.get('extension') or '')}")
 
 
-def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
-    """The metadata of one CDA document (bytes as stored and sent); ``visibility`` the
-    masking codes chosen for it (TRE_A07)."""
-    doc = etree.fromstring(xml)
+@dataclass
+class _Patient:
+    patient_id: str  # CX of the INS, or ""
+    source_id: str  # CX of the local id (IPP), else the INS's
+    info: list[str]  # PID-3|…, PID-5|…, PID-7|…, PID-8|…
+    ins: str
+    name: str
 
-    def one(path: str) -> etree._Element | None:
-        found: etree._Element | None = doc.find(path, V3)
-        return found
 
-    patient_role = one("v3:recordTarget/v3:patientRole")
+def _patient(patient_role: etree._Element | None) -> _Patient:
+    """recordTarget/patientRole -> the XDS patient metadata."""
     ins = ipp = None
     for ident in (patient_role.iterfind("v3:id", V3) if patient_role is not None else ()):
         if ident.get("root") in codes.INS_OIDS and ins is None:
@@ -171,38 +172,65 @@ def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
         gender = person.find("v3:administrativeGenderCode", V3)
         if gender is not None and gender.get("code"):
             info.append(f"PID-8|{gender.get('code')}")
-    authors = []
-    for author in doc.iterfind("v3:author/v3:assignedAuthor", V3):
-        authors.append((_xcn(author), _xon(author.find("v3:representedOrganization", V3)),
-                        _code(author.find("v3:code", V3))))
-    event = one("v3:documentationOf/v3:serviceEvent")
+    return _Patient(patient_id, source_id, info,
+                    ins.get("extension", "") if ins is not None else "",
+                    " ".join(p for p in (family.strip(), given.strip()) if p))
+
+
+def _service_event(event: etree._Element | None
+                   ) -> tuple[list[Code], list[str], str, str, Code | None]:
+    """documentationOf/serviceEvent -> (event codes, study references, start, stop,
+    practice setting)."""
     events: list[Code] = []
     references: list[str] = []
-    start = stop = ""
-    setting = None
-    if event is not None:
-        act = _code(event.find("v3:code", V3))
-        if act is not None:
-            events.append(act)
-        for translation in event.iterfind("v3:code/v3:translation", V3):
-            found = _code(translation)
-            if found is not None:
-                events.append(found)
-        for uid in event.iterfind("v3:id", V3):
-            if uid.get("root"):
-                references.append(f"{uid.get('root')}^^^^{REF_STUDY}")
-        low = event.find("v3:effectiveTime/v3:low", V3)
-        start = _dtm(low.get("value") if low is not None else None)
-        high = event.find("v3:effectiveTime/v3:high", V3)
-        stop = _dtm(high.get("value") if high is not None else None)
-        setting = _code(event.find("v3:performer/v3:assignedEntity/v3:representedOrganization/"
-                                   "v3:standardIndustryClassCode", V3))
-    order = one("v3:inFulfillmentOf/v3:order")
+    if event is None:
+        return events, references, "", "", None
+    act = _code(event.find("v3:code", V3))
+    if act is not None:
+        events.append(act)
+    for translation in event.iterfind("v3:code/v3:translation", V3):
+        found = _code(translation)
+        if found is not None:
+            events.append(found)
+    for uid in event.iterfind("v3:id", V3):
+        if uid.get("root"):
+            references.append(f"{uid.get('root')}^^^^{REF_STUDY}")
+    low = event.find("v3:effectiveTime/v3:low", V3)
+    high = event.find("v3:effectiveTime/v3:high", V3)
+    setting = _code(event.find("v3:performer/v3:assignedEntity/v3:representedOrganization/"
+                               "v3:standardIndustryClassCode", V3))
+    return (events, references, _dtm(low.get("value") if low is not None else None),
+            _dtm(high.get("value") if high is not None else None), setting)
+
+
+def _order_references(order: etree._Element | None) -> list[str]:
+    """inFulfillmentOf/order -> the order and accession number references."""
+    references: list[str] = []
     if order is not None:
         for tag, kind in (("v3:id", REF_ORDER), ("ps3-20:accessionNumber", REF_ACCESSION)):
             node = order.find(tag, V3)
             if node is not None and node.get("extension"):
                 references.append(f"{node.get('extension')}^^^&{node.get('root')}&ISO^{kind}")
+    return references
+
+
+def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
+    """The metadata of one CDA document (bytes as stored and sent); ``visibility`` the
+    masking codes chosen for it (TRE_A07)."""
+    doc = etree.fromstring(xml)
+
+    def one(path: str) -> etree._Element | None:
+        found: etree._Element | None = doc.find(path, V3)
+        return found
+
+    patient = _patient(one("v3:recordTarget/v3:patientRole"))
+    authors = []
+    for author in doc.iterfind("v3:author/v3:assignedAuthor", V3):
+        authors.append((_xcn(author), _xon(author.find("v3:representedOrganization", V3)),
+                        _code(author.find("v3:code", V3))))
+    events, references, start, stop, setting = _service_event(
+        one("v3:documentationOf/v3:serviceEvent"))
+    references += _order_references(one("v3:inFulfillmentOf/v3:order"))
     legal = one("v3:legalAuthenticator/v3:assignedEntity")
     type_code = _code(one("v3:code")) or Code(*codes.REPORT_CODE, codes.LOINC)
     n1 = one("v3:component/v3:nonXMLBody") is not None
@@ -230,7 +258,8 @@ def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
         confidentiality=confidentiality,
         language=language.get("code", "fr-FR") if language is not None else "fr-FR",
         creation_time=_dtm(created.get("value") if created is not None else None),
-        patient_id=patient_id, source_patient_id=source_id, source_patient_info=info,
+        patient_id=patient.patient_id, source_patient_id=patient.source_id,
+        source_patient_info=patient.info,
         authors=authors, legal_authenticator=_xcn(legal),
         service_start=start, service_stop=stop, events=events,
         facility_type=_code(one("v3:componentOf/v3:encompassingEncounter/v3:location/"
@@ -238,8 +267,7 @@ def read(xml: bytes, visibility: Collection[str] = ()) -> Metadata:
         practice_setting=setting or DEFAULT_PRACTICE, references=references,
         replaces=_ii(parent) if parent is not None else None,
         size=len(xml), hash=hashlib.sha1(xml).hexdigest(),
-        ins=ins.get("extension", "") if ins is not None else "",
-        patient_name=" ".join(p for p in (family.strip(), given.strip()) if p),
+        ins=patient.ins, patient_name=patient.name,
         type_translations=translations,
     )
 

@@ -38,6 +38,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -68,6 +69,7 @@ BY_LEVEL: dict[str, tuple[str, ...]] = {
 }
 # Version of the compilation below: bump it when the pipeline changes (cache key).
 PIPELINE = "iso-skeleton-2010/xslt2-binding/1"
+REMEMBER = 512  # verdicts (document, schematron) a validator keeps
 
 # The skeleton accepts queryBinding xslt/xslt1/exslt only; the ANS schematrons are xslt2.
 # This adds the xslt2 gate, identical to the skeleton's xslt one but for the version of
@@ -216,6 +218,8 @@ class Validator:
         self._executables: dict[str, Any] = {}
         self._absent: dict[str, frozenset[str]] = {}  # schematron -> missing files
         self._variables: dict[str, dict[str, str]] = {}  # schematron -> $var -> file
+        # (document digest, schematron) -> its part of the report, oldest first
+        self._verdicts: OrderedDict[tuple[str, str], Report] = OrderedDict()
         self._lock = threading.RLock()
 
     # -- compilation ----------------------------------------------------------------------
@@ -376,20 +380,43 @@ class Validator:
         for name in names:
             self._executable(name)
 
+    def compiled(self) -> list[str]:
+        """The schematrons compiled in memory, ready to validate."""
+        with self._lock:
+            return sorted(self._executables)
+
     # -- validation -----------------------------------------------------------------------
     def validate(self, xml: bytes, schematrons: Sequence[str] | None = None) -> Report:
         """Every assertion of ``schematrons`` (by default those of the document's level:
-        :data:`BY_LEVEL`) over one CDA document."""
+        :data:`BY_LEVEL`) over one CDA document. The document is parsed once for all of
+        them; the verdict of a schematron on the same bytes is remembered (the same
+        document is checked before the report is accepted and before it is sent)."""
         names = schematrons if schematrons is not None else BY_LEVEL[level_of(xml)]
+        digest = hashlib.sha256(xml).hexdigest()
         report = Report()
+        node = None
         saxon = _saxon()
         for name in names:
-            executable = self._executable(name)
-            with saxon.lock:
-                node = saxon.processor.parse_xml(xml_text=xml.decode("utf-8"))
-                svrl = executable.transform_to_string(xdm_node=node)
-            self._read(name, svrl, report)
+            part = self._verdicts.get((digest, name))
+            if part is None:
+                executable = self._executable(name)
+                with saxon.lock:
+                    if node is None:
+                        node = saxon.processor.parse_xml(xml_text=xml.decode("utf-8"))
+                    svrl = executable.transform_to_string(xdm_node=node)
+                part = Report()
+                self._read(name, svrl, part)
+                self._remember((digest, name), part)
+            report.failures += part.failures
+            report.unverifiable += part.unverifiable
+            report.fired += part.fired
         return report
+
+    def _remember(self, key: tuple[str, str], part: Report) -> None:
+        with self._lock:
+            self._verdicts[key] = part
+            while len(self._verdicts) > REMEMBER:
+                self._verdicts.popitem(last=False)
 
     def _read(self, name: str, svrl: str, report: Report) -> None:
         root = etree.fromstring(svrl.encode())
@@ -483,10 +510,14 @@ class Isolated:
     def warm(self, names: Iterable[str] = BY_LEVEL["N3"]) -> None:
         self._call(_child_warm, tuple(names))
 
-    def close(self) -> None:
+    def compiled(self) -> list[str]:
+        names: list[str] = self._call(_child_compiled)
+        return names
+
+    def close(self, wait: bool = False) -> None:
         with self._lock:
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown(wait=wait, cancel_futures=True)
                 self._pool = None
 
 
@@ -516,6 +547,11 @@ def _child_warm(names: tuple[str, ...]) -> None:
     _child.warm(names)
 
 
+def _child_compiled() -> list[str]:
+    assert _child is not None
+    return _child.compiled()
+
+
 def default() -> Validator:
     """The process's validator over the kit found by :func:`references`."""
     global _default
@@ -529,5 +565,9 @@ def default() -> Validator:
                 import saxonche  # noqa: F401
             except ImportError as exc:
                 raise Unavailable("saxonche (SaxonC-HE) n'est pas installé") from exc
-            _default = Validator(kit)
+            from adapters.cda import service
+
+            # the host's validation service when there is one (ADR 0021 §7): one Saxon
+            # compilation for every process, not one each
+            _default = service.shared(kit) or Validator(kit)
         return _default

@@ -44,48 +44,54 @@ def gather(server: FhirServer, report: dict[str, Any], version: int) -> Sources:
     if patient is None:
         raise MissingSource(f"DiagnosticReport/{report.get('id')} : patient introuvable")
     out = Sources(report=report, version=version, patient=patient)
-    for based in report.get("basedOn") or []:
-        request = load(server, ref_of(based))
-        if request is not None and request.get("resourceType") == "ServiceRequest":
-            out.request = request
-            break
-    for ref in (out.request or {}).get("supportingInfo") or []:
-        found = load(server, ref_of(ref))
-        if found is not None and found.get("resourceType") in ("Condition", "Procedure",
-                                                                "Observation"):
-            out.history.append(found)
-    for ref in report.get("imagingStudy") or []:
-        study = load(server, ref_of(ref))
-        if study is not None:
-            out.studies.append(study)
-    for ref in report.get("result") or []:
-        obs = load(server, ref_of(ref))
-        if obs is not None and obs.get("resourceType") == "Observation":
-            out.doses.append(obs)
-    for performer in report.get("performer") or []:
-        ref = ref_of(performer) or ""
-        if ref.startswith("Practitioner/"):
-            out.author = load(server, ref)
-            roles = find(server, "PractitionerRole", [("practitioner", ref)])
-            for role in roles:
-                org = load(server, ref_of(role.get("organization")))
-                if org is not None:
-                    out.author_org = org
-                    break
-            break
-        if ref.startswith("PractitionerRole/"):
-            role = load(server, ref) or {}
-            out.author = load(server, ref_of(role.get("practitioner")))
-            out.author_org = load(server, ref_of(role.get("organization")))
-            break
+    requests = _loaded(server, report.get("basedOn"), ("ServiceRequest",))
+    out.request = requests[0] if requests else None
+    out.history = _loaded(server, (out.request or {}).get("supportingInfo"),
+                          ("Condition", "Procedure", "Observation"))
+    out.studies = _loaded(server, report.get("imagingStudy"))
+    out.doses = _loaded(server, report.get("result"), ("Observation",))
+    out.author, out.author_org = _author(server, report)
     if out.author is None:
         raise MissingSource(f"DiagnosticReport/{report.get('id')} : l'imageur (performer "
                             "Practitioner) est requis pour signer le document (R-ACT-4)")
     _, out.site, _ = origin(server, out.request)  # who asked (one notion, issue 24)
-    for study in out.studies:
+    out.endpoint = _endpoint(server, out.studies)
+    return out
+
+
+def _loaded(server: FhirServer, refs: list[Any] | None,
+            types: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """The resources ``refs`` point to that exist (and are of one of ``types``)."""
+    found = (load(server, ref_of(ref)) for ref in refs or [])
+    return [r for r in found if r is not None and
+            (types is None or r.get("resourceType") in types)]
+
+
+def _author(server: FhirServer, report: dict[str, Any]
+            ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The imager (first Practitioner or PractitionerRole performer) and the
+    Organization they act for."""
+    for performer in report.get("performer") or []:
+        ref = ref_of(performer) or ""
+        if ref.startswith("Practitioner/"):
+            roles = find(server, "PractitionerRole", [("practitioner", ref)])
+            orgs = (load(server, ref_of(role.get("organization"))) for role in roles)
+            return load(server, ref), next((o for o in orgs if o is not None), None)
+        if ref.startswith("PractitionerRole/"):
+            role = load(server, ref) or {}
+            return (load(server, ref_of(role.get("practitioner"))),
+                    load(server, ref_of(role.get("organization"))))
+    return None, None
+
+
+def _endpoint(server: FhirServer, studies: list[dict[str, Any]]) -> str:
+    """The WADO-RS base: each study's first endpoint with an address, the last study's
+    winning."""
+    address = ""
+    for study in studies:
         for ref in study.get("endpoint") or []:
             endpoint = load(server, ref_of(ref))
             if endpoint and endpoint.get("address"):
-                out.endpoint = str(endpoint["address"])
+                address = str(endpoint["address"])
                 break
-    return out
+    return address

@@ -23,6 +23,7 @@ from lxml import etree
 
 from adapters.cda import metadata, schematron, xds_check
 from adapters.cda.schematron import Failure, Unavailable
+from adapters.cda.service import Shared
 
 references = schematron.references
 
@@ -108,12 +109,13 @@ def checker() -> Checker:
     with _checker_lock:
         if _checker is None:
             default = schematron.default()  # says why it cannot run here (Unavailable)
-            # a server validates out of process (SaxonC holds the GIL: ADR 0021);
+            # a server validates out of process (SaxonC holds the GIL: ADR 0021): in the
+            # host's service (TELEIMG_SCHEMATRON_SERVICE) or else a process of its own;
             # TELEIMG_SCHEMATRON_ISOLATED=off keeps it in this one (tests, the CLI)
             isolated = os.environ.get("TELEIMG_SCHEMATRON_ISOLATED", "on").lower() not in (
                 "off", "0", "false", "no")
-            _checker = Checker(default.kit, schematron.Isolated(default.kit)
-                               if isolated else default)
+            _checker = Checker(default.kit, default if isinstance(default, Shared) or not
+                               isolated else schematron.Isolated(default.kit))
         return _checker
 
 

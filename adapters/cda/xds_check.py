@@ -80,6 +80,19 @@ def problems(meta: Metadata, level: str, kit: Path | None) -> list[str]:
         if (got.code, got.scheme) != (code, scheme):
             out.append(f"{name.split()[0]} : {got.code} ({got.scheme}) au lieu de {code} "
                        f"({scheme}) pour un compte rendu d'imagerie {level}")
+    out += _formats(meta)
+    known = imaging_document_codes(kit) if kit is not None else frozenset()
+    for translation in meta.type_translations:
+        if known and (translation.code, translation.scheme) not in known:
+            out.append(f"typeCode (traduction) : {translation.code} ({translation.scheme}) "
+                       "hors JDV_CodesDocumentImagerie_CISIS (1.2.250.1.213.1.1.5.687)")
+    return out
+
+
+def _formats(meta: Metadata) -> list[str]:
+    """The shape of the coded and dated metadata (confidentiality, language, DTM, INS,
+    facility type and practice setting tables)."""
+    out: list[str] = []
     if not any(c.scheme == codes.CONFIDENTIALITY and c.code in CONFIDENTIALITY
                for c in meta.confidentiality):
         out.append("confidentialityCode : un code N, R ou V (2.16.840.1.113883.5.25) est "
@@ -100,9 +113,4 @@ def problems(meta: Metadata, level: str, kit: Path | None) -> list[str]:
     if meta.practice_setting is not None and \
             meta.practice_setting.scheme != codes.PRACTICE_SETTING:
         out.append(f"practiceSettingCode : hors TRE_A00 ({meta.practice_setting.scheme})")
-    known = imaging_document_codes(kit) if kit is not None else frozenset()
-    for translation in meta.type_translations:
-        if known and (translation.code, translation.scheme) not in known:
-            out.append(f"typeCode (traduction) : {translation.code} ({translation.scheme}) "
-                       "hors JDV_CodesDocumentImagerie_CISIS (1.2.250.1.213.1.1.5.687)")
     return out
