@@ -1,0 +1,236 @@
+"""HL7 v2 -> FHIR field mappings as data (issue 28): a flow is a list of :class:`Table`,
+one per FHIR resource, each a tuple of :class:`Row` — source field, FHIR element,
+converter, requirement id — run by one generic mapper (:func:`apply`, :func:`each`,
+:func:`per_occurrence`). The adapter README's field tables are generated from them
+(``tools/hl7v2_readme.py``).
+
+A row's ``source`` says where the value is, in the IG's words:
+
+* ``SEG-n`` — the first repetition of field n (a :class:`~adapters.hl7v2.message.Field`,
+  empty when the field is; the row gives nothing when the segment is absent);
+* ``SEG-n*`` — every repetition: the converter is applied to each, empty results dropped,
+  the list is the value;
+* ``OBX CODE`` / ``OBX CODE n.m`` — the OBX whose OBX-3.1 is CODE, part m of OBX-4
+  ``n.m`` (``sub-id.md``; part 1 when not given), as an :class:`~adapters.hl7v2.obx.Obx`;
+  in :func:`per_occurrence`, the part of the occurrence being mapped;
+* a special case — the converter is a named function marked :func:`special`: it gets
+  the whole :class:`Source` (the message, the resource built so far) and the source
+  says in words where it reads (``TQ1-9 / ORC-7.6 / OBR-27.6``, ``NTE FINALITE_EXAMEN``).
+
+A row's ``target`` is the element path in the resource: ``birthDate``, ``batch.lotNumber``,
+``contained.0.batch`` (an index into a list already there); ``extension[]`` appends (a list
+value extends); ``.`` merges the value (a whole resource, e.g. XCN -> Practitioner) into
+the resource. Empty values (``None``, ``""``, ``[]``, ``{}``) are not written; a row with
+``required`` then fails the message (ACK AE, table 0357 code 101, ``required`` the ERR-7
+text); a ``key`` row drops the resource instead (an occurrence without its identifier).
+Rows run in table order, which is the order the message's errors are found in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from adapters.hl7v2.message import Field, Message, MessageError, Segment
+from adapters.hl7v2.obx import Obx, groups
+
+Converter = Callable[[Any], Any]
+
+_FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(\*?)$")
+_OBX = re.compile(r"^OBX ([A-Za-z0-9_.-]+)(?: n\.(\d+))?$")
+_EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+S = TypeVar("S", bound=Callable[..., Any])
+
+
+def special(convert: S) -> S:
+    """Marks a converter as a special case: it reads the :class:`Source` itself."""
+    setattr(convert, "special", True)  # noqa: B010 (a function attribute)
+    return convert
+
+
+@dataclass(frozen=True)
+class Row:
+    """One mapping: ``source`` -> ``target`` through ``convert``, for ``requirement``."""
+
+    source: str
+    target: str
+    convert: Converter
+    requirement: str
+    note: str = ""
+    required: str = ""  # ERR-7 text when the source gives nothing (AE 101)
+    where: str = ""  # ERR-2 location of that error (default: the source field)
+    key: bool = False  # without a value, the resource is not made (per occurrence)
+    # compiled from ``source``: "field", "fields", "obx" or "special"
+    kind: str = field(init=False, default="special")
+    segment: str = field(init=False, default="")
+    number: int = field(init=False, default=0)
+    obx_part: str = field(init=False, default="1")
+
+    def __post_init__(self) -> None:
+        m = _FIELD.match(self.source)
+        if getattr(self.convert, "special", False):
+            self._set(segment=m.group(1), number=int(m.group(2))) if m else None
+        elif m:
+            self._set(kind="fields" if m.group(3) else "field", segment=m.group(1),
+                      number=int(m.group(2)))
+        elif (o := _OBX.match(self.source)) is not None:
+            self._set(kind="obx", segment=o.group(1).upper(), obx_part=o.group(2) or "1")
+        else:
+            raise ValueError(f"{self.source!r}: not SEG-n[*] nor OBX CODE [n.m], and "
+                             f"{self.convert.__name__} is not marked special")
+        if not self.where:
+            self._set(where=f"{self.segment}^1^{self.number}" if self.number else
+                      self.source.split(" ")[0])
+
+    def _set(self, **values: Any) -> None:
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The rows that make one FHIR resource of a flow (``resource`` names it in the
+    README: ``ServiceRequest``, ``Practitioner (ORC-11)``…)."""
+
+    resource: str
+    rows: tuple[Row, ...]
+
+
+class Source:
+    """What the rows read: a message (or a lone segment, e.g. the PID of an ADT), its OBX
+    groups, the occurrence being mapped, the resource built so far and values the flow
+    already knows (``context``: the patient reference, the order key…)."""
+
+    __slots__ = ("_fields", "_obx", "_segments", "context", "message", "occurrence",
+                 "resource")
+
+    def __init__(self, message: Message | None = None, *segments: Segment,
+                 context: dict[str, Any] | None = None) -> None:
+        self.message = message
+        self._segments: dict[str, Segment | None] = {s.name: s for s in segments}
+        self._fields: dict[tuple[str, int], list[Field]] = {}
+        self._obx: dict[str, dict[str, dict[str, Obx]]] | None = None
+        self.context: dict[str, Any] = context or {}
+        self.occurrence: dict[str, Obx] | None = None
+        self.resource: dict[str, Any] = {}
+
+    def segment(self, name: str) -> Segment | None:
+        """The first segment ``name`` of the message (looked up once)."""
+        if name not in self._segments:
+            self._segments[name] = self.message.segment(name) if self.message else None
+        return self._segments[name]
+
+    def repetitions(self, name: str, n: int) -> list[Field]:
+        """The repetitions of field ``name-n`` (split once, shared by the rows)."""
+        found = self._fields.get((name, n))
+        if found is None:
+            seg = self.segment(name)
+            found = self._fields[(name, n)] = seg.repetitions(n) if seg else []
+        return found
+
+    def field(self, name: str, n: int) -> Field | None:
+        reps = self.repetitions(name, n)
+        return reps[0] if reps else None
+
+    @property
+    def obx(self) -> dict[str, dict[str, dict[str, Obx]]]:
+        """OBX-3.1 -> occurrence n -> part m (:func:`adapters.hl7v2.obx.groups`)."""
+        if self._obx is None:
+            self._obx = groups(self.message) if self.message else {}
+        return self._obx
+
+    def first_obx(self, code: str, part: str = "1") -> Obx | None:
+        if self.occurrence is not None:
+            return self.occurrence.get(part)
+        for occurrence in (self.obx.get(code) or {}).values():
+            if part in occurrence:
+                return occurrence[part]
+        return None
+
+
+def value(row: Row, src: Source) -> Any:
+    """The row's converted value (``None`` when the source gives nothing)."""
+    kind = row.kind
+    if kind == "field":  # an absent field reads empty, as Segment.field gives it
+        seg = src.segment(row.segment)
+        out = row.convert(src.field(row.segment, row.number) or Field("", seg.delimiters)) \
+            if seg is not None else None
+    elif kind == "fields":
+        out = [v for v in map(row.convert, src.repetitions(row.segment, row.number))
+               if v not in _EMPTY]
+    elif kind == "obx":
+        o = src.first_obx(row.segment, row.obx_part)
+        out = row.convert(o) if o is not None else None
+    else:
+        out = row.convert(src)
+    if row.required and out in _EMPTY:
+        raise MessageError("101", row.required, row.where)
+    return out
+
+
+def put(resource: dict[str, Any], path: str, item: Any) -> None:
+    """Writes ``item`` at ``path`` (see the module docstring)."""
+    if path == ".":
+        resource.update(item)
+        return
+    *parents, last = path.split(".")
+    node: Any = resource
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if last.endswith("[]"):
+        items = node.setdefault(last[:-2], [])
+        if isinstance(item, list):
+            items.extend(item)
+        else:
+            items.append(item)
+    else:
+        node[last] = item
+
+
+def apply(table: Table, src: Source, resource: dict[str, Any] | None = None
+          ) -> dict[str, Any] | None:
+    """Runs every row of ``table`` into ``resource`` (a new one when not given); ``None``
+    when a ``key`` row gives nothing."""
+    out: dict[str, Any] = {} if resource is None else resource
+    src.resource = out
+    for row in table.rows:
+        item = value(row, src)
+        if item in _EMPTY:
+            if row.key:
+                return None
+            continue
+        put(out, row.target, item)
+    return out
+
+
+def each(table: Table, src: Source) -> list[Any]:
+    """One resource per row (rows whose target is ``.``): e.g. one Observation per OBX
+    code of flux 1; rows that give nothing make nothing."""
+    out = []
+    for row in table.rows:
+        src.resource = {}
+        item = value(row, src)
+        if item not in _EMPTY:
+            out.append(item)
+    return out
+
+
+def per_occurrence(table: Table, src: Source, code: str
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """``table`` applied to each occurrence n of the OBX group ``code`` (OBX-4 ``n.m``),
+    in the order of n: [(n, resource)], occurrences without their ``key`` row left out."""
+    out = []
+    try:
+        for n, parts in sorted((src.obx.get(code) or {}).items()):
+            src.occurrence = parts
+            src.context["occurrence"] = n
+            made = apply(table, src)
+            if made is not None:
+                out.append((n, made))
+    finally:
+        src.occurrence = None
+    return out
