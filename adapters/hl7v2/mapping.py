@@ -219,16 +219,17 @@ def each(table: Table, src: Source) -> list[Any]:
     return out
 
 
-def per_occurrence(table: Table, src: Source, code: str
+def per_occurrence(table: Table, src: Source, code: str, base: dict[str, Any] | None = None
                    ) -> list[tuple[str, dict[str, Any]]]:
     """``table`` applied to each occurrence n of the OBX group ``code`` (OBX-4 ``n.m``),
-    in the order of n: [(n, resource)], occurrences without their ``key`` row left out."""
+    in the order of n, each on a copy of ``base``: [(n, resource)], occurrences without
+    their ``key`` row left out."""
     out = []
     try:
         for n, parts in sorted((src.obx.get(code) or {}).items()):
             src.occurrence = parts
             src.context["occurrence"] = n
-            made = apply(table, src)
+            made = apply(table, src, dict(base or {}))
             if made is not None:
                 out.append((n, made))
     finally:

@@ -340,6 +340,7 @@ def new_order(ctx: Context, msg: Message) -> tuple[list[str], str, str]:
     role_ref = _create(tx, role)
     performer = _made(PERFORMER, src)
     _made(SERVICE_REQUEST, src, request)
+    request.setdefault("authoredOn", None)  # as ever: null without ORC-9 or MSH-7 (refused)
     request.update({"status": "active", "intent": "order", "subject": {"reference": patient},
                     "requester": {"reference": role_ref}})
     if performer:
