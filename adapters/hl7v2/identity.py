@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2 import datatypes as dt
 from adapters.hl7v2.message import MessageError, Segment
+from adapters.hl7v2.pid import BIRTH_PLACE, PROFILE, patient
 from adapters.hl7v2.tx import token
 from fhir_server.workflow.identity import RELIABILITY
 from fhir_server.workflow.identity import status as identity_status
@@ -23,9 +24,6 @@ from fhir_server.workflow.records import body, raw_store
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
-PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
-BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
-MAX_REPETITIONS = 50
 
 
 class IdentityConflict(MessageError):
@@ -40,8 +38,6 @@ def patient_from_pid(pid: Segment) -> dict[str, Any]:
     """PID -> Patient (tlm-patient): identifiers, names, birth date and place, sex,
     addresses, phones, identity reliability (PID-32) — the table
     :data:`adapters.hl7v2.pid.PATIENT` (issue 28)."""
-    from adapters.hl7v2.pid import patient  # the table module reads our constants
-
     return patient(pid)
 
 

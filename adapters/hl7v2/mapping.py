@@ -20,7 +20,8 @@ A row's ``source`` says where the value is, in the IG's words:
 A row's ``target`` is the element path in the resource: ``birthDate``, ``batch.lotNumber``,
 ``contained.0.batch`` (an index into a list already there); ``extension[]`` appends (a list
 value extends); ``.`` merges the value (a whole resource, e.g. XCN -> Practitioner) into
-the resource. Empty values (``None``, ``""``, ``[]``, ``{}``) are not written; a row with
+the resource. Empty values (``None``, ``""``, ``[]``, ``{}``: converters return a falsy
+value for "nothing", never ``False`` or ``0`` as data) are not written; a row with
 ``required`` then fails the message (ACK AE, table 0357 code 101, ``required`` the ERR-7
 text); a ``key`` row drops the resource instead (an occurrence without its identifier).
 Rows run in table order, which is the order the message's errors are found in.
@@ -40,7 +41,6 @@ Converter = Callable[[Any], Any]
 
 _FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(\*?)$")
 _OBX = re.compile(r"^OBX ([A-Za-z0-9_.-]+)(?: n\.(\d+))?$")
-_EMPTY: tuple[Any, ...] = (None, "", [], {})
 
 
 S = TypeVar("S", bound=Callable[..., Any])
@@ -69,8 +69,18 @@ class Row:
     segment: str = field(init=False, default="")
     number: int = field(init=False, default=0)
     obx_part: str = field(init=False, default="1")
+    # compiled from ``target``: the path to the parent node, the leaf, "set", "append" or
+    # "merge"
+    parents: tuple[str | int, ...] = field(init=False, default=())
+    leaf: str = field(init=False, default="")
+    mode: str = field(init=False, default="set")
 
     def __post_init__(self) -> None:
+        *parents, leaf = self.target.split(".") if self.target != "." else ("",)
+        self._set(parents=tuple(int(p) if p.isdigit() else p for p in parents),
+                  leaf=leaf.removesuffix("[]"),
+                  mode="merge" if self.target == "." else
+                  "append" if leaf.endswith("[]") else "set")
         m = _FIELD.match(self.source)
         if getattr(self.convert, "special", False):
             self._set(segment=m.group(1), number=int(m.group(2))) if m else None
@@ -105,14 +115,12 @@ class Source:
     groups, the occurrence being mapped, the resource built so far and values the flow
     already knows (``context``: the patient reference, the order key…)."""
 
-    __slots__ = ("_fields", "_obx", "_segments", "context", "message", "occurrence",
-                 "resource")
+    __slots__ = ("_obx", "_segments", "context", "message", "occurrence", "resource")
 
     def __init__(self, message: Message | None = None, *segments: Segment,
                  context: dict[str, Any] | None = None) -> None:
         self.message = message
         self._segments: dict[str, Segment | None] = {s.name: s for s in segments}
-        self._fields: dict[tuple[str, int], list[Field]] = {}
         self._obx: dict[str, dict[str, dict[str, Obx]]] | None = None
         self.context: dict[str, Any] = context or {}
         self.occurrence: dict[str, Obx] | None = None
@@ -120,17 +128,17 @@ class Source:
 
     def segment(self, name: str) -> Segment | None:
         """The first segment ``name`` of the message (looked up once)."""
-        if name not in self._segments:
-            self._segments[name] = self.message.segment(name) if self.message else None
-        return self._segments[name]
+        try:
+            return self._segments[name]
+        except KeyError:
+            found = self._segments[name] = \
+                self.message.segment(name) if self.message else None
+            return found
 
     def repetitions(self, name: str, n: int) -> list[Field]:
-        """The repetitions of field ``name-n`` (split once, shared by the rows)."""
-        found = self._fields.get((name, n))
-        if found is None:
-            seg = self.segment(name)
-            found = self._fields[(name, n)] = seg.repetitions(n) if seg else []
-        return found
+        """The repetitions of field ``name-n`` of the first segment ``name``."""
+        seg = self.segment(name)
+        return seg.repetitions(n) if seg is not None else []
 
     def field(self, name: str, n: int) -> Field | None:
         reps = self.repetitions(name, n)
@@ -153,42 +161,42 @@ class Source:
 
 
 def value(row: Row, src: Source) -> Any:
-    """The row's converted value (``None`` when the source gives nothing)."""
+    """The row's converted value (falsy when the source gives nothing)."""
     kind = row.kind
     if kind == "field":  # an absent field reads empty, as Segment.field gives it
-        seg = src.segment(row.segment)
-        out = row.convert(src.field(row.segment, row.number) or Field("", seg.delimiters)) \
-            if seg is not None else None
+        reps = src.repetitions(row.segment, row.number)
+        if reps:
+            out = row.convert(reps[0])
+        else:
+            seg = src.segment(row.segment)
+            out = row.convert(Field("", seg.delimiters)) if seg is not None else None
     elif kind == "fields":
-        out = [v for v in map(row.convert, src.repetitions(row.segment, row.number))
-               if v not in _EMPTY]
+        convert = row.convert
+        out = [v for v in map(convert, src.repetitions(row.segment, row.number)) if v]
     elif kind == "obx":
         o = src.first_obx(row.segment, row.obx_part)
         out = row.convert(o) if o is not None else None
     else:
         out = row.convert(src)
-    if row.required and out in _EMPTY:
+    if not out and row.required:
         raise MessageError("101", row.required, row.where)
     return out
 
 
-def put(resource: dict[str, Any], path: str, item: Any) -> None:
-    """Writes ``item`` at ``path`` (see the module docstring)."""
-    if path == ".":
-        resource.update(item)
-        return
-    *parents, last = path.split(".")
+def put(resource: dict[str, Any], row: Row, item: Any) -> None:
+    """Writes ``item`` at the row's ``target`` (see the module docstring)."""
     node: Any = resource
-    for part in parents:
-        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
-    if last.endswith("[]"):
-        items = node.setdefault(last[:-2], [])
-        if isinstance(item, list):
-            items.extend(item)
-        else:
-            items.append(item)
+    for part in row.parents:
+        node = node[part] if isinstance(part, int) else node.setdefault(part, {})
+    leaf = row.leaf
+    if row.mode == "set":
+        node[leaf] = item
+    elif row.mode == "merge":
+        node.update(item)
+    elif isinstance(item, list):
+        node.setdefault(leaf, []).extend(item)
     else:
-        node[last] = item
+        node.setdefault(leaf, []).append(item)
 
 
 def apply(table: Table, src: Source, resource: dict[str, Any] | None = None
@@ -199,11 +207,13 @@ def apply(table: Table, src: Source, resource: dict[str, Any] | None = None
     src.resource = out
     for row in table.rows:
         item = value(row, src)
-        if item in _EMPTY:
+        if not item:
             if row.key:
                 return None
-            continue
-        put(out, row.target, item)
+        elif row.mode == "set" and not row.parents:  # most rows: one element
+            out[row.leaf] = item
+        else:
+            put(out, row, item)
     return out
 
 
@@ -214,7 +224,7 @@ def each(table: Table, src: Source) -> list[Any]:
     for row in table.rows:
         src.resource = {}
         item = value(row, src)
-        if item not in _EMPTY:
+        if item:
             out.append(item)
     return out
 

@@ -119,7 +119,8 @@ class Field:
             value = parts[sub - 1] if sub <= len(parts) else ""
         # spaces around the encoded value are padding; an escaped character (\Xhh\) is
         # data, kept even when it is a control character at an end
-        return unescape(value.strip(), self._d)
+        value = value.strip()
+        return unescape(value, self._d) if self._d.escape in value else value
 
     def __bool__(self) -> bool:
         return bool(self.raw.strip(self._d.component + self._d.subcomponent + " "))
@@ -132,10 +133,11 @@ class Field:
 class Segment:
     """A segment; ``field(n)`` uses HL7 numbering (MSH-1 is the field separator)."""
 
-    __slots__ = ("_d", "fields", "index", "name")
+    __slots__ = ("_d", "_reps", "fields", "index", "name")
 
     def __init__(self, text: str, d: Delimiters, index: int) -> None:
         self._d = d
+        self._reps: dict[int, list[Field]] = {}  # split once: the mappings read a field often
         self.index = index  # 1-based position in the message (ERR-2 location)
         parts = text.split(d.field)
         self.name = parts[0]
@@ -152,10 +154,17 @@ class Segment:
         return self.fields[n] if 0 < n < len(self.fields) else ""
 
     def repetitions(self, n: int) -> list[Field]:
+        """The repetitions of field ``n`` (the same list on every call: do not change it)."""
+        found = self._reps.get(n)
+        if found is not None:
+            return found
         raw = self.raw(n)
         if n <= 2 and self.name == "MSH":
-            return [Field(raw, Delimiters(self._d.field, "\0", "\0", "\0", "\0"))]
-        return [Field(r, self._d) for r in raw.split(self._d.repetition)] if raw else []
+            found = [Field(raw, Delimiters(self._d.field, "\0", "\0", "\0", "\0"))]
+        else:
+            found = [Field(r, self._d) for r in raw.split(self._d.repetition)] if raw else []
+        self._reps[n] = found
+        return found
 
     def field(self, n: int) -> Field:
         reps = self.repetitions(n)

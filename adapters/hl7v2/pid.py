@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.hl7v2 import datatypes as dt
-from adapters.hl7v2.identity import BIRTH_PLACE, MAX_REPETITIONS, PROFILE
 from adapters.hl7v2.mapping import Row, Source, Table, apply, special
 from adapters.hl7v2.message import Field, MessageError, Segment
 from fhir_server.workflow.identity import reliability
 
+PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
+BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+MAX_REPETITIONS = 50
 REPEATING = (3, 5, 11, 13, 14)
 
 
@@ -39,14 +41,15 @@ def gender(f: Field) -> str | None:
 
 def address(f: Field) -> dict[str, Any] | None:
     """XAD of any type but the birth place (BDL)."""
-    found, kind = dt.xad(f)
-    return found if kind != "BDL" else None
+    return dt.xad(f)[0] if f.component(7).upper() != "BDL" else None
 
 
 def birth_place(f: Field) -> dict[str, Any] | None:
     """XAD-7 ``BDL`` -> ``patient-birthPlace`` (with the INSEE code, XAD-9)."""
-    found, kind = dt.xad(f)
-    return {"url": BIRTH_PLACE, "valueAddress": found} if found and kind == "BDL" else None
+    if f.component(7).upper() != "BDL":
+        return None
+    found = dt.xad(f)[0]
+    return {"url": BIRTH_PLACE, "valueAddress": found} if found else None
 
 
 def deceased(f: Field) -> bool | None:

@@ -51,12 +51,15 @@ def test_a_source_that_is_neither_a_field_nor_an_obx_needs_a_special_converter()
 
 
 def test_put_paths() -> None:
+    def put_at(target: str, item: Any) -> None:
+        put(out, Row("—", target, _whole, "R-INT-2"), item)
+
     out: dict[str, Any] = {"contained": [{}]}
-    put(out, "extension[]", {"url": "a"})
-    put(out, "extension[]", [{"url": "b"}, {"url": "c"}])
-    put(out, "contained.0.batch.lotNumber", "L1")
-    put(out, "dosage.dose", {"value": 1})
-    put(out, ".", {"id": "x"})
+    put_at("extension[]", {"url": "a"})
+    put_at("extension[]", [{"url": "b"}, {"url": "c"}])
+    put_at("contained.0.batch.lotNumber", "L1")
+    put_at("dosage.dose", {"value": 1})
+    put_at(".", {"id": "x"})
     assert out == {"contained": [{"batch": {"lotNumber": "L1"}}], "extension": [
         {"url": "a"}, {"url": "b"}, {"url": "c"}], "dosage": {"dose": {"value": 1}}, "id": "x"}
 
