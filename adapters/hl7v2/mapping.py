@@ -38,6 +38,7 @@ from adapters.hl7v2.message import Field, Message, MessageError, Segment
 from adapters.hl7v2.obx import Obx, groups
 
 Converter = Callable[[Any], Any]
+_UNSEEN: Any = object()
 
 _FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(\*?)$")
 _OBX = re.compile(r"^OBX ([A-Za-z0-9_.-]+)(?: n\.(\d+))?$")
@@ -74,6 +75,9 @@ class Row:
     parents: tuple[str | int, ...] = field(init=False, default=())
     leaf: str = field(init=False, default="")
     mode: str = field(init=False, default="set")
+    simple: bool = field(init=False, default=True)  # "set" of a top-level element
+    read: Callable[[Source], Any] = field(init=False, repr=False, compare=False,
+                                          default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         *parents, leaf = self.target.split(".") if self.target != "." else ("",)
@@ -95,6 +99,7 @@ class Row:
         if not self.where:
             self._set(where=f"{self.segment}^1^{self.number}" if self.number else
                       self.source.split(" ")[0])
+        self._set(read=_reader(self), simple=self.mode == "set" and not self.parents)
 
     def _set(self, **values: Any) -> None:
         for k, v in values.items():
@@ -128,12 +133,11 @@ class Source:
 
     def segment(self, name: str) -> Segment | None:
         """The first segment ``name`` of the message (looked up once)."""
-        try:
-            return self._segments[name]
-        except KeyError:
+        found = self._segments.get(name, _UNSEEN)
+        if found is _UNSEEN:
             found = self._segments[name] = \
                 self.message.segment(name) if self.message else None
-            return found
+        return found  # type: ignore[no-any-return]
 
     def repetitions(self, name: str, n: int) -> list[Field]:
         """The repetitions of field ``name-n`` of the first segment ``name``."""
@@ -160,24 +164,34 @@ class Source:
         return None
 
 
+def _reader(row: Row) -> Callable[[Source], Any]:
+    """The row's read-and-convert, made once per row: the tables run per message, so
+    the kind of source is decided here, not on every message."""
+    convert, name, n, part = row.convert, row.segment, row.number, row.obx_part
+    if row.kind == "field":
+        def read_field(src: Source) -> Any:
+            seg = src.segment(name)
+            if seg is None:
+                return None
+            reps = seg.repetitions(n)  # an absent field reads empty, as Segment.field
+            return convert(reps[0] if reps else Field("", seg.delimiters))
+        return read_field
+    if row.kind == "fields":
+        def read_fields(src: Source) -> Any:
+            seg = src.segment(name)
+            return [v for v in map(convert, seg.repetitions(n)) if v] if seg else None
+        return read_fields
+    if row.kind == "obx":
+        def read_obx(src: Source) -> Any:
+            o = src.first_obx(name, part)
+            return convert(o) if o is not None else None
+        return read_obx
+    return convert
+
+
 def value(row: Row, src: Source) -> Any:
     """The row's converted value (falsy when the source gives nothing)."""
-    kind = row.kind
-    if kind == "field":  # an absent field reads empty, as Segment.field gives it
-        reps = src.repetitions(row.segment, row.number)
-        if reps:
-            out = row.convert(reps[0])
-        else:
-            seg = src.segment(row.segment)
-            out = row.convert(Field("", seg.delimiters)) if seg is not None else None
-    elif kind == "fields":
-        convert = row.convert
-        out = [v for v in map(convert, src.repetitions(row.segment, row.number)) if v]
-    elif kind == "obx":
-        o = src.first_obx(row.segment, row.obx_part)
-        out = row.convert(o) if o is not None else None
-    else:
-        out = row.convert(src)
+    out = row.read(src)
     if not out and row.required:
         raise MessageError("101", row.required, row.where)
     return out
@@ -206,11 +220,13 @@ def apply(table: Table, src: Source, resource: dict[str, Any] | None = None
     out: dict[str, Any] = {} if resource is None else resource
     src.resource = out
     for row in table.rows:
-        item = value(row, src)
+        item = row.read(src)
         if not item:
+            if row.required:
+                raise MessageError("101", row.required, row.where)
             if row.key:
                 return None
-        elif row.mode == "set" and not row.parents:  # most rows: one element
+        elif row.simple:  # most rows: one element
             out[row.leaf] = item
         else:
             put(out, row, item)

@@ -109,11 +109,14 @@ class Field:
 
     def component(self, n: int, sub: int = 0) -> str:
         """Component ``n`` (1-based); with ``sub``, that subcomponent of it."""
-        if self._comps is None:
-            self._comps = self.raw.split(self._d.component)
-        if n < 1 or n > len(self._comps):
+        comps = self._comps
+        if comps is None:
+            comps = self._comps = self.raw.split(self._d.component)
+        if n < 1 or n > len(comps):
             return ""
-        value = self._comps[n - 1]
+        value = comps[n - 1]
+        if not value:
+            return ""
         if sub:
             parts = value.split(self._d.subcomponent)
             value = parts[sub - 1] if sub <= len(parts) else ""
@@ -133,11 +136,10 @@ class Field:
 class Segment:
     """A segment; ``field(n)`` uses HL7 numbering (MSH-1 is the field separator)."""
 
-    __slots__ = ("_d", "_reps", "fields", "index", "name")
+    __slots__ = ("_d", "fields", "index", "name")
 
     def __init__(self, text: str, d: Delimiters, index: int) -> None:
         self._d = d
-        self._reps: dict[int, list[Field]] = {}  # split once: the mappings read a field often
         self.index = index  # 1-based position in the message (ERR-2 location)
         parts = text.split(d.field)
         self.name = parts[0]
@@ -154,17 +156,10 @@ class Segment:
         return self.fields[n] if 0 < n < len(self.fields) else ""
 
     def repetitions(self, n: int) -> list[Field]:
-        """The repetitions of field ``n`` (the same list on every call: do not change it)."""
-        found = self._reps.get(n)
-        if found is not None:
-            return found
         raw = self.raw(n)
         if n <= 2 and self.name == "MSH":
-            found = [Field(raw, Delimiters(self._d.field, "\0", "\0", "\0", "\0"))]
-        else:
-            found = [Field(r, self._d) for r in raw.split(self._d.repetition)] if raw else []
-        self._reps[n] = found
-        return found
+            return [Field(raw, Delimiters(self._d.field, "\0", "\0", "\0", "\0"))]
+        return [Field(r, self._d) for r in raw.split(self._d.repetition)] if raw else []
 
     def field(self, n: int) -> Field:
         reps = self.repetitions(n)

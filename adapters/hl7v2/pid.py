@@ -22,7 +22,7 @@ def identity_reliability(src: Source) -> dict[str, Any] | None:
     """PID-32 -> ``fr-core-identity-reliability``; an INS without it is refused (the
     identity's status is part of the INS traits, R-EXAM-1)."""
     f = src.field("PID", 32)
-    status = f.value.upper() if f is not None else ""
+    status = f.component(1).upper() if f is not None else ""
     if status:
         return reliability(status)
     if any(dt.is_ins(i) for i in src.resource["identifier"]):
@@ -32,11 +32,11 @@ def identity_reliability(src: Source) -> dict[str, Any] | None:
 
 
 def birth_date(f: Field) -> str | None:
-    return dt.date(f.value, "PID^1^7")
+    return dt.date(f.component(1), "PID^1^7")
 
 
 def gender(f: Field) -> str | None:
-    return dt.GENDER.get(f.value.upper())
+    return dt.GENDER.get(f.component(1).upper())
 
 
 def address(f: Field) -> dict[str, Any] | None:
@@ -53,7 +53,7 @@ def birth_place(f: Field) -> dict[str, Any] | None:
 
 
 def deceased(f: Field) -> bool | None:
-    return True if f.value.upper() == "Y" else None
+    return True if f.component(1).upper() == "Y" else None
 
 
 PATIENT = Table("Patient", (
