@@ -187,6 +187,12 @@ def ce(f: Field) -> dict[str, Any] | None:
     return {"coding": codings}
 
 
+def ce_list(f: Field) -> list[dict[str, Any]] | None:
+    """CE/CWE -> [CodeableConcept] (a 0..* element such as ``Organization.type``)."""
+    concept = ce(f)
+    return [concept] if concept else None
+
+
 def xcn(f: Field) -> dict[str, Any] | None:
     """XCN -> Practitioner (idNatPs / RPPS per CI-SIS: XCN-9 authority OID, XCN-13)."""
     ident = f.component(1)

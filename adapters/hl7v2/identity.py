@@ -15,17 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2 import datatypes as dt
 from adapters.hl7v2.message import MessageError, Segment
+from adapters.hl7v2.pid import BIRTH_PLACE, PROFILE, patient
 from adapters.hl7v2.tx import token
-from fhir_server.workflow.identity import RELIABILITY, reliability
+from fhir_server.workflow.identity import RELIABILITY
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import body, raw_store
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
 
-PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
-BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
-MAX_REPETITIONS = 50
 
 
 class IdentityConflict(MessageError):
@@ -38,51 +36,9 @@ class IdentityConflict(MessageError):
 
 def patient_from_pid(pid: Segment) -> dict[str, Any]:
     """PID -> Patient (tlm-patient): identifiers, names, birth date and place, sex,
-    addresses, phones, identity reliability (PID-32)."""
-    for n in (3, 5, 11, 13, 14):  # a patient has a handful; thousands is a broken sender
-        if pid.raw(n).count(pid.delimiters.repetition) >= MAX_REPETITIONS:
-            raise MessageError("102", f"PID-{n} : plus de {MAX_REPETITIONS} répétitions",
-                               f"PID^1^{n}")
-    identifiers = [i for i in (dt.cx(f) for f in pid.repetitions(3)) if i]
-    if not identifiers:
-        raise MessageError("101", "PID-3 : aucun identifiant du patient", "PID^1^3")
-    names = [n for n in (dt.xpn(f) for f in pid.repetitions(5)) if n]
-    if not names:
-        raise MessageError("101", "PID-5 : nom du patient absent", "PID^1^5")
-    patient: dict[str, Any] = {"resourceType": "Patient", "meta": {"profile": [PROFILE]},
-                               "identifier": identifiers, "name": names}
-    extensions: list[dict[str, Any]] = []
-    status = pid.get(32).upper()
-    if status:
-        extensions.append(reliability(status))
-    elif any(dt.is_ins(i) for i in identifiers):
-        raise MessageError("101", "PID-32 : un INS est transmis sans le statut de "
-                           "l'identité (R-EXAM-1)", "PID^1^32")
-    birth = dt.date(pid.get(7), "PID^1^7")
-    if birth:
-        patient["birthDate"] = birth
-    gender = dt.GENDER.get(pid.get(8).upper())
-    if gender:
-        patient["gender"] = gender
-    addresses = []
-    for f in pid.repetitions(11):
-        address, kind = dt.xad(f)
-        if address is None:
-            continue
-        if kind == "BDL":
-            extensions.append({"url": BIRTH_PLACE, "valueAddress": address})
-        else:
-            addresses.append(address)
-    if addresses:
-        patient["address"] = addresses
-    telecom = [t for t in (dt.xtn(f) for n in (13, 14) for f in pid.repetitions(n)) if t]
-    if telecom:
-        patient["telecom"] = telecom
-    if pid.get(30).upper() == "Y":
-        patient["deceasedBoolean"] = True
-    if extensions:
-        patient["extension"] = extensions
-    return patient
+    addresses, phones, identity reliability (PID-32) — the table
+    :data:`adapters.hl7v2.pid.PATIENT` (issue 28)."""
+    return patient(pid)
 
 
 def _token(identifier: dict[str, Any]) -> str:

@@ -109,17 +109,21 @@ class Field:
 
     def component(self, n: int, sub: int = 0) -> str:
         """Component ``n`` (1-based); with ``sub``, that subcomponent of it."""
-        if self._comps is None:
-            self._comps = self.raw.split(self._d.component)
-        if n < 1 or n > len(self._comps):
+        comps = self._comps
+        if comps is None:
+            comps = self._comps = self.raw.split(self._d.component)
+        if n < 1 or n > len(comps):
             return ""
-        value = self._comps[n - 1]
+        value = comps[n - 1]
+        if not value:
+            return ""
         if sub:
             parts = value.split(self._d.subcomponent)
             value = parts[sub - 1] if sub <= len(parts) else ""
         # spaces around the encoded value are padding; an escaped character (\Xhh\) is
         # data, kept even when it is a control character at an end
-        return unescape(value.strip(), self._d)
+        value = value.strip()
+        return unescape(value, self._d) if self._d.escape in value else value
 
     def __bool__(self) -> bool:
         return bool(self.raw.strip(self._d.component + self._d.subcomponent + " "))

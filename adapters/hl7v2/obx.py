@@ -49,10 +49,3 @@ def groups(msg: Message) -> dict[str, dict[str, dict[str, Obx]]]:
         out.setdefault(code, {}).setdefault(obx.occurrence, {})[obx.part] = obx
     return out
 
-
-def first(found: dict[str, dict[str, dict[str, Obx]]], code: str,
-          part: str = "1") -> Obx | None:
-    for occurrence in (found.get(code) or {}).values():
-        if part in occurrence:
-            return occurrence[part]
-    return None

@@ -10,7 +10,8 @@
   have not received yet is *held* (ACK AA, kept with status ``held``) and applied as
   soon as its NW arrives (ADR 0010): nothing is lost when messages overtake each other.
 
-``REQUEST_OBX`` is the mapping table of the OBX groups of flux 1.
+What flux 1 reads is the tables below (:mod:`adapters.hl7v2.mapping`, issue 28): one per
+resource, special cases as the named functions the rows point to.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 from adapters.hl7v2 import datatypes as dt
 from adapters.hl7v2 import identity
-from adapters.hl7v2.message import Message, MessageError, Segment
-from adapters.hl7v2.obx import Obx, first, groups
+from adapters.hl7v2.mapping import Row, Source, Table, apply, each, special
+from adapters.hl7v2.message import Field, Message, MessageError, Segment
+from adapters.hl7v2.obx import Obx
 from adapters.hl7v2.tx import Context, Transaction, token
 from adapters.transaction import find
 from fhir_server.core.model import Interaction
@@ -47,21 +49,15 @@ PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urge
 OBJECTIVE_WORDS = (("suivi", "suivi"), ("surveillance", "suivi"), ("dépistage", "depistage"),
                    ("depistage", "depistage"), ("bilan d'extension", "bilan-extension"))
 
-# OBX-3.1 (TLR_OBSERVATION / LOINC) -> what flux 1 makes of it
-REQUEST_OBX = {
-    "MODALITE_IMAGERIE": "ServiceRequest.extension:modality (DCM)",
-    "REGION_ANATOMIQUE": "n.1 ServiceRequest.bodySite, n.2 extension:laterality (SCT)",
-    "11322-5": "Observation antécédents (valueString, OBX-8 pertinence) -> supportingInfo",
-    "8302-2": "Observation taille (UCUM) -> supportingInfo",
-    "29463-7": "Observation poids (UCUM) -> supportingInfo",
-    "82810-3": "ServiceRequest.extension:pregnancyStatus (SCT)",
-}
 UNITS = {"cm": "cm", "m": "m", "kg": "kg", "g": "g", "mL": "mL", "ml": "mL"}
+ACT_KIND = {"url": EXT_ACT_KIND, "valueCodeableConcept": {"coding": [{
+    "system": ACT_KIND_SYSTEM, "code": "telediagnostic",
+    "display": "Téléradiologie (télédiagnostic)"}]}}
+NOTE_LABELS = {"FINALITE_EXAMEN": "Finalité : ", "MODALITE_IMAGERIE": "Modalité : "}
 
 
-def placer(orc: Segment, where: str = "ORC^1^2") -> dict[str, Any]:
+def placer_identifier(f: Field, where: str = "ORC^1^2") -> dict[str, Any]:
     """ORC-2 (EI) -> the PLAC identifier: entity id and its authority OID (tlm-sr-3)."""
-    f = orc.field(2)
     value, uid = f.component(1), f.component(3)
     if not value:
         raise MessageError("101", "ORC-2 : numéro de demande (placer order number) absent",
@@ -72,6 +68,211 @@ def placer(orc: Segment, where: str = "ORC^1^2") -> dict[str, Any]:
     return {"type": {"coding": [{"system": V2_0203, "code": "PLAC"}]},
             "system": dt.authority_system(f.component(2), uid, f.component(4) or "ISO"),
             "value": value}
+
+
+def placer(orc: Segment, where: str = "ORC^1^2") -> dict[str, Any]:
+    """ORC-2 of ``orc`` as :func:`placer_identifier` reads it (flux 2 and 4)."""
+    return placer_identifier(orc.field(2), where)
+
+
+# -- flux 1 special cases (named in the tables below) -------------------------------------
+@special
+def ordering_provider(src: Source) -> dict[str, Any] | None:
+    """ORC-12, else OBR-16 (XCN) -> Practitioner."""
+    for name, n in (("ORC", 12), ("OBR", 16)):
+        f = src.field(name, n)
+        found = dt.xcn(f) if f is not None else None
+        if found is not None:
+            return found
+    return None
+
+
+@special
+def act_kind(src: Source) -> dict[str, Any]:
+    """``tlm-act-kind`` is ``telediagnostic``: the IG's flow is teleradiology."""
+    return ACT_KIND
+
+
+@special
+def objective(src: Source) -> dict[str, Any]:
+    """NTE-3 of the NTE-4 ``FINALITE_EXAMEN`` notes -> ``tlm-objective``: a code named in
+    the text (suivi, dépistage, bilan d'extension), else diagnostic; the text kept."""
+    assert src.message is not None
+    finalite = [n.get(3) for n in src.message.all("NTE")
+                if n.get(4).upper() == "FINALITE_EXAMEN"]
+    code = next((code for text in finalite for word, code in OBJECTIVE_WORDS
+                 if word in text.lower()), "diagnostic")
+    concept: dict[str, Any] = {"coding": [{"system": OBJECTIVE_SYSTEM, "code": code}]}
+    if finalite:
+        concept["text"] = " ".join(finalite)
+    return {"url": EXT_OBJECTIVE, "valueCodeableConcept": concept}
+
+
+def modality(o: Obx) -> dict[str, Any] | None:
+    """OBX-5 (CE, DCM) -> ``tlm-modality``."""
+    if not o.segment.get(5):
+        return None
+    coding = ((dt.ce(o.segment.field(5)) or {}).get("coding") or [{}])[0]
+    return {"url": EXT_MODALITY, "valueCoding": {
+        "system": "http://dicom.nema.org/resources/ontology/DCM", "code": coding["code"],
+        **({"display": coding["display"]} if coding.get("display") else {})}}
+
+
+def laterality(o: Obx) -> dict[str, Any]:
+    return {"url": EXT_LATERALITY, "valueCodeableConcept": dt.ce(o.segment.field(5))}
+
+
+def pregnancy_status(o: Obx) -> dict[str, Any]:
+    """LOINC 82810-3 answer (expandedYes-NoIndicator) -> statut-grossesse (SNOMED CT)."""
+    code, display = PREGNANCY.get(o.segment.get(5).upper(), PREGNANCY_UNKNOWN)
+    return {"url": EXT_PREGNANCY, "valueCodeableConcept": {
+        "coding": [{"system": SCT, "code": code, "display": display}]}}
+
+
+def body_site(o: Obx) -> list[dict[str, Any] | None]:
+    return [dt.ce(o.segment.field(5))]
+
+
+@special
+def code_text(src: Source) -> dict[str, Any]:
+    """``code`` is text — modality — region — until flux 4 gives the act."""
+    coding = next(e["valueCoding"] for e in src.resource["extension"]
+                  if e["url"] == EXT_MODALITY)
+    return {"text": " — ".join(x for x in (coding.get("display") or coding["code"],
+                                           _label(src.resource["bodySite"][0])) if x)}
+
+
+@special
+def priority(src: Source) -> str:
+    """TQ1-9, else ORC-7.6, else OBR-27.6 (HL7 table 0485); routine by default."""
+    tq1, orc, obr = src.segment("TQ1"), src.segment("ORC"), src.segment("OBR")
+    code = (tq1.get(9) if tq1 else "") or (orc.get(7, 6) if orc else "") or \
+        (obr.get(27, 6) if obr else "")
+    return PRIORITY.get(code.upper(), "routine")
+
+
+@special
+def authored_on(src: Source) -> str | None:
+    """ORC-9, else MSH-7 (the message's time)."""
+    orc, msh = src.segment("ORC"), src.segment("MSH")
+    return (dt.ts(orc.get(9), "ORC^1^9") if orc else None) or \
+        (dt.ts(msh.get(7), "MSH^1^7") if msh else None)
+
+
+def justification(f: Field) -> list[dict[str, str]]:
+    return [{"text": f.value or "non précisée"}]
+
+
+@special
+def notes(src: Source) -> list[dict[str, str]]:
+    """NTE-3 of every NTE, prefixed by what NTE-4 says it is."""
+    assert src.message is not None
+    return [{"text": f"{NOTE_LABELS.get(n.get(4).upper(), '')}{n.get(3)}"}
+            for n in src.message.all("NTE") if n.get(3)]
+
+
+def _observation(o: Obx, src: Source, display: str, category: str) -> dict[str, Any] | None:
+    """An OBX of flux 1 -> Observation (NM: valueQuantity in UCUM; else valueString and
+    OBX-8 as interpretation), identified by the order and the LOINC code."""
+    if not o.segment.get(5):
+        return None
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final",
+        "identifier": [{"system": OBX_SYSTEM, "value": f"{src.context['order']}/{o.code}"}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                  "observation-category", "code": category}]}],
+        "code": {"coding": [{"system": LOINC, "code": o.code, "display": display}]},
+        "subject": {"reference": src.context["patient"]}}
+    if o.value_type == "NM":
+        obs["valueQuantity"] = quantity(o)
+    else:
+        obs["valueString"] = o.segment.get(5)
+        if o.segment.get(8):
+            obs["interpretation"] = [{"text": o.segment.get(8)}]
+    return obs
+
+
+def quantity(o: Obx) -> dict[str, Any]:
+    """OBX-5 (NM, decimal comma allowed) and OBX-6 unit -> Quantity (UCUM)."""
+    try:
+        value = float(o.segment.get(5).replace(",", "."))
+    except ValueError:
+        raise MessageError("102", f"OBX-5 numérique attendu : {o.segment.get(5)!r}",
+                           o.location) from None
+    unit = o.segment.get(6)
+    return {"value": int(value) if value.is_integer() else value, "unit": unit,
+            "system": UCUM, "code": UNITS.get(unit, unit)}
+
+
+@special
+def history(src: Source) -> dict[str, Any] | None:
+    o = src.first_obx("11322-5")
+    return _observation(o, src, "Antécédents", "social-history") if o else None
+
+
+@special
+def height(src: Source) -> dict[str, Any] | None:
+    o = src.first_obx("8302-2")
+    return _observation(o, src, "Taille", "vital-signs") if o else None
+
+
+@special
+def weight(src: Source) -> dict[str, Any] | None:
+    o = src.first_obx("29463-7")
+    return _observation(o, src, "Poids", "vital-signs") if o else None
+
+
+# -- the tables of flux 1 (issue 28: adding a field is one row) ---------------------------
+PLACER = Table("ServiceRequest", (
+    Row("ORC-2", "identifier[]", placer_identifier, "R-REQ-1",
+        "PLAC, system `urn:oid:<ORC-2.3>`", required="ORC-2 : numéro de demande (placer "
+        "order number) absent"),))
+REQUESTER = Table("Practitioner (ordering provider)", (
+    Row("ORC-12 / OBR-16", ".", ordering_provider, "R-REQ-1",
+        "XCN by idNatPs; with ORC-21 a PractitionerRole = `ServiceRequest.requester`",
+        required="ORC-12 : professionnel responsable de la demande absent (R-REQ-1)",
+        where="ORC^1^12"),))
+ORGANIZATION = Table("Organization", (
+    Row("ORC-21", ".", dt.xon, "R-REQ-1",
+        "XON-10 identifier (FINESS / idNatSt), XON-6 authority, XON-7 type",
+        required="ORC-21 : structure émettrice (FINESS) absente (R-REQ-1)"),
+    Row("ORC-17", "type", dt.ce_list, "R-REQ-1", "TLR_TYPE_ORGANISATION"),
+))
+ROLE = Table("PractitionerRole", (
+    Row("ORC-14*", "telecom", dt.xtn, "R-REQ-1", "call-back number (XTN)"),))
+PERFORMER = Table("Practitioner (remote imager)", (
+    Row("ORC-11", ".", dt.xcn, "R-ACT-4", "XCN by idNatPs → `ServiceRequest.performer`"),))
+SERVICE_REQUEST = Table("ServiceRequest", (
+    Row("—", "extension[]", act_kind, "R-SCOPE-3",
+        "`tlm-act-kind` `telediagnostic`: the IG is the teleradiology flow"),
+    Row("NTE FINALITE_EXAMEN", "extension[]", objective, "R-REQ-2",
+        "`tlm-objective`: text; code suivi/dépistage/bilan d'extension when named, else "
+        "diagnostic"),
+    Row("OBX MODALITE_IMAGERIE", "extension[]", modality, "R-SCOPE-1", "`tlm-modality` (DCM)",
+        required="OBX MODALITE_IMAGERIE obligatoire absent (flux 1)"),
+    Row("OBX REGION_ANATOMIQUE n.2", "extension[]", laterality, "R-REQ-2",
+        "`tlm-laterality` (SCT)"),
+    Row("OBX 82810-3", "extension[]", pregnancy_status, "R-VAL-6",
+        "`tlm-pregnancy-status` (Y 77386006, N 60001007, else 261665006)"),
+    Row("OBX REGION_ANATOMIQUE n.1", "bodySite", body_site, "R-REQ-2", "SCT",
+        required="OBX REGION_ANATOMIQUE (n.1) obligatoire absent (flux 1)"),
+    Row("OBX MODALITE_IMAGERIE + REGION_ANATOMIQUE n.1", "code", code_text, "R-REQ-2",
+        "text « modality — region » until flux 4 gives the act"),
+    Row("TQ1-9 / ORC-7.6 / OBR-27.6", "priority", priority, "R-VAL-5",
+        "S stat, A asap, R/P routine, T/C urgent; default routine"),
+    Row("ORC-9 / MSH-7", "authoredOn", authored_on, "R-REQ-1"),
+    Row("OBR-13", "reasonCode", justification, "R-REQ-3",
+        "text (justification); « non précisée » when empty"),
+    Row("NTE-3 (every NTE)", "note", notes, "R-REQ-4",
+        "prefixed « Finalité : » / « Modalité : » after NTE-4"),
+))
+OBSERVATIONS = Table("Observation (→ ServiceRequest.supportingInfo)", (
+    Row("OBX 11322-5", ".", history, "R-REQ-2",
+        "antécédents: valueString (FT), OBX-8 → interpretation"),
+    Row("OBX 8302-2", ".", height, "R-REQ-2", "height: valueQuantity (NM, OBX-6 UCUM)"),
+    Row("OBX 29463-7", ".", weight, "R-REQ-2", "weight: valueQuantity (NM, OBX-6 UCUM)"),
+))
+TABLES = (PLACER, REQUESTER, ORGANIZATION, ROLE, PERFORMER, SERVICE_REQUEST, OBSERVATIONS)
 
 
 def find_request(ctx: Context, ident: dict[str, Any]) -> dict[str, Any] | None:
@@ -99,118 +300,58 @@ def _content(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k not in ("meta", "id")}
 
 
-def practitioner(tx: Transaction, seg: Segment, n: int) -> str | None:
-    found = dt.xcn(seg.field(n))
-    if found is None:
-        return None
-    ident = found["identifier"][0]
-    return tx.create(found, "identifier=" + token(ident["system"], ident["value"]))
+def _create(tx: Transaction, resource: dict[str, Any]) -> str:
+    """Created unless one with its first identifier exists (conditional create)."""
+    ident = resource["identifier"][0]
+    return tx.create(resource, "identifier=" + token(ident["system"], ident["value"]))
+
+
+def _made(table: Table, src: Source, resource: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    out = apply(table, src, resource)
+    assert out is not None  # the flux 1 tables have no key row
+    return out
 
 
 def new_order(ctx: Context, msg: Message) -> tuple[list[str], str, str]:
-    """Flux 1 (NW). Returns (references written, the patient, the placer key)."""
+    """Flux 1 (NW): the tables above, in order. Returns (references written, the
+    patient, the placer key)."""
     orc = msg.require("ORC")
     obr = msg.require("OBR")
-    ident = placer(orc)
+    src = Source(msg)
+    request = _made(PLACER, src, {"resourceType": "ServiceRequest",
+                                  "meta": {"profile": [SR_PROFILE]}})
+    ident = request["identifier"][0]
     key = token(ident["system"], ident["value"])
     tx = Transaction()
     patient = patient_entry(ctx, tx, msg, feed=False)
-    requester = practitioner(tx, orc, 12) or practitioner(tx, obr, 16)
-    if requester is None:
-        raise MessageError("101", "ORC-12 : professionnel responsable de la demande absent "
-                           "(R-REQ-1)", "ORC^1^12")
-    org = dt.xon(orc.field(21))
-    if org is None:
-        raise MessageError("101", "ORC-21 : structure émettrice (FINESS) absente (R-REQ-1)",
-                           "ORC^1^21")
-    kind = dt.ce(orc.field(17))
-    if kind:
-        org["type"] = [kind]
-    org_ident = org["identifier"][0]
-    organization = tx.create(org, "identifier=" + token(org_ident["system"],
-                                                        org_ident["value"]))
+    requester = _create(tx, _made(REQUESTER, src))
+    org = _made(ORGANIZATION, src)
+    organization = _create(tx, org)
     xcn = orc.field(12) if orc.field(12) else obr.field(16)
-    role: dict[str, Any] = {
+    role = _made(ROLE, src, {
         "resourceType": "PractitionerRole",
         "meta": {"profile": ["https://teleimagerie.fr/fhir/StructureDefinition/"
                              "tlm-practitioner-role"]},
         "identifier": [{"system": ROLE_SYSTEM,
-                        "value": f"{xcn.component(1)}@{org_ident['value']}"}],
+                        "value": f"{xcn.component(1)}@{org['identifier'][0]['value']}"}],
         "active": True, "practitioner": {"reference": requester},
-        "organization": {"reference": organization}}
-    phones = [t for t in (dt.xtn(f) for f in orc.repetitions(14)) if t]
-    if phones:
-        role["telecom"] = phones
-    role_ref = tx.create(role, "identifier=" + token(ROLE_SYSTEM,
-                                                     role["identifier"][0]["value"]))
-    verifier = practitioner(tx, orc, 11)
-    obx = groups(msg)
-    request = _service_request(msg, orc, obr, obx, ident, patient, role_ref, verifier)
-    request["supportingInfo"] = [{"reference": tx.create(o, "identifier=" + token(
-        OBX_SYSTEM, o["identifier"][0]["value"]))} for o in _observations(
-            obx, patient, f"{ident['value']}@{ident['system']}")]
-    if not request["supportingInfo"]:
-        del request["supportingInfo"]
+        "organization": {"reference": organization}})
+    role_ref = _create(tx, role)
+    performer = _made(PERFORMER, src)
+    _made(SERVICE_REQUEST, src, request)
+    request.setdefault("authoredOn", None)  # as ever: null without ORC-9 or MSH-7 (refused)
+    request.update({"status": "active", "intent": "order", "subject": {"reference": patient},
+                    "requester": {"reference": role_ref}})
+    if performer:
+        request["performer"] = [{"reference": _create(tx, performer)}]
+    src.context.update(patient=patient, order=f"{ident['value']}@{ident['system']}")
+    observations = [_create(tx, o) for o in each(OBSERVATIONS, src)]
+    if observations:
+        request["supportingInfo"] = [{"reference": r} for r in observations]
     sr = tx.create(request, "identifier=" + key)
     written = tx.run(ctx, "ORC^1^2")
     return sorted({*written.values(), written.get(sr, sr)}), written.get(patient, patient), key
-
-
-def _service_request(msg: Message, orc: Segment, obr: Segment,
-                     obx: dict[str, dict[str, dict[str, Obx]]], ident: dict[str, Any],
-                     patient: str, requester: str, verifier: str | None) -> dict[str, Any]:
-    extensions: list[dict[str, Any]] = [
-        {"url": EXT_ACT_KIND, "valueCodeableConcept": {"coding": [{
-            "system": ACT_KIND_SYSTEM, "code": "telediagnostic",
-            "display": "Téléradiologie (télédiagnostic)"}]}}]
-    finalite = [n.get(3) for n in msg.all("NTE") if n.get(4).upper() == "FINALITE_EXAMEN"]
-    objective = next((code for text in finalite for word, code in OBJECTIVE_WORDS
-                      if word in text.lower()), "diagnostic")
-    concept: dict[str, Any] = {"coding": [{"system": OBJECTIVE_SYSTEM, "code": objective}]}
-    if finalite:
-        concept["text"] = " ".join(finalite)
-    extensions.append({"url": EXT_OBJECTIVE, "valueCodeableConcept": concept})
-    modality_obx = first(obx, "MODALITE_IMAGERIE")
-    if modality_obx is None or not modality_obx.segment.get(5):
-        raise MessageError("101", "OBX MODALITE_IMAGERIE obligatoire absent (flux 1)", "OBX")
-    mod = dt.ce(modality_obx.segment.field(5)) or {}
-    coding = (mod.get("coding") or [{}])[0]
-    extensions.append({"url": EXT_MODALITY, "valueCoding": {
-        "system": "http://dicom.nema.org/resources/ontology/DCM", "code": coding["code"],
-        **({"display": coding["display"]} if coding.get("display") else {})}})
-    laterality = first(obx, "REGION_ANATOMIQUE", "2")
-    if laterality is not None:
-        extensions.append({"url": EXT_LATERALITY, "valueCodeableConcept": dt.ce(
-            laterality.segment.field(5))})
-    pregnancy = first(obx, "82810-3")
-    if pregnancy is not None:
-        answer = pregnancy.segment.get(5).upper()
-        code, display = PREGNANCY.get(answer, PREGNANCY_UNKNOWN)
-        extensions.append({"url": EXT_PREGNANCY, "valueCodeableConcept": {
-            "coding": [{"system": SCT, "code": code, "display": display}]}})
-    region = first(obx, "REGION_ANATOMIQUE", "1")
-    if region is None:
-        raise MessageError("101", "OBX REGION_ANATOMIQUE (n.1) obligatoire absent (flux 1)",
-                           "OBX")
-    body_site = dt.ce(region.segment.field(5))
-    request: dict[str, Any] = {
-        "resourceType": "ServiceRequest", "meta": {"profile": [SR_PROFILE]},
-        "extension": extensions, "identifier": [ident], "status": "active",
-        "intent": "order", "priority": _priority(msg, orc, obr),
-        "code": {"text": " — ".join(x for x in (coding.get("display") or coding["code"],
-                                                _label(body_site)) if x)},
-        "subject": {"reference": patient},
-        "authoredOn": dt.ts(orc.get(9), "ORC^1^9") or dt.ts(msg.msh.get(7), "MSH^1^7"),
-        "requester": {"reference": requester},
-        "reasonCode": [{"text": obr.get(13) or "non précisée"}],
-        "bodySite": [body_site],
-    }
-    if verifier:
-        request["performer"] = [{"reference": verifier}]
-    notes = [f"{_note_label(n.get(4))}{n.get(3)}" for n in msg.all("NTE") if n.get(3)]
-    if notes:
-        request["note"] = [{"text": t} for t in notes]
-    return request
 
 
 def _label(concept: dict[str, Any] | None) -> str:
@@ -218,51 +359,6 @@ def _label(concept: dict[str, Any] | None) -> str:
         return ""
     c = (concept.get("coding") or [{}])[0]
     return str(concept.get("text") or c.get("display") or c.get("code") or "")
-
-
-def _note_label(kind: str) -> str:
-    return {"FINALITE_EXAMEN": "Finalité : ", "MODALITE_IMAGERIE": "Modalité : "}.get(
-        kind.upper(), "")
-
-
-def _priority(msg: Message, orc: Segment, obr: Segment) -> str:
-    tq1 = msg.segment("TQ1")
-    code = (tq1.get(9) if tq1 else "") or orc.get(7, 6) or obr.get(27, 6)
-    return PRIORITY.get(code.upper(), "routine")
-
-
-def _observations(obx: dict[str, dict[str, dict[str, Obx]]], patient: str,
-                  order: str) -> list[dict[str, Any]]:
-    out = []
-    for code, display, category in (("11322-5", "Antécédents", "social-history"),
-                                    ("8302-2", "Taille", "vital-signs"),
-                                    ("29463-7", "Poids", "vital-signs")):
-        o = first(obx, code)
-        if o is None or not o.segment.get(5):
-            continue
-        obs: dict[str, Any] = {
-            "resourceType": "Observation", "status": "final",
-            "identifier": [{"system": OBX_SYSTEM, "value": f"{order}/{code}"}],
-            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
-                                      "observation-category", "code": category}]}],
-            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
-            "subject": {"reference": patient}}
-        if o.value_type == "NM":
-            try:
-                value = float(o.segment.get(5).replace(",", "."))
-            except ValueError:
-                raise MessageError("102", f"OBX-5 numérique attendu : {o.segment.get(5)!r}",
-                                   o.location) from None
-            unit = o.segment.get(6)
-            obs["valueQuantity"] = {"value": int(value) if value.is_integer() else value,
-                                    "unit": unit, "system": UCUM,
-                                    "code": UNITS.get(unit, unit)}
-        else:
-            obs["valueString"] = o.segment.get(5)
-            if o.segment.get(8):
-                obs["interpretation"] = [{"text": o.segment.get(8)}]
-        out.append(obs)
-    return out
 
 
 def cancel(ctx: Context, msg: Message) -> tuple[str | None, str]:
