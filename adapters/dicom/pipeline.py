@@ -31,7 +31,8 @@ from adapters.dicom import patient as demographics
 from adapters.dicom.audit import refusal_event, transfer_event
 from adapters.dicom.reader import BadUid, Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
-from adapters.dicom.study import DCM, DICOM_UID, V2_0203, merge, text, when
+from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
+from adapters.hl7v2.datatypes import V2_0203
 from adapters.transaction import (
     Context,
     Refused,
