@@ -82,21 +82,26 @@ def attach(context: RequestContext) -> RequestContext:
     return context
 
 
+_OUTSIDE_FHIR = {"health": ("health", ""), "dicomweb": ("stow-rs", "ImagingStudy")}
+_WRITES = {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_ON_INSTANCE = {"GET": "read", "HEAD": "read", **_WRITES}
+
+
 def classify(method: str, path: str, query: bool) -> tuple[str, str]:
     """(interaction, resource type) of a request, from its method and path alone — closed
     label sets: an unsupported type is ``other``, an id never appears."""
-    from fhir_server.core.resource_types import is_supported
-
     parts = [p for p in path.split("/") if p]
     if not parts:
         return "other", ""
-    if parts[0] == "health":
-        return "health", ""
-    if parts[0] == "dicomweb":
-        return "stow-rs", "ImagingStudy"
     if parts[0] != "fhir":
-        return "other", ""
-    rest = parts[1:]
+        return _OUTSIDE_FHIR.get(parts[0], ("other", ""))
+    return _fhir(method, parts[1:])
+
+
+def _fhir(method: str, rest: list[str]) -> tuple[str, str]:
+    """Under ``/fhir``: the system level, else the type named first."""
+    from fhir_server.core.resource_types import is_supported
+
     if not rest:
         return ("batch" if method == "POST" else "other"), ""
     first = rest[0]
@@ -106,13 +111,15 @@ def classify(method: str, path: str, query: bool) -> tuple[str, str]:
         return "operation", ""
     if first in ("_history", "_search") or first.startswith("."):
         return ("history" if first == "_history" else "search-system"), ""
-    rtype = first if is_supported(first) else "other"
+    return _on_type(method, rest, first if is_supported(first) else "other")
+
+
+def _on_type(method: str, rest: list[str], rtype: str) -> tuple[str, str]:
+    """``[type]``, ``[type]/[id]`` and what follows them."""
     if len(rest) == 1 or (len(rest) == 2 and rest[1] == "_search"):
         if method == "POST" and len(rest) == 1:
             return "create", rtype
-        if method in ("PUT", "PATCH", "DELETE"):
-            return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method], rtype
-        return "search-type", rtype
+        return _WRITES.get(method, "search-type"), rtype
     if rest[1].startswith("$") or (len(rest) > 2 and rest[2].startswith("$")):
         return "operation", rtype
     if rest[1] == "_history":
@@ -121,8 +128,7 @@ def classify(method: str, path: str, query: bool) -> tuple[str, str]:
         return ("vread" if len(rest) == 4 else "history"), rtype
     if len(rest) >= 3:
         return "search-compartment", rtype
-    return {"GET": "read", "HEAD": "read", "PUT": "update", "PATCH": "patch",
-            "DELETE": "delete"}.get(method, "other"), rtype
+    return _ON_INSTANCE.get(method, "other"), rtype
 
 
 class Observe:

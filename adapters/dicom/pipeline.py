@@ -31,7 +31,8 @@ from adapters.dicom import patient as demographics
 from adapters.dicom.audit import refusal_event, transfer_event
 from adapters.dicom.reader import BadUid, Directory, Instance, NotReadable, expand, read
 from adapters.dicom.settings import DicomSettings
-from adapters.dicom.study import DCM, DICOM_UID, V2_0203, merge, text, when
+from adapters.dicom.study import DCM, DICOM_UID, merge, text, when
+from adapters.hl7v2.datatypes import V2_0203
 from adapters.transaction import (
     Context,
     Refused,
@@ -172,59 +173,22 @@ class Importer:
         waiting = existing is not None and not existing.get("basedOn")
         request = None if waiting else self._request(existing, datasets)
         tx = Transaction()
-        if request is not None:
-            patient = (request.get("subject") or {}).get("reference")
-            if not patient:
-                raise StudyError(f"étude {uid} : la demande {request['id']} n'a pas de "
-                                 "patient")
-            self._check_identity(patient, datasets[0], uid)
-        elif existing is not None:  # still waiting for its request: same subject
-            patient = (existing.get("subject") or {}).get("reference") or ""
-        else:
-            patient = self._subject(tx, datasets, uid)
+        patient = self._patient(tx, request, existing, datasets, uid)
         study = merge(existing, datasets, self.settings.timezone)
         study["subject"] = {"reference": patient}
         if request is not None:
             study.setdefault("basedOn", [{"reference": f"ServiceRequest/{request['id']}"}])
         else:
-            meta = study.setdefault("meta", {})
-            if not any(t.get("code") == WAITING for t in meta.get("tag") or []):
-                meta["tag"] = [*(meta.get("tag") or []), coding(
-                    FLAG_SYSTEM, WAITING, "Étude en attente de rattachement à sa demande")]
-            # the placer numbers the header gives are kept: they are what attaches the
-            # study when its order arrives (workflow.studies.attach_waiting; issue 24)
-            for number in _order_numbers(datasets)[1]:
-                if not any(i.get("value") == number for i in study["identifier"]):
-                    study["identifier"].append({"type": {"coding": [{
-                        "system": V2_0203, "code": "PLAC"}]}, "value": number})
+            _mark_waiting(study, datasets)
             result.waiting = True
         if not study.get("modality"):  # only SR/KO/PR so far: the requested modality
-            study["modality"] = [e["valueCoding"] for e in (request or {}).get("extension")
-                                 or [] if e.get("url", "").endswith("/tlm-modality")
-                                 and "valueCoding" in e]
-            if not study["modality"]:
-                raise StudyError(f"étude {uid} : ni image ni demande connue, la modalité "
-                                 "de l'examen est inconnue")
+            study["modality"] = _requested_modality(request, uid)
         before = sum(len(s.get("instance") or []) for s in (existing or {}).get("series")
                      or [])
         result.new_instances = study["numberOfInstances"] - before
         if self.settings.wado_url and not study.get("endpoint"):
-            endpoint = {"resourceType": "Endpoint", "status": "active",
-                        "identifier": [{"system": "urn:ietf:rfc:3986",
-                                        "value": self.settings.wado_url}],
-                        "connectionType": {"system": WADO, "code": "dicom-wado-rs"},
-                        "name": "Archive d'images (WADO-RS)",
-                        "payloadType": [{"text": "DICOM"}],
-                        "payloadMimeType": ["application/dicom"],
-                        "address": self.settings.wado_url}
-            study["endpoint"] = [{"reference": tx.create(endpoint, "identifier=" + token(
-                "urn:ietf:rfc:3986", self.settings.wado_url))}]
-        if existing is None:
-            study_ref = tx.create(study, "identifier=" + token(DICOM_UID, f"urn:oid:{uid}"))
-        elif study != existing:
-            study_ref = tx.update(f"ImagingStudy/{existing['id']}", study)
-        else:
-            study_ref = f"ImagingStudy/{existing['id']}"
+            study["endpoint"] = [{"reference": self._endpoint(tx, self.settings.wado_url)}]
+        study_ref = _write_study(tx, study, existing, uid)
         doses = self._doses(datasets, existing)
         if existing is not None and any(d.source == "rdsr" for d in doses):
             # the RDSR supersedes what image headers gave (the history keeps them)
@@ -242,6 +206,33 @@ class Importer:
         result.reference = written.get(study_ref, study_ref)
         result.patient = written.get(patient, patient)
         result.doses = len(doses)
+
+    def _patient(self, tx: Transaction, request: dict[str, Any] | None,
+                 existing: dict[str, Any] | None, datasets: list[Dataset], uid: str) -> str:
+        """The study's subject: its request's patient (the header must agree, R-EXAM-1),
+        else the subject it waits with, else one found or created from the header."""
+        if request is not None:
+            patient = (request.get("subject") or {}).get("reference")
+            if not patient:
+                raise StudyError(f"étude {uid} : la demande {request['id']} n'a pas de "
+                                 "patient")
+            self._check_identity(patient, datasets[0], uid)
+            return str(patient)
+        if existing is not None:  # still waiting for its request: same subject
+            return str((existing.get("subject") or {}).get("reference") or "")
+        return self._subject(tx, datasets, uid)
+
+    @staticmethod
+    def _endpoint(tx: Transaction, wado_url: str) -> str:
+        """The archive the study is read from (R-REP-7), created once."""
+        endpoint = {"resourceType": "Endpoint", "status": "active",
+                    "identifier": [{"system": "urn:ietf:rfc:3986", "value": wado_url}],
+                    "connectionType": {"system": WADO, "code": "dicom-wado-rs"},
+                    "name": "Archive d'images (WADO-RS)",
+                    "payloadType": [{"text": "DICOM"}],
+                    "payloadMimeType": ["application/dicom"],
+                    "address": wado_url}
+        return tx.create(endpoint, "identifier=" + token("urn:ietf:rfc:3986", wado_url))
 
     def _request(self, existing: dict[str, Any] | None, datasets: list[Dataset]
                  ) -> dict[str, Any] | None:
@@ -363,6 +354,40 @@ class Importer:
         if components:
             obs["component"] = components
         return obs
+
+
+def _mark_waiting(study: dict[str, Any], datasets: list[Dataset]) -> None:
+    """A study without its request is tagged waiting and keeps the header's placer
+    numbers: they are what attaches it when its order arrives
+    (workflow.studies.attach_waiting; issue 24)."""
+    meta = study.setdefault("meta", {})
+    if not any(t.get("code") == WAITING for t in meta.get("tag") or []):
+        meta["tag"] = [*(meta.get("tag") or []), coding(
+            FLAG_SYSTEM, WAITING, "Étude en attente de rattachement à sa demande")]
+    for number in _order_numbers(datasets)[1]:
+        if not any(i.get("value") == number for i in study["identifier"]):
+            study["identifier"].append({"type": {"coding": [{
+                "system": V2_0203, "code": "PLAC"}]}, "value": number})
+
+
+def _requested_modality(request: dict[str, Any] | None, uid: str) -> list[dict[str, Any]]:
+    """The modality the request asks for (a study of only SR/KO/PR has no image one)."""
+    modalities = [e["valueCoding"] for e in (request or {}).get("extension") or []
+                  if e.get("url", "").endswith("/tlm-modality") and "valueCoding" in e]
+    if not modalities:
+        raise StudyError(f"étude {uid} : ni image ni demande connue, la modalité "
+                         "de l'examen est inconnue")
+    return modalities
+
+
+def _write_study(tx: Transaction, study: dict[str, Any], existing: dict[str, Any] | None,
+                 uid: str) -> str:
+    """Create it, update it if it changed, else leave it: its reference in ``tx``."""
+    if existing is None:
+        return tx.create(study, "identifier=" + token(DICOM_UID, f"urn:oid:{uid}"))
+    if study != existing:
+        return tx.update(f"ImagingStudy/{existing['id']}", study)
+    return f"ImagingStudy/{existing['id']}"
 
 
 def _value(number: str) -> str:

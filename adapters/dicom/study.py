@@ -137,8 +137,25 @@ def merge(existing: dict[str, Any] | None, datasets: list[Dataset], zone: str
     study: dict[str, Any] = copy.deepcopy(existing) if existing else {
         "resourceType": "ImagingStudy", "status": "available"}
     study.setdefault("meta", {}).setdefault("profile", [PROFILE])
-    first = datasets[0]
-    uid = text(first, "StudyInstanceUID")
+    _identify(study, datasets)
+    _describe_study(study, datasets[0], zone)
+    study["series"] = _merged_series(study, datasets, zone)
+    modalities: list[dict[str, Any]] = list(study.get("modality") or [])
+    for s in study["series"]:
+        code = s["modality"]["code"]
+        if code not in NON_IMAGE and not any(m.get("code") == code for m in modalities):
+            modalities.append({"system": DCM, "code": code})
+    if modalities:
+        study["modality"] = modalities
+    study["numberOfSeries"] = len(study["series"])
+    study["numberOfInstances"] = sum(s["numberOfInstances"] for s in study["series"])
+    return study
+
+
+def _identify(study: dict[str, Any], datasets: list[Dataset]) -> None:
+    """The Study Instance UID first, then the first accession number the datasets give;
+    identifiers already there are kept."""
+    uid = text(datasets[0], "StudyInstanceUID")
     identifiers = study.setdefault("identifier", [])
     if not any(i.get("system") == DICOM_UID for i in identifiers):
         identifiers.insert(0, {"system": DICOM_UID, "value": f"urn:oid:{uid}"})
@@ -146,6 +163,10 @@ def merge(existing: dict[str, Any] | None, datasets: list[Dataset], zone: str
     if acsn and not any(c.get("code") == "ACSN" for i in identifiers
                         for c in (i.get("type") or {}).get("coding") or []):
         identifiers.append(acsn)
+
+
+def _describe_study(study: dict[str, Any], first: Dataset, zone: str) -> None:
+    """When it started and its description, unless the study already says."""
     if "started" not in study:
         started = when(text(first, "StudyDate"), text(first, "StudyTime"),
                        text(first, "TimezoneOffsetFromUTC"), zone)
@@ -153,6 +174,11 @@ def merge(existing: dict[str, Any] | None, datasets: list[Dataset], zone: str
             study["started"] = started
     if text(first, "StudyDescription") and "description" not in study:
         study["description"] = text(first, "StudyDescription")
+
+
+def _merged_series(study: dict[str, Any], datasets: list[Dataset], zone: str
+                   ) -> list[dict[str, Any]]:
+    """The study's series with each new instance added, in number then UID order."""
     series: dict[str, dict[str, Any]] = {s["uid"]: s for s in study.get("series") or []}
     for ds in datasets:
         s = series.get(text(ds, "SeriesInstanceUID"))
@@ -164,14 +190,4 @@ def merge(existing: dict[str, Any] | None, datasets: list[Dataset], zone: str
     for s in series.values():
         s["instance"].sort(key=lambda i: (i.get("number", 0), i["uid"]))
         s["numberOfInstances"] = len(s["instance"])
-    study["series"] = sorted(series.values(), key=lambda s: (s.get("number", 0), s["uid"]))
-    modalities: list[dict[str, Any]] = list(study.get("modality") or [])
-    for s in study["series"]:
-        code = s["modality"]["code"]
-        if code not in NON_IMAGE and not any(m.get("code") == code for m in modalities):
-            modalities.append({"system": DCM, "code": code})
-    if modalities:
-        study["modality"] = modalities
-    study["numberOfSeries"] = len(study["series"])
-    study["numberOfInstances"] = sum(s["numberOfInstances"] for s in study["series"])
-    return study
+    return sorted(series.values(), key=lambda s: (s.get("number", 0), s["uid"]))

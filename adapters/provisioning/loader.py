@@ -323,27 +323,30 @@ class _Row:
     active: bool
 
 
+@dataclass
+class _Cells:
+    """One CSV row's cells, checked: the values the directory is built from."""
+
+    finess: str
+    rpps: str
+    kind: str
+    specialties: list[str]
+    roles: list[str]
+    mssante: str
+    phone: str
+    active: str
+
+
+Say = Callable[[str, str], None]  # (column, message)
+
+
 def parse_csv(text: str, path: str, problems: Problems, mss_domains: tuple[str, ...]
               ) -> list[Item]:
     first = text.split("\n", 1)[0]
     delimiter = max((";", ",", "\t"), key=first.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        problems.error(f"{path}: empty file (expected a header line: "
-                       f"{', '.join(COLUMNS)})")
-        return []
-    columns = [_column(h) for h in header]
-    unknown = [h for h, c in zip(header, columns, strict=True) if c not in COLUMNS and c]
-    if unknown:
-        problems.error(f"{path}:1: unknown column(s) {', '.join(map(repr, unknown))}; "
-                       f"known: {', '.join(COLUMNS)}")
-    missing = [c for c, required in COLUMNS.items() if required and c not in columns]
-    if missing:
-        problems.error(f"{path}:1: missing column(s) {', '.join(missing)} (the header line "
-                       f"names the columns: {', '.join(COLUMNS)})")
-    if unknown or missing:
+    columns = _header(reader, path, problems)
+    if columns is None:
         return []
     types = terminology().concepts.get(ORG_TYPE_SYSTEM, {})
     orgs: dict[str, dict[str, Any]] = {}
@@ -369,57 +372,108 @@ def parse_csv(text: str, path: str, problems: Problems, mss_domains: tuple[str, 
         def warn(column: str, text: str, line: int = line) -> None:
             problems.warn(f"{path}:{line}: column {column}: {text}")
 
-        for c, required in COLUMNS.items():
-            if required and not row.get(c):
-                say(c, "required, empty")
+        if not _required(row, say, problems, before):
+            continue
+        checked = _check_cells(row, say, warn, types, mss_domains)
         if len(problems.errors) > before:
             continue
-        finess = check_finess(row["finess"], lambda t: say("finess", t),
-                              lambda t: warn("finess", t))
-        rpps = check_rpps(row["rpps"], lambda t: say("rpps", t), lambda t: warn("rpps", t))
-        kind = row.get("structure_type", "").upper().replace("-", "_").replace(" ", "_")
-        if kind and kind not in types:
-            say("structure_type", f"{row['structure_type']!r} is not one of "
-                f"{', '.join(types)} ({ORG_TYPE_SYSTEM})")
-        specialties = [check_specialty(s, lambda t: say("specialty", t))
-                       for s in _split(row.get("specialty", ""))]
-        roles = [r.lower() for r in _split(row["role"])]
-        for r in roles:
-            if r not in PROFESSIONAL_ROLES:
-                say("role", f"unknown role {r!r}; one or more of "
-                    f"{', '.join(PROFESSIONAL_ROLES)}")
-        mssante = row.get("mssante", "").removeprefix("mailto:")
-        if mssante and not EMAIL_RE.match(mssante):
-            say("mssante", f"{mssante!r} is not an e-mail address")
-        elif mssante and not mss_secure(mssante, mss_domains):
-            say("mssante", f"{mssante!r} is not an MSSanté address (domain not in "
-                f"TELEIMG_MSS_DOMAINS: {', '.join(mss_domains)}); reports never go to a "
-                "personal mailbox (R-SEC-5)")
-        phone = row.get("phone", "")
-        if phone and (not PHONE_RE.match(phone) or sum(ch.isdigit() for ch in phone) < 4):
-            say("phone", f"{phone!r} is not a phone number")
-        active_cell = row.get("active", "").lower()
-        if active_cell not in TRUE | FALSE:
-            say("active", f"{row['active']!r}: oui or non")
-        if len(problems.errors) > before:
+        key = (checked.rpps, checked.finess)
+        if key in seen:
+            problems.error(f"{path}:{line}: RPPS {checked.rpps} at FINESS {checked.finess} "
+                           f"already on line {seen[key]} (one row per professional and "
+                           "structure)")
             continue
-        if (rpps, finess) in seen:
-            problems.error(f"{path}:{line}: RPPS {rpps} at FINESS {finess} already on line "
-                           f"{seen[rpps, finess]} (one row per professional and structure)")
-            continue
-        seen[rpps, finess] = line
-        _agree(orgs, finess, line, {"structure_name": row["structure_name"],
-                                    "structure_type": kind}, ("structure_name",), say,
-               f"FINESS {finess}")
-        _agree(pracs, rpps, line, {"family": row["family"], "given": row.get("given", ""),
-                                   "specialty": " ".join(sorted(set(specialties)))},
-               ("family", "given"),
-               say, f"RPPS {rpps}")
-        if mssante and mssante not in pracs[rpps].setdefault("emails", []):
-            pracs[rpps]["emails"].append(mssante)
-        rows.append(_Row(line, finess, rpps, roles, mssante, phone,
-                         active_cell not in FALSE))
-    for parsed in rows:  # R-ACT-2: an imager's specialty must qualify for some modality
+        seen[key] = line
+        _record(orgs, pracs, row, checked, line, say)
+        rows.append(_Row(line, checked.finess, checked.rpps, checked.roles, checked.mssante,
+                         checked.phone, checked.active not in FALSE))
+    _check_imaging_roles(path, rows, pracs, problems)
+    return _csv_items(path, orgs, pracs, rows)
+
+
+def _header(reader: Any, path: str, problems: Problems) -> list[str] | None:
+    """The header's column names, or None (with the errors said) when it is unusable."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        problems.error(f"{path}: empty file (expected a header line: "
+                       f"{', '.join(COLUMNS)})")
+        return None
+    columns = [_column(h) for h in header]
+    unknown = [h for h, c in zip(header, columns, strict=True) if c not in COLUMNS and c]
+    if unknown:
+        problems.error(f"{path}:1: unknown column(s) {', '.join(map(repr, unknown))}; "
+                       f"known: {', '.join(COLUMNS)}")
+    missing = [c for c, required in COLUMNS.items() if required and c not in columns]
+    if missing:
+        problems.error(f"{path}:1: missing column(s) {', '.join(missing)} (the header line "
+                       f"names the columns: {', '.join(COLUMNS)})")
+    return None if unknown or missing else columns
+
+
+def _required(row: dict[str, str], say: Say, problems: Problems, before: int) -> bool:
+    """Every required cell is filled (each empty one said)."""
+    for c, required in COLUMNS.items():
+        if required and not row.get(c):
+            say(c, "required, empty")
+    return len(problems.errors) == before
+
+
+def _check_cells(row: dict[str, str], say: Say, warn: Say, types: dict[str, Any],
+                 mss_domains: tuple[str, ...]) -> _Cells:
+    """Each cell against its grammar or code list, in column order; errors are said."""
+    finess = check_finess(row["finess"], lambda t: say("finess", t),
+                          lambda t: warn("finess", t))
+    rpps = check_rpps(row["rpps"], lambda t: say("rpps", t), lambda t: warn("rpps", t))
+    kind = row.get("structure_type", "").upper().replace("-", "_").replace(" ", "_")
+    if kind and kind not in types:
+        say("structure_type", f"{row['structure_type']!r} is not one of "
+            f"{', '.join(types)} ({ORG_TYPE_SYSTEM})")
+    specialties = [check_specialty(s, lambda t: say("specialty", t))
+                   for s in _split(row.get("specialty", ""))]
+    roles = [r.lower() for r in _split(row["role"])]
+    for r in roles:
+        if r not in PROFESSIONAL_ROLES:
+            say("role", f"unknown role {r!r}; one or more of "
+                f"{', '.join(PROFESSIONAL_ROLES)}")
+    mssante = _check_mssante(row.get("mssante", "").removeprefix("mailto:"), say, mss_domains)
+    phone = row.get("phone", "")
+    if phone and (not PHONE_RE.match(phone) or sum(ch.isdigit() for ch in phone) < 4):
+        say("phone", f"{phone!r} is not a phone number")
+    active = row.get("active", "").lower()
+    if active not in TRUE | FALSE:
+        say("active", f"{row['active']!r}: oui or non")
+    return _Cells(finess, rpps, kind, specialties, roles, mssante, phone, active)
+
+
+def _check_mssante(address: str, say: Say, mss_domains: tuple[str, ...]) -> str:
+    if address and not EMAIL_RE.match(address):
+        say("mssante", f"{address!r} is not an e-mail address")
+    elif address and not mss_secure(address, mss_domains):
+        say("mssante", f"{address!r} is not an MSSanté address (domain not in "
+            f"TELEIMG_MSS_DOMAINS: {', '.join(mss_domains)}); reports never go to a "
+            "personal mailbox (R-SEC-5)")
+    return address
+
+
+def _record(orgs: dict[str, dict[str, Any]], pracs: dict[str, dict[str, Any]],
+            row: dict[str, str], checked: _Cells, line: int, say: Say) -> None:
+    """The row's structure and professional, agreeing with earlier rows about them."""
+    _agree(orgs, checked.finess, line, {"structure_name": row["structure_name"],
+                                        "structure_type": checked.kind},
+           ("structure_name",), say, f"FINESS {checked.finess}")
+    _agree(pracs, checked.rpps, line, {"family": row["family"], "given": row.get("given", ""),
+                                       "specialty": " ".join(sorted(set(checked.specialties)))},
+           ("family", "given"), say, f"RPPS {checked.rpps}")
+    if checked.mssante and checked.mssante not in pracs[checked.rpps].setdefault("emails", []):
+        pracs[checked.rpps]["emails"].append(checked.mssante)
+
+
+def _check_imaging_roles(path: str, rows: list[_Row], pracs: dict[str, dict[str, Any]],
+                         problems: Problems) -> None:
+    """R-ACT-2: an imager's specialty must qualify for some modality (R-SCOPE-4 for the
+    nuclear physician on site)."""
+    for parsed in rows:
         held = set(pracs[parsed.rpps]["specialty"].split())
         if "remote-imager" in parsed.roles and not held & IMAGING:
             problems.error(f"{path}:{parsed.line}: column specialty: role remote-imager needs "
@@ -429,7 +483,6 @@ def parse_csv(text: str, path: str, problems: Problems, mss_domains: tuple[str, 
             problems.error(f"{path}:{parsed.line}: column specialty: role nuclear-physician "
                            f"needs {', '.join(sorted(NUCLEAR))} (médecine nucléaire, "
                            "R-SCOPE-4)")
-    return _csv_items(path, orgs, pracs, rows)
 
 
 def _agree(table: dict[str, dict[str, Any]], key: str, line: int, values: dict[str, str],
@@ -514,6 +567,14 @@ def _csv_items(path: str, orgs: dict[str, dict[str, Any]], pracs: dict[str, dict
 
 def parse_bundle(text: str, path: str, problems: Problems, mss_domains: tuple[str, ...]
                  ) -> list[Item]:
+    entries = _bundle_entries(text, path, problems)
+    items = (_bundle_item(f"{path}: Bundle.entry[{i}]", entry, problems, mss_domains)
+             for i, entry in enumerate(entries))
+    return [item for item in items if item is not None]
+
+
+def _bundle_entries(text: str, path: str, problems: Problems) -> list[Any]:
+    """The Bundle's entries ([] with the error said when the file is not one)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -530,46 +591,58 @@ def parse_bundle(text: str, path: str, problems: Problems, mss_domains: tuple[st
     if not isinstance(entries, list):
         problems.error(f"{path}: Bundle.entry must be an array")
         return []
-    items: list[Item] = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: Bundle.entry[{i}]"
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            problems.error(f"{where}: no resource")
-            continue
-        rtype = resource.get("resourceType")
-        if rtype == "OperationOutcome":
-            continue
-        if rtype not in TYPES:
-            problems.error(f"{where}: {rtype} is not a directory resource "
-                           f"({', '.join(TYPES)})")
-            continue
-        where = f"{where} ({rtype})"
-        resource = copy.deepcopy(resource)
-        aliases = [entry["fullUrl"]] if isinstance(entry.get("fullUrl"), str) else []
-        if isinstance(resource.get("id"), str):  # a label in the file, not the server's id
-            aliases.append(f"{rtype}/{resource.pop('id')}")
-        meta = {k: v for k, v in (resource.get("meta") or {}).items()
-                if k not in ("versionId", "lastUpdated")}
-        if rtype in PROFILES and PROFILES[rtype] not in (meta.get("profile") or []):
-            meta["profile"] = [*(meta.get("profile") or []), PROFILES[rtype]]
-        if meta:
-            resource["meta"] = meta
+    return entries
 
-        def say(text: str, where: str = where) -> None:
-            problems.error(f"{where}: {text}")
 
-        def warn(text: str, where: str = where) -> None:
-            problems.warn(f"{where}: {text}")
+def _bundle_item(where: str, entry: Any, problems: Problems, mss_domains: tuple[str, ...]
+                 ) -> Item | None:
+    """One entry as an Item (None: skipped, or an error said)."""
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    if not isinstance(resource, dict):
+        problems.error(f"{where}: no resource")
+        return None
+    rtype = resource.get("resourceType")
+    if rtype == "OperationOutcome":
+        return None
+    if rtype not in TYPES:
+        problems.error(f"{where}: {rtype} is not a directory resource "
+                       f"({', '.join(TYPES)})")
+        return None
+    where = f"{where} ({rtype})"
+    resource = copy.deepcopy(resource)
+    aliases = [entry["fullUrl"]] if isinstance(entry.get("fullUrl"), str) else []
+    if isinstance(resource.get("id"), str):  # a label in the file, not the server's id
+        aliases.append(f"{rtype}/{resource.pop('id')}")
+    _claim_profile(rtype, resource)
 
-        key = _bundle_key(rtype, resource, say, warn)
-        for point in resource.get("telecom") or []:
-            value = str((point or {}).get("value") or "").removeprefix("mailto:")
-            if (point or {}).get("system") == "email" and not mss_secure(value, mss_domains):
-                warn(f"e-mail {value!r} is not on an MSSanté domain "
-                     f"({', '.join(mss_domains)}): reports will not be sent to it (R-SEC-5)")
-        items.append(Item(rtype, resource, where, key, aliases))
-    return items
+    def say(text: str) -> None:
+        problems.error(f"{where}: {text}")
+
+    def warn(text: str) -> None:
+        problems.warn(f"{where}: {text}")
+
+    key = _KEYS[rtype](resource, say, warn)
+    _warn_personal_mail(resource, warn, mss_domains)
+    return Item(rtype, resource, where, key, aliases)
+
+
+def _claim_profile(rtype: str, resource: dict[str, Any]) -> None:
+    """The server's meta dropped, our profile claimed."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items()
+            if k not in ("versionId", "lastUpdated")}
+    if rtype in PROFILES and PROFILES[rtype] not in (meta.get("profile") or []):
+        meta["profile"] = [*(meta.get("profile") or []), PROFILES[rtype]]
+    if meta:
+        resource["meta"] = meta
+
+
+def _warn_personal_mail(resource: dict[str, Any], warn: Callable[[str], None],
+                        mss_domains: tuple[str, ...]) -> None:
+    for point in resource.get("telecom") or []:
+        value = str((point or {}).get("value") or "").removeprefix("mailto:")
+        if (point or {}).get("system") == "email" and not mss_secure(value, mss_domains):
+            warn(f"e-mail {value!r} is not on an MSSanté domain "
+                 f"({', '.join(mss_domains)}): reports will not be sent to it (R-SEC-5)")
 
 
 def _identifier(resource: dict[str, Any], system: str) -> dict[str, Any] | None:
@@ -577,42 +650,51 @@ def _identifier(resource: dict[str, Any], system: str) -> dict[str, Any] | None:
                  if isinstance(i, dict) and i.get("system") == system and i.get("value")), None)
 
 
-def _bundle_key(rtype: str, resource: dict[str, Any], say: Callable[[str], None],
-                warn: Callable[[str], None]) -> tuple[str, str] | None:
-    if rtype == "Organization":
-        ident = _identifier(resource, FINESS_OID)
-        if ident is None:
-            say(f"the structure needs its FINESS: identifier with system {FINESS_OID}")
-            return None
-        ident["value"] = check_finess(str(ident["value"]), say, warn)
-        return FINESS_OID, ident["value"]
-    if rtype == "Practitioner":
-        ident = _identifier(resource, RPPS_OID)
-        rpps = _identifier(resource, RPPS_URL)
-        if ident is None and rpps is not None:  # the RPPS alone: idNatPs = 8 + RPPS
-            ident = {"system": RPPS_OID, "value": "8" + str(rpps["value"])}
-            resource["identifier"] = [ident, *resource["identifier"]]
-        if ident is None:
-            say(f"the professional needs an idNatPs: identifier with system {RPPS_OID} "
-                "(8 + RPPS)")
-            return None
-        nat = str(ident["value"])
-        if nat.startswith("8") and len(nat) == 12:
-            check_rpps(nat, say, warn)
-        else:
-            warn(f"idNatPs {nat!r} is not an RPPS one (8 + 11 digits)")
-        for q in resource.get("qualification") or []:
-            for c in ((q or {}).get("code") or {}).get("coding") or []:
-                if c.get("system") in SPECIALTY_SYSTEMS and c.get("code"):
-                    check_specialty(str(c["code"]), say)
-        return RPPS_OID, nat
-    if rtype == "PractitionerRole":
-        for element in ("practitioner", "organization"):
-            if not ((resource.get(element) or {}).get("reference")):
-                say(f"PractitionerRole.{element} is required (a reference to an entry of "
-                    "this file or to a resource already on the server)")
-        ident = _identifier(resource, ROLE_SYSTEM)
-        return (ROLE_SYSTEM, str(ident["value"])) if ident else None  # else derived later
+Key = tuple[str, str] | None
+Tell = Callable[[str], None]
+
+
+def _organization_key(resource: dict[str, Any], say: Tell, warn: Tell) -> Key:
+    ident = _identifier(resource, FINESS_OID)
+    if ident is None:
+        say(f"the structure needs its FINESS: identifier with system {FINESS_OID}")
+        return None
+    ident["value"] = check_finess(str(ident["value"]), say, warn)
+    return FINESS_OID, ident["value"]
+
+
+def _practitioner_key(resource: dict[str, Any], say: Tell, warn: Tell) -> Key:
+    ident = _identifier(resource, RPPS_OID)
+    rpps = _identifier(resource, RPPS_URL)
+    if ident is None and rpps is not None:  # the RPPS alone: idNatPs = 8 + RPPS
+        ident = {"system": RPPS_OID, "value": "8" + str(rpps["value"])}
+        resource["identifier"] = [ident, *resource["identifier"]]
+    if ident is None:
+        say(f"the professional needs an idNatPs: identifier with system {RPPS_OID} "
+            "(8 + RPPS)")
+        return None
+    nat = str(ident["value"])
+    if nat.startswith("8") and len(nat) == 12:
+        check_rpps(nat, say, warn)
+    else:
+        warn(f"idNatPs {nat!r} is not an RPPS one (8 + 11 digits)")
+    for q in resource.get("qualification") or []:
+        for c in ((q or {}).get("code") or {}).get("coding") or []:
+            if c.get("system") in SPECIALTY_SYSTEMS and c.get("code"):
+                check_specialty(str(c["code"]), say)
+    return RPPS_OID, nat
+
+
+def _role_key(resource: dict[str, Any], say: Tell, warn: Tell) -> Key:
+    for element in ("practitioner", "organization"):
+        if not ((resource.get(element) or {}).get("reference")):
+            say(f"PractitionerRole.{element} is required (a reference to an entry of "
+                "this file or to a resource already on the server)")
+    ident = _identifier(resource, ROLE_SYSTEM)
+    return (ROLE_SYSTEM, str(ident["value"])) if ident else None  # else derived later
+
+
+def _endpoint_key(resource: dict[str, Any], say: Tell, warn: Tell) -> Key:
     ident = next((i for i in resource.get("identifier") or []
                   if isinstance(i, dict) and i.get("system") and i.get("value")), None)
     if ident is None:
@@ -620,6 +702,12 @@ def _bundle_key(rtype: str, resource: dict[str, Any], say: Callable[[str], None]
             "finds it again")
         return None
     return str(ident["system"]), str(ident["value"])
+
+
+# the business identifier each directory type is found again by (its checks on the way)
+_KEYS: dict[str, Callable[[dict[str, Any], Tell, Tell], Key]] = {
+    "Organization": _organization_key, "Practitioner": _practitioner_key,
+    "PractitionerRole": _role_key, "Endpoint": _endpoint_key}
 
 
 # -- merging --------------------------------------------------------------------------------------
@@ -696,6 +784,22 @@ def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
 
 # -- planning and writing through the core ------------------------------------------------------
 
+def _decide(item: Item) -> None:
+    """created, unchanged or updated (with the elements that change), from what is stored."""
+    if item.stored is None:
+        item.action, item.body = "created", item.resource
+        return
+    merged = merge(item.stored, item.resource)
+    if _comparable(merged) == _comparable(item.stored):
+        item.action = "unchanged"
+        return
+    item.action, item.body = "updated", merged
+    item.elements = sorted(k for k in set(merged) | set(item.stored)
+                           if k != "meta" and merged.get(k) != item.stored.get(k))
+    if _comparable(merged).get("meta") != _comparable(item.stored).get("meta"):
+        item.elements.append("meta.profile")
+
+
 class Loader:
     def __init__(self, server: FhirServer, problems: Problems) -> None:
         self.ctx = Context(server, PRINCIPAL, source="cli")
@@ -745,13 +849,10 @@ class Loader:
 
     # planning
     def plan(self, items: list[Item]) -> None:
+        """What to do with each item: index it, find it on the server, resolve its
+        references, compare with what is stored, validate what will be written."""
         for item in items:
-            for ident in item.resource.get("identifier") or []:
-                if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
-                    self._register(item, (item.rtype, str(ident["system"]),
-                                          str(ident["value"])))
-            for alias in item.aliases:
-                self.alias[alias] = item
+            self._index(item)
         self._lookup([i for i in items if i.rtype != "PractitionerRole"])
         roles = [i for i in items if i.rtype == "PractitionerRole"]
         for role in roles:
@@ -761,23 +862,19 @@ class Loader:
         for item in items:
             item.resource = self._rewrite(item.resource, item.where)
         for item in items:
-            if item.key is None:
-                continue
-            if item.stored is None:
-                item.action, item.body = "created", item.resource
-                continue
-            merged = merge(item.stored, item.resource)
-            if _comparable(merged) == _comparable(item.stored):
-                item.action = "unchanged"
-                continue
-            item.action, item.body = "updated", merged
-            item.elements = sorted(k for k in set(merged) | set(item.stored)
-                                   if k != "meta" and merged.get(k) != item.stored.get(k))
-            if _comparable(merged).get("meta") != _comparable(item.stored).get("meta"):
-                item.elements.append("meta.profile")
+            if item.key is not None:
+                _decide(item)
         for item in items:
             if item.body is not None:
                 self._validate(item)
+
+    def _index(self, item: Item) -> None:
+        """By each business identifier, and by the labels the file gives it."""
+        for ident in item.resource.get("identifier") or []:
+            if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+                self._register(item, (item.rtype, str(ident["system"]), str(ident["value"])))
+        for alias in item.aliases:
+            self.alias[alias] = item
 
     def _register(self, item: Item, key: tuple[str, str, str]) -> None:
         other = self.index.get(key)

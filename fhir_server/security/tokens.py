@@ -184,6 +184,18 @@ def check_identity(claims: dict[str, Any], roles: tuple[str, ...], issuer: Issue
             raise refused("a system client cannot present a person's roles (R-SEC-1)")
 
 
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims as written, before any check (401 when unreadable)."""
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.get_unverified_claims(token)
+    except (JOSEError, ValueError, TypeError, RecursionError):
+        raise unauthorized("malformed token") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise unauthorized("malformed token")
+    return header, claims
+
+
 class TokenValidator:
     def __init__(self, settings: AuthSettings) -> None:
         self.settings = settings
@@ -214,36 +226,11 @@ class TokenValidator:
     def _validate(self, token: str) -> tuple[Principal, float]:
         if len(token) > self.settings.max_token_bytes:
             raise unauthorized(f"token larger than {self.settings.max_token_bytes} bytes")
-        try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.get_unverified_claims(token)
-        except (JOSEError, ValueError, TypeError, RecursionError):
-            raise unauthorized("malformed token") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise unauthorized("malformed token")
+        header, claims = _unverified(token)
         alg = check_header(header)
         check_claims(claims, self.settings.role_claim)
-        issuer = self._issuers.get(claims["iss"])
-        if issuer is None:
-            raise unauthorized("token issuer is not trusted")
-        key = issuer.keys.get(header.get("kid"))
-        if key is None:
-            raise unauthorized("token signing key (kid) is unknown to the issuer's JWKS")
-        if alg not in ASYMMETRIC_KTY.get(str(key.get("kty", "")), ()) or \
-                key.get("alg", alg) != alg:
-            raise unauthorized(f"token algorithm {alg} does not match the issuer key")
-        options = {"require_exp": True, "require_iat": True, "require_sub": True,
-                   "require_iss": True, "require_aud": issuer.audience is not None,
-                   "verify_aud": issuer.audience is not None, "leeway": self.settings.leeway}
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg], issuer=issuer.issuer,
-                                audience=issuer.audience, options=options)
-        except ExpiredSignatureError:
-            raise unauthorized("token has expired") from None
-        except JWTClaimsError as exc:
-            raise unauthorized(f"token claims rejected: {exc}") from None
-        except (JOSEError, ValueError, TypeError, OverflowError):
-            raise unauthorized("token signature is invalid") from None
+        issuer, key = self._signer(header, claims, alg)
+        claims = self._verified(token, key, alg, issuer)
         check_claims(claims, self.settings.role_claim)  # what was signed, not a re-parse
         if claims["iat"] > time.time() + self.settings.leeway:
             raise unauthorized("token issued in the future")
@@ -255,6 +242,39 @@ class TokenValidator:
         check_identity(claims, roles, issuer)
         return self._principal(claims, issuer.issuer, roles), float(claims["exp"]) + \
             self.settings.leeway
+
+    def _signer(self, header: dict[str, Any], claims: dict[str, Any], alg: str
+                ) -> tuple[Issuer, dict[str, Any]]:
+        """The trusted issuer the token names and its key for the token's ``kid``, of a
+        type that matches the token's algorithm."""
+        issuer = self._issuers.get(claims["iss"])
+        if issuer is None:
+            raise unauthorized("token issuer is not trusted")
+        key = issuer.keys.get(header.get("kid"))
+        if key is None:
+            raise unauthorized("token signing key (kid) is unknown to the issuer's JWKS")
+        if alg not in ASYMMETRIC_KTY.get(str(key.get("kty", "")), ()) or \
+                key.get("alg", alg) != alg:
+            raise unauthorized(f"token algorithm {alg} does not match the issuer key")
+        return issuer, key
+
+    def _verified(self, token: str, key: dict[str, Any], alg: str, issuer: Issuer
+                  ) -> dict[str, Any]:
+        """The claims once the signature, issuer, audience and times are checked."""
+        options = {"require_exp": True, "require_iat": True, "require_sub": True,
+                   "require_iss": True, "require_aud": issuer.audience is not None,
+                   "verify_aud": issuer.audience is not None, "leeway": self.settings.leeway}
+        try:
+            claims: dict[str, Any] = jwt.decode(token, key, algorithms=[alg],
+                                                issuer=issuer.issuer,
+                                                audience=issuer.audience, options=options)
+        except ExpiredSignatureError:
+            raise unauthorized("token has expired") from None
+        except JWTClaimsError as exc:
+            raise unauthorized(f"token claims rejected: {exc}") from None
+        except (JOSEError, ValueError, TypeError, OverflowError):
+            raise unauthorized("token signature is invalid") from None
+        return claims
 
     def _principal(self, claims: dict[str, Any], issuer: str,
                    roles: tuple[str, ...]) -> Principal:

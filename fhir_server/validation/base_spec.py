@@ -40,6 +40,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -257,19 +258,38 @@ def _describe(value: Any) -> str:
 
 def primitive_error(kind: str, value: Any) -> str | None:
     """Why ``value`` is not a valid JSON representation of the R4 primitive ``kind``."""
-    if kind == "boolean":
-        return None if value is True or value is False else \
-            f"must be a JSON boolean (true or false), not {_describe(value)}"
-    if kind in INTEGERS:
-        if type(value) is not int:
-            return f"must be a JSON integer ({kind}), not {_describe(value)}"
-        low = INTEGERS[kind]
-        if not low <= value <= INT_MAX:
-            return f"{value} is out of range for {kind} ({low}..{INT_MAX})"
-        return None
-    if kind == "decimal":
-        return None if type(value) in (int, float) else \
-            f"must be a JSON number (decimal), not {_describe(value)}"
+    check = _JSON_TYPED.get(kind)
+    return check(kind, value) if check is not None else _string_error(kind, value)
+
+
+def _boolean_error(kind: str, value: Any) -> str | None:
+    return None if value is True or value is False else \
+        f"must be a JSON boolean (true or false), not {_describe(value)}"
+
+
+def _integer_error(kind: str, value: Any) -> str | None:
+    if type(value) is not int:
+        return f"must be a JSON integer ({kind}), not {_describe(value)}"
+    low = INTEGERS[kind]
+    if not low <= value <= INT_MAX:
+        return f"{value} is out of range for {kind} ({low}..{INT_MAX})"
+    return None
+
+
+def _decimal_error(kind: str, value: Any) -> str | None:
+    return None if type(value) in (int, float) else \
+        f"must be a JSON number (decimal), not {_describe(value)}"
+
+
+# the primitives JSON represents other than as a string
+_JSON_TYPED: dict[str, Callable[[str, Any], str | None]] = {
+    "boolean": _boolean_error, "decimal": _decimal_error,
+    **{kind: _integer_error for kind in INTEGERS}}
+
+
+def _string_error(kind: str, value: Any) -> str | None:
+    """The primitives JSON represents as a string: non-empty, no control character, the
+    R4 length limit, the type's regex, base64 for base64Binary."""
     if type(value) is not str:
         return f"must be a JSON string ({kind}), not {_describe(value)}"
     if not value:
