@@ -24,51 +24,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from adapters.provisioning import add_parser as directory_parser
 from fhir_server import logs
 from fhir_server.config import Settings
+from fhir_server.processes import READY_FD, cannot_listen
 from fhir_server.store.check import add_parser as store_parser
+from teleimagerie.wiring import build_core
 
 # -- serve: the HTTP server and its listener processes (issue 24) -------------------------
-READY_FD = "TELEIMG_READY_FD"  # a listener's readiness pipe (set by `serve` only)
 START_TIMEOUT = 300.0  # seconds a listener may take to start (the SCP imports its spool)
 STARTUP_FAILURE = 3  # uvicorn's exit status when its workers cannot start
-
-
-def tell_parent(line: str) -> bool:
-    """A listener process started by ``serve`` reports on its readiness pipe: ``ready``
-    once it listens, or ``fail <one line>`` when it cannot. False when it was not started
-    by ``serve`` (nobody to tell). One report per process: the pipe is closed after it."""
-    fd = os.environ.pop(READY_FD, None)
-    if not fd or not fd.isdigit():
-        return False
-    try:
-        os.write(int(fd), f"{line}\n".encode())
-        return True
-    except OSError:
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(int(fd))
-
-
-def cannot_listen(what: str, host: str, port: int, exc: OSError) -> str:
-    """``cannot listen on MLLP 127.0.0.1:2575: address already in use``."""
-    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
-        text = str(exc.strerror or exc)
-    else:
-        text = os.strerror(exc.errno)
-    return f"cannot listen on {what} {host}:{port}: {text[:1].lower()}{text[1:]}"
-
-
-def listener_failed(line: str) -> NoReturn:
-    """A listener that cannot start: its one line goes to ``serve``, which prints it and
-    exits non-zero, or, run alone (``hl7 listen``, ``dicom scp``), to stderr; exit 1."""
-    if not tell_parent(f"fail {line}"):
-        print(line, file=sys.stderr)
-    raise SystemExit(1)
 
 
 @dataclass
@@ -79,7 +46,7 @@ class _Listener:
 
 
 def _listeners() -> list[tuple[str, str, str]]:
-    """(label, module, parent variable) of the listener processes configured."""
+    """(label, service module, parent variable) of the listener processes configured."""
     out = []
     if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
         out.append(("MLLP listener", "adapters.hl7v2.service", "TELEIMG_MLLP_PARENT"))
@@ -94,7 +61,9 @@ def _start_listener(label: str, module: str, parent_var: str) -> _Listener:
     read, write = os.pipe()
     try:
         # a session of its own: a Ctrl+C in the terminal reaches `serve`, which stops it
-        proc = subprocess.Popen([sys.executable, "-m", module], pass_fds=(write,),
+        # the root's entry point runs the adapter's service on the core built here
+        proc = subprocess.Popen([sys.executable, "-m", "teleimagerie.listen", module],
+                                pass_fds=(write,),
                                 start_new_session=True,
                                 env={**os.environ, parent_var: str(os.getpid()),
                                      READY_FD: str(write)})
@@ -241,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
         store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
         logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                                host, port, store)
-        config = uvicorn.Config("fhir_server.http.app:create_asgi", factory=True, host=host,
+        config = uvicorn.Config("teleimagerie.wiring:create_asgi", factory=True, host=host,
                                 port=port, workers=args.workers, log_level=settings.log_level,
                                 # JSON: the access line is ours (fhir_server.metrics)
                                 access_log=args.access_log and settings.log_format == "text",
@@ -293,21 +262,21 @@ def _serve(args: argparse.Namespace) -> int:
 def _hl7(args: argparse.Namespace) -> int:
     from adapters.hl7v2 import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
 def _dicom(args: argparse.Namespace) -> int:
     from adapters.dicom import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
 def _delivery(args: argparse.Namespace) -> int:
     from adapters.delivery import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
@@ -485,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "delivery again from attempt 1")
     again.add_argument("id", help="the delivery Task id")
     delivery.set_defaults(func=_delivery)
-    directory_parser(sub)  # teleimagerie directory load FILE (docs/provisioning.md)
+    # teleimagerie directory load FILE (docs/provisioning.md)
+    directory_parser(sub, build_core)
     store_parser(sub)  # teleimagerie store check (issue 25)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
