@@ -27,12 +27,13 @@ def build_core(settings: Settings) -> FhirServer:
     deliveries.register_all()  # the delivery outbox's (Task)
     workflow = Workflow(settings.workflow)
     hl7 = Hl7Settings.from_env()
+    # the workflow's events and their handlers, run in the write unit (ADR 0022):
     # a decision on a request received over HL7 queues its ORU^R01 (ANS TLR flux 3)
-    workflow.listeners.append(Outbox(hl7).on_transition)
-    # a final or amended report gets its CDA documents (N3, N1) and their deliveries
-    # (DMP, RIS, MSSanté) in the same write unit
-    workflow.listeners.append(Publisher(Planner(DeliverySettings.from_env(), hl7)
-                                        ).on_transition)
+    Outbox(hl7).subscribe(workflow.events)
+    # a final or amended report gets its CDA documents (N3, N1), and they their
+    # deliveries (DMP, RIS, MSSanté) in the same write unit
+    Publisher().subscribe(workflow.events)
+    Planner(DeliverySettings.from_env(), hl7).subscribe(workflow.events)
     # a final report whose CDA documents fail the XSD or an ANS schematron rule is refused
     # (issue 26, R-REP-6): the check is the adapters', the hook the core's
     documents = report_check()

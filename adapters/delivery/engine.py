@@ -42,6 +42,7 @@ from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
 from fhir_server import logs
 from fhir_server.security import masking
+from fhir_server.workflow.events import DocumentsAvailable, DocumentsWithdrawn, Events
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.origin import finess, origin
 from fhir_server.workflow.records import load, ref_of
@@ -99,8 +100,15 @@ class Planner:
         self.settings = settings
         self.hl7 = hl7
 
-    def __call__(self, server: FhirServer, src: Sources,
-                 documents: dict[str, dict[str, Any]]) -> list[Delivery]:
+    def subscribe(self, events: Events) -> None:
+        events.subscribe(DocumentsAvailable, lambda server, e: self.plan(
+            server, e.sources, e.documents))
+        events.subscribe(DocumentsWithdrawn, lambda server, e: self.withdraw(
+            server, e.report, e.request))
+
+    def plan(self, server: FhirServer, src: Sources,
+             documents: dict[str, dict[str, Any]]) -> list[Delivery]:
+        """The deliveries of a version's ``documents`` (one per channel and recipient)."""
         outbox = Outbox(server)
         planned = []
         patient = f"Patient/{src.patient['id']}"

@@ -32,7 +32,7 @@ INS_TRAITS = "traits de l'INS"
 def world(secured: FhirServer, tmp_path: Path) -> World:
     world = World(secured, tmp_path)
     assert secured.workflow is not None
-    secured.workflow.listeners.append(Publisher().on_transition)
+    Publisher().subscribe(secured.workflow.events)
     secured.workflow.report_checks.append(ReportDocuments(validate.checker()))
     return world
 
