@@ -149,9 +149,6 @@ def _serve(args: argparse.Namespace) -> int:
     on a pipe that it listens (or the one line saying why it cannot); only then does
     uvicorn serve, on the socket bound first. Any failure: one line on stderr, exit 1 —
     never a server half started (issue 24)."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
     settings = Settings.from_env()
     from adapters.hl7v2.settings import Hl7Settings, SettingError
 
@@ -175,29 +172,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     listeners: list[_Listener] = []
     stopping = threading.Event()
-    died: list[str] = []
     signal.signal(signal.SIGTERM, _interrupt)  # a stop while the listeners start
     try:
-        if settings.store_url is None or settings.store_url.startswith("sqlite:///"):
-            # the embedded store's migrations run here, once, before the processes that
-            # share the file open it together (on a new data directory they would race)
-            from fhir_server.store import open_store
-
-            try:
-                open_store(settings.store_url, settings.data_dir).close()
-            except (ValueError, OSError, sqlite3.Error) as exc:
-                print(f"teleimagerie serve: cannot open the store: {exc}", file=sys.stderr)
-                return 1
-        from fhir_server import metrics_server
-
-        try:  # issue 29: readiness, /metrics — before any process that records metrics
-            from adapters.queues import measure
-
-            metrics_server.setup(settings, [m for _, m, _ in _listeners()], args.access_log,
-                                 queues=measure)
-        except OSError as exc:
-            where = metrics_server.metrics_address() or ("?", 0)
-            print(cannot_listen("metrics", *where, exc), file=sys.stderr)
+        failed = _prepare(settings, args.access_log)
+        if failed:
+            print(failed, file=sys.stderr)
             return 1
         for label, module, parent_var in _listeners():
             listeners.append(_start_listener(label, module, parent_var))
@@ -210,53 +189,93 @@ def _serve(args: argparse.Namespace) -> int:
         store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
         logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                                host, port, store)
-        config = uvicorn.Config("teleimagerie.wiring:create_asgi", factory=True, host=host,
-                                port=port, workers=args.workers, log_level=settings.log_level,
-                                # JSON: the access line is ours (fhir_server.metrics)
-                                access_log=args.access_log and settings.log_format == "text",
-                                log_config=logs.config(settings.log_level))
-        # uvicorn handles SIGTERM from here on; a single worker raises it again once
-        # stopped, into this no-op, so that the listeners are stopped below
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        if config.workers > 1:
-            # uvicorn < 0.30 takes the worker target, later ones build it
-            extra: dict[str, Any] = {"target": uvicorn.Server(config).run} if "target" in \
-                inspect.signature(Multiprocess).parameters else {}
-            supervisor = Multiprocess(config, sockets=[sock], **extra)
-            stop_http: Callable[[], None] = supervisor.should_exit.set
-        else:
-            server = uvicorn.Server(config)
-            stop_http = lambda: setattr(server, "should_exit", True)  # noqa: E731
-        threading.Thread(target=_watch, args=(listeners, stopping, stop_http, died),
-                         daemon=True, name="listener-watch").start()
-        try:
-            if config.workers > 1:
-                supervisor.run()
-            else:
-                server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            pass
-        if died:
-            return 1
-        if config.workers > 1:
-            return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE
-                                          for p in supervisor.processes) else 0
-        return 0 if server.started else STARTUP_FAILURE
+        return _run_http(settings, args, (host, port), sock, listeners, stopping)
     except (_Interrupted, KeyboardInterrupt):
         return 1
     finally:
         stopping.set()
-        for listener in listeners:
-            if listener.proc.poll() is None:
-                listener.proc.terminate()
-        for listener in listeners:
-            try:
-                listener.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                listener.proc.kill()
-            with contextlib.suppress(OSError):
-                os.close(listener.ready_fd)
+        _stop(listeners)
         sock.close()
+
+
+def _prepare(settings: Settings, access_log: bool) -> str | None:
+    """Before any listener starts: the embedded store's migrations, then readiness and
+    ``/metrics`` (issue 29); the one line saying why not, or None."""
+    if settings.store_url is None or settings.store_url.startswith("sqlite:///"):
+        # the embedded store's migrations run here, once, before the processes that
+        # share the file open it together (on a new data directory they would race)
+        from fhir_server.store import open_store
+
+        try:
+            open_store(settings.store_url, settings.data_dir).close()
+        except (ValueError, OSError, sqlite3.Error) as exc:
+            return f"teleimagerie serve: cannot open the store: {exc}"
+    from adapters.queues import measure
+    from fhir_server import metrics_server
+
+    try:  # before any process that records metrics
+        metrics_server.setup(settings, [m for _, m, _ in _listeners()], access_log,
+                             queues=measure)
+    except OSError as exc:
+        where = metrics_server.metrics_address() or ("?", 0)
+        return cannot_listen("metrics", *where, exc)
+    return None
+
+
+def _stop(listeners: list[_Listener]) -> None:
+    for listener in listeners:
+        if listener.proc.poll() is None:
+            listener.proc.terminate()
+    for listener in listeners:
+        try:
+            listener.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            listener.proc.kill()
+        with contextlib.suppress(OSError):
+            os.close(listener.ready_fd)
+
+
+def _run_http(settings: Settings, args: argparse.Namespace, where: tuple[str, int],
+              sock: socket.socket, listeners: list[_Listener],
+              stopping: threading.Event) -> int:
+    """uvicorn on the socket bound first, watched: a listener that stops stops it."""
+    host, port = where
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    died: list[str] = []
+    config = uvicorn.Config("teleimagerie.wiring:create_asgi", factory=True, host=host,
+                            port=port, workers=args.workers, log_level=settings.log_level,
+                            # JSON: the access line is ours (fhir_server.metrics)
+                            access_log=args.access_log and settings.log_format == "text",
+                            log_config=logs.config(settings.log_level))
+    # uvicorn handles SIGTERM from here on; a single worker raises it again once
+    # stopped, into this no-op, so that the listeners are stopped below
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    if config.workers > 1:
+        # uvicorn < 0.30 takes the worker target, later ones build it
+        extra: dict[str, Any] = {"target": uvicorn.Server(config).run} if "target" in \
+            inspect.signature(Multiprocess).parameters else {}
+        supervisor = Multiprocess(config, sockets=[sock], **extra)
+        stop_http: Callable[[], None] = supervisor.should_exit.set
+    else:
+        server = uvicorn.Server(config)
+        stop_http = lambda: setattr(server, "should_exit", True)  # noqa: E731
+    threading.Thread(target=_watch, args=(listeners, stopping, stop_http, died),
+                     daemon=True, name="listener-watch").start()
+    try:
+        if config.workers > 1:
+            supervisor.run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if died:
+        return 1
+    if config.workers > 1:
+        return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE
+                                      for p in supervisor.processes) else 0
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _hl7(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from fhir_server.workflow.events import (
 from fhir_server.workflow.events import (
     publish as emit,
 )
-from fhir_server.workflow.records import body, raw_store, save
+from fhir_server.workflow.records import body, matches, save, server_records
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Publisher:
         """The report was entered in error: its documents are too (every version), and
         what was delivered is withdrawn (:class:`DocumentsWithdrawn`)."""
         report_id = event.report_id
-        store = raw_store(server)
+        store = server_records(server)  # the documents are the server's records
         for level in LEVELS:
             version = 1
             while (ref := body(store.read("DocumentReference", resource_id(
@@ -88,11 +88,9 @@ class Publisher:
 def _latest_report(server: FhirServer, request_id: str) -> tuple[dict[str, Any] | None, int]:
     """The report of the request just made final or amended, and its document version
     (1 + the number of earlier final/amended versions of that report)."""
-    from fhir_server.security.care import all_matches
-
-    store = raw_store(server)
-    found = [body(i) for i in all_matches(store, server.limits, "DiagnosticReport",
-                                          [("based-on", f"ServiceRequest/{request_id}")])
+    store = server_records(server)  # in the report's write unit, already guarded
+    found = [body(i) for i in matches(server, "DiagnosticReport",
+                                      [("based-on", f"ServiceRequest/{request_id}")])
              if not i.deleted]
     reports = [r for r in found if r and r.get("status") in FINAL]
     if not reports:
@@ -118,7 +116,7 @@ def _store(server: FhirServer, src: Sources, doc: Document) -> dict[str, Any]:
     rid = src.report_id
     binary_id = resource_id("Binary", rid, doc.level, doc.version)
     ref_id = resource_id("DocumentReference", rid, doc.level, doc.version)
-    store = raw_store(server)
+    store = server_records(server)
     existing = body(store.read("DocumentReference", ref_id))
     if existing is not None:
         return existing
@@ -238,7 +236,8 @@ def document_reference(src: Sources, doc: Document, ref_id: str, binary_id: str
         "content": [{"attachment": attachment, "format": coding(meta.format)}],
         "context": context,
     }
-    return _pruned(out)
+    pruned: dict[str, Any] = _pruned(out)
+    return pruned
 
 
 def _pruned(value: Any) -> Any:

@@ -78,7 +78,7 @@ def _ce(tag: str, code: tuple[str, str, str]) -> etree._Element:
 def assertion(ctx: Context, signer: Signer, now: datetime | None = None,
               lifetime: timedelta = timedelta(minutes=10)) -> etree._Element:
     """A signed VIHF assertion for one submission."""
-    from signxml import XMLSigner  # imported here: only the DMP channel needs it
+    from signxml.signer import XMLSigner  # imported here: only the DMP channel needs it
 
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, Record, literal
+from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, Record
 from adapters.hl7v2.settings import Hl7Settings, SettingError
+from adapters.transaction import literal
 
 if TYPE_CHECKING:
     from adapters.hl7v2.receiver import Receiver

@@ -18,7 +18,7 @@ from adapters.hl7v2.message import MessageError, Segment
 from adapters.hl7v2.tx import token
 from fhir_server.workflow.identity import RELIABILITY, reliability
 from fhir_server.workflow.identity import status as identity_status
-from fhir_server.workflow.records import body, raw_store
+from fhir_server.workflow.records import body, matches
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -36,13 +36,19 @@ class IdentityConflict(MessageError):
         self.patient = patient
 
 
-def patient_from_pid(pid: Segment) -> dict[str, Any]:
-    """PID -> Patient (tlm-patient): identifiers, names, birth date and place, sex,
-    addresses, phones, identity reliability (PID-32)."""
-    for n in (3, 5, 11, 13, 14):  # a patient has a handful; thousands is a broken sender
+def _bounded(pid: Segment) -> None:
+    """A patient has a handful of identifiers, names, addresses, phones; thousands is a
+    broken sender (refused, 102)."""
+    for n in (3, 5, 11, 13, 14):
         if pid.raw(n).count(pid.delimiters.repetition) >= MAX_REPETITIONS:
             raise MessageError("102", f"PID-{n} : plus de {MAX_REPETITIONS} répétitions",
                                f"PID^1^{n}")
+
+
+def patient_from_pid(pid: Segment) -> dict[str, Any]:
+    """PID -> Patient (tlm-patient): identifiers, names, birth date and place, sex,
+    addresses, phones, identity reliability (PID-32)."""
+    _bounded(pid)
     identifiers = [i for i in (dt.cx(f) for f in pid.repetitions(3)) if i]
     if not identifiers:
         raise MessageError("101", "PID-3 : aucun identifiant du patient", "PID^1^3")
@@ -64,15 +70,7 @@ def patient_from_pid(pid: Segment) -> dict[str, Any]:
     gender = dt.GENDER.get(pid.get(8).upper())
     if gender:
         patient["gender"] = gender
-    addresses = []
-    for f in pid.repetitions(11):
-        address, kind = dt.xad(f)
-        if address is None:
-            continue
-        if kind == "BDL":
-            extensions.append({"url": BIRTH_PLACE, "valueAddress": address})
-        else:
-            addresses.append(address)
+    addresses = _addresses(pid, extensions)
     if addresses:
         patient["address"] = addresses
     telecom = [t for t in (dt.xtn(f) for n in (13, 14) for f in pid.repetitions(n)) if t]
@@ -83,6 +81,20 @@ def patient_from_pid(pid: Segment) -> dict[str, Any]:
     if extensions:
         patient["extension"] = extensions
     return patient
+
+
+def _addresses(pid: Segment, extensions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PID-11: the addresses; the birth place (type BDL) goes to ``extensions``."""
+    addresses = []
+    for f in pid.repetitions(11):
+        address, kind = dt.xad(f)
+        if address is None:
+            continue
+        if kind == "BDL":
+            extensions.append({"url": BIRTH_PLACE, "valueAddress": address})
+        else:
+            addresses.append(address)
+    return addresses
 
 
 def _token(identifier: dict[str, Any]) -> str:
@@ -103,16 +115,12 @@ class Match:
 
 def find_patient(server: FhirServer, incoming: dict[str, Any]) -> Match:
     """INS first, then the local identifiers (IPP) of the same authority."""
-    from fhir_server.security.care import all_matches
-
-    store = raw_store(server)
     ins = [i for i in incoming["identifier"] if dt.is_ins(i)]
     local = [i for i in incoming["identifier"] if not dt.is_ins(i)]
-    by_ins = all_matches(store, server.limits, "Patient",
-                         [("identifier", ",".join(_token(i) for i in ins))]) if ins else []
-    by_local = all_matches(store, server.limits, "Patient",
-                           [("identifier", ",".join(_token(i) for i in local))]) \
-        if local else []
+    by_ins = matches(server, "Patient",
+                     [("identifier", ",".join(_token(i) for i in ins))]) if ins else []
+    by_local = matches(server, "Patient",
+                       [("identifier", ",".join(_token(i) for i in local))]) if local else []
     by_ins = [p for p in by_ins if not p.deleted]
     by_local = [p for p in by_local if not p.deleted]
     found = {p.id for p in by_ins} | {p.id for p in by_local}

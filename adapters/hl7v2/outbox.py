@@ -35,10 +35,11 @@ from adapters.hl7v2 import oru_r01
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, literal, now
+from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, now
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
 from adapters.passes import repeat
+from adapters.transaction import literal
 from fhir_server.workflow.events import Events, RequestStateChanged
 from fhir_server.workflow.origin import origin
 from fhir_server.workflow.records import load, ref_of
