@@ -30,8 +30,8 @@ demo: install-test
 	$(BIN)/python -m demo
 
 test: install-test
-	$(BIN)/ruff check fhir_server adapters profiles terminology tests benchmarks tools demo
-	$(BIN)/mypy fhir_server adapters
+	$(BIN)/ruff check teleimagerie fhir_server adapters profiles terminology tests benchmarks tools demo
+	$(BIN)/mypy teleimagerie fhir_server adapters
 	$(BIN)/pytest -n 2
 
 bench: install-test
@@ -59,7 +59,7 @@ bench-soak: install-test
 
 lint: install-test
 	$(BIN)/ruff check .
-	$(BIN)/mypy fhir_server adapters
+	$(BIN)/mypy teleimagerie fhir_server adapters
 
 clean:
 	rm -rf $(VENV) data build .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,7 @@ from adapters.delivery.outbox import Outbox as Deliveries
 from adapters.hl7v2 import records
 from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore
 from fhir_server.search.query import QueryParser
-from fhir_server.workflow.records import raw_store
+from fhir_server.workflow.records import server_records
 
 DELIVERY_CHANNELS = ("dmp", "ris", "mssante")
 HL7_STATES = ("pending", "sent", "failed", "dead")
@@ -45,7 +45,7 @@ def measure(server: Any, items: GaugeMetricFamily, oldest: GaugeMetricFamily,
     """Depth by state, oldest pending age and dead letters of the delivery outbox and the
     HL7 outbound queue, counted in the store at scrape time."""
     _register()
-    store = raw_store(server)
+    store = server_records(server)
     parser = QueryParser(server.limits)
 
     def count(rtype: str, params: list[tuple[str, str]]) -> int:

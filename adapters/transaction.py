@@ -68,10 +68,9 @@ def find(server: FhirServer, rtype: str, params: list[tuple[str, str]]
          ) -> list[dict[str, Any]]:
     """Live resources matching ``params`` in the whole store (a system actor's view:
     matching must see every patient, R-EXAM-1)."""
-    from fhir_server.security.care import all_matches
-    from fhir_server.workflow.records import body, raw_store
+    from fhir_server.workflow.records import body, matches
 
-    found = all_matches(raw_store(server), server.limits, rtype, params)
+    found = matches(server, rtype, params)
     return [r for r in (body(i) for i in found if not i.deleted) if r]
 
 
@@ -79,10 +78,10 @@ def flag_identity(server: FhirServer, patient: str, text: str) -> None:
     """A ``Flag`` *identité à vérifier* on ``patient`` (R-EXAM-1: an identity that does
     not match is flagged for a human, never merged), written in its own unit so that it
     survives the refusal of the message or study that revealed it."""
-    from fhir_server.workflow.records import new_id, raw_store, save
+    from fhir_server.workflow.records import new_id, save, server_records
     from fhir_server.workflow.studies import identity_flag
 
-    with raw_store(server).write():
+    with server_records(server).write():
         save(server, "Flag", new_id(), identity_flag(patient, text))
 
 

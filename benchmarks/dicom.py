@@ -36,9 +36,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
     os.environ["TELEIMG_DATA_DIR"] = str(work / "data")
     from fhir_server.config import Settings
-    from fhir_server.runtime import build_core
     from fhir_server.security.principal import Principal
     from fhir_server.security.scopes import parse_scopes
+    from teleimagerie.wiring import build_core
 
     server = build_core(Settings.from_env())
     ris = Principal(sub="bench:ris", issuer="bench", roles=("ris",),

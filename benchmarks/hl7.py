@@ -65,7 +65,7 @@ def _backlog(data: Path) -> int:
     """Messages committed in enhanced mode and not processed yet (read from the store)."""
     from adapters.hl7v2.records import MessageStore
     from fhir_server.config import Settings
-    from fhir_server.runtime import build_core
+    from teleimagerie.wiring import build_core
 
     os.environ["TELEIMG_DATA_DIR"] = str(data)
     return len(MessageStore(build_core(Settings.from_env())).find(
@@ -101,7 +101,7 @@ def main() -> None:
     port = _port()
     env = {**os.environ, "TELEIMG_DATA_DIR": str(work), "TELEIMG_MLLP_PORT": str(port),
            "TELEIMG_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "hl7", "listen"],
+    proc = subprocess.Popen([sys.executable, "-m", "teleimagerie.cli", "hl7", "listen"],
                             env=env, cwd=ROOT.parent)
     try:
         deadline = time.monotonic() + 30

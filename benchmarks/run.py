@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     issuer.ensure()
     # a RIS connector token: full rights, no care-relationship lookups
     token = issuer.mint(sub="bench", roles=["ris"], scopes=["system/*.cruds"], acr=None)
-    serve_cmd = [sys.executable, "-m", "fhir_server.cli", "serve", "--workers", str(WORKERS),
+    serve_cmd = [sys.executable, "-m", "teleimagerie.cli", "serve", "--workers", str(WORKERS),
                  "--no-access-log"]
     server = start(serve_cmd, env, f"http://127.0.0.1:{port}/fhir/metadata")
     baseline = start([sys.executable, "-m", "uvicorn", "benchmarks.baseline:app", "--port",

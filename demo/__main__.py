@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     _step("1. le serveur / the server")
     print(f"données / data: {data}\njournal / log: {log}")
     with log.open("ab") as out:
-        server = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve"],
+        server = subprocess.Popen([sys.executable, "-m", "teleimagerie.cli", "serve"],
                                   env=env, cwd=ROOT, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{http}"
     if not wait(lambda: _up(base, server) and listening(mllp) and listening(dicom),

@@ -44,7 +44,7 @@ REQUESTER_MAIL = "paul.demandeur@ch-proximite.mssante.fr"
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``teleimagerie …`` as an operator types it."""
-    return subprocess.run([sys.executable, "-m", "fhir_server.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "teleimagerie.cli", *args], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

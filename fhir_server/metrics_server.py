@@ -23,7 +23,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -105,7 +105,8 @@ def prepare_multiprocess(data_dir: Path) -> Path:
     # process: metrics created from now on must write their files too
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()
+    # prometheus_client is untyped here: the call typed for mypy --strict
+    values.ValueClass = cast(Callable[[], type], values.get_value_class)()
     return path
 
 
@@ -126,7 +127,8 @@ def start(settings: Settings, host: str, port: int, queues: Queues | None = None
 
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        cast(Callable[[CollectorRegistry], object],
+             multiprocess.MultiProcessCollector)(registry)
     registry.register(StoreCollector(settings, queues))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

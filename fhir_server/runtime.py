@@ -1,19 +1,22 @@
-"""Assemble the running core from :class:`Settings`: store, security policy, audit sink.
+"""Assemble the core from :class:`Settings`: store, security policy, audit sink.
 
-Shared by the HTTP server, the CLI and (later) the adapters, so all of them enforce the
-same rules on the same data.
+The core's half of the assembly: the composition root (:mod:`teleimagerie.wiring`) adds
+the adapters and passes the builder (:data:`CoreBuilder`) to every process and command,
+so all of them enforce the same rules on the same data (issue 28 item 1).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server import logs
 from fhir_server.audit.sink import AuditSink
 from fhir_server.config import Settings
 from fhir_server.core.server import FhirServer
+from fhir_server.metrics import instrument_store
 from fhir_server.security.devissuer import DEV_ISSUER, DevIssuer
 from fhir_server.security.jwks import KeySet
 from fhir_server.security.policy import SecurityPolicy
@@ -23,6 +26,8 @@ from fhir_server.validation.registry import ProfileRegistry
 from fhir_server.workflow.engine import Workflow
 
 log = logging.getLogger("teleimagerie")
+# the composition root's core builder, handed to the adapters' commands and services
+CoreBuilder = Callable[[Settings], FhirServer]
 # set by `serve` once it has given the development-mode warning: the processes it starts
 # (listeners, uvicorn workers) inherit it and do not repeat it (issue 29)
 DEV_NOTICE_GIVEN = "TELEIMG_DEV_NOTICE_GIVEN"
@@ -59,40 +64,16 @@ def auth_settings(settings: Settings) -> AuthSettings:
                         role_claim=cfg.role_claim)
 
 
-def build_core(settings: Settings) -> FhirServer:
-    from adapters.cda.check import report_check
-    from adapters.cda.publish import Publisher
-    from adapters.delivery import outbox as deliveries
-    from adapters.delivery.engine import Planner
-    from adapters.delivery.settings import DeliverySettings
-    from adapters.hl7v2 import records
-    from adapters.hl7v2.outbox import Outbox
-    from adapters.hl7v2.settings import Hl7Settings
-
-    records.register_all()  # the HL7 message store's search parameters (Basic)
-    deliveries.register_all()  # the delivery outbox's (Task)
+def build_server(settings: Settings, workflow: Workflow) -> FhirServer:
+    """The core on its store, security policy and audit sink, with the ``workflow`` the
+    composition root (:mod:`teleimagerie.wiring`) filled with the adapters' handlers."""
     store = open_store(settings.store_url, settings.data_dir)
-    from fhir_server.metrics import instrument_store
-
     instrument_store(store)  # write latency, audit records appended (issue 29)
     policy = SecurityPolicy(TokenValidator(auth_settings(settings)))
     sink = AuditSink(store, settings.audit_interval, max_lag=settings.audit_index_lag) \
         if settings.audit else None
     if sink is None:
         log.warning("AUDIT DISABLED (TELEIMG_AUDIT=off): for benchmarking only")
-    workflow = Workflow(settings.workflow)
-    hl7 = Hl7Settings.from_env()
-    # a decision on a request received over HL7 queues its ORU^R01 (ANS TLR flux 3)
-    workflow.listeners.append(Outbox(hl7).on_transition)
-    # a final or amended report gets its CDA documents (N3, N1) and their deliveries
-    # (DMP, RIS, MSSanté) in the same write unit
-    workflow.listeners.append(Publisher(Planner(DeliverySettings.from_env(), hl7)
-                                        ).on_transition)
-    # a final report whose CDA documents fail the XSD or an ANS schematron rule is refused
-    # (issue 26, R-REP-6): the check is the adapters', the hook the core's
-    documents = report_check()
-    if documents is not None:
-        workflow.report_checks.append(documents)
     return FhirServer(store, settings.limits, security=policy, audit=sink,
                       profiles=ProfileRegistry(settings.required_profiles),
                       workflow=workflow)

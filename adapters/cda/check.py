@@ -19,7 +19,7 @@ from adapters.cda.document import build
 from adapters.cda.schematron import BY_LEVEL, Unavailable
 from adapters.cda.sources import MissingSource, gather
 from fhir_server.core.errors import Issue
-from fhir_server.workflow.records import body, raw_store
+from fhir_server.workflow.records import body, server_records
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
@@ -37,8 +37,9 @@ def version_of(server: FhirServer, report: dict[str, Any], before: dict[str, Any
     first final report, 1 + the earlier final/amended versions for an amendment."""
     if before is None or before.get("status") not in FINAL or not report.get("id"):
         return 1
-    history = raw_store(server).history("DiagnosticReport", str(report["id"]), None, 1000,
-                                        None, counted=False)
+    # inside the report's write unit, guarded for its author: the versions are facts
+    history = server_records(server).history("DiagnosticReport", str(report["id"]), None,
+                                             1000, None, counted=False)
     return 1 + sum(1 for item in history.items if (body(item) or {}).get("status") in FINAL)
 
 

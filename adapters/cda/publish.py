@@ -2,9 +2,11 @@
 R-REP-6): its CDA N3 (structured) and N1 (PDF) versions, each a Binary and a
 DocumentReference carrying the XDS metadata of the CDA header. An amendment's documents
 replace the previous version's (``relatesTo`` replaces; the previous ones become
-``superseded``). Written by a workflow listener inside the report's write unit, so the
-report and its documents are committed together; ids are derived from the report version,
-so a replay writes nothing new.
+``superseded``). Written by the handler of :class:`ReportIssued` inside the report's
+write unit, so the report and its documents are committed together; ids are derived from
+the report version, so a replay writes nothing new. The documents stored, it publishes
+:class:`DocumentsAvailable` (the delivery planner's), a withdrawal
+:class:`DocumentsWithdrawn` (ADR 0022).
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ import base64
 import logging
 import re
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from adapters.cda import codes, metadata, pdf
 from adapters.cda.document import Document, build
 from adapters.cda.sources import MissingSource, Sources, gather
 from fhir_server.security import masking
-from fhir_server.workflow.records import body, raw_store, save
-from fhir_server.workflow.reports import FINAL, WITHDRAW
+from fhir_server.workflow.events import (
+    DocumentsAvailable,
+    DocumentsWithdrawn,
+    Events,
+    ReportIssued,
+    ReportWithdrawn,
+)
+from fhir_server.workflow.events import (
+    publish as emit,
+)
+from fhir_server.workflow.records import body, matches, save, server_records
+from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
-    from fhir_server.core.model import FhirRequest
     from fhir_server.core.server import FhirServer
-    from fhir_server.workflow.engine import Case
 
 log = logging.getLogger("teleimagerie.cda")
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -37,30 +47,16 @@ def resource_id(kind: str, report_id: str, level: str, version: int) -> str:
     return str(uuid.uuid5(_NS, f"{kind}/{report_id}/{level}/{version}"))
 
 
-class Planner(Protocol):
-    """What plans the deliveries of the documents (adapters.delivery.engine.Planner)."""
-
-    def __call__(self, server: FhirServer, src: Sources,
-                 documents: dict[str, dict[str, Any]]) -> Any: ...
-
-    def withdraw(self, server: FhirServer, report: str, request: str) -> Any: ...
-
-
 class Publisher:
-    """Workflow listener: documents for the final report and each amendment, and their
-    deliveries when a ``planner`` is given (adapters.delivery)."""
+    """The documents of the final report and of each amendment (handlers of the
+    workflow's events, subscribed by the composition root)."""
 
-    def __init__(self, planner: Planner | None = None) -> None:
-        self.planner = planner
+    def subscribe(self, events: Events) -> None:
+        events.subscribe(ReportIssued, self.issued)
+        events.subscribe(ReportWithdrawn, self.withdrawn)
 
-    def on_transition(self, server: FhirServer, req: FhirRequest, case: Case,
-                      name: str) -> None:
-        if name == WITHDRAW and req.resource_type == "DiagnosticReport" and req.id:
-            self.withdraw(server, req.id, case)
-            return
-        if name not in ("final-report", "amend-report"):
-            return
-        report, version = _latest_report(server, case.request["id"])
+    def issued(self, server: FhirServer, event: ReportIssued) -> None:
+        report, version = _latest_report(server, event.case.request["id"])
         if report is None:
             return
         try:
@@ -69,13 +65,14 @@ class Publisher:
         except MissingSource as exc:  # the report stands; its document waits for data
             log.warning("CDA non produit : %s", exc)
             return
-        if self.planner is not None:
-            self.planner(server, src, dict(zip(LEVELS, documents, strict=True)))
+        emit(server, DocumentsAvailable(event.req, src,
+                                        dict(zip(LEVELS, documents, strict=True))))
 
-    def withdraw(self, server: FhirServer, report_id: str, case: Case) -> None:
+    def withdrawn(self, server: FhirServer, event: ReportWithdrawn) -> None:
         """The report was entered in error: its documents are too (every version), and
-        what was delivered is withdrawn by the ``planner``."""
-        store = raw_store(server)
+        what was delivered is withdrawn (:class:`DocumentsWithdrawn`)."""
+        report_id = event.report_id
+        store = server_records(server)  # the documents are the server's records
         for level in LEVELS:
             version = 1
             while (ref := body(store.read("DocumentReference", resource_id(
@@ -84,19 +81,16 @@ class Publisher:
                     save(server, "DocumentReference", ref["id"],
                          {**ref, "status": "entered-in-error"})
                 version += 1
-        if self.planner is not None:
-            self.planner.withdraw(server, f"DiagnosticReport/{report_id}",
-                                  f"ServiceRequest/{case.request['id']}")
+        emit(server, DocumentsWithdrawn(event.req, f"DiagnosticReport/{report_id}",
+                                        f"ServiceRequest/{event.case.request['id']}"))
 
 
 def _latest_report(server: FhirServer, request_id: str) -> tuple[dict[str, Any] | None, int]:
     """The report of the request just made final or amended, and its document version
     (1 + the number of earlier final/amended versions of that report)."""
-    from fhir_server.security.care import all_matches
-
-    store = raw_store(server)
-    found = [body(i) for i in all_matches(store, server.limits, "DiagnosticReport",
-                                          [("based-on", f"ServiceRequest/{request_id}")])
+    store = server_records(server)  # in the report's write unit, already guarded
+    found = [body(i) for i in matches(server, "DiagnosticReport",
+                                      [("based-on", f"ServiceRequest/{request_id}")])
              if not i.deleted]
     reports = [r for r in found if r and r.get("status") in FINAL]
     if not reports:
@@ -122,7 +116,7 @@ def _store(server: FhirServer, src: Sources, doc: Document) -> dict[str, Any]:
     rid = src.report_id
     binary_id = resource_id("Binary", rid, doc.level, doc.version)
     ref_id = resource_id("DocumentReference", rid, doc.level, doc.version)
-    store = raw_store(server)
+    store = server_records(server)
     existing = body(store.read("DocumentReference", ref_id))
     if existing is not None:
         return existing
@@ -242,7 +236,8 @@ def document_reference(src: Sources, doc: Document, ref_id: str, binary_id: str
         "content": [{"attachment": attachment, "format": coding(meta.format)}],
         "context": context,
     }
-    return _pruned(out)
+    pruned: dict[str, Any] = _pruned(out)
+    return pruned
 
 
 def _pruned(value: Any) -> Any:

@@ -18,6 +18,7 @@ from adapters.hl7v2.cli import operator
 
 if TYPE_CHECKING:
     from adapters.delivery.outbox import Outbox
+    from fhir_server.runtime import CoreBuilder
 
 
 def retry(outbox: Outbox, delivery_id: str, who: str) -> int:
@@ -38,7 +39,7 @@ def retry(outbox: Outbox, delivery_id: str, who: str) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, build: CoreBuilder) -> int:
     from adapters.cda.check import delivery_check
     from adapters.delivery import service
     from adapters.delivery.engine import Sender
@@ -46,13 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from adapters.delivery.settings import DeliverySettings
     from adapters.hl7v2.settings import Hl7Settings
     from fhir_server.config import Settings
-    from fhir_server.runtime import build_core
 
     if args.delivery_command == "run":
-        service.main()
+        service.main(build)
         return 0
     register_all()
-    server = build_core(Settings.from_env())
+    server = build(Settings.from_env())
     try:
         outbox = Outbox(server)
         if args.delivery_command == "once":

@@ -42,6 +42,7 @@ from adapters.exchange import DCM, ENTITY_TYPE, OBJECT_ROLE, event
 from adapters.passes import repeat
 from fhir_server import logs
 from fhir_server.security import masking
+from fhir_server.workflow.events import DocumentsAvailable, DocumentsWithdrawn, Events
 from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.origin import finess, origin
 from fhir_server.workflow.records import load, ref_of
@@ -99,8 +100,15 @@ class Planner:
         self.settings = settings
         self.hl7 = hl7
 
-    def __call__(self, server: FhirServer, src: Sources,
-                 documents: dict[str, dict[str, Any]]) -> list[Delivery]:
+    def subscribe(self, events: Events) -> None:
+        events.subscribe(DocumentsAvailable, lambda server, e: self.plan(
+            server, e.sources, e.documents))
+        events.subscribe(DocumentsWithdrawn, lambda server, e: self.withdraw(
+            server, e.report, e.request))
+
+    def plan(self, server: FhirServer, src: Sources,
+             documents: dict[str, dict[str, Any]]) -> list[Delivery]:
+        """The deliveries of a version's ``documents`` (one per channel and recipient)."""
         outbox = Outbox(server)
         planned = []
         patient = f"Patient/{src.patient['id']}"
@@ -263,25 +271,30 @@ class Sender:
             return "document-invalide", invalid
         if d.channel == "ris":
             self.follow_origin(d)
-        if d.channel == "dmp":
-            if self.opposed(d, "dmp"):
-                return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
-            patient = load(self.server, d.patient) or {}
-            qualified = self.qualified(patient)
-            if qualified:
-                return "identite-non-qualifiee", qualified
-        elif d.channel == "mssante":
-            if d.recipient and self.opposed(d, d.recipient):
-                return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
-            if self.masked(d):
-                return "bloque-masquage", "document masqué aux professionnels de santé " \
-                    "(MASQUE_PS) : il n'est pas adressé par MSSanté"
-            if not d.address:
-                d.address = mss_address(self.server, d.recipient, self.settings)
-            if not d.address:
-                return "adresse-absente", f"{d.recipient} n'a pas d'adresse MSSanté " \
-                    f"({', '.join(self.settings.mss_domains)})"
-        return self._unconfigured(d)
+        held = self._hold_dmp(d) if d.channel == "dmp" else \
+            self._hold_mss(d) if d.channel == "mssante" else None
+        return held or self._unconfigured(d)
+
+    def _hold_dmp(self, d: Delivery) -> tuple[str, str] | None:
+        """The patient's opposition (R-CONS-5), an unqualified identity (R-EXAM-1)."""
+        if self.opposed(d, "dmp"):
+            return "bloque-opposition", "le patient s'oppose à l'alimentation de son DMP"
+        qualified = self.qualified(load(self.server, d.patient) or {})
+        return ("identite-non-qualifiee", qualified) if qualified else None
+
+    def _hold_mss(self, d: Delivery) -> tuple[str, str] | None:
+        """The patient's opposition, the document's masking, no MSSanté address."""
+        if d.recipient and self.opposed(d, d.recipient):
+            return "bloque-opposition", f"le patient s'oppose au partage avec {d.recipient}"
+        if self.masked(d):
+            return "bloque-masquage", "document masqué aux professionnels de santé " \
+                "(MASQUE_PS) : il n'est pas adressé par MSSanté"
+        if not d.address:
+            d.address = mss_address(self.server, d.recipient, self.settings)
+        if not d.address:
+            return "adresse-absente", f"{d.recipient} n'a pas d'adresse MSSanté " \
+                f"({', '.join(self.settings.mss_domains)})"
+        return None
 
     def invalid(self, d: Delivery) -> str:
         """The first rule the delivered document fails ('' when it passes or is not

@@ -13,17 +13,16 @@ from adapters.delivery.engine import Sender
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
 from fhir_server import health, logs
-from fhir_server.cli import tell_parent
 from fhir_server.config import Settings
+from fhir_server.processes import tell_parent
+from fhir_server.runtime import CoreBuilder
 
 log = logging.getLogger("teleimagerie.delivery")
 
 
 async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
-              interval: float = 2.0) -> None:
-    from fhir_server.runtime import build_core
-
-    server = build_core(settings)
+              build: CoreBuilder, interval: float = 2.0) -> None:
+    server = build(settings)
     sender = Sender(server, delivery, hl7, check=delivery_check())  # issue 26
     for name, missing in (("DMP", delivery.dmp_ready), ("MSSanté", delivery.mss_ready)):
         if missing:
@@ -47,14 +46,12 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
             server.audit.close()
 
 
-def main() -> None:
+def main(build: CoreBuilder) -> None:
+    """Runs the sender on the core ``build`` makes (the composition root's)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
-        asyncio.run(run(settings, DeliverySettings.from_env(), Hl7Settings.from_env()))
+        asyncio.run(run(settings, DeliverySettings.from_env(), Hl7Settings.from_env(), build))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 
-
-if __name__ == "__main__":
-    main()

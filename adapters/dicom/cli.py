@@ -25,6 +25,7 @@ from rich.table import Table
 from adapters.dicom.pipeline import Importer
 from adapters.dicom.reader import expand
 from adapters.dicom.settings import DicomSettings
+from fhir_server.runtime import CoreBuilder
 
 
 @contextlib.contextmanager
@@ -52,16 +53,15 @@ def is_part10(path: Path) -> bool:
         return True  # let the reader say why it cannot be read
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, build: CoreBuilder) -> int:
     if args.dicom_command == "scp":
         from adapters.dicom import service
 
-        service.main()
+        service.main(build)
         return 0
     from fhir_server.config import Settings
-    from fhir_server.runtime import build_core
 
-    server = build_core(Settings.from_env())
+    server = build(Settings.from_env())
     try:
         importer = Importer(server, DicomSettings.from_env())
         found = list(expand(args.paths))

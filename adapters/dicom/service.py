@@ -15,22 +15,22 @@ import threading
 from adapters.dicom.scp import StoreScp
 from adapters.dicom.settings import DicomSettings
 from fhir_server import health, logs
-from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
+from fhir_server.processes import cannot_listen, listener_failed, tell_parent
+from fhir_server.runtime import CoreBuilder
 
 log = logging.getLogger("teleimagerie.dicom")
 BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
-def main() -> None:
-    from fhir_server.runtime import build_core
-
+def main(build: CoreBuilder) -> None:
+    """Runs the SCP on the core ``build`` makes (the composition root's)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
     dicom = DicomSettings.from_env()
     if not dicom.port:
         raise SystemExit("TELEIMG_DICOM_PORT is not set: no DICOM SCP to run")
-    server = build_core(settings)
+    server = build(settings)
     scp = StoreScp(server, dicom, settings.data_dir / "dicom-spool")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -57,6 +57,3 @@ def main() -> None:
         if server.audit is not None:
             server.audit.close()
 
-
-if __name__ == "__main__":
-    main()

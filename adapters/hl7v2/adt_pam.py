@@ -18,7 +18,8 @@ from adapters.hl7v2.orm_o01 import patient_entry
 from adapters.hl7v2.tx import Context, Transaction, token
 from fhir_server.security.care import all_matches
 from fhir_server.security.compartment import NARROWING_PARAM, PATIENT_PATHS, walk
-from fhir_server.workflow.records import body, raw_store, save
+from fhir_server.security.system import as_system
+from fhir_server.workflow.records import body, matches, save, server_records
 
 # ADT trigger events handled as an identity update (PAM-FR: admissions, transfers,
 # discharges, pre-admissions, updates and the A28/A31 patient-information messages)
@@ -39,7 +40,8 @@ def identity_update(ctx: Context, msg: Message) -> tuple[list[str], str]:
 def _find_by(ctx: Context, identifiers: list[dict[str, Any]]) -> list[str]:
     if not identifiers:
         return []
-    found = all_matches(raw_store(ctx.server), ctx.server.limits, "Patient", [
+    # as the sending RIS's system principal, through the guard (ADR 0022)
+    found = all_matches(as_system(ctx.server, ctx.principal), ctx.server.limits, "Patient", [
         ("identifier", ",".join(token(i["system"], i["value"]) for i in identifiers))])
     return sorted({i.id for i in found if not i.deleted})
 
@@ -62,7 +64,7 @@ def merge(ctx: Context, msg: Message) -> tuple[list[str], str]:
     if not merged_ids:  # already merged (a resent A40) or never known: nothing to move
         return [], target
     old = f"Patient/{merged_ids[0]}"
-    store = raw_store(ctx.server)
+    store = server_records(ctx.server)  # the merge's write unit
     written: list[str] = []
     with store.write():
         for rtype, paths in PATIENT_PATHS.items():
@@ -89,7 +91,10 @@ def _referencing(ctx: Context, rtype: str, patient: str) -> list[Any]:
     param = NARROWING_PARAM.get(rtype)
     if param is None or param == "_id":
         return []
-    return all_matches(raw_store(ctx.server), ctx.server.limits, rtype, [(param, patient)])
+    if rtype == "Basic":  # the HL7 message records: the adapter's own journal
+        return matches(ctx.server, rtype, [(param, patient)])
+    return all_matches(as_system(ctx.server, ctx.principal), ctx.server.limits, rtype,
+                       [(param, patient)])
 
 
 def _repoint(node: Any, paths: tuple[tuple[str, ...], ...], old: str, new: str) -> bool:
@@ -119,7 +124,7 @@ def change_identifier(ctx: Context, msg: Message) -> tuple[list[str], str]:
     if len(found) > 1:
         raise IdentityConflict("A47 : MRG-1 désigne plusieurs patients",
                                f"Patient/{found[0]}")
-    stored = body(raw_store(ctx.server).read("Patient", found[0])) or {}
+    stored = body(as_system(ctx.server, ctx.principal).read("Patient", found[0])) or {}
     replacements = {i["system"]: i for i in new_ids}
     old_keys = {(i["system"], i["value"]) for i in old_ids}
     identifiers = []

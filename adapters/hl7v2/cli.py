@@ -28,6 +28,7 @@ from adapters.transaction import literal
 
 if TYPE_CHECKING:
     from adapters.hl7v2.receiver import Receiver
+    from fhir_server.runtime import CoreBuilder
 
 
 def split_messages(data: bytes) -> list[bytes]:
@@ -196,13 +197,13 @@ def listing(receiver: Receiver, outbound: bool, status: str | None, limit: int,
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, build: CoreBuilder) -> int:
     from fhir_server.config import Settings
 
     if args.hl7_command == "listen":
         from adapters.hl7v2 import service
 
-        service.main()
+        service.main(build)
         return 0
     if args.hl7_command == "send":
         try:
@@ -217,14 +218,13 @@ def run(args: argparse.Namespace) -> int:
             return 2
         return 1 if failures else 0
     from adapters.hl7v2.receiver import Receiver
-    from fhir_server.runtime import build_core
 
     try:
         hl7 = Hl7Settings.from_env()
     except SettingError as exc:
         print(exc, file=sys.stderr)
         return 2
-    server = build_core(Settings.from_env())
+    server = build(Settings.from_env())
     receiver = Receiver(server, hl7)
     try:
         if args.hl7_command == "list":

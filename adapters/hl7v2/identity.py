@@ -19,7 +19,7 @@ from adapters.hl7v2.pid import BIRTH_PLACE, PROFILE, patient
 from adapters.hl7v2.tx import token
 from fhir_server.workflow.identity import RELIABILITY
 from fhir_server.workflow.identity import status as identity_status
-from fhir_server.workflow.records import body, raw_store
+from fhir_server.workflow.records import body, matches
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -59,16 +59,12 @@ class Match:
 
 def find_patient(server: FhirServer, incoming: dict[str, Any]) -> Match:
     """INS first, then the local identifiers (IPP) of the same authority."""
-    from fhir_server.security.care import all_matches
-
-    store = raw_store(server)
     ins = [i for i in incoming["identifier"] if dt.is_ins(i)]
     local = [i for i in incoming["identifier"] if not dt.is_ins(i)]
-    by_ins = all_matches(store, server.limits, "Patient",
-                         [("identifier", ",".join(_token(i) for i in ins))]) if ins else []
-    by_local = all_matches(store, server.limits, "Patient",
-                           [("identifier", ",".join(_token(i) for i in local))]) \
-        if local else []
+    by_ins = matches(server, "Patient",
+                     [("identifier", ",".join(_token(i) for i in ins))]) if ins else []
+    by_local = matches(server, "Patient",
+                       [("identifier", ",".join(_token(i) for i in local))]) if local else []
     by_ins = [p for p in by_ins if not p.deleted]
     by_local = [p for p in by_local if not p.deleted]
     found = {p.id for p in by_ins} | {p.id for p in by_local}

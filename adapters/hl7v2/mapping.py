@@ -137,7 +137,7 @@ class Source:
         if found is _UNSEEN:
             found = self._segments[name] = \
                 self.message.segment(name) if self.message else None
-        return found  # type: ignore[no-any-return]
+        return found
 
     def repetitions(self, name: str, n: int) -> list[Field]:
         """The repetitions of field ``name-n`` of the first segment ``name``."""

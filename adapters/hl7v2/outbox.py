@@ -35,11 +35,12 @@ from adapters.hl7v2 import oru_r01
 from adapters.hl7v2.audit import exchange_event
 from adapters.hl7v2.message import Message, MessageError
 from adapters.hl7v2.mllp import MllpClient
-from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, literal, now
+from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore, Record, now
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import token
 from adapters.passes import repeat
-from fhir_server.core.model import FhirRequest
+from adapters.transaction import literal
+from fhir_server.workflow.events import Events, RequestStateChanged
 from fhir_server.workflow.origin import origin
 from fhir_server.workflow.records import load, ref_of
 
@@ -56,9 +57,12 @@ class Outbox:
     def __init__(self, settings: Hl7Settings) -> None:
         self.settings = settings
 
-    def on_transition(self, server: FhirServer, req: FhirRequest, case: Case,
-                      name: str) -> None:
-        """Workflow listener: queue the ORU of an accept / refuse (flux 3)."""
+    def subscribe(self, events: Events) -> None:
+        events.subscribe(RequestStateChanged, self.state_changed)
+
+    def state_changed(self, server: FhirServer, event: RequestStateChanged) -> None:
+        """Queues the ORU of an accept / refuse (flux 3), in the decision's write unit."""
+        name, case = event.transition, event.case
         decision = DECISIONS.get(name)
         if decision is None:
             return
@@ -79,7 +83,7 @@ class Outbox:
             return
         app, facility = origin[0].control.split("^")[:2]
         imager = load(server, ref_of(case.task.get("owner"))) if decision == "OK" else \
-            _actor_practitioner(server, req)
+            _actor_practitioner(server)
         patient = load(server, case.patient) or {}
         raw = oru_r01.build(self.settings, (app, facility), patient, placer, decision,
                             imager, oru_r01.protocol_of(case.task),
@@ -89,7 +93,7 @@ class Outbox:
                      decision=f"{name} {case.ref}", next_attempt=now())
 
 
-def _actor_practitioner(server: FhirServer, req: FhirRequest) -> dict[str, Any] | None:
+def _actor_practitioner(server: FhirServer) -> dict[str, Any] | None:
     from fhir_server.security.access import GuardedStore
 
     store = server.store

@@ -51,16 +51,15 @@ from adapters.hl7v2.records import (
     MessageStore,
     Record,
     control_key,
-    literal,
     now,
     same_message,
 )
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
-from adapters.transaction import flag_identity
+from adapters.transaction import flag_identity, literal
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
-from fhir_server.workflow.records import raw_store
+from fhir_server.workflow.records import server_records
 
 if TYPE_CHECKING:
     from fhir_server.core.server import FhirServer
@@ -204,7 +203,7 @@ class Receiver:
         Original mode: the new record need not reach the disk here — :meth:`process`
         commits durably before its ACK, which flushes this one too. Enhanced mode: the
         commit ACK follows at once, so the unit is durable (R-INT-2)."""
-        store = raw_store(self.server)
+        store = server_records(self.server)
         with store.lock(f"hl7v2-control:{key}"), store.write(durable=commit is not None):
             previous = self.messages.by_control(key)
             if previous is not None:
@@ -366,7 +365,7 @@ class Receiver:
         problems: list[Problem] = []
         reject = False
         outcome = Outcome()
-        store = raw_store(self.server)
+        store = server_records(self.server)
         with self._lock, store.lock(f"hl7v2-record:{record.id}"):
             try:
                 flow = self._check_header(msg)
@@ -550,7 +549,7 @@ class Receiver:
         record.status, record.next_attempt, record.attempts = "pending", now(), 0
         record.ack, record.ack_code = None, ""
         record.error = f"renvoi manuel (avant : {before})"[:1000]
-        with raw_store(self.server).write():
+        with server_records(self.server).write():
             self.messages.update(record)
             self._operator_audit(record, "resend", operator or "?", f"avant : {before}")
         return record

@@ -22,17 +22,16 @@ from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Receiver
 from adapters.hl7v2.settings import Hl7Settings, SettingError
 from fhir_server import health, logs, metrics
-from fhir_server.cli import cannot_listen, listener_failed, tell_parent
 from fhir_server.config import Settings
+from fhir_server.processes import cannot_listen, listener_failed, tell_parent
+from fhir_server.runtime import CoreBuilder
 
 log = logging.getLogger("teleimagerie.hl7")
 
 
-async def run(settings: Settings, hl7: Hl7Settings, ready: asyncio.Event | None = None
-              ) -> None:
-    from fhir_server.runtime import build_core
-
-    server = build_core(settings)
+async def run(settings: Settings, hl7: Hl7Settings, build: CoreBuilder,
+              ready: asyncio.Event | None = None) -> None:
+    server = build(settings)
     receiver = Receiver(server, hl7)
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hl7")
     loop = asyncio.get_running_loop()
@@ -113,7 +112,8 @@ async def _orphan_watch(parent: int, main_task: asyncio.Task[None]) -> None:
     main_task.cancel()
 
 
-def main() -> None:
+def main(build: CoreBuilder) -> None:
+    """Runs the service on the core ``build`` makes (the composition root's)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)  # redacted (R-SEC-6)
     try:
@@ -123,10 +123,7 @@ def main() -> None:
             print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     try:
-        asyncio.run(run(settings, hl7))
+        asyncio.run(run(settings, hl7, build))
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass
 
-
-if __name__ == "__main__":
-    main()

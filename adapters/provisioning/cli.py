@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhir_server.runtime import CoreBuilder
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any, build: CoreBuilder) -> argparse.ArgumentParser:
     """Register ``directory`` (subcommand ``load``) on the ``teleimagerie`` subparsers;
-    sets ``func=run``."""
+    ``func`` runs :func:`run` on the core ``build`` makes (the composition root's)."""
     directory: argparse.ArgumentParser = subparsers.add_parser(
         "directory", help="provision the directory: structures (FINESS), professionals "
         "(RPPS, specialties), their roles and MSSanté addresses (docs/provisioning.md)")
@@ -27,11 +30,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     load.add_argument("--dry-run", action="store_true",
                       help="check the file and show what would change, write nothing")
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
-    directory.set_defaults(func=run)
+    directory.set_defaults(func=lambda args: run(args, build))
     return directory
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, build: CoreBuilder) -> int:
     if getattr(args, "directory_command", None) != "load":
         print("usage: teleimagerie directory load FILE [--dry-run] [--json]", file=sys.stderr)
         return 2
@@ -39,12 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     from adapters.provisioning.loader import LoadError, load
     from fhir_server.config import Settings
-    from fhir_server.runtime import build_core
 
     if not Path(args.file).is_file():  # before opening the store: a usage error
         print(f"error: {args.file}: no such file", file=sys.stderr)
         return 2
-    server = build_core(Settings.from_env())
+    server = build(Settings.from_env())
     try:
         summary = load(server, args.file, dry_run=args.dry_run)
     except LoadError as exc:

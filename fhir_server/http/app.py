@@ -8,18 +8,17 @@ Order of the checks, whatever the method and path (only ``GET``/``HEAD /fhir/met
 is public): no or bad token -> 401 (audited, R-SEC-1, R-SEC-3), also on paths and types
 we do not serve; a resource type we do not serve -> 404 "not supported" (before any
 right is looked at and before the body is read); a method the path does not take -> 405
-with ``Allow``; then the body. STOW-RS (``/dicomweb/studies``) authenticates the same
-way, its refusals audited too (R-INT-2).
+with ``Allow``; then the body. Routes the composition root mounts (``mounts``: the
+DICOMweb STOW-RS of :mod:`adapters.dicom.web`) authenticate through the same core.
 Every answer under ``/fhir`` is an OperationOutcome when it is an error. CORS
 (``TELEIMG_CORS_ORIGINS``) is Starlette's middleware, answering refusals in FHIR too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,11 +31,10 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from adapters.dicom.settings import DicomSettings
 from fhir_server import health, metrics
 from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
-from fhir_server.core.formats import dumps, from_xml
+from fhir_server.core.formats import from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
 from fhir_server.core.resource_types import is_supported, require_supported
 from fhir_server.core.routing import route
@@ -45,7 +43,7 @@ from fhir_server.core.validation import parse_json
 from fhir_server.http import openapi, smart
 from fhir_server.http.body import bound_malloc, read_body, run_watched
 from fhir_server.interactions.capabilities import publish_security
-from fhir_server.runtime import build_core, warm
+from fhir_server.runtime import warm
 from fhir_server.store.budget import Budget
 
 log = logging.getLogger("teleimagerie.http")
@@ -133,9 +131,17 @@ def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Respons
                     headers=headers, media_type=rendered.content_type)
 
 
-def create_app(settings: Settings | None = None, server: FhirServer | None = None) -> FastAPI:
+# what the composition root adds to the app (issue 28 item 1): e.g. the DICOMweb STOW-RS
+# route of adapters.dicom, called with the app, the core and the settings
+Mount = Callable[[FastAPI, FhirServer, Settings], None]
+
+
+def create_app(settings: Settings | None = None, *, server: FhirServer,
+               mounts: Sequence[Mount] = ()) -> FastAPI:
+    """The FastAPI app on the core ``server`` (built by the composition root), with the
+    routes ``mounts`` add."""
     settings = settings or Settings.from_env()
-    core = server or build_core(settings)
+    core = server
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -224,45 +230,9 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
                 _handle_and_render, core, req)
         return _respond(rendered, request_id, head=request.method == "HEAD")
 
-    dicom = DicomSettings.from_env()
-
-    async def stow(request: Request, study: str = "") -> Response:
-        """DICOMweb STOW-RS (adapters.dicom.stow): headers -> ImagingStudy + doses."""
-        from adapters.dicom import stow as dicom_stow
-
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        try:
-            if core.security is None:
-                raise FhirError(ErrorKind.FORBIDDEN, "STOW-RS needs the security policy")
-            try:
-                principal = core.security.validator.principal(
-                    request.headers.get("authorization"))
-            except FhirError:  # refused before the body is read, and audited (R-SEC-3)
-                return _respond(await run_in_threadpool(
-                    _handle_and_render, core, _stow_refusal(request, request_id,
-                                                             settings.base_url)),
-                    request_id)
-            raw = await read_body(request, dicom.max_upload_bytes,
-                                  "TELEIMG_DICOM_MAX_UPLOAD_BYTES")
-            try:
-                status, dataset, reasons = await run_in_threadpool(
-                    dicom_stow.store, core, principal, raw,
-                    request.headers.get("content-type", ""), dicom,
-                    request.client[0] if request.client else "", study)
-            except dicom_stow.BadUpload as exc:
-                raise FhirError(ErrorKind.UNSUPPORTED_MEDIA, str(exc)) from None
-        except FhirError as exc:
-            return _respond(render_error(exc), request_id)
-        headers = {"X-Request-Id": request_id}
-        if reasons:  # FailureReason codes say little: the operator needs the why
-            # a quoted string in ASCII (RFC 9110 §5.5): accents and controls \u-escaped
-            headers["Warning"] = "299 teleimagerie " + json.dumps("; ".join(reasons)[:1000])
-        return Response(content=dumps(dataset), status_code=status, headers=headers,
-                        media_type="application/dicom+json")
-
     health.mount(app, settings, core.store)  # /health/live, /health/ready (issue 29)
-    app.add_api_route("/dicomweb/studies", stow, methods=["POST"])
-    app.add_api_route("/dicomweb/studies/{study}", stow, methods=["POST"])
+    for mount in mounts:  # e.g. /dicomweb/studies (STOW-RS, R-INT-2)
+        mount(app, core, settings)
     smart.install(app, settings)  # .well-known: SMART discovery, the dev issuer's JWKS
     openapi.install(app, core)  # /openapi.json from the capability tables, offline /docs
     # OPTIONS too: without CORS it is answered like any method a path does not take (405)
@@ -272,11 +242,11 @@ def create_app(settings: Settings | None = None, server: FhirServer | None = Non
     return app
 
 
-def create_asgi(settings: Settings | None = None) -> Any:
+def create_asgi(settings: Settings, *, server: FhirServer, mounts: Sequence[Mount] = ()
+                ) -> Any:
     """The served ASGI application: the read fast path in front of the FastAPI app."""
-    settings = settings or Settings.from_env()
     bound_malloc()  # large buffers go back to the system once freed (issue 27 item 9)
-    app = create_app(settings)
+    app = create_app(settings, server=server, mounts=mounts)
     warm(app.state.fhir)  # the schematrons compile now, not on the first final report
     # HTTP metrics and the JSON access line (issue 29), outermost
     return metrics.wrap(ReadFastPath(app, app.state.fhir, settings.base_url),
@@ -294,17 +264,6 @@ def _context(request_id: str, client: Any, headers: dict[str, str]) -> RequestCo
     address = client[0] if client else None
     return metrics.attach(RequestContext(request_id=request_id, client_address=address,
                                          user_agent=headers.get("user-agent")))
-
-
-def _stow_refusal(request: Request, request_id: str, base_url: str | None) -> FhirRequest:
-    """The STOW request as the core sees it, to refuse its token through the core, which
-    audits the refusal like any other (R-SEC-3, R-INT-2)."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    context = _context(request_id, request.client, headers)
-    context.source = "dicom"
-    return FhirRequest(Interaction.OPERATION, operation="stow-rs", headers=headers,
-                       base_url=base_url or str(request.base_url).rstrip("/") + "/fhir",
-                       context=context, method=request.method)
 
 
 def _base_from_scope(scope: Any, headers: dict[str, str]) -> str:

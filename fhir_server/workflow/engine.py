@@ -2,7 +2,8 @@
 
 :class:`Workflow` is plugged into the core (``FhirServer(workflow=...)``). Every client
 write of a resource passes :meth:`before_write` (rules that may refuse it) and
-:meth:`after_write` (side effects: the request's Task, state changes, notifications),
+:meth:`after_write` (side effects: the request's Task, state changes, and the events
+of :mod:`fhir_server.workflow.events` their handlers consume),
 inside the interaction's write unit — so REST, Bundle entries and the HL7 adapter obey
 the same rules. Transitions are fired by :func:`fire`, which checks the state machine
 (409), the actor's role (403) and records the change on the Task, the request, a
@@ -11,7 +12,6 @@ Provenance and the interaction's AuditEvent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from fhir_server.core.model import FhirRequest
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Stored
 from fhir_server.workflow import consent, origin, reports, studies
+from fhir_server.workflow.events import Events, RequestStateChanged, publish
 from fhir_server.workflow.identity import reachable
 from fhir_server.workflow.machine import (
     ACT_KIND_SYSTEM,
@@ -81,9 +82,6 @@ def modality(request: dict[str, Any]) -> str | None:
     value = ext(request, EXT_MODALITY)
     code = value.get("code") if isinstance(value, dict) else None
     return code if isinstance(code, str) else None
-
-
-Listener = Callable[["FhirServer", FhirRequest, "Case", str], None]
 
 
 @dataclass
@@ -154,9 +152,10 @@ class Workflow:
         self.settings = settings or WorkflowSettings()
         self.operations: dict[tuple[str | None, str], Handler] = {
             **operations.OPERATIONS, **indicators.OPERATIONS}
-        # called after each transition, inside its write unit (e.g. the HL7 outbox, whose
-        # message is then committed with the decision it reports)
-        self.listeners: list[Listener] = []
+        # the consequences of a write, handled inside its write unit by the handlers the
+        # composition root subscribes (e.g. the HL7 outbox, whose message is then
+        # committed with the decision it reports; ADR 0022)
+        self.events = Events()
         # what a final/amended report must pass beyond the core's rules, filled by the
         # composition root (runtime: the CDA documents' schematrons, issue 26); an issue
         # refuses the write (422)
@@ -427,8 +426,7 @@ def fire(server: FhirServer, req: FhirRequest, case: Case, transition: Transitio
     req.audit_targets += [f"Task/{task_item.id}/_history/{task_item.vid}",
                           f"ServiceRequest/{request_item.id}/_history/{request_item.vid}"]
     moved = Case(request, task, case.kind)
-    for listener in server.workflow.listeners if server.workflow else []:
-        listener(server, req, moved, transition.name)
+    publish(server, RequestStateChanged(req, moved, transition.name))
     # images that arrived before validation are there once it is validated (never
     # again after a quality refusal: those images were refused, new ones are awaited)
     early = TRANSITIONS["images-available"]

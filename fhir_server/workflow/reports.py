@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.model import FhirRequest
 from fhir_server.store.base import Stored
+from fhir_server.workflow.events import ReportIssued, ReportWithdrawn
 from fhir_server.workflow.machine import (
     DOSE_MODALITIES,
     EXT_DOSE_UNAVAILABLE,
@@ -50,7 +51,6 @@ FINAL = ("final", "amended", "corrected", "appended")
 ReportCheck = Callable[["FhirServer", "Case", dict[str, Any], "dict[str, Any] | None"],
                        list[Issue]]
 # the listeners' event for a final report set to entered-in-error (not a state change)
-WITHDRAW = "withdraw-report"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 DOSE_CODES = frozenset({"113813", "113830", "111637", "113722", "113725", "113507"})
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -199,8 +199,7 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case
     if report.get("status") == "entered-in-error" and (before or {}).get("status") in FINAL:
         # a report issued in error is withdrawn wherever it went (issue 8: MDM^T04, DMP
         # deprecation); the request keeps its state, a corrected report follows
-        for listener in workflow.listeners:
-            listener(server, req, case, WITHDRAW)
+        workflow.events.publish(server, ReportWithdrawn(req, case, item.id))
         return
     name = transition_of(report)
     performer = next((r for r in (ref_of(p) for p in report.get("performer") or []) if r), None)
@@ -213,7 +212,10 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest, case: Case
         changes["output"] = [*case.task.get("output", []), *_distribution(server, case, item)]
         case.task["extension"] = [*case.task.get("extension", []),
                                   *_turnaround(case.task, case.kind)]
-    fire(server, req, case, TRANSITIONS[name], Actor(None, performer), task_changes=changes)
+    moved = fire(server, req, case, TRANSITIONS[name], Actor(None, performer),
+                 task_changes=changes)
+    if name in ("final-report", "amend-report"):  # its documents are due (R-REP-5)
+        workflow.events.publish(server, ReportIssued(req, moved, name == "amend-report"))
 
 
 def transition_of(report: dict[str, Any]) -> str | None:

@@ -4,6 +4,8 @@ standard ones."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
 from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND
@@ -11,7 +13,8 @@ from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND
 STEPS = ("validation", "examen", "interpretation", "total")
 
 
-def _row(name: str, kind: str, expression: str, targets: tuple[str, ...] = ()) -> dict:
+def _row(name: str, kind: str, expression: str, targets: tuple[str, ...] = ()
+         ) -> dict[str, Any]:
     return {"type": "Task", "name": name, "kind": kind, "targets": list(targets),
             "url": url("SearchParameter", f"Task-{name}"),
             "paths": [{"expression": expression}]}

@@ -130,7 +130,7 @@ class Hl7World(World):
         register_all()
         self.settings = settings or Hl7Settings()
         assert core.workflow is not None
-        core.workflow.listeners.append(Outbox(self.settings).on_transition)
+        Outbox(self.settings).subscribe(core.workflow.events)
         self.receiver = Receiver(core, self.settings)
         self.admin = self.user(["admin"], "810000000999")  # interfaces administrator
         self.auditor = self.user(["auditor"], "810000000998")

@@ -186,7 +186,7 @@ def test_chain_verification_detects_edited_and_deleted_records_R_SEC_3(
 @pytest.mark.skipif(bool(os.environ.get("TELEIMG_TEST_MONGODB_URI")), reason="CLI uses sqlite")
 def test_audit_verify_cli_reports_the_chain(tmp_path: Path, monkeypatch: Any,
                                             capsys: Any) -> None:
-    from fhir_server.cli import main
+    from teleimagerie.cli import main
     from tests.conftest import make_store, secured_core
 
     store = make_store("sqlite", tmp_path)
@@ -208,7 +208,7 @@ def test_signed_chain_head_detects_truncation_and_a_forged_signature_R_SEC_3(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from fhir_server.cli import main
+    from teleimagerie.cli import main
     from tests.conftest import make_store, secured_core
 
     def keypair(name: str) -> tuple[Path, Path]:

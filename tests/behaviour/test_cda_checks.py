@@ -15,8 +15,8 @@ import pytest
 from adapters.cda import schematron, validate
 from adapters.cda.check import ReportDocuments, delivery_check
 from adapters.cda.publish import Publisher
-from fhir_server.cli import main as cli
 from fhir_server.core.server import FhirServer
+from teleimagerie.cli import main as cli
 from tests.behaviour.test_cda_documents import BIRTH_PLACE, _final, _identity
 from tests.behaviour.test_report_delivery import Rig, state
 from tests.behaviour.workflow_world import World
@@ -32,7 +32,7 @@ INS_TRAITS = "traits de l'INS"
 def world(secured: FhirServer, tmp_path: Path) -> World:
     world = World(secured, tmp_path)
     assert secured.workflow is not None
-    secured.workflow.listeners.append(Publisher().on_transition)
+    Publisher().subscribe(secured.workflow.events)
     secured.workflow.report_checks.append(ReportDocuments(validate.checker()))
     return world
 

@@ -42,7 +42,7 @@ ELIGIBLE = {"qualite_images": True, "images_anterieures": True,
 def world(secured: FhirServer, tmp_path: Path) -> World:
     world = World(secured, tmp_path)
     assert secured.workflow is not None
-    secured.workflow.listeners.append(Publisher().on_transition)
+    Publisher().subscribe(secured.workflow.events)
     return world
 
 

@@ -156,7 +156,7 @@ def test_validate_operation_type_and_instance_level(served: Fhir) -> None:
 def test_ig_package_export_holds_every_conformance_resource(tmp_path: Path) -> None:
     import tarfile
 
-    from fhir_server.cli import main
+    from teleimagerie.cli import main
 
     out = tmp_path / "package.tgz"
     assert main(["ig", "package", "--out", str(out)]) == 0

@@ -26,6 +26,7 @@ from adapters.provisioning.loader import (
 from fhir_server.core.server import FhirServer
 from fhir_server.workflow.engine import Workflow
 from fhir_server.workflow.machine import QUALIFYING, SPECIALTY_SYSTEMS
+from teleimagerie.wiring import build_core
 from tests.behaviour.workflow_world import World
 from tests.conftest import mint, serve
 
@@ -454,7 +455,7 @@ def test_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     monkeypatch.setenv("TELEIMG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("TELEIMG_STORE_URL", raising=False)
     parser = argparse.ArgumentParser(prog="teleimagerie")
-    add_parser(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True), build_core)
 
     def run(*argv: str) -> int:
         args = parser.parse_args(["directory", "load", *argv])

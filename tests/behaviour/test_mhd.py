@@ -34,7 +34,7 @@ N3_FORMAT = "urn:ihe:rad:CDA:ImagingReportStructuredHeadings:2013"
 def world(secured: FhirServer, tmp_path: Path) -> World:
     world = World(secured, tmp_path)
     assert secured.workflow is not None
-    secured.workflow.listeners.append(Publisher().on_transition)
+    Publisher().subscribe(secured.workflow.events)
     qualify(world)
     return world
 

@@ -360,7 +360,7 @@ def test_control_id_reused_in_enhanced_mode_is_commit_error(world: Hl7World) -> 
 @pytest.mark.skipif(bool(os.environ.get("TELEIMG_TEST_MONGODB_URI")), reason="CLI uses sqlite")
 def test_cli_refuses_reprocess_of_outbound_and_resends_it(tmp_path: Path, monkeypatch: Any,
                                                            capsys: Any) -> None:
-    from fhir_server.cli import main
+    from teleimagerie.cli import main
     from tests.conftest import make_store, secured_core
 
     store = make_store("sqlite", tmp_path)

@@ -111,8 +111,8 @@ class Rig:
             mss_from="teleimagerie@ch-proximite.mssante.fr")
         self.hl7 = Hl7Settings(routes={"750000001": ("127.0.0.1", self.ris.port)})
         assert core.workflow is not None
-        core.workflow.listeners.append(Publisher(Planner(self.settings, self.hl7)
-                                                 ).on_transition)
+        Publisher().subscribe(core.workflow.events)
+        Planner(self.settings, self.hl7).subscribe(core.workflow.events)
         self.sender = Sender(core, self.settings, self.hl7)
 
     def close(self) -> None:
@@ -389,9 +389,9 @@ def test_replayed_trigger_and_restart_never_send_twice(rig: Rig) -> None:
     sr = report["basedOn"][0]["reference"]
     case = _case(rig.core, rig.world.ris.get(f"/fhir/{sr}").json())
     assert case is not None
-    listener = rig.core.workflow.listeners[-1] if rig.core.workflow else None
-    assert listener is not None
-    listener(rig.core, None, case, "final-report")  # type: ignore[arg-type]
+    from fhir_server.workflow.events import ReportIssued, publish
+
+    publish(rig.core, ReportIssued(None, case, amended=False))  # the final report's event
     restarted = Sender(rig.core, rig.settings, rig.hl7)
     asyncio.run(restarted.run_once())
     assert rig.deliveries().keys() == before.keys()

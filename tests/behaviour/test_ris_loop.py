@@ -38,7 +38,7 @@ class LoopRig(Rig):
         register_all()
         self.hl7_world.settings = self.hl7
         assert core.workflow is not None
-        core.workflow.listeners.append(Outbox(self.hl7).on_transition)
+        Outbox(self.hl7).subscribe(core.workflow.events)
         self.hl7_world.receiver = Receiver(core, self.hl7)
 
     def order(self, placer: str = "DEM-LOOP") -> str:

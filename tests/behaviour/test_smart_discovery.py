@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from jose import jwt
 
 from fhir_server.config import Settings
-from fhir_server.http.app import create_app
 from fhir_server.interactions.capabilities import OAUTH_URIS
 from fhir_server.security.devissuer import DEV_ISSUER
+from teleimagerie.wiring import create_app
 from tests.conftest import make_store, mint, secured_core
 
 ISSUER = "https://psc.example.test/auth/realms/esante-wallet"

@@ -41,7 +41,7 @@ def start(env: dict[str, str], workers: int = 1,
     """Run ``teleimagerie serve`` and wait until /metadata answers (and ``ready()``);
     with ``log``, everything every process of it prints goes to that file."""
     out = log.open("ab") if log is not None else None
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_server.cli", "serve", "--workers",
+    proc = subprocess.Popen([sys.executable, "-m", "teleimagerie.cli", "serve", "--workers",
                              str(workers), *([] if access_log else ["--no-access-log"])],
                             env=env, cwd=ROOT, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{env['TELEIMG_HTTP_PORT']}/fhir/metadata"

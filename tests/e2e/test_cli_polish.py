@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 def cli(*args: str, env: dict[str, str] | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fhir_server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "teleimagerie.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout,
                           env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})})
 

@@ -165,7 +165,7 @@ def test_cli_import_prints_a_summary(system: dict[str, Any], tmp_path: Path) -> 
     for ds in ct_images(uid, 5, placer="E2E-DCM-3"):
         write(ds, folder)
     (folder / "LISEZMOI.txt").write_text("notice")
-    done = subprocess.run([sys.executable, "-m", "fhir_server.cli", "dicom", "import",
+    done = subprocess.run([sys.executable, "-m", "teleimagerie.cli", "dicom", "import",
                            "--json", str(folder)], env=system["env"], cwd=ROOT,
                           capture_output=True, timeout=120)
     summary = json.loads(done.stdout)

@@ -225,7 +225,7 @@ def test_unusable_hl7_setting_stops_serve_with_one_line_exit_2(
 
     env = server_env(tmp_path, free_port(), TELEIMG_DELIVERY="off", **{variable: value})
     for command in (["serve", "--no-access-log"], ["hl7", "listen"]):
-        proc = subprocess.run([sys.executable, "-m", "fhir_server.cli", *command], env=env,
+        proc = subprocess.run([sys.executable, "-m", "teleimagerie.cli", *command], env=env,
                               cwd=ROOT, capture_output=True, timeout=60)
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         assert proc.returncode == 2, (command, err)

@@ -35,7 +35,7 @@ def taken() -> Iterator[int]:
 def _serve_fails(env: dict[str, str]) -> tuple[int, list[str]]:
     """Run ``serve`` expecting it to stop by itself: (exit status, stderr lines)."""
     began = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "fhir_server.cli", "serve",
+    proc = subprocess.run([sys.executable, "-m", "teleimagerie.cli", "serve",
                            "--no-access-log"], env=env, cwd=ROOT, capture_output=True,
                           timeout=20)
     assert time.monotonic() - began < 15
@@ -112,7 +112,7 @@ def test_listener_that_dies_stops_the_server(tmp_path: Path) -> None:
 def _token(data: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "TELEIMG_DATA_DIR": str(data)}
     env.pop("TELEIMG_ENV", None)
-    return subprocess.run([sys.executable, "-m", "fhir_server.cli", "token", "--role", "ris",
+    return subprocess.run([sys.executable, "-m", "teleimagerie.cli", "token", "--role", "ris",
                            *extra], env=env, cwd=ROOT, capture_output=True, timeout=20)
 
 

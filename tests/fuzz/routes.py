@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 
 from fhir_server.config import Settings
 from fhir_server.core.server import FhirServer
-from fhir_server.http.app import ReadFastPath, create_app
+from fhir_server.http.app import ReadFastPath
 from fhir_server.workflow.engine import Workflow
+from teleimagerie.wiring import create_app
 from tests.conftest import make_store, mint, secured_core
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, seed, settings
 from schemathesis.checks import not_a_server_error
 
 from fhir_server.config import Settings
-from fhir_server.http.app import ReadFastPath, create_app
+from fhir_server.http.app import ReadFastPath
+from teleimagerie.wiring import create_app
 from tests.conftest import make_store, mint, secured_core
 
 # one directory per process: both xdist workers import this module at collection, and a

@@ -22,11 +22,12 @@ import pytest
 
 from fhir_server.config import Settings
 from fhir_server.core.server import FhirServer
-from fhir_server.http.app import ReadFastPath, create_app
+from fhir_server.http.app import ReadFastPath
 from fhir_server.search.query import SearchQuery
 from fhir_server.store import budget
 from fhir_server.store.base import Page
 from fhir_server.store.sqlite import SqliteStore
+from teleimagerie.wiring import create_app
 from tests.conftest import Fhir, serve
 from tests.e2e.harness import in_thread
 

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from fhir_server.config import Settings
-from fhir_server.http.app import create_app
 from fhir_server.workflow.engine import Workflow
+from teleimagerie.wiring import create_app
 from tests.conftest import make_store, secured_core
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")

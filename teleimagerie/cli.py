@@ -24,51 +24,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from adapters.provisioning import add_parser as directory_parser
 from fhir_server import logs
 from fhir_server.config import Settings
+from fhir_server.processes import READY_FD, cannot_listen
 from fhir_server.store.check import add_parser as store_parser
+from teleimagerie.wiring import build_core
 
 # -- serve: the HTTP server and its listener processes (issue 24) -------------------------
-READY_FD = "TELEIMG_READY_FD"  # a listener's readiness pipe (set by `serve` only)
 START_TIMEOUT = 300.0  # seconds a listener may take to start (the SCP imports its spool)
 STARTUP_FAILURE = 3  # uvicorn's exit status when its workers cannot start
-
-
-def tell_parent(line: str) -> bool:
-    """A listener process started by ``serve`` reports on its readiness pipe: ``ready``
-    once it listens, or ``fail <one line>`` when it cannot. False when it was not started
-    by ``serve`` (nobody to tell). One report per process: the pipe is closed after it."""
-    fd = os.environ.pop(READY_FD, None)
-    if not fd or not fd.isdigit():
-        return False
-    try:
-        os.write(int(fd), f"{line}\n".encode())
-        return True
-    except OSError:
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(int(fd))
-
-
-def cannot_listen(what: str, host: str, port: int, exc: OSError) -> str:
-    """``cannot listen on MLLP 127.0.0.1:2575: address already in use``."""
-    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
-        text = str(exc.strerror or exc)
-    else:
-        text = os.strerror(exc.errno)
-    return f"cannot listen on {what} {host}:{port}: {text[:1].lower()}{text[1:]}"
-
-
-def listener_failed(line: str) -> NoReturn:
-    """A listener that cannot start: its one line goes to ``serve``, which prints it and
-    exits non-zero, or, run alone (``hl7 listen``, ``dicom scp``), to stderr; exit 1."""
-    if not tell_parent(f"fail {line}"):
-        print(line, file=sys.stderr)
-    raise SystemExit(1)
 
 
 @dataclass
@@ -79,7 +46,7 @@ class _Listener:
 
 
 def _listeners() -> list[tuple[str, str, str]]:
-    """(label, module, parent variable) of the listener processes configured."""
+    """(label, service module, parent variable) of the listener processes configured."""
     out = []
     if os.environ.get("TELEIMG_MLLP_PORT", "2575") not in ("0", "off"):
         out.append(("MLLP listener", "adapters.hl7v2.service", "TELEIMG_MLLP_PARENT"))
@@ -94,7 +61,9 @@ def _start_listener(label: str, module: str, parent_var: str) -> _Listener:
     read, write = os.pipe()
     try:
         # a session of its own: a Ctrl+C in the terminal reaches `serve`, which stops it
-        proc = subprocess.Popen([sys.executable, "-m", module], pass_fds=(write,),
+        # the root's entry point runs the adapter's service on the core built here
+        proc = subprocess.Popen([sys.executable, "-m", "teleimagerie.listen", module],
+                                pass_fds=(write,),
                                 start_new_session=True,
                                 env={**os.environ, parent_var: str(os.getpid()),
                                      READY_FD: str(write)})
@@ -180,9 +149,6 @@ def _serve(args: argparse.Namespace) -> int:
     on a pipe that it listens (or the one line saying why it cannot); only then does
     uvicorn serve, on the socket bound first. Any failure: one line on stderr, exit 1 —
     never a server half started (issue 24)."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
     settings = Settings.from_env()
     from adapters.hl7v2.settings import Hl7Settings, SettingError
 
@@ -206,29 +172,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     listeners: list[_Listener] = []
     stopping = threading.Event()
-    died: list[str] = []
     signal.signal(signal.SIGTERM, _interrupt)  # a stop while the listeners start
     try:
-        if settings.store_url is None or settings.store_url.startswith("sqlite:///"):
-            # the embedded store's migrations run here, once, before the processes that
-            # share the file open it together (on a new data directory they would race)
-            from fhir_server.store import open_store
-
-            try:
-                open_store(settings.store_url, settings.data_dir).close()
-            except (ValueError, OSError, sqlite3.Error) as exc:
-                print(f"teleimagerie serve: cannot open the store: {exc}", file=sys.stderr)
-                return 1
-        from fhir_server import metrics_server
-
-        try:  # issue 29: readiness, /metrics — before any process that records metrics
-            from adapters.queues import measure
-
-            metrics_server.setup(settings, [m for _, m, _ in _listeners()], args.access_log,
-                                 queues=measure)
-        except OSError as exc:
-            where = metrics_server.metrics_address() or ("?", 0)
-            print(cannot_listen("metrics", *where, exc), file=sys.stderr)
+        failed = _prepare(settings, args.access_log)
+        if failed:
+            print(failed, file=sys.stderr)
             return 1
         for label, module, parent_var in _listeners():
             listeners.append(_start_listener(label, module, parent_var))
@@ -241,73 +189,113 @@ def _serve(args: argparse.Namespace) -> int:
         store = settings.store_url or f"embedded SQLite in {settings.data_dir.resolve()}"
         logging.getLogger("teleimagerie").info("FHIR base http://%s:%s/fhir, store: %s",
                                                host, port, store)
-        config = uvicorn.Config("fhir_server.http.app:create_asgi", factory=True, host=host,
-                                port=port, workers=args.workers, log_level=settings.log_level,
-                                # JSON: the access line is ours (fhir_server.metrics)
-                                access_log=args.access_log and settings.log_format == "text",
-                                log_config=logs.config(settings.log_level))
-        # uvicorn handles SIGTERM from here on; a single worker raises it again once
-        # stopped, into this no-op, so that the listeners are stopped below
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        if config.workers > 1:
-            # uvicorn < 0.30 takes the worker target, later ones build it
-            extra: dict[str, Any] = {"target": uvicorn.Server(config).run} if "target" in \
-                inspect.signature(Multiprocess).parameters else {}
-            supervisor = Multiprocess(config, sockets=[sock], **extra)
-            stop_http: Callable[[], None] = supervisor.should_exit.set
-        else:
-            server = uvicorn.Server(config)
-            stop_http = lambda: setattr(server, "should_exit", True)  # noqa: E731
-        threading.Thread(target=_watch, args=(listeners, stopping, stop_http, died),
-                         daemon=True, name="listener-watch").start()
-        try:
-            if config.workers > 1:
-                supervisor.run()
-            else:
-                server.run(sockets=[sock])
-        except KeyboardInterrupt:
-            pass
-        if died:
-            return 1
-        if config.workers > 1:
-            return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE
-                                          for p in supervisor.processes) else 0
-        return 0 if server.started else STARTUP_FAILURE
+        return _run_http(settings, args, (host, port), sock, listeners, stopping)
     except (_Interrupted, KeyboardInterrupt):
         return 1
     finally:
         stopping.set()
-        for listener in listeners:
-            if listener.proc.poll() is None:
-                listener.proc.terminate()
-        for listener in listeners:
-            try:
-                listener.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                listener.proc.kill()
-            with contextlib.suppress(OSError):
-                os.close(listener.ready_fd)
+        _stop(listeners)
         sock.close()
+
+
+def _prepare(settings: Settings, access_log: bool) -> str | None:
+    """Before any listener starts: the embedded store's migrations, then readiness and
+    ``/metrics`` (issue 29); the one line saying why not, or None."""
+    if settings.store_url is None or settings.store_url.startswith("sqlite:///"):
+        # the embedded store's migrations run here, once, before the processes that
+        # share the file open it together (on a new data directory they would race)
+        from fhir_server.store import open_store
+
+        try:
+            open_store(settings.store_url, settings.data_dir).close()
+        except (ValueError, OSError, sqlite3.Error) as exc:
+            return f"teleimagerie serve: cannot open the store: {exc}"
+    from adapters.queues import measure
+    from fhir_server import metrics_server
+
+    try:  # before any process that records metrics
+        metrics_server.setup(settings, [m for _, m, _ in _listeners()], access_log,
+                             queues=measure)
+    except OSError as exc:
+        where = metrics_server.metrics_address() or ("?", 0)
+        return cannot_listen("metrics", *where, exc)
+    return None
+
+
+def _stop(listeners: list[_Listener]) -> None:
+    for listener in listeners:
+        if listener.proc.poll() is None:
+            listener.proc.terminate()
+    for listener in listeners:
+        try:
+            listener.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            listener.proc.kill()
+        with contextlib.suppress(OSError):
+            os.close(listener.ready_fd)
+
+
+def _run_http(settings: Settings, args: argparse.Namespace, where: tuple[str, int],
+              sock: socket.socket, listeners: list[_Listener],
+              stopping: threading.Event) -> int:
+    """uvicorn on the socket bound first, watched: a listener that stops stops it."""
+    host, port = where
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    died: list[str] = []
+    config = uvicorn.Config("teleimagerie.wiring:create_asgi", factory=True, host=host,
+                            port=port, workers=args.workers, log_level=settings.log_level,
+                            # JSON: the access line is ours (fhir_server.metrics)
+                            access_log=args.access_log and settings.log_format == "text",
+                            log_config=logs.config(settings.log_level))
+    # uvicorn handles SIGTERM from here on; a single worker raises it again once
+    # stopped, into this no-op, so that the listeners are stopped below
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    if config.workers > 1:
+        # uvicorn < 0.30 takes the worker target, later ones build it
+        extra: dict[str, Any] = {"target": uvicorn.Server(config).run} if "target" in \
+            inspect.signature(Multiprocess).parameters else {}
+        supervisor = Multiprocess(config, sockets=[sock], **extra)
+        stop_http: Callable[[], None] = supervisor.should_exit.set
+    else:
+        server = uvicorn.Server(config)
+        stop_http = lambda: setattr(server, "should_exit", True)  # noqa: E731
+    threading.Thread(target=_watch, args=(listeners, stopping, stop_http, died),
+                     daemon=True, name="listener-watch").start()
+    try:
+        if config.workers > 1:
+            supervisor.run()
+        else:
+            server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    if died:
+        return 1
+    if config.workers > 1:
+        return STARTUP_FAILURE if any(p.exitcode == STARTUP_FAILURE
+                                      for p in supervisor.processes) else 0
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _hl7(args: argparse.Namespace) -> int:
     from adapters.hl7v2 import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
 def _dicom(args: argparse.Namespace) -> int:
     from adapters.dicom import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
 def _delivery(args: argparse.Namespace) -> int:
     from adapters.delivery import cli
 
-    result: int = cli.run(args)
+    result: int = cli.run(args, build_core)
     return result
 
 
@@ -485,7 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "delivery again from attempt 1")
     again.add_argument("id", help="the delivery Task id")
     delivery.set_defaults(func=_delivery)
-    directory_parser(sub)  # teleimagerie directory load FILE (docs/provisioning.md)
+    # teleimagerie directory load FILE (docs/provisioning.md)
+    directory_parser(sub, build_core)
     store_parser(sub)  # teleimagerie store check (issue 25)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
