@@ -171,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(cannot_listen("HTTP", host, port, exc), file=sys.stderr)
         return 1
     listeners: list[_Listener] = []
+    validator = None
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, _interrupt)  # a stop while the listeners start
     try:
@@ -178,6 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
         if failed:
             print(failed, file=sys.stderr)
             return 1
+        validator = _schematron_service()
         for label, module, parent_var in _listeners():
             listeners.append(_start_listener(label, module, parent_var))
         failure = _await_listeners(listeners, START_TIMEOUT)
@@ -195,7 +197,27 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         stopping.set()
         _stop(listeners)
+        if validator is not None:
+            validator.stop()
         sock.close()
+
+
+def _schematron_service() -> Any:
+    """One schematron validation service for the HTTP workers and listeners this serve
+    starts (inherited through ``TELEIMG_SCHEMATRON_SERVICE``): Saxon compiles the ANS
+    schematrons once per host, not once per worker (issue 26, ADR 0021 §7). None when
+    one is configured already (shared by several serves) or the ANS kit is absent."""
+    from adapters.cda import schematron, service
+
+    if os.environ.get(service.SETTING) or not schematron.available():
+        return None
+    try:
+        handle = service.start()
+    except schematron.Unavailable as exc:  # each process validates by itself
+        logging.getLogger("teleimagerie").warning("%s", exc)
+        return None
+    os.environ[service.SETTING] = handle.socket
+    return handle
 
 
 def _prepare(settings: Settings, access_log: bool) -> str | None:
