@@ -77,7 +77,7 @@ class MongoJournal:
         events = [event for rec in docs for event in expand(orjson.loads(rec["body"]))]
         if not events:
             return 0
-        first = self.store.next_number("pk", len(events))
+        first = self.store._next("pk", len(events))
         memo = Memo()  # the events of a record share elements: extracted once (ADR 0017)
         rows = [resource_doc(Stored("AuditEvent", e["id"], 1, instant_us(e["meta"]["lastUpdated"]),
                                  False, orjson.dumps(e)), self.store.indexer(e, memo), first + n)

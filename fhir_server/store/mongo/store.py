@@ -185,7 +185,7 @@ class MongoStore:
         finally:
             self.locks.delete_one({"_id": key, "owner": owner})
 
-    def next_number(self, name: str, n: int = 1) -> int:
+    def _next(self, name: str, n: int = 1) -> int:
         """Reserve ``n`` numbers of a counter; the first one is returned."""
         doc = self.counters.find_one_and_update({"_id": name}, {"$inc": {"value": n}},
                                                 upsert=True,
@@ -223,7 +223,9 @@ class MongoStore:
             .max_time_ms(mongo_ms())]
 
     # -- writes ------------------------------------------------------------------------
-    _doc = staticmethod(resource_doc)  # tests build documents with it
+    # the documents ``put`` writes (tests insert many at once with them)
+    _doc = staticmethod(resource_doc)
+    _hist = staticmethod(history_doc)
 
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         if item.type in APPEND_ONLY_TYPES:
@@ -234,7 +236,7 @@ class MongoStore:
         session = unit.session
         key = f"{item.type}/{item.id}"
         prior = self.res.find_one({"_id": key}, session=session)
-        doc = self._doc(item, rows, prior["pk"] if prior else self.next_number("pk"))
+        doc = self._doc(item, rows, prior["pk"] if prior else self._next("pk"))
         # Compare-and-swap on the version the caller built on: two writers that read the
         # same version can never both succeed, with or without multi-document transactions.
         try:
@@ -251,8 +253,8 @@ class MongoStore:
                             "with the current version")
         if session is None:
             unit.undo.append(("resource", key, prior))
-        seq = self.next_number("seq")
-        self.hist.insert_one(history_doc(item, seq), session=session)
+        seq = self._next("seq")
+        self.hist.insert_one(self._hist(item, seq), session=session)
         if session is None:
             unit.undo.append(("history", seq, None))
 
