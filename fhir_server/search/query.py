@@ -10,6 +10,7 @@ multikey index arrays.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,41 +221,49 @@ class QueryParser:
 
     # -- result parameters -------------------------------------------------------------
     def _result_param(self, query: SearchQuery, key: str, raw: str) -> None:
-        if key == "_count":
-            if not raw.isdigit():
-                raise invalid("_count must be a non-negative integer", "_count")
-            query.count = min(int(raw), self.limits.max_count)
-            if int(raw) == 0:
-                query.summary = "count"
-        elif key == "_sort":
-            for item in raw.split(","):
-                desc = item.startswith("-")
-                name = item[1:] if desc else item
-                param = get(query.type, name)
-                if param is None:
-                    raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
-                query.sort.append((param, desc))
-            if len(query.sort) > self.limits.max_sort_keys:
-                raise FhirError(ErrorKind.TOO_COSTLY, f"_sort names {len(query.sort)} keys: "
-                                f"at most {self.limits.max_sort_keys} "
-                                "(TELEIMG_MAX_SORT_KEYS)", expression=["_sort"])
-        elif key == "_total":
-            if raw not in ("none", "estimate", "accurate"):
-                raise invalid("_total must be none, estimate or accurate", "_total")
-            query.total = raw
-        elif key == "_summary":
-            if raw not in ("true", "false", "text", "data", "count"):
-                raise invalid("_summary must be true, false, text, data or count", "_summary")
-            query.summary = None if raw == "false" else raw
-        elif key == "_elements":
-            query.elements = [e.strip() for e in raw.split(",") if e.strip()]
-        elif key == "_cursor":
+        if key == "_cursor":
             query.cursor = decode_cursor(raw)
             return
-        elif key.startswith("_include") or key.startswith("_revinclude"):
+        handler = _RESULT_HANDLERS.get(key)
+        if handler is not None:
+            handler(self, query, raw)
+        elif key.startswith(("_include", "_revinclude")):
             self._include(query, key, raw)
-        if key not in ("_format", "_pretty", "_cursor"):
+        if key not in ("_format", "_pretty"):
             query.used.append((key, raw))
+
+    def _count(self, query: SearchQuery, raw: str) -> None:
+        if not raw.isdigit():
+            raise invalid("_count must be a non-negative integer", "_count")
+        query.count = min(int(raw), self.limits.max_count)
+        if int(raw) == 0:
+            query.summary = "count"
+
+    def _sort(self, query: SearchQuery, raw: str) -> None:
+        for item in raw.split(","):
+            desc = item.startswith("-")
+            name = item[1:] if desc else item
+            param = get(query.type, name)
+            if param is None:
+                raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
+            query.sort.append((param, desc))
+        if len(query.sort) > self.limits.max_sort_keys:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"_sort names {len(query.sort)} keys: "
+                            f"at most {self.limits.max_sort_keys} "
+                            "(TELEIMG_MAX_SORT_KEYS)", expression=["_sort"])
+
+    def _total(self, query: SearchQuery, raw: str) -> None:
+        if raw not in ("none", "estimate", "accurate"):
+            raise invalid("_total must be none, estimate or accurate", "_total")
+        query.total = raw
+
+    def _summary(self, query: SearchQuery, raw: str) -> None:
+        if raw not in ("true", "false", "text", "data", "count"):
+            raise invalid("_summary must be true, false, text, data or count", "_summary")
+        query.summary = None if raw == "false" else raw
+
+    def _elements(self, query: SearchQuery, raw: str) -> None:
+        query.elements = [e.strip() for e in raw.split(",") if e.strip()]
 
     def _include(self, query: SearchQuery, key: str, raw: str) -> None:
         base, _, mod = key.partition(":")
@@ -279,39 +288,47 @@ class QueryParser:
             raise FhirError(ErrorKind.TOO_COSTLY, f"chain deeper than "
                             f"{self.limits.max_chain_depth} levels: {key}")
         if key.startswith("_has:"):
-            parts = key.split(":", 3)
-            if len(parts) != 4:
-                raise invalid(f"_has must be _has:Type:reference:parameter ({key})", key)
-            _, source, ref_name, rest = parts
-            if not is_supported(source):
-                raise invalid(f"_has: unsupported resource type {source}", key)
-            ref = get(source, ref_name)
-            if ref is None or ref.kind != "reference":
-                raise invalid(f"_has: {source}:{ref_name} is not a reference parameter", key)
-            return Has(source, ref, [self._term(source, rest, raw, depth + 1)])
+            return self._has(key, raw, depth)
         name, dot, rest = key.partition(".")
         pname, _, modifier = name.partition(":")
         param = get(rtype, pname)
         if param is None:
             raise _Unknown(key)
         if dot:
-            if param.kind != "reference":
-                raise invalid(f"{pname} is not a reference parameter and cannot be chained", key)
-            if modifier and not is_supported(modifier):
-                raise invalid(f"chain target type {modifier} is not supported", key)
-            chained = rest.partition(":")[0].partition(".")[0]
-            targets = [modifier] if modifier else [
-                t for t in (param.targets or ()) if is_supported(t) and get(t, chained)]
-            if not targets:
-                raise invalid(f"no target type of {pname} has a parameter {chained!r}", key)
-            inner = []
-            for target in targets:
-                try:
-                    inner.append(self._term(target, rest, raw, depth + 1))
-                except _Unknown:
-                    raise invalid(f"unknown chained parameter {rest!r} on {target}", key) from None
-            return Chain(param, targets, inner)
+            return self._chain(param, modifier, rest, raw, key, depth)
         return self._clause(param, modifier or None, raw, key)
+
+    def _has(self, key: str, raw: str, depth: int) -> Has:
+        parts = key.split(":", 3)
+        if len(parts) != 4:
+            raise invalid(f"_has must be _has:Type:reference:parameter ({key})", key)
+        _, source, ref_name, rest = parts
+        if not is_supported(source):
+            raise invalid(f"_has: unsupported resource type {source}", key)
+        ref = get(source, ref_name)
+        if ref is None or ref.kind != "reference":
+            raise invalid(f"_has: {source}:{ref_name} is not a reference parameter", key)
+        return Has(source, ref, [self._term(source, rest, raw, depth + 1)])
+
+    def _chain(self, param: SearchParam, modifier: str, rest: str, raw: str, key: str,
+               depth: int) -> Chain:
+        pname = param.name
+        if param.kind != "reference":
+            raise invalid(f"{pname} is not a reference parameter and cannot be chained", key)
+        if modifier and not is_supported(modifier):
+            raise invalid(f"chain target type {modifier} is not supported", key)
+        chained = rest.partition(":")[0].partition(".")[0]
+        targets = [modifier] if modifier else [
+            t for t in (param.targets or ()) if is_supported(t) and get(t, chained)]
+        if not targets:
+            raise invalid(f"no target type of {pname} has a parameter {chained!r}", key)
+        inner = []
+        for target in targets:
+            try:
+                inner.append(self._term(target, rest, raw, depth + 1))
+            except _Unknown:
+                raise invalid(f"unknown chained parameter {rest!r} on {target}", key) from None
+        return Chain(param, targets, inner)
 
     def _clause(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
         clause = self._values(param, modifier, raw, key)
@@ -385,4 +402,10 @@ def types_read(rtype: str, terms: list[Term]) -> set[str]:
 
 class _Unknown(Exception):
     pass
+
+
+_RESULT_HANDLERS: dict[str, Callable[[QueryParser, SearchQuery, str], None]] = {
+    "_count": QueryParser._count, "_sort": QueryParser._sort, "_total": QueryParser._total,
+    "_summary": QueryParser._summary, "_elements": QueryParser._elements,
+}
 
