@@ -30,7 +30,7 @@ from fhir_server.search.query import (
 NOTHING: dict[str, Any] = {"pk": {"$lt": -1}}  # matches no document
 
 
-@dataclass
+@dataclass(slots=True)
 class MongoPlan:
     """A filter over the resource documents, complete once its slots are filled."""
 
@@ -38,7 +38,7 @@ class MongoPlan:
     slots: list[Slot] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Lookup:
     """A sub-query: the documents ``plan`` matches, read as ``op``: ``ids`` (their ids),
     ``referenced`` (the ids their ``key`` references point at) or ``patients``
@@ -49,7 +49,7 @@ class Lookup:
     key: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """A condition of the filter (``target``, empty until filled) made from the
     lookups' results by ``fill``."""

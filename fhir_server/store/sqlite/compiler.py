@@ -32,7 +32,7 @@ from fhir_server.search.query import (
 from fhir_server.store.sqlite.records import tables_for
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SqlPlan:
     """What the store runs: ``{head}SELECT … FROM <resource> {alias} WHERE {where}``."""
 
