@@ -4,8 +4,10 @@ types"), and the parsed search values the kinds share.
 A kind is one object with: the index rows it extracts from a FHIR value (write time),
 the modifiers it accepts and how it parses a search value, the row layout each backend
 stores (SQLite index table columns, MongoDB index array fields), and the condition it
-compiles a value to for each backend. The compilers loop over :data:`.KINDS`; adding a
-kind is one module (docs/architecture.md, "how to add a search parameter").
+compiles a value to for each backend. The compilers loop over ``kinds.KINDS``. Adding a
+kind: its module, its entry in ``kinds.KINDS``, its list in ``IndexRows``, a migration
+creating ``idx_<kind>`` and ``audit_idx_<kind>``, and its array on ``ResourceDoc``
+(with its indexes).
 """
 
 from __future__ import annotations
