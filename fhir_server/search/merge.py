@@ -150,13 +150,34 @@ class Merger:
         return page.total
 
     def page(self) -> Merged:
+        streams = self._streams()
+        totals: list[int | None] = []
+        out = self._merge(streams, totals)
+        self._peek_past_boundary(streams, totals)
+        has_more = any(s.buffer or s.more for s in streams)
+        total = self._total(streams, totals) if self.want_total else None
+        if not self.forward:
+            out.reverse()
+        merged = Merged(out, total)
+        if not out:
+            return merged
+        if (has_more if self.forward else True):
+            merged.next_cursor = _cursor("after", out[-1])
+        if (self.cursor is not None) if self.forward else has_more:
+            merged.prev_cursor = _cursor("before", out[0])
+        return merged
+
+    def _streams(self) -> list[_Stream]:
         streams = [_Stream(q, floor=self._initial_floor(q.type)) for q in self.queries]
         for s in streams:
             s.query.cursor = self._type_cursor(s.query.type)
             if not self.desc and self.cursor is not None and s.query.type != self.cursor["t"] \
                     and (s.query.type < self.cursor["t"]) == self.forward:
                 s.more = False  # unsorted: a type wholly before the cursor (or after it)
-        totals: list[int | None] = []
+        return streams
+
+    def _merge(self, streams: list[_Stream], totals: list[int | None]) -> list[Stored]:
+        """The page's rows in merged order, fetching a stream when it may hold the next."""
         out: list[Stored] = []
         while len(out) < self.count:
             heads = [(self._item_position(s.buffer[0]), i) for i, s in enumerate(streams)
@@ -171,33 +192,24 @@ class Merger:
             if best is None:
                 break
             out.append(streams[best[1]].buffer.pop(0))
-        # a page that ends at a type boundary: is any row left in a type not read yet?
-        # (one row is enough; no ``next`` link to an empty page)
+        return out
+
+    def _peek_past_boundary(self, streams: list[_Stream], totals: list[int | None]) -> None:
+        """A page that ends at a type boundary: is any row left in a type not read yet?
+        (one row is enough; no ``next`` link to an empty page)"""
         while not any(s.buffer or (s.more and s.fetched) for s in streams):
             unread = [s for s in streams if s.more and not s.fetched]
             if not unread:
                 break
             stream = min(unread, key=lambda s: (s.floor is not None, s.floor or ()))
             totals.append(self._fetch(stream, 1))
-        has_more = any(s.buffer or s.more for s in streams)
-        total: int | None = None
-        if self.want_total:
-            for s in streams:
-                if not s.fetched:  # not reached by this page: counted only
-                    totals.append(self.store.search(copy.copy(s.query),
-                                                    count_only=True).total)
-            total = None if any(t is None for t in totals) else sum(
-                t for t in totals if t is not None)
-        if not self.forward:
-            out.reverse()
-        merged = Merged(out, total)
-        if not out:
-            return merged
-        if (has_more if self.forward else True):
-            merged.next_cursor = _cursor("after", out[-1])
-        if (self.cursor is not None) if self.forward else has_more:
-            merged.prev_cursor = _cursor("before", out[0])
-        return merged
+
+    def _total(self, streams: list[_Stream], totals: list[int | None]) -> int | None:
+        for s in streams:
+            if not s.fetched:  # not reached by this page: counted only
+                totals.append(self.store.search(copy.copy(s.query), count_only=True).total)
+        return None if any(t is None for t in totals) else sum(
+            t for t in totals if t is not None)
 
 
 def count_all(store: Searchable, queries: list[SearchQuery]) -> int:

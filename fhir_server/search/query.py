@@ -1,14 +1,16 @@
 """Parse FHIR R4 search parameters into a backend-neutral query (search.html).
 
-The "compile" step belongs to each store: :mod:`fhir_server.store.sqlite` turns the
-:class:`SearchQuery` into SQL over the index tables and :mod:`fhir_server.store.mongo`
-into ``$elemMatch`` filters over the multikey index arrays.
+Each value is parsed by its parameter's kind (:mod:`fhir_server.search.kinds`). The
+"compile" step belongs to each store: :mod:`fhir_server.store.sqlite.compiler` turns the
+:class:`SearchQuery` into SQL over the index tables and
+:mod:`fhir_server.store.mongo.compiler` into a plan of ``$elemMatch`` filters over the
+multikey index arrays.
 """
 
 from __future__ import annotations
 
 import base64
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,48 +19,22 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.core.limits import Limits
 from fhir_server.core.resource_types import is_supported
+from fhir_server.search.kinds import KINDS
+from fhir_server.search.kinds.base import ANY, RangeValue, ReferenceValue, TokenValue
+from fhir_server.search.kinds.reference import parse_reference_value
 from fhir_server.search.registry import SearchParam, get
-from fhir_server.search.values import date_range, normalize_string, now_us, number_range
 
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+__all__ = [  # the value types live with the kinds; importers know them from here
+    "ANY", "AllOf", "AnyOf", "Chain", "Clause", "Has", "InCare", "Include", "Not", "Opened",
+    "PatientSet", "QueryParser", "RangeValue", "ReferenceValue", "SearchQuery", "Term",
+    "TokenValue", "decode_cursor", "encode_cursor", "escape", "merge_date_bounds",
+    "split_values", "types_read",
+]
+
 RESULT_PARAMS = frozenset({
     "_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements",
     "_format", "_pretty", "_cursor", "_contained", "_containedType",
 })
-MODIFIERS_BY_KIND: dict[str, frozenset[str]] = {
-    "string": frozenset({"exact", "contains", "missing"}),
-    "token": frozenset({"not", "text", "missing"}),
-    "reference": frozenset({"identifier", "missing"}),
-    "date": frozenset({"missing"}),
-    "number": frozenset({"missing"}),
-    "quantity": frozenset({"missing"}),
-    "uri": frozenset({"below", "above", "missing"}),
-}
-ANY = object()  # token system wildcard
-
-
-@dataclass(frozen=True)
-class TokenValue:
-    system: Any  # str | None (explicitly no system) | ANY
-    code: str | None  # None: any code of the system
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class RangeValue:
-    prefix: str
-    low: float
-    high: float
-    value: float = 0.0  # number/quantity: the value as written
-    system: str | None = None
-    code: str | None = None
-
-
-@dataclass(frozen=True)
-class ReferenceValue:
-    rtype: str | None
-    rid: str | None
-    url: str | None
 
 
 @dataclass
@@ -196,24 +172,9 @@ def split_values(text: str) -> list[str]:
     return out
 
 
-def _split_pipe(text: str) -> list[str]:
-    parts = re.split(r"(?<!\\)\|", text)
-    return [_unescape(p) for p in parts]
-
-
-def _unescape(text: str) -> str:
-    return re.sub(r"\\([,|$\\])", r"\1", text)
-
-
 def escape(value: str) -> str:
     """A search value matched as a whole: ``, | $ \\`` escaped (search.html#escaping)."""
     return "".join("\\" + c if c in "\\,$|" else c for c in value)
-
-
-def _prefix(text: str) -> tuple[str, str]:
-    if len(text) > 2 and text[:2] in PREFIXES and not text[2].isalpha():
-        return text[:2], text[2:]
-    return "eq", text
 
 
 def encode_cursor(data: dict[str, Any]) -> str:
@@ -260,41 +221,49 @@ class QueryParser:
 
     # -- result parameters -------------------------------------------------------------
     def _result_param(self, query: SearchQuery, key: str, raw: str) -> None:
-        if key == "_count":
-            if not raw.isdigit():
-                raise invalid("_count must be a non-negative integer", "_count")
-            query.count = min(int(raw), self.limits.max_count)
-            if int(raw) == 0:
-                query.summary = "count"
-        elif key == "_sort":
-            for item in raw.split(","):
-                desc = item.startswith("-")
-                name = item[1:] if desc else item
-                param = get(query.type, name)
-                if param is None:
-                    raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
-                query.sort.append((param, desc))
-            if len(query.sort) > self.limits.max_sort_keys:
-                raise FhirError(ErrorKind.TOO_COSTLY, f"_sort names {len(query.sort)} keys: "
-                                f"at most {self.limits.max_sort_keys} "
-                                "(TELEIMG_MAX_SORT_KEYS)", expression=["_sort"])
-        elif key == "_total":
-            if raw not in ("none", "estimate", "accurate"):
-                raise invalid("_total must be none, estimate or accurate", "_total")
-            query.total = raw
-        elif key == "_summary":
-            if raw not in ("true", "false", "text", "data", "count"):
-                raise invalid("_summary must be true, false, text, data or count", "_summary")
-            query.summary = None if raw == "false" else raw
-        elif key == "_elements":
-            query.elements = [e.strip() for e in raw.split(",") if e.strip()]
-        elif key == "_cursor":
+        if key == "_cursor":
             query.cursor = decode_cursor(raw)
             return
-        elif key.startswith("_include") or key.startswith("_revinclude"):
+        handler = _RESULT_HANDLERS.get(key)
+        if handler is not None:
+            handler(self, query, raw)
+        elif key.startswith(("_include", "_revinclude")):
             self._include(query, key, raw)
-        if key not in ("_format", "_pretty", "_cursor"):
+        if key not in ("_format", "_pretty"):
             query.used.append((key, raw))
+
+    def _count(self, query: SearchQuery, raw: str) -> None:
+        if not raw.isdigit():
+            raise invalid("_count must be a non-negative integer", "_count")
+        query.count = min(int(raw), self.limits.max_count)
+        if int(raw) == 0:
+            query.summary = "count"
+
+    def _sort(self, query: SearchQuery, raw: str) -> None:
+        for item in raw.split(","):
+            desc = item.startswith("-")
+            name = item[1:] if desc else item
+            param = get(query.type, name)
+            if param is None:
+                raise invalid(f"unknown sort parameter {name!r} for {query.type}", "_sort")
+            query.sort.append((param, desc))
+        if len(query.sort) > self.limits.max_sort_keys:
+            raise FhirError(ErrorKind.TOO_COSTLY, f"_sort names {len(query.sort)} keys: "
+                            f"at most {self.limits.max_sort_keys} "
+                            "(TELEIMG_MAX_SORT_KEYS)", expression=["_sort"])
+
+    def _total(self, query: SearchQuery, raw: str) -> None:
+        if raw not in ("none", "estimate", "accurate"):
+            raise invalid("_total must be none, estimate or accurate", "_total")
+        query.total = raw
+
+    def _summary(self, query: SearchQuery, raw: str) -> None:
+        if raw not in ("true", "false", "text", "data", "count"):
+            raise invalid("_summary must be true, false, text, data or count", "_summary")
+        query.summary = None if raw == "false" else raw
+
+    def _elements(self, query: SearchQuery, raw: str) -> None:
+        query.elements = [e.strip() for e in raw.split(",") if e.strip()]
 
     def _include(self, query: SearchQuery, key: str, raw: str) -> None:
         base, _, mod = key.partition(":")
@@ -319,39 +288,47 @@ class QueryParser:
             raise FhirError(ErrorKind.TOO_COSTLY, f"chain deeper than "
                             f"{self.limits.max_chain_depth} levels: {key}")
         if key.startswith("_has:"):
-            parts = key.split(":", 3)
-            if len(parts) != 4:
-                raise invalid(f"_has must be _has:Type:reference:parameter ({key})", key)
-            _, source, ref_name, rest = parts
-            if not is_supported(source):
-                raise invalid(f"_has: unsupported resource type {source}", key)
-            ref = get(source, ref_name)
-            if ref is None or ref.kind != "reference":
-                raise invalid(f"_has: {source}:{ref_name} is not a reference parameter", key)
-            return Has(source, ref, [self._term(source, rest, raw, depth + 1)])
+            return self._has(key, raw, depth)
         name, dot, rest = key.partition(".")
         pname, _, modifier = name.partition(":")
         param = get(rtype, pname)
         if param is None:
             raise _Unknown(key)
         if dot:
-            if param.kind != "reference":
-                raise invalid(f"{pname} is not a reference parameter and cannot be chained", key)
-            if modifier and not is_supported(modifier):
-                raise invalid(f"chain target type {modifier} is not supported", key)
-            chained = rest.partition(":")[0].partition(".")[0]
-            targets = [modifier] if modifier else [
-                t for t in (param.targets or ()) if is_supported(t) and get(t, chained)]
-            if not targets:
-                raise invalid(f"no target type of {pname} has a parameter {chained!r}", key)
-            inner = []
-            for target in targets:
-                try:
-                    inner.append(self._term(target, rest, raw, depth + 1))
-                except _Unknown:
-                    raise invalid(f"unknown chained parameter {rest!r} on {target}", key) from None
-            return Chain(param, targets, inner)
+            return self._chain(param, modifier, rest, raw, key, depth)
         return self._clause(param, modifier or None, raw, key)
+
+    def _has(self, key: str, raw: str, depth: int) -> Has:
+        parts = key.split(":", 3)
+        if len(parts) != 4:
+            raise invalid(f"_has must be _has:Type:reference:parameter ({key})", key)
+        _, source, ref_name, rest = parts
+        if not is_supported(source):
+            raise invalid(f"_has: unsupported resource type {source}", key)
+        ref = get(source, ref_name)
+        if ref is None or ref.kind != "reference":
+            raise invalid(f"_has: {source}:{ref_name} is not a reference parameter", key)
+        return Has(source, ref, [self._term(source, rest, raw, depth + 1)])
+
+    def _chain(self, param: SearchParam, modifier: str, rest: str, raw: str, key: str,
+               depth: int) -> Chain:
+        pname = param.name
+        if param.kind != "reference":
+            raise invalid(f"{pname} is not a reference parameter and cannot be chained", key)
+        if modifier and not is_supported(modifier):
+            raise invalid(f"chain target type {modifier} is not supported", key)
+        chained = rest.partition(":")[0].partition(".")[0]
+        targets = [modifier] if modifier else [
+            t for t in (param.targets or ()) if is_supported(t) and get(t, chained)]
+        if not targets:
+            raise invalid(f"no target type of {pname} has a parameter {chained!r}", key)
+        inner = []
+        for target in targets:
+            try:
+                inner.append(self._term(target, rest, raw, depth + 1))
+            except _Unknown:
+                raise invalid(f"unknown chained parameter {rest!r} on {target}", key) from None
+        return Chain(param, targets, inner)
 
     def _clause(self, param: SearchParam, modifier: str | None, raw: str, key: str) -> Clause:
         clause = self._values(param, modifier, raw, key)
@@ -367,74 +344,16 @@ class QueryParser:
                 raise invalid(f"{key} must be true or false", key)
             return Clause(param, modifier, [], missing=raw == "true")
         if modifier is not None and param.kind == "reference" and is_supported(modifier):
-            values = [self._reference(v, key, modifier) for v in split_values(raw)]
+            values = [parse_reference_value(v, key, modifier) for v in split_values(raw)]
             return Clause(param, None, values)
-        if modifier is not None and modifier not in MODIFIERS_BY_KIND[param.kind]:
+        kind = KINDS[param.kind]
+        if modifier is not None and modifier not in kind.modifiers:
             raise invalid(f"modifier :{modifier} is not supported on {param.kind} "
                           f"parameter {param.name}", key)
-        values = [self._value(param, modifier, v, key) for v in split_values(raw) if v != ""]
+        values = [kind.parse(modifier, v, key) for v in split_values(raw) if v != ""]
         if not values:
             raise invalid(f"empty value for search parameter {key}", key)
         return Clause(param, modifier, values)
-
-    def _value(self, param: SearchParam, modifier: str | None, text: str, key: str) -> Any:
-        kind = param.kind
-        if kind == "token" or (kind == "reference" and modifier == "identifier"):
-            if modifier == "text":
-                return TokenValue(ANY, None, normalize_string(_unescape(text)))
-            parts = _split_pipe(text)
-            if len(parts) == 1:
-                return TokenValue(ANY, parts[0])
-            if len(parts) == 2:
-                system = parts[0] or None
-                return TokenValue(system, parts[1] or None)
-            raise invalid(f"invalid token {text!r} for {key}", key)
-        if kind == "string":
-            plain = _unescape(text)
-            return plain if modifier == "exact" else normalize_string(plain)
-        if kind == "uri":
-            return _unescape(text)
-        if kind == "reference":
-            return self._reference(text, key, None)
-        prefix, rest = _prefix(text)
-        if kind == "date":
-            rng = date_range(rest)
-            if rng is None:
-                raise invalid(f"invalid date {rest!r} for {key} (expected YYYY[-MM[-DD"
-                              "[Thh:mm[:ss[.sss]][Z|±hh:mm]]]])", key)
-            if prefix == "ap":  # search.html#prefix: within 10% of the gap to now
-                margin = abs(now_us() - rng[0]) // 10
-                return RangeValue(prefix, float(rng[0] - margin), float(rng[1] + margin))
-            return RangeValue(prefix, rng[0], rng[1])
-        if kind in ("number", "quantity"):
-            parts = _split_pipe(rest)
-            rng_n = number_range(parts[0])
-            if rng_n is None or (kind == "number" and len(parts) > 1) or len(parts) > 3:
-                raise invalid(f"invalid {kind} {text!r} for {key}", key)
-            value, low, high = rng_n
-            if prefix == "ap":
-                low, high = value - abs(value) * 0.1, value + abs(value) * 0.1
-            system = parts[1] or None if len(parts) > 1 else None
-            code = parts[2] or None if len(parts) > 2 else None
-            return RangeValue(prefix, low, high, value, system, code)
-        raise invalid(f"unsupported parameter kind {kind}", key)
-
-    def _reference(self, text: str, key: str, rtype: str | None) -> ReferenceValue:
-        text = _unescape(text)
-        if text.startswith(("http:", "https:", "urn:")):
-            tail = text.rstrip("/").split("/")
-            if len(tail) >= 2 and is_supported(tail[-2]) and rtype in (None, tail[-2]):
-                # absolute URL of a local resource: also match the relative form
-                return ReferenceValue(tail[-2], tail[-1], text)
-            return ReferenceValue(None, None, text)
-        parts = text.split("/")
-        if len(parts) == 1:
-            return ReferenceValue(rtype, parts[0], None)
-        if len(parts) in (2, 4) and is_supported(parts[0]):
-            if rtype and parts[0] != rtype:
-                raise invalid(f"reference {text} does not match the type modifier :{rtype}", key)
-            return ReferenceValue(parts[0], parts[1], None)
-        raise invalid(f"invalid reference {text!r} for {key}", key)
 
 
 def merge_date_bounds(terms: list[Term]) -> list[Term]:
@@ -483,4 +402,10 @@ def types_read(rtype: str, terms: list[Term]) -> set[str]:
 
 class _Unknown(Exception):
     pass
+
+
+_RESULT_HANDLERS: dict[str, Callable[[QueryParser, SearchQuery, str], None]] = {
+    "_count": QueryParser._count, "_sort": QueryParser._sort, "_total": QueryParser._total,
+    "_summary": QueryParser._summary, "_elements": QueryParser._elements,
+}
 

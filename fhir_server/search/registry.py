@@ -17,9 +17,8 @@ from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
 
 from fhir_server.core.canonical import url
+from fhir_server.search.kinds import KINDS
 from fhir_server.search.paths import compile_simple
-
-KINDS = ("string", "token", "reference", "date", "quantity", "uri", "number")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Embedded store: durability settings, migrations, and index-driven query plans."""
 
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 from fhir_server.search.query import QueryParser
 from fhir_server.store.sqlite import MIGRATIONS, SqlCompiler, SqliteStore
+from fhir_server.store.sqlite.records import read_date_widths
 
 
 def test_wal_full_sync_and_schema_version(tmp_path: Path) -> None:
@@ -19,7 +21,8 @@ def test_wal_full_sync_and_schema_version(tmp_path: Path) -> None:
 def test_token_search_uses_an_index_not_a_scan(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "t.db")
     q = QueryParser().parse("Patient", [("identifier", "urn:x|1")])
-    where, args = SqlCompiler(store._conn()).where("r", "Patient", q.terms)
+    compiler = SqlCompiler(partial(read_date_widths, store._conn()))
+    where, args = compiler.where("r", "Patient", q.terms)
     plan = " ".join(str(row[3]) for row in store._conn().execute(
         f"EXPLAIN QUERY PLAN SELECT r.pk FROM resource r WHERE {where} ORDER BY r.pk LIMIT 21",
         args))
