@@ -94,7 +94,7 @@ def free_port() -> int:
 def load_dataset(data_dir: Path) -> float:
     """Load N resources through the FHIR core in 500-entry transactions; seconds taken."""
     from fhir_server.core.model import FhirRequest, Interaction
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.store import open_store
 
     server = FhirServer(open_store(None, data_dir))

@@ -24,7 +24,7 @@ from fhir_server.workflow.reports import FINAL, WITHDRAW
 
 if TYPE_CHECKING:
     from fhir_server.core.model import FhirRequest
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.workflow.engine import Case
 
 log = logging.getLogger("teleimagerie.cda")

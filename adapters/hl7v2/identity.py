@@ -21,7 +21,7 @@ from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import body, raw_store
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-patient"
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"

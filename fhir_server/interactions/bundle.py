@@ -29,7 +29,6 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.formats import RawJson, materialize
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.routing import route, split_url
 from fhir_server.core.validation import check_id
 from fhir_server.interactions.common import (
     PREFERENCE_APPLIED,
@@ -38,9 +37,10 @@ from fhir_server.interactions.common import (
     find_matches,
     preference,
 )
+from fhir_server.interactions.routing import route, split_url
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
@@ -48,7 +48,7 @@ CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 NARRATIVE_LINK = re.compile(r"""(\s(?:href|src)\s*=\s*)(["'])(urn:(?:uuid|oid):[^"']*)\2""")
 
 
-def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def batch(server: Server, req: FhirRequest) -> FhirResponse:
     bundle = req.body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(ErrorKind.INVALID, "POST to the base expects a batch or transaction "
@@ -183,7 +183,7 @@ def _instant(http_date: str, resource: dict[str, Any] | None) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]
+def _batch_entry(server: Server, req: FhirRequest, i: int, entry: dict[str, Any]
                  ) -> dict[str, Any]:
     try:
         sub = _entry_request(req, entry, f"Bundle.entry[{i}]")
@@ -195,7 +195,7 @@ def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, 
     return _response_entry(req, resp)
 
 
-def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, Any]]
+def _transaction(server: Server, req: FhirRequest, entries: list[dict[str, Any]]
                  ) -> list[dict[str, Any]]:
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     results: dict[int, dict[str, Any]] = {}
@@ -234,7 +234,7 @@ def _located(i: int) -> Iterator[None]:
         raise
 
 
-def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],
+def _assign_ids(server: Server, entries: list[dict[str, Any]],
                 requests: dict[int, FhirRequest]
                 ) -> tuple[dict[str, str], dict[int, FhirResponse]]:
     """fullUrl -> ``Type/id`` for every entry that creates, and the conditional creates
@@ -278,7 +278,7 @@ def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],
     return mapping, existing
 
 
-def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str) -> Any:
+def _rewrite(server: Server, node: Any, mapping: dict[str, str], where: str) -> Any:
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
@@ -296,7 +296,7 @@ def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str)
     return node
 
 
-def _resolve_reference(server: FhirServer, ref: str, mapping: dict[str, str], where: str) -> str:
+def _resolve_reference(server: Server, ref: str, mapping: dict[str, str], where: str) -> str:
     if ref in mapping:
         return mapping[ref]
     if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):

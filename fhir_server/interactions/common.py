@@ -19,7 +19,7 @@ from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
 def http_date(us: int) -> str:
@@ -68,7 +68,7 @@ def check_if_match(req: FhirRequest, current: Stored | None) -> None:
                     f"If-Match {value} does not match the current version: {have}")
 
 
-def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
+def persist(server: Server, req: FhirRequest, rtype: str, rid: str,
             resource: dict[str, Any] | None, method: str, previous: Stored | None) -> Stored:
     """Write a client's new version: the workflow's rules and side effects around it (issue
     5) — whichever way it arrived (REST, Bundle entry, HL7/DICOM adapter)."""
@@ -83,7 +83,7 @@ def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
     return item
 
 
-def store_version(server: FhirServer | None, store: Store, rtype: str, rid: str,
+def store_version(server: Server | None, store: Store, rtype: str, rid: str,
                   resource: dict[str, Any] | None, method: str,
                   previous: Stored | None, checked: bool = False) -> Stored:
     """Write a new version: server-owned meta, index extraction, history (one write unit).
@@ -159,7 +159,7 @@ def applied_handling(req: FhirRequest, resp: FhirResponse) -> None:
         resp.headers[PREFERENCE_APPLIED] = f"{applied}, {value}" if applied else value
 
 
-def conditional_query(server: FhirServer, rtype: str, criteria: list[tuple[str, str]],
+def conditional_query(server: Server, rtype: str, criteria: list[tuple[str, str]],
                       what: str) -> SearchQuery:
     """Criteria of a conditional interaction: unknown parameters are an error, not ignored."""
     criteria = [(k, v) for k, v in criteria if k not in ("_format", "_pretty")]
@@ -181,6 +181,6 @@ def lock_key(rtype: str, criteria: list[tuple[str, str]]) -> str:
     return rtype + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
 
 
-def find_matches(server: FhirServer, rtype: str, criteria: list[tuple[str, str]],
+def find_matches(server: Server, rtype: str, criteria: list[tuple[str, str]],
                  what: str) -> list[Stored]:
     return server.store.search(conditional_query(server, rtype, criteria, what)).items

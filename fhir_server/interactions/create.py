@@ -23,10 +23,10 @@ from fhir_server.interactions.common import (
 )
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def create(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def create(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
     server.profiles.check_write(resource)

@@ -19,13 +19,13 @@ from fhir_server.security.compartment import NARROWING_PARAM
 from fhir_server.store.base import Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 # Patient first, then its clinical record; the audit trail is not part of the record.
 TYPES = ["Patient", *sorted(t for t in NARROWING_PARAM if t not in ("Patient", "AuditEvent"))]
 
 
-def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def everything(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.id
     if server.store.read("Patient", req.id) is None:
         raise not_found("Patient", req.id)

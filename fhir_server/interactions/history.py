@@ -14,13 +14,13 @@ from fhir_server.search.query import decode_cursor, encode_cursor
 from fhir_server.search.values import date_range, format_instant
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 # as the interactions answer them (a DELETE answers 200 with an OperationOutcome)
 STATUS = {"POST": "201 Created", "PUT": "200 OK", "PATCH": "200 OK", "DELETE": "200 OK"}
 
 
-def history(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def history(server: Server, req: FhirRequest) -> FhirResponse:
     since = None
     count = server.limits.default_count
     cursor = None

@@ -14,10 +14,10 @@ from fhir_server.interactions.common import check_if_match, find_matches, persis
 from fhir_server.store.base import Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def patch(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def patch(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     operations = req.body
     if not isinstance(operations, list):

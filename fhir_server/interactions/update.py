@@ -21,10 +21,10 @@ from fhir_server.interactions.common import (
 )
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def update(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
     server.profiles.check_write(resource)
@@ -47,7 +47,7 @@ def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
                    f"{'created' if created else 'updated'} {item.type}/{item.id}")
 
 
-def _conditional_update(server: FhirServer, req: FhirRequest, resource: dict) -> FhirResponse:
+def _conditional_update(server: Server, req: FhirRequest, resource: dict) -> FhirResponse:
     assert req.resource_type
     criteria = req.params
     with server.store.lock(lock_key(req.resource_type, criteria)), server.store.write():

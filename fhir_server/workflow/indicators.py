@@ -31,7 +31,8 @@ from fhir_server.workflow.records import now, raw_store
 from fhir_server.workflow.search import STEPS
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer, Handler
+    from fhir_server.interactions.port import Handler
+    from fhir_server.interactions.port import Server as FhirServer
 
 ALLOWED = frozenset({"admin", "auditor", "ris", "remote-imager"})
 UCUM = "http://unitsofmeasure.org"

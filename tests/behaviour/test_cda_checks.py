@@ -16,7 +16,7 @@ from adapters.cda import schematron, validate
 from adapters.cda.check import ReportDocuments, delivery_check
 from adapters.cda.publish import Publisher
 from fhir_server.cli import main as cli
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.test_cda_documents import BIRTH_PLACE, _final, _identity
 from tests.behaviour.test_report_delivery import Rig, state
 from tests.behaviour.workflow_world import World

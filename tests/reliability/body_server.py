@@ -14,9 +14,9 @@ import uvicorn
 
 from fhir_server.config import Settings
 from fhir_server.core.limits import Limits
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import create_app
 from fhir_server.http.body import bound_malloc
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.store import open_store
 
 

@@ -37,10 +37,10 @@ from adapters.dicom.stow import store as stow_store
 from fhir_server.config import Settings
 from fhir_server.core import safepath
 from fhir_server.core.safepath import UnsafeIdentifier
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import ReadFastPath, create_app
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.dicom_world import CT_IMAGE, ct_images
 from tests.conftest import mint, secured_core, serve
 from tests.e2e.harness import free_port, in_thread, server_env, start, stop

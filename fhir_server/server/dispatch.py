@@ -1,4 +1,4 @@
-"""The transport-agnostic FHIR core: :class:`FhirServer` turns a FhirRequest into a FhirResponse.
+"""The transport-agnostic server: :class:`FhirServer` turns a FhirRequest into a FhirResponse.
 
 ``dispatch`` raises :class:`FhirError`; ``handle`` renders errors as OperationOutcome;
 ``render`` produces bytes and media type. The FastAPI app, Bundle entries and the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from fhir_server.interactions import (
     vread,
 )
 from fhir_server.interactions.common import applied_handling
+from fhir_server.interactions.port import Handler
 from fhir_server.security.access import GuardedStore
 from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("teleimagerie.fhir")
 
-Handler = Callable[["FhirServer", FhirRequest], FhirResponse]
 HANDLERS: dict[Interaction, Handler] = {
     Interaction.CAPABILITIES: capabilities.capabilities,
     Interaction.READ: read.read,
