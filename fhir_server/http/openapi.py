@@ -268,7 +268,7 @@ INIT_JS = """window.onload = function () {
 def install(app: FastAPI, core: FhirServer, openapi_url: str = "/openapi.json") -> None:
     """Serve the document at ``openapi_url`` (FastAPI's route, our generator) and
     Swagger UI at ``/docs`` with its assets."""
-    cached: dict[str, Any] = {}
+    cached: dict[str, dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
         if "doc" not in cached:

@@ -244,38 +244,57 @@ def _assign_ids(server: Server, entries: list[dict[str, Any]],
     for i, sub in requests.items():
         full_url = entries[i].get("fullUrl")
         rtype = sub.resource_type
+        target: str | None = None
         if sub.interaction == Interaction.CREATE and rtype:
-            condition = sub.header("if-none-exist")
-            if condition:
-                matches = find_matches(server, rtype, criteria_from_header(condition),
-                                       f"Bundle.entry[{i}].request.ifNoneExist")
-                if len(matches) > 1:
-                    raise FhirError(ErrorKind.PRECONDITION_FAILED,
-                                    f"Bundle.entry[{i}]: ifNoneExist matches {len(matches)}")
-                if matches:
-                    found = matches[0]
-                    existing[i] = FhirResponse(
-                        200, {"Location": f"{sub.base_url}/{rtype}/{found.id}/_history/"
-                                          f"{found.vid}", "ETag": f'W/"{found.vid}"'},
-                        raw=RawJson(found.body or b""))
-                    if isinstance(full_url, str):
-                        mapping[full_url] = f"{rtype}/{found.id}"
-                    continue
-            sub.assigned_id = str(uuid.uuid4())
-            if isinstance(full_url, str):
-                mapping[full_url] = f"{rtype}/{sub.assigned_id}"
+            found = _existing(server, sub, rtype, i)
+            if found is not None:
+                existing[i], target = found
+            else:
+                sub.assigned_id = str(uuid.uuid4())
+                target = f"{rtype}/{sub.assigned_id}"
         elif sub.interaction == Interaction.UPDATE and rtype and isinstance(full_url, str):
-            if sub.id is not None:
-                mapping[full_url] = f"{rtype}/{check_id(sub.id)}"
-            elif isinstance(sub.body, dict):
-                matches = find_matches(server, rtype, sub.params, f"Bundle.entry[{i}]")
-                if len(matches) == 1:
-                    mapping[full_url] = f"{rtype}/{matches[0].id}"
-                elif not matches:
-                    new_id = sub.body.get("id") or str(uuid.uuid4())
-                    sub.body = {**sub.body, "id": new_id}
-                    mapping[full_url] = f"{rtype}/{new_id}"
+            target = _update_target(server, sub, rtype, i)
+        if target is not None and isinstance(full_url, str):
+            mapping[full_url] = target
     return mapping, existing
+
+
+def _existing(server: Server, sub: FhirRequest, rtype: str, i: int
+              ) -> tuple[FhirResponse, str] | None:
+    """A conditional create (``ifNoneExist``) one resource already satisfies: its answer
+    and its ``Type/id``; 412 when several do."""
+    condition = sub.header("if-none-exist")
+    if not condition:
+        return None
+    matches = find_matches(server, rtype, criteria_from_header(condition),
+                           f"Bundle.entry[{i}].request.ifNoneExist")
+    if len(matches) > 1:
+        raise FhirError(ErrorKind.PRECONDITION_FAILED,
+                        f"Bundle.entry[{i}]: ifNoneExist matches {len(matches)}")
+    if not matches:
+        return None
+    found = matches[0]
+    return FhirResponse(
+        200, {"Location": f"{sub.base_url}/{rtype}/{found.id}/_history/{found.vid}",
+              "ETag": f'W/"{found.vid}"'},
+        raw=RawJson(found.body or b"")), f"{rtype}/{found.id}"
+
+
+def _update_target(server: Server, sub: FhirRequest, rtype: str, i: int) -> str | None:
+    """The ``Type/id`` an update entry writes: its id, the one resource its conditional
+    criteria match, or (none matched) the id it creates."""
+    if sub.id is not None:
+        return f"{rtype}/{check_id(sub.id)}"
+    if not isinstance(sub.body, dict):
+        return None
+    matches = find_matches(server, rtype, sub.params, f"Bundle.entry[{i}]")
+    if len(matches) == 1:
+        return f"{rtype}/{matches[0].id}"
+    if matches:
+        return None
+    new_id = sub.body.get("id") or str(uuid.uuid4())
+    sub.body = {**sub.body, "id": new_id}
+    return f"{rtype}/{new_id}"
 
 
 def _rewrite(server: Server, node: Any, mapping: dict[str, str], where: str) -> Any:

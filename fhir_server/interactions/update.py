@@ -7,7 +7,7 @@ gives optimistic locking (412 on mismatch, http.html#concurrency).
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, FhirResponse
@@ -47,7 +47,7 @@ def update(server: Server, req: FhirRequest) -> FhirResponse:
                    f"{'created' if created else 'updated'} {item.type}/{item.id}")
 
 
-def _conditional_update(server: Server, req: FhirRequest, resource: dict) -> FhirResponse:
+def _conditional_update(server: Server, req: FhirRequest, resource: dict[str, Any]) -> FhirResponse:
     assert req.resource_type
     criteria = req.params
     with server.store.lock(lock_key(req.resource_type, criteria)), server.store.write():
