@@ -126,8 +126,8 @@ def base_costs(rounds: int = 500) -> dict[str, float]:
     element-wise check of JSON types, formats and required bindings, plus the R4B model),
     on the create scenarios' Patient and on our profiles' valid examples, and the share
     of the element-wise check in it."""
-    from fhir_server.core.validation import validate_resource
     from fhir_server.validation.base_spec import check
+    from fhir_server.validation.resource import validate_resource
 
     samples = [("bench-patient", json.loads(BENCH_PATIENT))] + [
         (path.stem.split("--")[0], json.loads(path.read_text()))

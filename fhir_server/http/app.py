@@ -42,7 +42,6 @@ from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import dumps, from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
 from fhir_server.core.resource_types import require_supported
-from fhir_server.core.validation import parse_json
 from fhir_server.http import openapi, smart
 from fhir_server.http.body import bound_malloc, read_body, run_watched
 from fhir_server.interactions.capabilities import publish_security
@@ -50,6 +49,7 @@ from fhir_server.interactions.routing import METHODS, allowed, read_target, rout
 from fhir_server.runtime import build_core, warm
 from fhir_server.server.dispatch import FhirServer, Rendered, render_error
 from fhir_server.store.budget import Budget
+from fhir_server.validation.resource import parse_json
 
 log = logging.getLogger("teleimagerie.http")
 # CORS (TELEIMG_CORS_ORIGINS): what a browser client may send and read

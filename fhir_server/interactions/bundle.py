@@ -29,7 +29,6 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.formats import RawJson, materialize
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.validation import check_id
 from fhir_server.interactions.common import (
     PREFERENCE_APPLIED,
     RETURN_VALUES,
@@ -38,6 +37,7 @@ from fhir_server.interactions.common import (
     preference,
 )
 from fhir_server.interactions.routing import route, split_url
+from fhir_server.validation.resource import check_id
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server

@@ -11,12 +11,12 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import base_issues
 from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Store, Stored
+from fhir_server.validation.resource import base_issues
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server

@@ -15,8 +15,8 @@ import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue, invalid
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.validation import validate_resource
 from fhir_server.validation.registry import definitions
+from fhir_server.validation.resource import validate_resource
 from terminology.service import Concept, TerminologyError, terminology
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import check_id, validate_resource
 from fhir_server.interactions.common import (
     check_if_match,
     find_matches,
@@ -19,6 +18,7 @@ from fhir_server.interactions.common import (
     persist,
     written,
 )
+from fhir_server.validation.resource import check_id, validate_resource
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server
