@@ -72,14 +72,14 @@ class Route:
     methods: Mapping[str, Interaction]
 
     def matches(self, parts: list[str]) -> bool:
-        for want, got in zip(self.segments, parts, strict=True):
-            if want == "$op":
-                if not got.startswith("$"):
+        for want, got in zip(self.segments, parts, strict=True):  # the table is by length
+            if want[0] == "{":
+                if want == "{compartment}" and (got[0] == "_" or not is_compartment(parts[0])):
                     return False
-            elif want == "{compartment}":
-                if got.startswith("_") or not is_compartment(parts[0]):
+            elif want == "$op":
+                if got[0] != "$":
                     return False
-            elif want[0] != "{" and want != got:
+            elif want != got:
                 return False
         return True
 
