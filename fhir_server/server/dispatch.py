@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,6 @@ from fhir_server.interactions import (
     vread,
 )
 from fhir_server.interactions.common import applied_handling
-from fhir_server.interactions.port import Handler
 from fhir_server.security.access import GuardedStore
 from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from fhir_server.workflow.engine import Workflow
 
 log = logging.getLogger("teleimagerie.fhir")
+
+# a handler of the server's tables; the interactions' own are typed against the
+# narrower protocol (interactions.port.Handler), which this accepts
+Handler = Callable[["FhirServer", FhirRequest], FhirResponse]
 
 HANDLERS: dict[Interaction, Handler] = {
     Interaction.CAPABILITIES: capabilities.capabilities,

@@ -41,7 +41,7 @@ from fhir_server.workflow.records import (
 )
 
 if TYPE_CHECKING:
-    from fhir_server.interactions.port import Server as FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.workflow.engine import Case, Workflow
 
 FINAL = ("final", "amended", "corrected", "appended")
