@@ -13,6 +13,7 @@ patterns names a resource type, checked (404 "not supported") before the method.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -88,29 +89,67 @@ class Route:
                 if want[0] in "{$"}
 
 
-def _compile(table: tuple[tuple[str, Mapping[str, Interaction]], ...]
-             ) -> dict[int, tuple[Route, ...]]:
-    """The table by number of segments: a path is only tried against its own length."""
+def _regex(segments: tuple[str, ...]) -> str:
+    out = []
+    for want in segments:
+        if want == "$op":
+            out.append(r"\$[^/]*")
+        elif want == "{compartment}":  # and the type has compartments: checked after
+            out.append(r"[^/_][^/]*")
+        elif want[0] == "{":
+            out.append(r"[^/]+")
+        else:
+            out.append(re.escape(want))
+    return "/".join(out)
+
+
+Compiled = dict[int, tuple[tuple[Route, ...], re.Pattern[str]]]
+
+
+def _compile(table: tuple[tuple[str, Mapping[str, Interaction]], ...]) -> Compiled:
+    """The table by number of segments (a path is only tried against its own length),
+    each length's patterns as one regular expression whose alternatives keep the table's
+    order: one ``fullmatch`` finds the first pattern that fits."""
     routes = [Route(p, tuple(s for s in p.split("/") if s), m) for p, m in table]
-    return {n: tuple(r for r in routes if len(r.segments) == n)
-            for n in {len(r.segments) for r in routes}}
+    out: Compiled = {}
+    for n in sorted({len(r.segments) for r in routes}):
+        same = tuple(r for r in routes if len(r.segments) == n)
+        out[n] = same, re.compile("|".join(f"(?P<r{i}>{_regex(r.segments)})"
+                                           for i, r in enumerate(same)))
+    return out
 
 
 _SYSTEM = _compile(SYSTEM_ROUTES)
 _TYPE = _compile(TYPE_ROUTES)
 
 
+def _first(table: Compiled, parts: list[str], joined: str) -> Route | None:
+    entry = table.get(len(parts))
+    if entry is None:
+        return None
+    routes, pattern = entry
+    found = pattern.fullmatch(joined)
+    if found is None or found.lastgroup is None:
+        return None
+    i = int(found.lastgroup[1:])
+    if "{compartment}" not in routes[i].segments or is_compartment(parts[0]):
+        return routes[i]
+    # a type without compartments: the patterns after this one, in order
+    return next((later for later in routes[i + 1:] if later.matches(parts)), None)
+
+
 def match(path: str) -> tuple[Route | None, list[str]]:
     """The route a path (relative to the FHIR base) takes, whatever the method, and its
     segments; ``None`` when no pattern fits (405). 404 for an unsupported type."""
-    parts = [p for p in path.split("/") if p]
-    for table, typed in ((_SYSTEM, False), (_TYPE, True)):
-        if typed:
-            require_supported(parts[0])
-        for candidate in table.get(len(parts), ()):
-            if candidate.matches(parts):
-                return candidate, parts
-    return None, parts
+    parts = path.split("/")
+    if "" in parts:
+        parts = [p for p in parts if p]
+        path = "/".join(parts)
+    found = _first(_SYSTEM, parts, path)
+    if found is None and parts:
+        require_supported(parts[0])  # past the system-level patterns: a type, 404 first
+        found = _first(_TYPE, parts, path)
+    return found, parts
 
 
 def read_target(path: str) -> tuple[str, str] | None:
