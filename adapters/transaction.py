@@ -13,7 +13,7 @@ from fhir_server.core.model import FhirRequest, FhirResponse, Interaction, Reque
 from fhir_server.search.query import escape
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 
 literal = escape  # a token search value matched as a whole code

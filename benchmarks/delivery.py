@@ -45,7 +45,7 @@ def rate(call: Callable[[], object]) -> float:
 def mhd(rig: Rig) -> list[str]:
     """ITI-67 and ITI-68 as a DMP connector, through the transport-agnostic core (token
     validation, access, audit and rendering included; no HTTP): the server's own cost."""
-    from fhir_server.core.routing import route, split_url
+    from fhir_server.interactions.routing import route, split_url
     from tests.conftest import mint
 
     token = mint(rig.world.dir, ["dmp-connector"], ["system/DocumentReference.rs",

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from fhir_server.core.model import FhirRequest, Interaction  # noqa: E402
-from fhir_server.core.server import FhirServer  # noqa: E402
 from fhir_server.search.extract import extract  # noqa: E402
+from fhir_server.server.dispatch import FhirServer  # noqa: E402
 from fhir_server.store import open_store  # noqa: E402
 from fhir_server.store.base import Stored  # noqa: E402
 from fhir_server.workflow.engine import Workflow  # noqa: E402

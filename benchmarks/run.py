@@ -94,7 +94,7 @@ def free_port() -> int:
 def load_dataset(data_dir: Path) -> float:
     """Load N resources through the FHIR core in 500-entry transactions; seconds taken."""
     from fhir_server.core.model import FhirRequest, Interaction
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.store import open_store
 
     server = FhirServer(open_store(None, data_dir))
@@ -126,8 +126,8 @@ def base_costs(rounds: int = 500) -> dict[str, float]:
     element-wise check of JSON types, formats and required bindings, plus the R4B model),
     on the create scenarios' Patient and on our profiles' valid examples, and the share
     of the element-wise check in it."""
-    from fhir_server.core.validation import validate_resource
     from fhir_server.validation.base_spec import check
+    from fhir_server.validation.resource import validate_resource
 
     samples = [("bench-patient", json.loads(BENCH_PATIENT))] + [
         (path.stem.split("--")[0], json.loads(path.read_text()))

@@ -15,12 +15,12 @@ from typing import Any
 from fhir_server import logs
 from fhir_server.audit.sink import AuditSink
 from fhir_server.config import Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.metrics import instrument_store
 from fhir_server.security.devissuer import DEV_ISSUER, DevIssuer
 from fhir_server.security.jwks import KeySet
 from fhir_server.security.policy import SecurityPolicy
 from fhir_server.security.tokens import AuthSettings, Issuer, TokenValidator
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.store import open_store
 from fhir_server.validation.registry import ProfileRegistry
 from fhir_server.workflow.engine import Workflow

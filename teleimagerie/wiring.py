@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.config import Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.runtime import build_server
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.engine import Workflow
 
 

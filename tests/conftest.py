@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from fhir_server.audit.sink import AuditSink  # noqa: E402
 from fhir_server.config import Settings  # noqa: E402
-from fhir_server.core.server import FhirServer  # noqa: E402
 from fhir_server.http.app import ReadFastPath  # noqa: E402
 from fhir_server.runtime import auth_settings  # noqa: E402
 from fhir_server.security.devissuer import DevIssuer  # noqa: E402
 from fhir_server.security.policy import SecurityPolicy  # noqa: E402
 from fhir_server.security.tokens import TokenValidator  # noqa: E402
+from fhir_server.server.dispatch import FhirServer  # noqa: E402
 from fhir_server.store import open_store  # noqa: E402
 from teleimagerie.wiring import create_app  # noqa: E402
 

@@ -23,7 +23,7 @@ from fhir_server.workflow.records import body, server_records
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.workflow.engine import Case
 
 log = logging.getLogger("teleimagerie.cda")

@@ -35,7 +35,7 @@ from fhir_server.workflow.records import body, matches, save, server_records
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 log = logging.getLogger("teleimagerie.cda")
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"

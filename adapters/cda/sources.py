@@ -12,7 +12,7 @@ from fhir_server.workflow.origin import origin
 from fhir_server.workflow.records import load, ref_of
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 
 @dataclass

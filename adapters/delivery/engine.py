@@ -50,7 +50,7 @@ from fhir_server.workflow.records import load, ref_of
 if TYPE_CHECKING:
     from adapters.cda.sources import Sources
     from adapters.hl7v2.settings import Hl7Settings
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 log = logging.getLogger("teleimagerie.delivery")
 QUALIFIED = frozenset({"VALI", "QUAL"})  # identities the DMP may receive (INS réf. §3)

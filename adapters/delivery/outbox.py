@@ -32,7 +32,7 @@ from fhir_server.workflow.records import body, ref_of, save, server_records
 
 if TYPE_CHECKING:
     from adapters.delivery.settings import DeliverySettings
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 SYSTEM = url("CodeSystem", "teleimagerie-delivery")
 EXT = url("StructureDefinition", "delivery-")

@@ -50,7 +50,7 @@ from fhir_server.workflow.records import coding, load
 from fhir_server.workflow.studies import WAITING, identity_flag
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 DOSE_PROFILE = "https://teleimagerie.fr/fhir/StructureDefinition/tlm-dose-observation"
 DOSE_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/dicom-dose"

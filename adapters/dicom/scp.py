@@ -38,7 +38,7 @@ from fhir_server.core.safepath import UnsafeIdentifier, check_ae_title, inside, 
 if TYPE_CHECKING:
     from pynetdicom.transport import ThreadedAssociationServer
 
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 log = logging.getLogger("teleimagerie.dicom")
 CANNOT_UNDERSTAND = 0xC000  # Storage: Error, cannot understand (PS3.4 B.2.3)

@@ -18,8 +18,8 @@ from adapters.dicom.settings import DicomSettings
 from fhir_server.core.safepath import UnsafeIdentifier, check_uid, is_uid
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
     from fhir_server.security.principal import Principal
+    from fhir_server.server.dispatch import FhirServer
 
 PROCESSING_FAILURE = 0x0110  # PS3.4 C.4.2.1.4 / PS3.18 FailureReason
 CANNOT_UNDERSTAND = 0xC000

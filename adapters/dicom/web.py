@@ -19,8 +19,8 @@ from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import dumps
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
-from fhir_server.core.server import FhirServer, Rendered, render_error
 from fhir_server.http.body import read_body
+from fhir_server.server.dispatch import FhirServer, Rendered, render_error
 
 
 def mount(app: FastAPI, core: FhirServer, settings: Settings) -> None:

@@ -22,7 +22,7 @@ from fhir_server.workflow.identity import status as identity_status
 from fhir_server.workflow.records import body, matches
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 
 

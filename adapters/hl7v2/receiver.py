@@ -62,7 +62,7 @@ from fhir_server.security.scopes import parse_scopes
 from fhir_server.workflow.records import server_records
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 log = logging.getLogger("teleimagerie.hl7")
 ISSUER = "urn:teleimagerie:mllp"

@@ -28,7 +28,7 @@ from fhir_server.search.registry import register_missing
 from fhir_server.workflow.records import body, save, server_records
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 KIND_SYSTEM = url("CodeSystem", "hl7v2-message")
 CONTROL_SYSTEM = "https://teleimagerie.fr/fhir/NamingSystem/hl7v2-control-id"

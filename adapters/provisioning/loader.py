@@ -43,12 +43,12 @@ from fhir_server.core.canonical import url
 from fhir_server.core.errors import FhirError
 from fhir_server.core.formats import materialize
 from fhir_server.core.model import FhirResponse, Interaction
-from fhir_server.core.server import FhirServer
-from fhir_server.core.validation import validate_resource
 from fhir_server.search.query import escape
 from fhir_server.security.principal import FINESS_OID, RPPS_OID, RPPS_URL, Principal
 from fhir_server.security.roles import ROLES
 from fhir_server.security.scopes import parse_scopes
+from fhir_server.server.dispatch import FhirServer
+from fhir_server.validation.resource import validate_resource
 from fhir_server.workflow.machine import QUALIFYING, SPECIALTY_SYSTEMS
 from terminology.service import terminology
 

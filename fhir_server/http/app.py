@@ -1,8 +1,11 @@
 """The FastAPI adapter: HTTP <-> FhirRequest/FhirResponse, nothing else (FHIR R4 http.html).
 
 It parses the body by Content-Type (JSON, XML, JSON Patch, form for ``_search``),
-resolves the URL with :func:`fhir_server.core.routing.route`, calls the core and
-writes the rendered bytes back.
+resolves the URL with the route table (:mod:`fhir_server.interactions.routing`), calls
+the server and writes the rendered bytes back. One read path (ADR 0004): a read is
+served inline by :func:`serve_inline` — from :class:`ReadFastPath` for a plain ``GET``
+the table names a read, from the endpoint otherwise; every other interaction runs in
+the thread pool under its time budget.
 
 Order of the checks, whatever the method and path (only ``GET``/``HEAD /fhir/metadata``
 is public): no or bad token -> 401 (audited, R-SEC-1, R-SEC-3), also on paths and types
@@ -36,18 +39,17 @@ from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
-from fhir_server.core.resource_types import is_supported, require_supported
-from fhir_server.core.routing import route
-from fhir_server.core.server import FhirServer, Rendered, render_error
-from fhir_server.core.validation import parse_json
+from fhir_server.core.resource_types import require_supported
 from fhir_server.http import openapi, smart
 from fhir_server.http.body import bound_malloc, read_body, run_watched
 from fhir_server.interactions.capabilities import publish_security
+from fhir_server.interactions.routing import METHODS, allowed, read_target, route
 from fhir_server.runtime import warm
+from fhir_server.server.dispatch import FhirServer, Rendered, render_error
 from fhir_server.store.budget import Budget
+from fhir_server.validation.resource import parse_json
 
 log = logging.getLogger("teleimagerie.http")
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 # CORS (TELEIMG_CORS_ORIGINS): what a browser client may send and read
 CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Exist",
                         "If-None-Match", "If-Modified-Since", "Prefer", "X-Request-Id")
@@ -93,19 +95,6 @@ def _public(method: str, path: str) -> bool:
     return method in ("GET", "HEAD") and path.strip("/") == "metadata"
 
 
-def _allowed(path: str) -> str:
-    """The ``Allow`` header of a 405: the methods :func:`route` takes on ``path``."""
-    allowed = []
-    for method in METHODS:
-        try:
-            route(method, path, [])
-        except FhirError as exc:
-            if exc.kind == ErrorKind.METHOD_NOT_ALLOWED:
-                continue
-        allowed.append(method)
-    return ", ".join(allowed)
-
-
 class FhirCors(CORSMiddleware):
     """Starlette's CORS middleware; a refused preflight is an OperationOutcome (403), an
     accepted one a 204."""
@@ -132,7 +121,8 @@ def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Respons
 
 
 # what the composition root adds to the app (issue 28 item 1): e.g. the DICOMweb STOW-RS
-# route of adapters.dicom, called with the app, the core and the settings
+# route of adapters.dicom, called with the app, the core and the settings, before the FHIR
+# catch-all routes
 Mount = Callable[[FastAPI, FhirServer, Settings], None]
 
 
@@ -153,93 +143,109 @@ def create_app(settings: Settings | None = None, *, server: FhirServer,
     app = FastAPI(title="Téléimagerie FHIR R4 server", version="0.1.0",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.fhir = core
+    app.state.settings = settings
     publish_security(core, smart.security_of(settings))  # rest.security (issue 29)
     app.state.cors = bool(settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(FhirCors, allow_origins=settings.cors_origins,
-                           allow_methods=METHODS, allow_headers=CORS_REQUEST_HEADERS,
+                           allow_methods=list(METHODS), allow_headers=CORS_REQUEST_HEADERS,
                            expose_headers=CORS_EXPOSED_HEADERS, max_age=CORS_MAX_AGE)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        """Starlette's own refusals under /fhir: OperationOutcomes. A method no route
-        takes (TRACE…) goes through the FHIR checks like any other: 401, 404, then 405."""
-        assert isinstance(exc, StarletteHTTPException)
-        path = request.url.path
-        if path != "/fhir" and not path.startswith("/fhir/"):
-            return await http_exception_handler(request, exc)
-        if exc.status_code == 405:
-            return await fhir_endpoint(request, path[len("/fhir/"):])
-        kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID
-        rendered = render_error(FhirError(kind, f"{request.method} {request.url.path}: "
-                                          f"{exc.detail}", headers=dict(exc.headers or {})))
-        rendered.status = exc.status_code
-        return _respond(rendered, request.headers.get("x-request-id") or str(uuid.uuid4()))
-
     app.add_exception_handler(StarletteHTTPException, http_error)
-
-    async def fhir_endpoint(request: Request, path: str = "") -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        base_url = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        params = parse_qsl(request.url.query, keep_blank_values=True)
-        context = _context(request_id, request.client, headers)
-        try:
-            if core.security is not None and not _public(request.method, path):
-                try:  # authenticate before reading a body (the core checks again)
-                    context.principal = core.security.validator.principal(
-                        headers.get("authorization"))
-                except FhirError:
-                    try:
-                        req = route(request.method, path, params, headers=headers,
-                                    base_url=base_url, context=context)
-                    except FhirError:  # not routable: still 401 first, and audited
-                        req = FhirRequest(Interaction.OPERATION, params=params,
-                                          headers=headers, base_url=base_url,
-                                          context=context, method=request.method)
-                    return _respond(await run_in_threadpool(_handle_and_render, core, req),
-                                    request_id)
-            _check_type(path)
-            # the limit is enforced while the body arrives (issue 27 item 8)
-            raw = b"" if request.method in ("GET", "HEAD") else \
-                await read_body(request, core.limits.max_body_bytes)
-            body, is_form = _parse_body(raw, headers.get("content-type", ""), request.method,
-                                        path)
-            del raw  # the parsed body only from here on
-            if is_form:
-                params = params + body
-                body = None
-            req = route(request.method, path, params, body=body, headers=headers,
-                        base_url=base_url, context=context)
-        except FhirError as exc:
-            if exc.kind == ErrorKind.METHOD_NOT_ALLOWED:
-                exc.headers.setdefault("Allow", _allowed(path))
-            return _respond(render_error(exc), request_id)
-        if req.interaction == Interaction.READ:
-            # Reads are a single indexed lookup of stored bytes: cheaper inline than a
-            # thread hop (ADR 0004).
-            rendered = _handle_and_render(core, req)
-        else:  # under the time budget, stopped if the client leaves (issue 27 item 7)
-            # the time budget is a query's: a write (a final report waits for its CDA
-            # checks, a transaction may be long) is never cut half-way by it — the
-            # reads it makes inside its write unit included
-            reading = req.interaction in READS or (
-                req.interaction == Interaction.OPERATION and req.method in ("GET", "HEAD"))
-            rendered = await run_watched(
-                request, Budget(core.limits.query_timeout if reading else None,
-                                core.limits.max_includes),
-                _handle_and_render, core, req)
-        return _respond(rendered, request_id, head=request.method == "HEAD")
-
     health.mount(app, settings, core.store)  # /health/live, /health/ready (issue 29)
-    for mount in mounts:  # e.g. /dicomweb/studies (STOW-RS, R-INT-2)
-        mount(app, core, settings)
     smart.install(app, settings)  # .well-known: SMART discovery, the dev issuer's JWKS
     openapi.install(app, core)  # /openapi.json from the capability tables, offline /docs
+    for mount in mounts:  # e.g. /dicomweb/studies (STOW-RS, R-INT-2)
+        mount(app, core, settings)
     # OPTIONS too: without CORS it is answered like any method a path does not take (405)
     app.add_api_route("/fhir", fhir_endpoint, methods=[*METHODS, "OPTIONS"],
                       include_in_schema=False)
     app.add_api_route("/fhir/{path:path}", fhir_endpoint, methods=[*METHODS, "OPTIONS"])
     return app
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals under /fhir: OperationOutcomes. A method no route
+    takes (TRACE…) goes through the FHIR checks like any other: 401, 404, then 405."""
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if path != "/fhir" and not path.startswith("/fhir/"):
+        return await http_exception_handler(request, exc)
+    if exc.status_code == 405:
+        return await fhir_endpoint(request, path[len("/fhir/"):])
+    kind = ErrorKind.NOT_FOUND if exc.status_code == 404 else ErrorKind.INVALID
+    rendered = render_error(FhirError(kind, f"{request.method} {request.url.path}: "
+                                      f"{exc.detail}", headers=dict(exc.headers or {})))
+    rendered.status = exc.status_code
+    return _respond(rendered, request.headers.get("x-request-id") or str(uuid.uuid4()))
+
+
+async def fhir_endpoint(request: Request, path: str = "") -> Response:
+    """Every FHIR interaction that is not a plain read taken by :class:`ReadFastPath`."""
+    core: FhirServer = request.app.state.fhir
+    settings: Settings = request.app.state.settings
+    request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+    base_url = settings.base_url or str(request.base_url).rstrip("/") + "/fhir"
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    params = parse_qsl(request.url.query, keep_blank_values=True)
+    context = _context(request_id, request.client, headers)
+    try:
+        if core.security is not None and not _public(request.method, path):
+            try:  # authenticate before reading a body (the core checks again)
+                context.principal = core.security.validator.principal(
+                    headers.get("authorization"))
+            except FhirError:
+                return _respond(await run_in_threadpool(
+                    _handle_and_render, core,
+                    _unauthenticated(request.method, path, params, headers, base_url,
+                                     context)), request_id)
+        req = await _request(request, core, path, params, headers, base_url, context)
+    except FhirError as exc:
+        if exc.kind == ErrorKind.METHOD_NOT_ALLOWED:
+            exc.headers.setdefault("Allow", allowed(path))
+        return _respond(render_error(exc), request_id)
+    if req.interaction == Interaction.READ:
+        rendered = serve_inline(core, req)
+    else:  # under the time budget, stopped if the client leaves (issue 27 item 7)
+        # the time budget is a query's: a write (a final report waits for its CDA
+        # checks, a transaction may be long) is never cut half-way by it — the
+        # reads it makes inside its write unit included
+        reading = req.interaction in READS or (
+            req.interaction == Interaction.OPERATION and req.method in ("GET", "HEAD"))
+        rendered = await run_watched(
+            request, Budget(core.limits.query_timeout if reading else None,
+                            core.limits.max_includes),
+            _handle_and_render, core, req)
+    return _respond(rendered, request_id, head=request.method == "HEAD")
+
+
+def _unauthenticated(method: str, path: str, params: list[tuple[str, str]],
+                     headers: dict[str, str], base_url: str,
+                     context: RequestContext) -> FhirRequest:
+    """The request a refused token is answered (401) and audited for (R-SEC-1, R-SEC-3),
+    also on a path the table does not take."""
+    try:
+        return route(method, path, params, headers=headers, base_url=base_url,
+                     context=context)
+    except FhirError:  # not routable: still 401 first, and audited
+        return FhirRequest(Interaction.OPERATION, params=params, headers=headers,
+                           base_url=base_url, context=context, method=method)
+
+
+async def _request(request: Request, core: FhirServer, path: str,
+                   params: list[tuple[str, str]], headers: dict[str, str], base_url: str,
+                   context: RequestContext) -> FhirRequest:
+    """The type check (404), the body (read under its limit) and the route."""
+    _check_type(path)
+    # the limit is enforced while the body arrives (issue 27 item 8)
+    raw = b"" if request.method in ("GET", "HEAD") else \
+        await read_body(request, core.limits.max_body_bytes)
+    body, is_form = _parse_body(raw, headers.get("content-type", ""), request.method, path)
+    del raw  # the parsed body only from here on
+    if is_form:
+        params = params + body
+        body = None
+    return route(request.method, path, params, body=body, headers=headers,
+                 base_url=base_url, context=context)
 
 
 def create_asgi(settings: Settings, *, server: FhirServer, mounts: Sequence[Mount] = ()
@@ -282,12 +288,21 @@ def _handle_and_render(core: FhirServer, req: FhirRequest) -> Rendered:
     return core.render(req, resp)
 
 
-class ReadFastPath:
-    """ASGI entry for plain reads, ``GET /fhir/{type}/{id}`` without a query string (ADR 0004).
+def serve_inline(core: FhirServer, req: FhirRequest) -> Rendered:
+    """The one read path (ADR 0004): a read is a single indexed lookup of stored bytes,
+    cheaper in the event loop than a thread hop; the same ``handle`` + ``render`` as
+    every other interaction (authentication, authorisation, audit, formats)."""
+    return core.render(req, core.handle(req))
 
-    Same core path (``FhirServer.handle`` + ``render``), minus FastAPI's routing and
-    request objects: a read is one indexed lookup of stored bytes, so framework overhead
-    would otherwise dominate. Anything else goes to the FastAPI app.
+
+class ReadFastPath:
+    """ASGI entry for plain reads: ``GET /fhir/...`` without a query string that the
+    route table names a read (``{type}/{id}``) of a type we serve (ADR 0004).
+
+    It serves them with :func:`serve_inline`, minus FastAPI's routing and request
+    objects (framework overhead would otherwise dominate a read). Anything else — and
+    a path the table does not resolve, whose 401/404/405 order is the endpoint's — goes
+    to the FastAPI app.
     """
 
     def __init__(self, app: Any, core: FhirServer, base_url: str | None) -> None:
@@ -299,21 +314,16 @@ class ReadFastPath:
         self.cors = bool(getattr(state, "cors", False)) if state is not None else False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"] or \
-                (self.cors and any(k == b"origin" for k, _ in scope["headers"])):
-            await self.app(scope, receive, send)
-            return
-        parts = scope["path"].split("/")
-        if len(parts) != 4 or parts[1] != "fhir" or not parts[3] or \
-                not is_supported(parts[2]) or parts[3].startswith("_"):
+        target = self._read(scope)
+        if target is None:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or str(uuid.uuid4())
-        req = FhirRequest(Interaction.READ, parts[2], parts[3], headers=headers,
+        req = FhirRequest(Interaction.READ, *target, headers=headers,
                           base_url=self.base_url or _base_from_scope(scope, headers),
                           context=_context(request_id, scope.get("client"), headers))
-        rendered = self.core.render(req, self.core.handle(req))
+        rendered = serve_inline(self.core, req)
         out = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                for k, v in rendered.headers.items()]
         out.append((b"x-request-id", request_id.encode("latin-1")))
@@ -324,3 +334,13 @@ class ReadFastPath:
         out.append((b"content-length", str(len(rendered.body)).encode()))
         await send({"type": "http.response.start", "status": rendered.status, "headers": out})
         await send({"type": "http.response.body", "body": rendered.body})
+
+    def _read(self, scope: Any) -> tuple[str, str] | None:
+        """(type, id) when this request is a plain read, from the route table."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"] or \
+                (self.cors and any(k == b"origin" for k, _ in scope["headers"])):
+            return None
+        path: str = scope["path"]
+        if not path.startswith("/fhir/"):
+            return None
+        return read_target(path[6:])

@@ -23,7 +23,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from fhir_server import FHIR_VERSION, __version__
-from fhir_server.core.server import FhirServer
 from fhir_server.interactions.capabilities import (
     Operation,
     operations,
@@ -32,6 +31,7 @@ from fhir_server.interactions.capabilities import (
 )
 from fhir_server.search.compartments import compartments
 from fhir_server.search.registry import params_for
+from fhir_server.server.dispatch import FhirServer
 
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
@@ -268,7 +268,7 @@ INIT_JS = """window.onload = function () {
 def install(app: FastAPI, core: FhirServer, openapi_url: str = "/openapi.json") -> None:
     """Serve the document at ``openapi_url`` (FastAPI's route, our generator) and
     Swagger UI at ``/docs`` with its assets."""
-    cached: dict[str, Any] = {}
+    cached: dict[str, dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
         if "doc" not in cached:

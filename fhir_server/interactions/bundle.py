@@ -29,8 +29,6 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
 from fhir_server.core.formats import RawJson, materialize
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.routing import route, split_url
-from fhir_server.core.validation import check_id
 from fhir_server.interactions.common import (
     PREFERENCE_APPLIED,
     RETURN_VALUES,
@@ -38,9 +36,11 @@ from fhir_server.interactions.common import (
     find_matches,
     preference,
 )
+from fhir_server.interactions.routing import route, split_url
+from fhir_server.validation.resource import check_id
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
@@ -48,7 +48,7 @@ CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 NARRATIVE_LINK = re.compile(r"""(\s(?:href|src)\s*=\s*)(["'])(urn:(?:uuid|oid):[^"']*)\2""")
 
 
-def batch(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def batch(server: Server, req: FhirRequest) -> FhirResponse:
     bundle = req.body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FhirError(ErrorKind.INVALID, "POST to the base expects a batch or transaction "
@@ -183,7 +183,7 @@ def _instant(http_date: str, resource: dict[str, Any] | None) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, Any]
+def _batch_entry(server: Server, req: FhirRequest, i: int, entry: dict[str, Any]
                  ) -> dict[str, Any]:
     try:
         sub = _entry_request(req, entry, f"Bundle.entry[{i}]")
@@ -195,7 +195,7 @@ def _batch_entry(server: FhirServer, req: FhirRequest, i: int, entry: dict[str, 
     return _response_entry(req, resp)
 
 
-def _transaction(server: FhirServer, req: FhirRequest, entries: list[dict[str, Any]]
+def _transaction(server: Server, req: FhirRequest, entries: list[dict[str, Any]]
                  ) -> list[dict[str, Any]]:
     order = sorted(range(len(entries)), key=lambda i: ORDER[entries[i]["request"]["method"]])
     results: dict[int, dict[str, Any]] = {}
@@ -234,7 +234,7 @@ def _located(i: int) -> Iterator[None]:
         raise
 
 
-def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],
+def _assign_ids(server: Server, entries: list[dict[str, Any]],
                 requests: dict[int, FhirRequest]
                 ) -> tuple[dict[str, str], dict[int, FhirResponse]]:
     """fullUrl -> ``Type/id`` for every entry that creates, and the conditional creates
@@ -244,41 +244,60 @@ def _assign_ids(server: FhirServer, entries: list[dict[str, Any]],
     for i, sub in requests.items():
         full_url = entries[i].get("fullUrl")
         rtype = sub.resource_type
+        target: str | None = None
         if sub.interaction == Interaction.CREATE and rtype:
-            condition = sub.header("if-none-exist")
-            if condition:
-                matches = find_matches(server, rtype, criteria_from_header(condition),
-                                       f"Bundle.entry[{i}].request.ifNoneExist")
-                if len(matches) > 1:
-                    raise FhirError(ErrorKind.PRECONDITION_FAILED,
-                                    f"Bundle.entry[{i}]: ifNoneExist matches {len(matches)}")
-                if matches:
-                    found = matches[0]
-                    existing[i] = FhirResponse(
-                        200, {"Location": f"{sub.base_url}/{rtype}/{found.id}/_history/"
-                                          f"{found.vid}", "ETag": f'W/"{found.vid}"'},
-                        raw=RawJson(found.body or b""))
-                    if isinstance(full_url, str):
-                        mapping[full_url] = f"{rtype}/{found.id}"
-                    continue
-            sub.assigned_id = str(uuid.uuid4())
-            if isinstance(full_url, str):
-                mapping[full_url] = f"{rtype}/{sub.assigned_id}"
+            found = _existing(server, sub, rtype, i)
+            if found is not None:
+                existing[i], target = found
+            else:
+                sub.assigned_id = str(uuid.uuid4())
+                target = f"{rtype}/{sub.assigned_id}"
         elif sub.interaction == Interaction.UPDATE and rtype and isinstance(full_url, str):
-            if sub.id is not None:
-                mapping[full_url] = f"{rtype}/{check_id(sub.id)}"
-            elif isinstance(sub.body, dict):
-                matches = find_matches(server, rtype, sub.params, f"Bundle.entry[{i}]")
-                if len(matches) == 1:
-                    mapping[full_url] = f"{rtype}/{matches[0].id}"
-                elif not matches:
-                    new_id = sub.body.get("id") or str(uuid.uuid4())
-                    sub.body = {**sub.body, "id": new_id}
-                    mapping[full_url] = f"{rtype}/{new_id}"
+            target = _update_target(server, sub, rtype, i)
+        if target is not None and isinstance(full_url, str):
+            mapping[full_url] = target
     return mapping, existing
 
 
-def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str) -> Any:
+def _existing(server: Server, sub: FhirRequest, rtype: str, i: int
+              ) -> tuple[FhirResponse, str] | None:
+    """A conditional create (``ifNoneExist``) one resource already satisfies: its answer
+    and its ``Type/id``; 412 when several do."""
+    condition = sub.header("if-none-exist")
+    if not condition:
+        return None
+    matches = find_matches(server, rtype, criteria_from_header(condition),
+                           f"Bundle.entry[{i}].request.ifNoneExist")
+    if len(matches) > 1:
+        raise FhirError(ErrorKind.PRECONDITION_FAILED,
+                        f"Bundle.entry[{i}]: ifNoneExist matches {len(matches)}")
+    if not matches:
+        return None
+    found = matches[0]
+    return FhirResponse(
+        200, {"Location": f"{sub.base_url}/{rtype}/{found.id}/_history/{found.vid}",
+              "ETag": f'W/"{found.vid}"'},
+        raw=RawJson(found.body or b"")), f"{rtype}/{found.id}"
+
+
+def _update_target(server: Server, sub: FhirRequest, rtype: str, i: int) -> str | None:
+    """The ``Type/id`` an update entry writes: its id, the one resource its conditional
+    criteria match, or (none matched) the id it creates."""
+    if sub.id is not None:
+        return f"{rtype}/{check_id(sub.id)}"
+    if not isinstance(sub.body, dict):
+        return None
+    matches = find_matches(server, rtype, sub.params, f"Bundle.entry[{i}]")
+    if len(matches) == 1:
+        return f"{rtype}/{matches[0].id}"
+    if matches:
+        return None
+    new_id = sub.body.get("id") or str(uuid.uuid4())
+    sub.body = {**sub.body, "id": new_id}
+    return f"{rtype}/{new_id}"
+
+
+def _rewrite(server: Server, node: Any, mapping: dict[str, str], where: str) -> Any:
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
@@ -296,7 +315,7 @@ def _rewrite(server: FhirServer, node: Any, mapping: dict[str, str], where: str)
     return node
 
 
-def _resolve_reference(server: FhirServer, ref: str, mapping: dict[str, str], where: str) -> str:
+def _resolve_reference(server: Server, ref: str, mapping: dict[str, str], where: str) -> str:
     if ref in mapping:
         return mapping[ref]
     if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):

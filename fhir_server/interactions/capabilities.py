@@ -23,7 +23,7 @@ from fhir_server.search.compartments import compartments
 from fhir_server.search.registry import get, params_for
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance",
                      "history-type", "create", "search-type"]
@@ -96,7 +96,7 @@ def resource_interactions() -> dict[str, list[str]]:
     return table
 
 
-def workflow_operations(server: FhirServer) -> tuple[tuple[str, str], ...]:
+def workflow_operations(server: Server) -> tuple[tuple[str, str], ...]:
     """The workflow's operations as (type or "", name), sorted (``extra`` above)."""
     return tuple(sorted((t or "", n) for t, n in server.workflow.operations)) \
         if server.workflow else ()
@@ -127,7 +127,7 @@ def rest_security(dev_issuer: bool, authorize_url: str | None, token_url: str | 
 _SECURITY: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def publish_security(server: FhirServer, security: dict[str, Any]) -> None:
+def publish_security(server: Server, security: dict[str, Any]) -> None:
     """Set the ``rest.security`` the CapabilityStatement of ``server`` shows."""
     _SECURITY[server] = json.dumps(security, sort_keys=True)
 
@@ -151,7 +151,7 @@ SUPPORTED_PROFILES = {"DocumentReference": [
     f"{MHD}/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"]}
 
 
-def capabilities(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def capabilities(server: Server, req: FhirRequest) -> FhirResponse:
     required = tuple(sorted((t, tuple(u)) for t, u in server.profiles.required.items()))
     security = _SECURITY.get(server) or json.dumps(rest_security(True, None, None, False),
                                                          sort_keys=True)

@@ -11,15 +11,15 @@ import orjson
 from fhir_server.core.errors import ErrorKind, FhirError, outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import base_issues
 from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Store, Stored
+from fhir_server.validation.resource import base_issues
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
 def http_date(us: int) -> str:
@@ -68,22 +68,25 @@ def check_if_match(req: FhirRequest, current: Stored | None) -> None:
                     f"If-Match {value} does not match the current version: {have}")
 
 
-def persist(server: FhirServer, req: FhirRequest, rtype: str, rid: str,
+def persist(server: Server, req: FhirRequest, rtype: str, rid: str,
             resource: dict[str, Any] | None, method: str, previous: Stored | None) -> Stored:
     """Write a client's new version: the workflow's rules and side effects around it (issue
     5) — whichever way it arrived (REST, Bundle entry, HL7/DICOM adapter)."""
     workflow = server.workflow
     given = resource  # validated by the interaction; what the workflow changes is not
+    # the workflow's hooks are typed with the concrete FhirServer (the server hands every
+    # interaction its own view); the interactions only know the protocol (issue 28 layers)
     if workflow is not None:
-        resource = workflow.before_write(server, req, rtype, rid, resource, previous)
+        resource = workflow.before_write(
+            server, req, rtype, rid, resource, previous)  # type: ignore[arg-type]
     item = store_version(server, server.store, rtype, rid, resource, method, previous,
                          checked=resource is given)
     if workflow is not None:
-        workflow.after_write(server, req, item, resource, previous)
+        workflow.after_write(server, req, item, resource, previous)  # type: ignore[arg-type]
     return item
 
 
-def store_version(server: FhirServer | None, store: Store, rtype: str, rid: str,
+def store_version(server: Server | None, store: Store, rtype: str, rid: str,
                   resource: dict[str, Any] | None, method: str,
                   previous: Stored | None, checked: bool = False) -> Stored:
     """Write a new version: server-owned meta, index extraction, history (one write unit).
@@ -159,7 +162,7 @@ def applied_handling(req: FhirRequest, resp: FhirResponse) -> None:
         resp.headers[PREFERENCE_APPLIED] = f"{applied}, {value}" if applied else value
 
 
-def conditional_query(server: FhirServer, rtype: str, criteria: list[tuple[str, str]],
+def conditional_query(server: Server, rtype: str, criteria: list[tuple[str, str]],
                       what: str) -> SearchQuery:
     """Criteria of a conditional interaction: unknown parameters are an error, not ignored."""
     criteria = [(k, v) for k, v in criteria if k not in ("_format", "_pretty")]
@@ -181,6 +184,6 @@ def lock_key(rtype: str, criteria: list[tuple[str, str]]) -> str:
     return rtype + "?" + "&".join(f"{k}={v}" for k, v in sorted(criteria))
 
 
-def find_matches(server: FhirServer, rtype: str, criteria: list[tuple[str, str]],
+def find_matches(server: Server, rtype: str, criteria: list[tuple[str, str]],
                  what: str) -> list[Stored]:
     return server.store.search(conditional_query(server, rtype, criteria, what)).items

@@ -15,12 +15,12 @@ import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue, invalid
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
-from fhir_server.core.validation import validate_resource
 from fhir_server.validation.registry import definitions
+from fhir_server.validation.resource import validate_resource
 from terminology.service import Concept, TerminologyError, terminology
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer, Handler
+    from fhir_server.interactions.port import Handler, Server
 
 SEARCHABLE = ("url", "name", "version", "status", "type", "_id", "title")
 
@@ -36,7 +36,7 @@ def catalog() -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-def interaction(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def interaction(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     if req.interaction in (Interaction.READ, Interaction.VREAD):
         found = catalog().get((req.resource_type, req.id or ""))
@@ -141,7 +141,7 @@ def _terminology_error(exc: TerminologyError) -> FhirError:
 
 
 # -- operations ----------------------------------------------------------------------
-def lookup(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def lookup(server: Server, req: FhirRequest) -> FhirResponse:
     inputs = _inputs(req)
     system, code, _ = _coding_in(inputs)
     system = _instance_url(req, inputs, "CodeSystem") if req.id else system
@@ -166,7 +166,7 @@ def _typed_value(value: Any) -> dict[str, Any]:
     return {"name": "value", "valueString": str(value)}
 
 
-def validate_code(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def validate_code(server: Server, req: FhirRequest) -> FhirResponse:
     inputs = _inputs(req)
     system, code, display = _coding_in(inputs)
     terms = terminology()
@@ -203,7 +203,7 @@ def validate_code(server: FhirServer, req: FhirRequest) -> FhirResponse:
     return FhirResponse(200, {}, resource=_parameters(*params))
 
 
-def expand(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def expand(server: Server, req: FhirRequest) -> FhirResponse:
     inputs = _inputs(req)
     vs_url = _instance_url(req, inputs, "ValueSet")
     if not vs_url:
@@ -248,7 +248,7 @@ def _int(inputs: dict[str, list[Any]], name: str, default: int | None) -> Any:
     return number
 
 
-def translate(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def translate(server: Server, req: FhirRequest) -> FhirResponse:
     inputs = _inputs(req)
     system, code, _ = _coding_in(inputs)
     if not system or not code:
@@ -272,7 +272,7 @@ def translate(server: FhirServer, req: FhirRequest) -> FhirResponse:
     return FhirResponse(200, {}, resource=_parameters(*params))
 
 
-def validate(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def validate(server: Server, req: FhirRequest) -> FhirResponse:
     """$validate (type or instance level; ``profile`` and ``mode``): an OperationOutcome,
     200 whatever the verdict (the outcome carries it)."""
     inputs = _inputs(req)

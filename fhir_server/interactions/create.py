@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import validate_resource
 from fhir_server.interactions.common import (
     criteria_from_header,
     find_matches,
@@ -21,12 +20,13 @@ from fhir_server.interactions.common import (
     version_headers,
     written,
 )
+from fhir_server.validation.resource import validate_resource
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def create(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def create(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
     server.profiles.check_write(resource)

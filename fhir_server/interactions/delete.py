@@ -27,10 +27,10 @@ from fhir_server.interactions.common import (
 from fhir_server.store.base import Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def delete(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def delete(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     if req.id is None:
         criteria = req.params

@@ -7,6 +7,7 @@ Supports ``_count``, ``_type`` and ``_since``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -19,39 +20,21 @@ from fhir_server.security.compartment import NARROWING_PARAM
 from fhir_server.store.base import Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 # Patient first, then its clinical record; the audit trail is not part of the record.
 TYPES = ["Patient", *sorted(t for t in NARROWING_PARAM if t not in ("Patient", "AuditEvent"))]
 
 
-def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def everything(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.id
     if server.store.read("Patient", req.id) is None:
         raise not_found("Patient", req.id)
-    count = server.limits.default_count
-    types = list(TYPES)
-    since: str | None = None
-    cursor: dict[str, Any] = {"t": 0, "k": None}
-    kept: list[tuple[str, str]] = []
-    cursor_param: str | None = None
+    asked = _Params(server.limits.default_count, list(TYPES))
     for key, value in req.params:
-        if key == "_count":
-            if not value.isdigit() or int(value) == 0:
-                raise invalid("_count must be a positive integer", "_count")
-            count = min(int(value), server.limits.max_count)
-        elif key == "_type":
-            wanted = {t.strip() for t in value.split(",") if t.strip()}
-            types = [t for t in TYPES if t in wanted]
-        elif key == "_since":
-            since = value
-        elif key == "_cursor":
-            cursor = _decode(value)
-            cursor_param = value
-            continue
-        else:
-            continue
-        kept.append((key, value))
+        asked.take(key, value, server.limits.max_count)
+    count, types, since, cursor = asked.count, asked.types, asked.since, asked.cursor
+    kept, cursor_param = asked.kept, asked.cursor_param
     items: list[Stored] = []
     index, inner = int(cursor.get("t", 0)), cursor.get("k")
     parser = QueryParser(Limits(default_count=count, max_count=server.limits.max_count))
@@ -85,6 +68,36 @@ def everything(server: FhirServer, req: FhirRequest) -> FhirResponse:
                             "resource": RawJson(i.body or b"{}"),
                             "search": {"mode": "match"}} for i in items]
     return FhirResponse(200, {}, resource=bundle)
+
+
+@dataclass
+class _Params:
+    """$everything's parameters; ``kept``: those the paging links repeat."""
+
+    count: int
+    types: list[str]
+    since: str | None = None
+    cursor: dict[str, Any] = field(default_factory=lambda: {"t": 0, "k": None})
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    cursor_param: str | None = None
+
+    def take(self, key: str, value: str, max_count: int) -> None:
+        if key == "_count":
+            if not value.isdigit() or int(value) == 0:
+                raise invalid("_count must be a positive integer", "_count")
+            self.count = min(int(value), max_count)
+        elif key == "_type":
+            wanted = {t.strip() for t in value.split(",") if t.strip()}
+            self.types = [t for t in TYPES if t in wanted]
+        elif key == "_since":
+            self.since = value
+        elif key == "_cursor":
+            self.cursor = _decode(value)
+            self.cursor_param = value
+            return
+        else:
+            return
+        self.kept.append((key, value))
 
 
 def _decode(value: str) -> dict[str, Any]:

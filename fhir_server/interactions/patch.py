@@ -9,15 +9,15 @@ import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, not_found
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import validate_resource
 from fhir_server.interactions.common import check_if_match, find_matches, persist, written
 from fhir_server.store.base import Stored
+from fhir_server.validation.resource import validate_resource
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def patch(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def patch(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     operations = req.body
     if not isinstance(operations, list):

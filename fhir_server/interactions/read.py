@@ -10,10 +10,10 @@ from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.interactions.common import cache_headers, etag
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def read(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def read(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type and req.id
     item = server.store.read(req.resource_type, req.id)
     if item is None:

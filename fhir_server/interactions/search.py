@@ -38,14 +38,14 @@ from fhir_server.store import budget
 from fhir_server.store.base import APPEND_ONLY_TYPES, Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 # what a system search without _type covers: the stored clinical and directory types (the
 # audit trail is searched by naming it, as it is left out of the system history)
 SYSTEM_TYPES = tuple(t for t in SUPPORTED_TYPES if t not in APPEND_ONLY_TYPES)
 
 
-def search(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def search(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     strict = preference(req, "handling") == "strict"
     query = QueryParser(server.limits, strict).parse(req.resource_type, req.params)
@@ -59,7 +59,7 @@ def search(server: FhirServer, req: FhirRequest) -> FhirResponse:
 
 # -- system and compartment search -------------------------------------------------------
 
-def search_system(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def search_system(server: Server, req: FhirRequest) -> FhirResponse:
     """``GET [base]?_type=A,B&…``: parameters common to the types searched."""
     types, named, params, type_param = _split_type(req.params)
     for rtype in types:
@@ -73,7 +73,7 @@ def search_system(server: FhirServer, req: FhirRequest) -> FhirResponse:
     return _multi(server, req, req.base_url, types, named, params, type_param, {})
 
 
-def search_compartment(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def search_compartment(server: Server, req: FhirRequest) -> FhirResponse:
     """``GET [base]/Patient/[id]/[type]?…``: ``[type]``'s search narrowed to the resources
     in the compartment (compartmentdefinition-patient); ``*`` for all its types."""
     assert req.resource_type and req.id and req.compartment_search
@@ -121,7 +121,7 @@ def _split_type(params: list[tuple[str, str]]
     return types, bool(kept), rest, kept
 
 
-def _multi(server: FhirServer, req: FhirRequest, base: str, types: list[str], named: bool,
+def _multi(server: Server, req: FhirRequest, base: str, types: list[str], named: bool,
            params: list[tuple[str, str]], type_param: list[tuple[str, str]],
            terms: dict[str, AnyOf]) -> FhirResponse:
     strict = preference(req, "handling") == "strict"
@@ -214,7 +214,7 @@ def _unique(items: Any) -> list[Include]:
 
 # -- the searchset -----------------------------------------------------------------------
 
-def _searchset(server: FhirServer, req: FhirRequest, base: str,
+def _searchset(server: Server, req: FhirRequest, base: str,
                params: list[tuple[str, str]], cursor: dict[str, Any] | None,
                next_cursor: dict[str, Any] | None, prev_cursor: dict[str, Any] | None,
                total: int | None, items: list[Stored], includes: list[Include],
@@ -269,7 +269,7 @@ def _reference_keys(source_type: str, param: str) -> list[str]:
     return [params[param].key] if param in params else []
 
 
-def _included(server: FhirServer, includes: list[Include], revincludes: list[Include],
+def _included(server: Server, includes: list[Include], revincludes: list[Include],
               matches: list[Stored]) -> list[Stored]:
     """Resolve _include / _revinclude, iterating (``:iterate``) at most
     ``TELEIMG_MAX_INCLUDE_DEPTH`` rounds; more than ``TELEIMG_MAX_INCLUDES`` resources
@@ -303,7 +303,7 @@ def _included(server: FhirServer, includes: list[Include], revincludes: list[Inc
     return found
 
 
-def _forward(server: FhirServer, inc: Include, frontier: list[Stored],
+def _forward(server: Server, inc: Include, frontier: list[Stored],
              seen: set[tuple[str, str]]) -> list[Stored]:
     sources = [i for i in frontier if i.type == inc.source_type]
     keys = _reference_keys(inc.source_type, inc.param)
@@ -315,7 +315,7 @@ def _forward(server: FhirServer, inc: Include, frontier: list[Stored],
     return out
 
 
-def _reverse(server: FhirServer, inc: Include, frontier: list[Stored],
+def _reverse(server: Server, inc: Include, frontier: list[Stored],
              seen: set[tuple[str, str]]) -> list[Stored]:
     targets = [(i.type, i.id) for i in frontier
                if inc.target_type is None or i.type == inc.target_type]

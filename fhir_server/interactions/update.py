@@ -7,11 +7,10 @@ gives optimistic locking (412 on mismatch, http.html#concurrency).
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.core.validation import check_id, validate_resource
 from fhir_server.interactions.common import (
     check_if_match,
     find_matches,
@@ -19,12 +18,13 @@ from fhir_server.interactions.common import (
     persist,
     written,
 )
+from fhir_server.validation.resource import check_id, validate_resource
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def update(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     resource = validate_resource(req.body, req.resource_type)
     server.profiles.check_write(resource)
@@ -47,7 +47,7 @@ def update(server: FhirServer, req: FhirRequest) -> FhirResponse:
                    f"{'created' if created else 'updated'} {item.type}/{item.id}")
 
 
-def _conditional_update(server: FhirServer, req: FhirRequest, resource: dict) -> FhirResponse:
+def _conditional_update(server: Server, req: FhirRequest, resource: dict[str, Any]) -> FhirResponse:
     assert req.resource_type
     criteria = req.params
     with server.store.lock(lock_key(req.resource_type, criteria)), server.store.write():

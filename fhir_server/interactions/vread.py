@@ -12,10 +12,10 @@ from fhir_server.core.params import version_number
 from fhir_server.interactions.common import cache_headers
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def vread(server: FhirServer, req: FhirRequest) -> FhirResponse:
+def vread(server: Server, req: FhirRequest) -> FhirResponse:
     assert req.resource_type and req.id and req.version_id is not None
     vid = version_number(req.version_id)  # 1..2^63-1: no other version can exist
     if vid is None:

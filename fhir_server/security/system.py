@@ -13,10 +13,10 @@ from fhir_server.security.access import Access, GuardedStore
 from fhir_server.security.principal import Principal
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.interactions.port import Server
 
 
-def as_system(server: FhirServer, principal: Principal) -> GuardedStore:
+def as_system(server: Server, principal: Principal) -> GuardedStore:
     """The store as ``principal`` (a system principal) may see it: one guard per call,
     whose rights are computed once per type (a few dictionary lookups)."""
     store = server.store

@@ -4,7 +4,7 @@ today's validation refuse? (issue 25, item 4)
 An operator upgrading to a release that validates more strictly scans what is stored:
 every current version of every type we serve, through the store protocol (both
 backends), is put through the write path's checks — the base R4 specification
-(:func:`fhir_server.core.validation.base_issues`: JSON types, formats, required
+(:func:`fhir_server.validation.resource.base_issues`: JSON types, formats, required
 bindings; a write would get 400) and the profiles that apply to it (``meta.profile`` and
 ``TELEIMG_REQUIRED_PROFILES``; a write would get 422). Business rules of the workflow
 depend on the request and are not replayed.
@@ -30,10 +30,10 @@ import orjson
 
 from fhir_server.core.errors import Issue
 from fhir_server.core.resource_types import SUPPORTED_TYPES
-from fhir_server.core.validation import base_issues
 from fhir_server.search.query import SearchQuery
 from fhir_server.store.base import Store, Stored
 from fhir_server.validation.registry import ProfileRegistry
+from fhir_server.validation.resource import base_issues
 
 PAGE = 500
 

@@ -3,7 +3,7 @@
 A snapshot is compiled once into a tree of :class:`Rule` (children by name, slices by
 name), keeping only elements that constrain something: cardinality tighter than the base,
 fixed and pattern values, required bindings, our invariants, slicing. Structure and
-datatypes are the R4 models' job (core/validation.py); this adds the profile.
+datatypes are the R4 models' job (validation/resource.py); this adds the profile.
 
 Slicing: a value belongs to the first slice whose fixed or pattern values at the
 discriminator paths (``system``, ``url``, ``type``…) it matches. Invariants are FHIRPath

@@ -37,7 +37,7 @@ from fhir_server.workflow.records import (
 
 if TYPE_CHECKING:
     from fhir_server.core.limits import Limits
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
     from fhir_server.store.base import Store
     from fhir_server.workflow.engine import Case, Workflow
 

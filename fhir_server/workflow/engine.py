@@ -63,7 +63,7 @@ from fhir_server.workflow.settings import WorkflowSettings
 from terminology.service import terminology
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer, Handler
+    from fhir_server.server.dispatch import FhirServer, Handler
 
 PROVENANCE_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"

@@ -31,7 +31,7 @@ from fhir_server.workflow.records import now, raw_store
 from fhir_server.workflow.search import STEPS
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer, Handler
+    from fhir_server.server.dispatch import FhirServer, Handler
 
 ALLOWED = frozenset({"admin", "auditor", "ris", "remote-imager"})
 UCUM = "http://unitsofmeasure.org"

@@ -40,7 +40,7 @@ from fhir_server.workflow.reports import qualified
 from terminology.service import terminology
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer, Handler
+    from fhir_server.server.dispatch import FhirServer, Handler
 
 REMOTE_IMPOSSIBLE = "realisation-distance-impossible"
 ELIGIBILITY = {  # R-TLE-1: what the expert checks before accepting a second opinion

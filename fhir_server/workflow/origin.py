@@ -32,7 +32,7 @@ from fhir_server.workflow.records import body, coding, load, raw_store, ref_of, 
 from profiles.spec import FINESS
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 # identifier systems of a structure's FINESS (FR Core; what ORC-21.10 carries with
 # authority ASIP-SANTE-ST): the key of a RIS route. Any other identifier (a local code,

@@ -23,7 +23,7 @@ from fhir_server.security.access import GuardedStore
 from fhir_server.store.base import Page, Store, Stored
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 _NS = uuid.UUID("0b6c3c1e-5d7e-4d55-9a5e-7f0c2a1d9e42")
 

@@ -22,7 +22,7 @@ from fhir_server.workflow.machine import FLAG_SYSTEM
 from fhir_server.workflow.records import body, load, new_id, raw_store, ref_of, save
 
 if TYPE_CHECKING:
-    from fhir_server.core.server import FhirServer
+    from fhir_server.server.dispatch import FhirServer
 
 WAITING = "demande-a-rattacher"
 

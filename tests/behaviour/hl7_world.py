@@ -12,7 +12,7 @@ from adapters.hl7v2.outbox import Outbox
 from adapters.hl7v2.receiver import Receiver
 from adapters.hl7v2.records import register_all
 from adapters.hl7v2.settings import Hl7Settings
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.workflow_world import World
 from tests.conftest import REFERENCES
 

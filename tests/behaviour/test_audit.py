@@ -11,7 +11,7 @@ import pytest
 
 from fhir_server.audit import records
 from fhir_server.audit.chain import head, verify
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

@@ -15,7 +15,7 @@ import pytest
 from adapters.cda import schematron, validate
 from adapters.cda.check import ReportDocuments, delivery_check
 from adapters.cda.publish import Publisher
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from teleimagerie.cli import main as cli
 from tests.behaviour.test_cda_documents import BIRTH_PLACE, _final, _identity
 from tests.behaviour.test_report_delivery import Rig, state

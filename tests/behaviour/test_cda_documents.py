@@ -22,7 +22,7 @@ from pypdf import PdfReader
 
 from adapters.cda import metadata, schematron, validate, xds_check
 from adapters.cda.publish import Publisher
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.identity import reliability
 from fhir_server.workflow.machine import EXT_INCIDENT
 from tests.behaviour.workflow_world import NUCLEAR, World

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fhir_server.core.model import FhirRequest, Interaction
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.validation.registry import DEFAULT_REQUIRED, ProfileRegistry
 from tests.conftest import Fhir, serve
 

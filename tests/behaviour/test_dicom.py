@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from adapters.dicom.pipeline import Importer
 from adapters.dicom.settings import DicomSettings
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.dicom_world import (
     PLACER_SYSTEM,
     ct_images,

@@ -23,7 +23,7 @@ from adapters.provisioning.loader import (
     load,
     parse_csv,
 )
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.engine import Workflow
 from fhir_server.workflow.machine import QUALIFYING, SPECIALTY_SYSTEMS
 from teleimagerie.wiring import build_core

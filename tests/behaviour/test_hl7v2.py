@@ -15,7 +15,7 @@ from adapters.hl7v2.mllp import Frame, ServerLimits, serve
 from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND
 from adapters.hl7v2.settings import Hl7Settings
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.hl7_world import (
     IG,
     INS_TEST,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from adapters.hl7v2.message import Message
 from adapters.hl7v2.mllp import Frame
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.hl7_world import Hl7World, orm
 
 VALID = orm()

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from fhir_server.config import Settings
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import ReadFastPath
+from fhir_server.server.dispatch import FhirServer
 from teleimagerie.wiring import create_app
 from tests.conftest import Fhir, mint, serve
 

@@ -18,8 +18,8 @@ from lxml import etree
 
 from adapters.cda import validate
 from adapters.cda.publish import Publisher
-from fhir_server.core.server import FhirServer
 from fhir_server.security import masking
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.test_report_delivery import INS, amend, final, qualify
 from tests.behaviour.workflow_world import World
 from tests.conftest import mint, serve

@@ -24,7 +24,7 @@ from adapters.hl7v2 import cli
 from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Refused
 from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, REUSED_CONTROL_SYSTEM
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.records import raw_store
 from tests.behaviour.hl7_world import PLACER_OID, Hl7World, orm
 

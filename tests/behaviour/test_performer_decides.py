@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.workflow_world import REFUSAL, REQUESTER, TASK, World
 
 

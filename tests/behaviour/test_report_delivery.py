@@ -22,8 +22,8 @@ from adapters.delivery.engine import Planner, Sender
 from adapters.delivery.outbox import CODE, SYSTEM
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.security import masking
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.identity import reliability
 from tests import peers
 from tests.behaviour.workflow_world import World

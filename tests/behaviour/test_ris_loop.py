@@ -16,7 +16,7 @@ from typing import Any
 import hl7
 import pytest
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow import origin
 from tests.behaviour.hl7_world import PLACER_OID, Hl7World, orm
 from tests.behaviour.test_report_delivery import Rig, state

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from jose import jwt
 
-from fhir_server.core.server import FhirServer
 from fhir_server.security.devissuer import DEFAULT_AUDIENCE, DEV_ISSUER
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

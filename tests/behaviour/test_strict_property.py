@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_server.core.resource_types import SUPPORTED_TYPES
-from fhir_server.core.validation import validate_resource
 from fhir_server.validation.base_spec import Element, plan_of, resource_plan
+from fhir_server.validation.resource import validate_resource
 from tests.conftest import Fhir
 
 REF = {"reference": "Patient/p1"}

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

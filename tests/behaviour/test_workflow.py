@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.settings import WorkflowSettings
 from tests.behaviour.workflow_world import (
     ALT_SYSTEM,

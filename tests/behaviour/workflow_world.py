@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.engine import Workflow
 from fhir_server.workflow.settings import WorkflowSettings
 from tests.conftest import mint, serve

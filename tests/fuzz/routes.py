@@ -16,8 +16,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from fhir_server.config import Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import ReadFastPath
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.engine import Workflow
 from teleimagerie.wiring import create_app
 from tests.conftest import make_store, mint, secured_core

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES
-from fhir_server.core.server import OPERATIONS
+from fhir_server.server.dispatch import OPERATIONS
 from fhir_server.workflow.engine import Workflow
 from tests.fuzz.routes import Served, request_id
 

@@ -14,8 +14,8 @@ import uvicorn
 
 from fhir_server.config import Settings
 from fhir_server.core.limits import Limits
-from fhir_server.core.server import FhirServer
 from fhir_server.http.body import bound_malloc
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.store import open_store
 from teleimagerie.wiring import create_app
 

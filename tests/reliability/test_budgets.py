@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from fhir_server.config import Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import ReadFastPath
 from fhir_server.search.query import SearchQuery
+from fhir_server.server.dispatch import FhirServer
 from fhir_server.store import budget
 from fhir_server.store.base import Page
 from fhir_server.store.sqlite import SqliteStore

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.behaviour.workflow_world import REFUSAL, World
 from tests.conftest import Fhir, mint, serve
 

@@ -37,10 +37,10 @@ from adapters.dicom.stow import store as stow_store
 from fhir_server.config import Settings
 from fhir_server.core import safepath
 from fhir_server.core.safepath import UnsafeIdentifier
-from fhir_server.core.server import FhirServer
 from fhir_server.http.app import ReadFastPath
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
+from fhir_server.server.dispatch import FhirServer
 from teleimagerie.wiring import create_app
 from tests.behaviour.dicom_world import CT_IMAGE, ct_images
 from tests.conftest import mint, secured_core, serve

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fhir_server.core.limits import Limits
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 from tests.security.guard_world import RPPS, instance, put_many
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.core.server import FhirServer
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 from tests.security.guard_world import (
     PATIENT_TYPES,

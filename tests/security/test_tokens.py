@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from jose import jwt
 
 from fhir_server.config import Settings
-from fhir_server.core.server import FhirServer
 from fhir_server.security.devissuer import DEFAULT_AUDIENCE, DEV_ISSUER, DevIssuer
 from fhir_server.security.jwks import KeySet
 from fhir_server.security.policy import SecurityPolicy
 from fhir_server.security.roles import ROLES, SYSTEM_ROLES
 from fhir_server.security.tokens import AuthSettings, Issuer, TokenValidator
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import Fhir, mint, serve
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

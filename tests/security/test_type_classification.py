@@ -27,11 +27,11 @@ from fhir_server.core.resource_types import (
     SUPPORTED_TYPES,
     classified,
 )
-from fhir_server.core.routing import route
-from fhir_server.core.server import FhirServer
+from fhir_server.interactions.routing import route
 from fhir_server.search.registry import get
 from fhir_server.security import roles
 from fhir_server.security.compartment import NARROWING_PARAM, PATIENT_PATHS, in_compartment
+from fhir_server.server.dispatch import FhirServer
 from tests.conftest import mint, serve
 from tests.security.guard_world import instance, put
 

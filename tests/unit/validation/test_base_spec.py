@@ -11,7 +11,6 @@ import pytest
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.resource_types import SUPPORTED_TYPES
-from fhir_server.core.validation import validate_resource
 from fhir_server.validation.base_spec import (
     BINDINGS_FILE,
     check,
@@ -19,6 +18,7 @@ from fhir_server.validation.base_spec import (
     primitive_error,
     resource_plan,
 )
+from fhir_server.validation.resource import validate_resource
 from tests.conftest import REFERENCES
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from fhir_server.core.errors import FhirError
-from fhir_server.core.validation import validate_resource
 from fhir_server.validation.registry import ProfileRegistry, parse_required
+from fhir_server.validation.resource import validate_resource
 from tests.conftest import REFERENCES
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "profiles" / "examples"

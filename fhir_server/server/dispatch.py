@@ -1,4 +1,4 @@
-"""The transport-agnostic FHIR core: :class:`FhirServer` turns a FhirRequest into a FhirResponse.
+"""The transport-agnostic server: :class:`FhirServer` turns a FhirRequest into a FhirResponse.
 
 ``dispatch`` raises :class:`FhirError`; ``handle`` renders errors as OperationOutcome;
 ``render`` produces bytes and media type. The FastAPI app, Bundle entries and the
@@ -56,7 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("teleimagerie.fhir")
 
+# a handler of the server's tables; the interactions' own are typed against the
+# narrower protocol (interactions.port.Handler), which this accepts
 Handler = Callable[["FhirServer", FhirRequest], FhirResponse]
+
 HANDLERS: dict[Interaction, Handler] = {
     Interaction.CAPABILITIES: capabilities.capabilities,
     Interaction.READ: read.read,

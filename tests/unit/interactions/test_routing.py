@@ -4,7 +4,7 @@ import pytest
 
 from fhir_server.core.errors import FhirError
 from fhir_server.core.model import Interaction
-from fhir_server.core.routing import route
+from fhir_server.interactions.routing import route
 
 
 @pytest.mark.parametrize("method,path,interaction", [
