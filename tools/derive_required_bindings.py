@@ -191,6 +191,22 @@ def reference_bindings() -> tuple[dict[str, str], set[str]]:
     return required, defined
 
 
+def _codes(path: str, vs: str, enums: dict[str, list[str]]) -> tuple[list[str], str]:
+    """The codes of value set ``vs`` bound to ``path`` and where they come from: the R4
+    value set page, or the models' enum table when it is complete."""
+    table = [c for c in enums.get(path, []) if c not in ("+", "etc.")]
+    complete = path in enums and len(table) == len(enums[path])
+    if vs in R4_CODES:
+        if complete and sorted(table) != sorted(R4_CODES[vs]):
+            raise SystemExit(f"{path}: the models' table {table} differs from R4 "
+                             f"{R4_CODES[vs]}")
+        return R4_CODES[vs], "R4 value set page (4.0.1)"
+    if complete:
+        return table, "fhir.resources R4B enum table"
+    raise SystemExit(f"{path}: the models' table {enums[path]} is incomplete; "
+                     f"add {vs} to R4_CODES")
+
+
 def derive() -> dict[str, Any]:
     enums, elements = model_enums()
     required, defined = reference_bindings()
@@ -207,18 +223,7 @@ def derive() -> dict[str, Any]:
         if vs in SYNTAX:
             value_sets[vs] = {"syntax": SYNTAX[vs]}
             continue
-        table = [c for c in enums.get(path, []) if c not in ("+", "etc.")]
-        complete = path in enums and len(table) == len(enums[path])
-        if vs in R4_CODES:
-            if complete and sorted(table) != sorted(R4_CODES[vs]):
-                raise SystemExit(f"{path}: the models' table {table} differs from R4 "
-                                 f"{R4_CODES[vs]}")
-            codes, source = R4_CODES[vs], "R4 value set page (4.0.1)"
-        elif complete:
-            codes, source = table, "fhir.resources R4B enum table"
-        else:
-            raise SystemExit(f"{path}: the models' table {enums[path]} is incomplete; "
-                             f"add {vs} to R4_CODES")
+        codes, source = _codes(path, vs, enums)
         known = value_sets.get(vs)
         if known and sorted(known["codes"]) != sorted(codes):
             raise SystemExit(f"{vs}: two different code lists")

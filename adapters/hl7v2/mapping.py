@@ -38,7 +38,6 @@ from adapters.hl7v2.message import Field, Message, MessageError, Segment
 from adapters.hl7v2.obx import Obx, groups
 
 Converter = Callable[[Any], Any]
-_UNSEEN: Any = object()
 
 _FIELD = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d+)(\*?)$")
 _OBX = re.compile(r"^OBX ([A-Za-z0-9_.-]+)(?: n\.(\d+))?$")
@@ -133,11 +132,9 @@ class Source:
 
     def segment(self, name: str) -> Segment | None:
         """The first segment ``name`` of the message (looked up once)."""
-        found = self._segments.get(name, _UNSEEN)
-        if found is _UNSEEN:
-            found = self._segments[name] = \
-                self.message.segment(name) if self.message else None
-        return found
+        if name not in self._segments:
+            self._segments[name] = self.message.segment(name) if self.message else None
+        return self._segments[name]
 
     def repetitions(self, name: str, n: int) -> list[Field]:
         """The repetitions of field ``name-n`` of the first segment ``name``."""
