@@ -49,6 +49,7 @@ def mhd(rig: Rig) -> list[str]:
     from tests.conftest import mint
 
     token = mint(rig.world.dir, ["dmp-connector"], ["system/DocumentReference.rs",
+                                                    "system/Patient.rs",  # patient.identifier is a chain
                                                     "system/Binary.r"])
 
     def call(url: str, accept: str = "application/fhir+json") -> bytes:
