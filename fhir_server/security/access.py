@@ -56,6 +56,7 @@ from fhir_server.security.compartment import (
 from fhir_server.security.principal import Principal
 from fhir_server.security.roles import ROLES
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Store, Stored
+from fhir_server.store.versions import MetaOwner
 
 ALL = None  # reach: every patient
 
@@ -180,7 +181,7 @@ class Access:
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
-class GuardedStore:
+class GuardedStore(MetaOwner):
     """The store as one principal may see it, recording the patients it touched."""
 
     def __init__(self, inner: Store, access: Access) -> None:
