@@ -1,6 +1,6 @@
-"""The patient's consent decisions as the guard reads them (R-CONS-1..5): what a Consent
-(profile tlm-consent) is about, whom and which requests it names, and whether it opposes
-a sharing. The workflow's consent gate (``workflow/consent.py``) builds on these; they
+"""The patient's consent decisions as the guard reads them: what a Consent (profile
+tlm-consent) is about, whom and which requests it names, and whether it opposes a sharing
+(R-CONS-5). The workflow's consent gate (``workflow/consent.py``) builds on these; they
 live here so the guard reads oppositions without importing the workflow (issue 28 item 1:
 layers that point one way)."""
 
