@@ -1,6 +1,9 @@
 """The import contracts of pyproject ``[tool.importlinter]`` hold (issue 28 item 1): the
-layers of ``fhir_server`` point one way (cli > http > runtime > server > the domain
-packages > core), so a wrong-way import fails here, in ``make test``."""
+layers of ``fhir_server`` point one way (http > runtime > server > interactions >
+workflow > security > store implementations > audit > storage protocol > search |
+validation > core), no domain module names a store implementation, and ``fhir_server``
+never imports the adapters nor the composition root; a wrong-way import fails here, in
+``make test``."""
 
 from __future__ import annotations
 
