@@ -1,4 +1,5 @@
-"""What the interactions share: versioned writes, response headers, Prefer, conditionals."""
+"""What the interactions share: a client's write (:func:`persist`, on
+:func:`fhir_server.store.versions.store_version`), response headers, Prefer, conditionals."""
 
 from __future__ import annotations
 
