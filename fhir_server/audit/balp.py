@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from fhir_server.core.canonical import url
 from fhir_server.core.model import FhirRequest, Interaction
 from fhir_server.search.values import format_instant, now_us
-from fhir_server.security.principal import RPPS_OID, Principal
+from profiles.spec import RPPS as RPPS_OID  # idNatPs (FR Core Practitioner)
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
@@ -24,6 +24,31 @@ BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
 ROLE_SYSTEM = url("CodeSystem", "teleimagerie-role")
 CHANNEL_SYSTEM = url("CodeSystem", "teleimagerie-channel")
+
+
+class Principal(Protocol):
+    """Who acted, as an AuditEvent agent names them: what the audit reads of
+    ``security.principal.Principal`` (a Protocol, so the audit sits below security, issue
+    28 item 1). Hashable: the agents of one caller are built once."""
+
+    @property
+    def sub(self) -> str: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+    @property
+    def id_nat_ps(self) -> str | None: ...
+    @property
+    def acr(self) -> str | None: ...
+    @property
+    def auth_mode(self) -> str | None: ...
+    @property
+    def patient(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def display(self) -> str: ...
 
 # interaction -> (restful-interaction subtype, action)
 SUBTYPE: dict[Interaction, tuple[str, str]] = {

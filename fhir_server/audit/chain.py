@@ -27,6 +27,7 @@ import orjson
 
 from fhir_server.audit import records
 from fhir_server.audit.records import CHAIN_URL, GENESIS
+from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.store.base import Store, Stored
 
@@ -138,6 +139,17 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def journal_put(store: Store, item: Stored) -> None:
+    """An AuditEvent written by a trusted caller (an import) through ``put``: chained like
+    the server's own, under its id; never a second version or a deletion (ADR 0016)."""
+    if item.vid != 1 or item.body is None:
+        raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
+                        "cannot be changed or deleted")
+    if store.read(item.type, item.id) is not None:
+        raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
+    append(store, [orjson.loads(item.body)], ids=[item.id])
 
 
 def _oldest_first(store: Store, page_size: int = 1000) -> Iterator[Stored]:

@@ -1,4 +1,5 @@
-"""What the interactions share: versioned writes, response headers, Prefer, conditionals."""
+"""What the interactions share: a client's write (:func:`persist`, on
+:func:`fhir_server.store.versions.store_version`), response headers, Prefer, conditionals."""
 
 from __future__ import annotations
 
@@ -6,17 +7,12 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
-
 from fhir_server.core.errors import ErrorKind, FhirError, outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse
-from fhir_server.search.extract import extract
 from fhir_server.search.query import QueryParser, SearchQuery
-from fhir_server.search.values import format_instant, now_us
-from fhir_server.security.access import GuardedStore
-from fhir_server.store.base import Store, Stored
-from fhir_server.validation.resource import base_issues
+from fhir_server.store.base import Stored
+from fhir_server.store.versions import store_version
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server
@@ -84,43 +80,6 @@ def persist(server: Server, req: FhirRequest, rtype: str, rid: str,
     if workflow is not None:
         workflow.after_write(server, req, item, resource, previous)  # type: ignore[arg-type]
     return item
-
-
-def store_version(server: Server | None, store: Store, rtype: str, rid: str,
-                  resource: dict[str, Any] | None, method: str,
-                  previous: Stored | None, checked: bool = False) -> Stored:
-    """Write a new version: server-owned meta, index extraction, history (one write unit).
-
-    A resource the server or an adapter built (``checked`` false) is held to the base
-    specification like a client's (issue 25): an invalid one is a server fault (500)
-    and is not stored."""
-    vid = previous.vid + 1 if previous else 1
-    updated = max(now_us(), previous.updated + 1 if previous else 0)
-    body = None
-    rows = None
-    if resource is not None:
-        meta = {k: v for k, v in (resource.get("meta") or {}).items()
-                if k not in ("versionId", "lastUpdated")}
-        meta = {"versionId": str(vid), "lastUpdated": format_instant(updated), **meta}
-        if isinstance(store, GuardedStore):  # the server's tags: never a client's (R-SEC-2)
-            tags = store.owned_meta(rtype, resource, previous)
-            meta = {k: v for k, v in meta.items() if k != "tag"} | ({"tag": tags} if tags else {})
-        rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
-        resource = {"resourceType": rtype, "id": rid, "meta": meta, **rest}
-        if not checked:
-            refuse_built(resource, rtype)
-        body = orjson.dumps(resource)
-        rows = extract(resource)
-    item = Stored(rtype, rid, vid, updated, resource is None, body, method)
-    store.put(item, rows)
-    return item
-
-
-def refuse_built(resource: dict[str, Any], rtype: str) -> None:
-    issues = base_issues(resource, rtype)
-    if issues:
-        raise FhirError(ErrorKind.INTERNAL, f"the server built an invalid {rtype}: "
-                        f"{issues[0].diagnostics}", issues=issues)
 
 
 def written(req: FhirRequest, item: Stored, status: int, message: str) -> FhirResponse:

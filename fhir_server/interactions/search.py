@@ -6,7 +6,7 @@
   ``GET [base]/Patient/[id]/[type]?…`` or ``…/Patient/[id]/*`` (search.html#compartments):
   one ordinary type-level query per type, run through the same store object — the
   request's ``GuardedStore`` under a security policy, so each is narrowed to what the
-  caller may see exactly as ``GET [type]?…`` is — merged by :mod:`fhir_server.search.merge`.
+  caller may see exactly as ``GET [type]?…`` is — merged by :mod:`fhir_server.store.merge`.
   A type the caller may not search is refused (403) when named, left out when implied.
 
 Paging links (self, first, next, previous) carry an opaque keyset cursor, so pages stay
@@ -24,7 +24,6 @@ from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES, is_supported
 from fhir_server.interactions.common import preference
 from fhir_server.search.compartments import compartment
-from fhir_server.search.merge import Merger, count_all
 from fhir_server.search.query import (
     RESULT_PARAMS,
     AnyOf,
@@ -36,6 +35,7 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import get, params_for
 from fhir_server.store import budget
 from fhir_server.store.base import APPEND_ONLY_TYPES, Stored
+from fhir_server.store.merge import Merger, count_all
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server

@@ -53,9 +53,11 @@ from fhir_server.security.compartment import (
     patients_of,
     references,
 )
+from fhir_server.security.consent import applicable, consent_rows, opposed_in
 from fhir_server.security.principal import Principal
 from fhir_server.security.roles import ROLES
 from fhir_server.store.base import APPEND_ONLY_TYPES, Page, Store, Stored
+from fhir_server.store.versions import MetaOwner
 
 ALL = None  # reach: every patient
 
@@ -154,8 +156,6 @@ class Access:
     def opposed(self, patient: str, request: str | None, sharings: frozenset[str]) -> bool:
         """Did the patient oppose each of ``sharings`` (R-CONS-5)? Their Consents are
         read once per request (a page of documents is mostly one patient's)."""
-        from fhir_server.workflow.consent import applicable, consent_rows, opposed_in
-
         if patient not in self._consents:
             self._consents[patient] = consent_rows(self.store, self.limits,
                                                    f"Patient/{patient}")
@@ -180,7 +180,7 @@ class Access:
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
-class GuardedStore:
+class GuardedStore(MetaOwner):
     """The store as one principal may see it, recording the patients it touched."""
 
     def __init__(self, inner: Store, access: Access) -> None:

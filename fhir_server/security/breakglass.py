@@ -35,6 +35,7 @@ from fhir_server.core.model import FhirRequest, Interaction
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.care import ACT_REASON, BREAK_GLASS, self_key
 from fhir_server.security.principal import RPPS_OID
+from fhir_server.store.versions import store_version
 
 if TYPE_CHECKING:
     from fhir_server.security.access import Access
@@ -55,8 +56,6 @@ def declared(req: FhirRequest) -> bool:
 
 def declare(req: FhirRequest, access: Access, server_name: str) -> None:
     """Grant the break-the-glass ``req`` declares and record its alert (see module)."""
-    from fhir_server.interactions.common import store_version
-
     reason = " ".join((req.header(HEADER) or "").split())
     principal = access.principal
     if principal.is_system or not ROLES & set(principal.roles):

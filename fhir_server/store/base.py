@@ -13,9 +13,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
-from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
 
@@ -111,19 +108,6 @@ class Store(Protocol):
         """Versions newest first; ``counted=False`` skips the total (a full count)."""
 
     def close(self) -> None: ...
-
-
-def journal_put(store: Store, item: Stored) -> None:
-    """An AuditEvent written by a trusted caller (an import) through ``put``: chained like
-    the server's own, under its id; never a second version or a deletion (ADR 0016)."""
-    from fhir_server.audit.chain import append  # the chain is built on this protocol
-
-    if item.vid != 1 or item.body is None:
-        raise FhirError(ErrorKind.CONFLICT, f"{item.type} is append-only: its records "
-                        "cannot be changed or deleted")
-    if store.read(item.type, item.id) is not None:
-        raise FhirError(ErrorKind.CONFLICT, f"{item.type}/{item.id} already exists")
-    append(store, [orjson.loads(item.body)], ids=[item.id])
 
 
 def keyset_page(items: list[Stored], total: int | None, first_key: list[Any] | None,

@@ -13,9 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind
 from fhir_server.core.model import FhirRequest
-from fhir_server.security.care import all_matches
+from fhir_server.security.consent import (
+    applicable,
+    categories_of,
+    concerns,
+    consent_rows,
+    opposed_in,
+)
 from fhir_server.workflow.machine import (
-    CONSENT_SYSTEM,
     EXT_EMERGENCY,
     INFORMATION,
     REFUSAL_SYSTEM,
@@ -24,7 +29,6 @@ from fhir_server.workflow.machine import (
 )
 from fhir_server.workflow.records import (
     body,
-    codes,
     coding,
     ext,
     now,
@@ -36,9 +40,7 @@ from fhir_server.workflow.records import (
 )
 
 if TYPE_CHECKING:
-    from fhir_server.core.limits import Limits
     from fhir_server.server.dispatch import FhirServer
-    from fhir_server.store.base import Store
     from fhir_server.workflow.engine import Case, Workflow
 
 NEEDED = ("acte", "teleimagerie")  # R-CONS-2: the act *and* its remote performance
@@ -50,43 +52,6 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
     """(permit|deny, categories, actors) of the patient's active Consents that apply to
     ``request_ref`` (or to every request), newest first."""
     return applicable(consent_rows(raw_store(server), server.limits, patient), request_ref)
-
-
-ConsentRow = tuple[str, set[str], list[str], set[str]]  # decision, categories, actors, data
-
-
-def consent_rows(store: Store, limits: Limits, patient: str) -> list[ConsentRow]:
-    """Every active Consent of the patient, newest first, with the requests it names (on
-    a given store: the access layer has no server)."""
-    out = []
-    found = all_matches(store, limits, "Consent",
-                        [("patient", patient), ("status", "active"), ("_sort", "-_lastUpdated")])
-    for item in found:
-        c = body(item) or {}
-        provision = c.get("provision") or {}
-        actors = [r for r in (ref_of(a.get("reference")) for a in provision.get("actor") or [])
-                  if r]
-        out.append((provision.get("type", "permit"), categories_of(c), actors, concerns(c)))
-    return out
-
-
-def applicable(rows: list[ConsentRow], request_ref: str | None
-               ) -> list[tuple[str, set[str], list[str]]]:
-    """The rows that apply to ``request_ref`` (None: to every request)."""
-    return [(decision, categories, actors) for decision, categories, actors, data in rows
-            if request_ref is None or not data or request_ref in data]
-
-
-def categories_of(consent: dict[str, Any]) -> set[str]:
-    """What a Consent is about (our consent-category codes)."""
-    return {code for cat in consent.get("category") or [] for code in codes(cat, CONSENT_SYSTEM)}
-
-
-def concerns(consent: dict[str, Any]) -> set[str]:
-    """The requests a Consent names in ``provision.data`` (empty: all of the patient's)."""
-    refs = (ref_of(d.get("reference")) for d in (consent.get("provision") or {}).get("data")
-            or [])
-    return {r.split("/_history/")[0] for r in refs if r}
 
 
 def is_emergency(request: dict[str, Any]) -> bool:
@@ -196,14 +161,3 @@ def sharing_opposed(server: FhirServer, patient: str, request_ref: str | None,
     """R-CONS-5: did the patient oppose sharing with ``target`` (``dmp`` or a reference
     to a professional)? The latest applicable decision wins."""
     return opposed_in(decisions(server, patient, request_ref), target)
-
-
-def opposed_in(found: list[tuple[str, set[str], list[str]]], target: str) -> bool:
-    """:func:`sharing_opposed` over decisions already read; ``target`` ``professionnels``
-    stands for any professional outside the care team (only an opposition naming no one
-    applies to them)."""
-    category = "partage-dmp" if target == "dmp" else "partage-professionnels"
-    for decision, categories, actors in found:
-        if category in categories and (target == "dmp" or not actors or target in actors):
-            return decision == "deny"
-    return False

@@ -19,7 +19,6 @@ REFUSAL_SYSTEM = url("CodeSystem", "teleimagerie-refusal-reason")
 ALTERNATIVE_SYSTEM = url("CodeSystem", "teleimagerie-alternative-path")
 FLAG_SYSTEM = url("CodeSystem", "teleimagerie-flag")
 ACT_KIND_SYSTEM = url("CodeSystem", "teleimagerie-act-kind")
-CONSENT_SYSTEM = url("CodeSystem", "teleimagerie-consent-category")
 
 EXT_ACT_KIND = url("StructureDefinition", "tlm-act-kind")
 EXT_MODALITY = url("StructureDefinition", "tlm-modality")

@@ -100,7 +100,7 @@ def load(server: FhirServer, ref: str | None) -> dict[str, Any] | None:
 
 def save(server: FhirServer, rtype: str, rid: str, resource: dict[str, Any]) -> Stored:
     """Write a server-owned version (no client hooks) and name it in the audit."""
-    from fhir_server.interactions.common import store_version
+    from fhir_server.store.versions import store_version
 
     store = raw_store(server)
     previous = store.read(rtype, rid)

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from fhir_server.core.canonical import BASE
-from fhir_server.interactions.common import store_version
 from fhir_server.server.dispatch import FhirServer
 from fhir_server.store import check
+from fhir_server.store.versions import store_version
 from fhir_server.workflow.records import save
 from tests.conftest import Fhir
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fhir_server.interactions.common import store_version
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.care import BREAK_GLASS, SELF_ASSERTED
 from fhir_server.server.dispatch import FhirServer
+from fhir_server.store.versions import store_version
 from tests.conftest import Fhir, mint, serve
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"

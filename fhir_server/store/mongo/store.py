@@ -28,6 +28,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
+from fhir_server.audit.chain import journal_put
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.kinds import KINDS
@@ -38,7 +39,6 @@ from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     Page,
     Stored,
-    journal_put,
     keyset_page,
 )
 from fhir_server.store.budget import mongo_ms

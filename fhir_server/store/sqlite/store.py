@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fhir_server.audit.chain import journal_put
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.search.extract import IndexRows, Memo, extract
 from fhir_server.search.kinds import KINDS
@@ -31,7 +32,6 @@ from fhir_server.store.base import (
     Page,
     Stored,
     chunks,
-    journal_put,
     keyset_page,
 )
 from fhir_server.store.sqlite.compiler import SqlCompiler, SqlPlan, keyset
