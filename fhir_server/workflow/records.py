@@ -10,17 +10,15 @@ interaction's audit entities so the AuditEvent names it (R-SEC-3).
 from __future__ import annotations
 
 import uuid
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
-from fhir_server.search.query import SearchQuery
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.access import GuardedStore
-from fhir_server.store.base import Page, Store, Stored
+from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer
@@ -32,36 +30,10 @@ def raw_store(server: FhirServer) -> Store:
     """The store without the guard (issue 28 item 5): for the workflow engine only, which
     runs inside the write unit of an interaction already guarded for its principal and
     writes the server's own records (above). tests/unit/test_layers.py lists who may
-    call it; adapters use :func:`server_records` or a system principal's guarded view
+    call it; adapters act as a named system principal through the guard
     (:func:`fhir_server.security.system.as_system`)."""
     store = server.store
     return store.inner if isinstance(store, GuardedStore) else store
-
-
-class ServerRecords(Protocol):
-    """The narrow view of the records the server keeps for itself (ADR 0022): read,
-    search, history, a write unit, a lock — no ``put``, no journal, no migration. Writes
-    go through :func:`save`, which names them in the interaction's audit."""
-
-    def read(self, rtype: str, rid: str) -> Stored | None: ...
-
-    def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
-
-    def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,
-                cursor: dict[str, Any] | None, counted: bool = True) -> Page: ...
-
-    def write(self, durable: bool = True) -> AbstractContextManager[None]: ...
-
-    def lock(self, key: str) -> AbstractContextManager[None]: ...
-
-
-def server_records(server: FhirServer) -> ServerRecords:
-    """The server's own records, with the server's rights (ADR 0022): the adapters'
-    journals (HL7 message records, delivery Tasks, the CDA documents of a report) that
-    the workflow's event handlers keep inside the write unit of the interaction that
-    caused them — that interaction was guarded for its principal; what the handler
-    reads and writes is the server's, not the principal's. No per-call cost."""
-    return raw_store(server)
 
 
 def matches(server: FhirServer, rtype: str, params: list[tuple[str, str]]) -> list[Stored]:
