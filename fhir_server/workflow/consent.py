@@ -29,10 +29,10 @@ from fhir_server.workflow.records import (
     ext,
     now,
     parse_instant,
-    raw_store,
     ref_of,
     rule,
     save,
+    view,
 )
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
               ) -> list[tuple[str, set[str], list[str]]]:
     """(permit|deny, categories, actors) of the patient's active Consents that apply to
     ``request_ref`` (or to every request), newest first."""
-    return applicable(consent_rows(raw_store(server), server.limits, patient), request_ref)
+    return applicable(consent_rows(view(server), server.limits, patient), request_ref)
 
 
 ConsentRow = tuple[str, set[str], list[str], set[str]]  # decision, categories, actors, data
@@ -135,7 +135,7 @@ def information_task_id(case: Case) -> str:
 def open_information_task(server: FhirServer, workflow: Workflow, case: Case) -> None:
     """R-CONS-3: the a-posteriori information to give, with its deadline."""
     tid = information_task_id(case)
-    if body(raw_store(server).read("Task", tid)) is not None:
+    if body(view(server).read("Task", tid)) is not None:
         return
     created = now()
     start = parse_instant(created)
@@ -184,7 +184,7 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest,
         elif provision.get("type", "permit") == "permit" and \
                 categories & {INFORMATION, *NEEDED}:
             tid = information_task_id(case)
-            task = body(raw_store(server).read("Task", tid))
+            task = body(view(server).read("Task", tid))
             if task is not None and task.get("status") not in ("completed", "cancelled"):
                 done = now()
                 save(server, "Task", tid, {**task, "status": "completed", "lastModified": done,

@@ -1,10 +1,12 @@
 """Reading and writing the records the workflow works on, with the server's own rights.
 
 The workflow reads through the request's store view (so a user only acts on requests
-they can see) but writes its own records — Task, Provenance, Communication, the
-request's new status — with the server's rights: a radiographer starting an exam
-cannot edit a Task, yet the exam start must move it. Each such write is added to the
-interaction's audit entities so the AuditEvent names it (R-SEC-3).
+they can see) and reads the facts its rules need as the named system principal
+:data:`WORKFLOW` through the guard (:func:`view`, issue 28 item 5, ADR 0022). It writes
+its own records — Task, Provenance, Communication, the request's new status — with the
+server's rights (:func:`save`): a radiographer starting an exam cannot edit a Task, yet
+the exam start must move it. Each such write is added to the interaction's audit
+entities so the AuditEvent names it (R-SEC-3).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
+from fhir_server.core.resource_types import DIRECTORY, PATIENT_DATA, classified
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.access import GuardedStore
+from fhir_server.security.system import as_system, server_principal
 from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
@@ -26,12 +30,23 @@ if TYPE_CHECKING:
 _NS = uuid.UUID("0b6c3c1e-5d7e-4d55-9a5e-7f0c2a1d9e42")
 
 
-def raw_store(server: FhirServer) -> Store:
-    """The store without the guard (issue 28 item 5): for the workflow engine only, which
-    runs inside the write unit of an interaction already guarded for its principal and
-    writes the server's own records (above). tests/unit/test_layers.py lists who may
-    call it; adapters act as a named system principal through the guard
-    (:func:`fhir_server.security.system.as_system`)."""
+# the workflow engine: reads and searches every patient's data and the directory — not
+# the HL7 message journal, not the trail; its writes are :func:`save`'s
+WORKFLOW = server_principal("workflow", " ".join(
+    f"system/{t}.rs" for t in (*classified(PATIENT_DATA), *classified(DIRECTORY))))
+
+
+def view(server: FhirServer) -> GuardedStore:
+    """The store as the workflow engine (:data:`WORKFLOW`) sees it, through the guard:
+    inside the write unit of an interaction already guarded for its principal, the facts
+    its rules need — every patient's, so no per-patient filter (no extra query)."""
+    return as_system(server, WORKFLOW)
+
+
+def _raw_store(server: FhirServer) -> Store:
+    """The store without the guard, for :func:`save` only: the server's own versions
+    (no client meta rules: ``meta.security`` is the server's to set), named in the
+    interaction's audit. tests/unit/test_layers.py lists who may reach it."""
     store = server.store
     return store.inner if isinstance(store, GuardedStore) else store
 
@@ -40,7 +55,7 @@ def matches(server: FhirServer, rtype: str, params: list[tuple[str, str]]) -> li
     """Every version-current ``rtype`` matching ``params`` among the server's records."""
     from fhir_server.security.care import all_matches
 
-    return all_matches(raw_store(server), server.limits, rtype, params)
+    return all_matches(view(server), server.limits, rtype, params)
 
 
 def body(item: Stored | None) -> dict[str, Any] | None:
@@ -67,14 +82,14 @@ def load(server: FhirServer, ref: str | None) -> dict[str, Any] | None:
     key = split(ref)
     if key is None:
         return None
-    return body(raw_store(server).read(*key))
+    return body(view(server).read(*key))
 
 
 def save(server: FhirServer, rtype: str, rid: str, resource: dict[str, Any]) -> Stored:
     """Write a server-owned version (no client hooks) and name it in the audit."""
     from fhir_server.interactions.common import store_version
 
-    store = raw_store(server)
+    store = _raw_store(server)
     previous = store.read(rtype, rid)
     item = store_version(server, store, rtype, rid, resource,
                          "PUT" if previous and not previous.deleted else "POST", previous)
