@@ -18,10 +18,11 @@ carry it (an unknown role grants nothing), only a principal built in-process doe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.resource_types import DIRECTORY, PATIENT_DATA, PATIENT_MESSAGES, classified
-from fhir_server.security.access import Access, GuardedStore
+from fhir_server.security import masking
+from fhir_server.security.access import ALL, Access, GuardedStore
 from fhir_server.security.principal import Principal
 from fhir_server.security.roles import Role
 from fhir_server.security.scopes import parse_scopes
@@ -37,6 +38,9 @@ SERVER = Role("server", "Le serveur (ses propres registres, système)", "all", d
     (*classified(PATIENT_DATA), *classified(PATIENT_MESSAGES), *classified(DIRECTORY)),
     "cruds"), system=True)
 INTERNAL_ROLES = {SERVER.code: SERVER}
+# the rights of each server principal (module constants), computed once per (type,
+# letter) for the process: they depend on its roles and scopes only
+_RIGHTS: dict[int, tuple[Principal, dict[tuple[str, str], Any]]] = {}
 
 
 def server_principal(name: str, scopes: str) -> Principal:
@@ -55,19 +59,32 @@ class SystemStore(GuardedStore):
 
     def __init__(self, inner: Store, access: Access) -> None:
         super().__init__(inner, access)
-        self._quiet = all(r.reach == "all" and not r.shares for r in access.roles)
+        self._quiet = all(r.reach == "all" and not r.shares and r.unmasks >= masking.ALL
+                          for r in access.roles)
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        # every resource of a type it reads is visible to it: the guard says so once
+        if self._quiet and self.access.reach(rtype, "r") is ALL:
+            return self.inner.read(rtype, rid)
+        return super().read(rtype, rid)
 
     def patients(self, item: Stored) -> set[str]:
-        # reach "all" and no sharing withheld: the patients decide nothing (reads, history,
+        # reach "all", nothing masked nor withheld: the patients decide nothing (reads, history,
         # writes are all reached), they would only feed ``touched``
         return set() if self._quiet else super().patients(item)
 
 
 def as_system(server: Server, principal: Principal) -> GuardedStore:
-    """The store as ``principal`` (a system principal) may see it: one guard per call,
-    whose rights are computed once per type (a few dictionary lookups)."""
+    """The store as ``principal`` (a system principal) may see it: one guard per call;
+    a server principal's rights are computed once per type for the process, a peer's
+    (``hl7:…``, ``dicom:…``) once per call."""
     store = server.store
     inner = store.inner if isinstance(store, GuardedStore) else store
     access = Access(principal, inner, server.limits)
-    access.roles += [INTERNAL_ROLES[r] for r in principal.roles if r in INTERNAL_ROLES]
+    if principal.issuer == ISSUER:
+        access.roles += [INTERNAL_ROLES[r] for r in principal.roles if r in INTERNAL_ROLES]
+        known = _RIGHTS.get(id(principal))
+        if known is None or known[0] is not principal:
+            known = _RIGHTS[id(principal)] = (principal, access._reach)
+        access._reach = known[1]
     return SystemStore(inner, access)
