@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from importlinter.cli import lint_imports
 
@@ -61,3 +62,37 @@ def test_only_the_listed_modules_reach_the_unguarded_store() -> None:
                 found.add(name)
     assert found - UNGUARDED.keys() == set(), "reaches the store without the guard"
     assert UNGUARDED.keys() - found == set(), "listed but no longer needed: drop it"
+
+
+def test_the_server_principals_act_through_the_guard_with_least_privilege(fhir: Any) -> None:
+    """Each named principal reaches only the types its scopes grant (role ∩ scope,
+    R-SEC-2); the ``server`` role is in-process only: no token can carry it."""
+    from adapters.principals import CDA_PUBLISHER, HL7_JOURNAL, QUEUE_GAUGES
+    from fhir_server.search.query import QueryParser
+    from fhir_server.security.access import ALL
+    from fhir_server.security.roles import ROLES
+    from fhir_server.security.system import SERVER, as_system
+    from fhir_server.workflow.records import WORKFLOW, save, view
+
+    with fhir.store.write():
+        save(fhir, "Patient", "p", {"resourceType": "Patient"})
+        save(fhir, "Basic", "m", {"resourceType": "Basic", "code": {"text": "message"}})
+        save(fhir, "AuditEvent", "a", {
+            "resourceType": "AuditEvent", "recorded": "2026-01-01T00:00:00Z",
+            "type": {"code": "rest"}, "agent": [{"requestor": True}],
+            "source": {"observer": {"display": "x"}}})
+    journal = as_system(fhir, HL7_JOURNAL)
+    assert journal.read("Basic", "m") is not None
+    assert journal.read("Patient", "p") is None  # not its records
+    assert view(fhir).read("Patient", "p") is not None
+    assert view(fhir).read("Basic", "m") is None  # the workflow reads no message record
+    assert view(fhir).read("AuditEvent", "a") is None  # nor the trail
+    assert as_system(fhir, CDA_PUBLISHER).read("AuditEvent", "a") is None
+    gauges = as_system(fhir, QUEUE_GAUGES)
+    assert gauges.search(QueryParser(fhir.limits).parse("Basic", []), count_only=True).total == 1
+    assert not gauges.access.permits("Basic", "u")
+    for principal in (HL7_JOURNAL, WORKFLOW, QUEUE_GAUGES):
+        guarded = as_system(fhir, principal)
+        assert all(guarded.access.reach(t, "s") is ALL for t in ("Task", "Basic")
+                   if guarded.access.permits(t, "s"))  # no care-relationship filter
+    assert SERVER.code not in ROLES
