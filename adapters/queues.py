@@ -16,8 +16,9 @@ from adapters.delivery.outbox import CODE, STATES, SYSTEM
 from adapters.delivery.outbox import Outbox as Deliveries
 from adapters.hl7v2 import records
 from adapters.hl7v2.records import KIND_SYSTEM, OUTBOUND, MessageStore
+from adapters.principals import QUEUE_GAUGES
 from fhir_server.search.query import QueryParser
-from fhir_server.workflow.records import server_records
+from fhir_server.security.system import as_system
 
 DELIVERY_CHANNELS = ("dmp", "ris", "mssante")
 HL7_STATES = ("pending", "sent", "failed", "dead")
@@ -45,7 +46,7 @@ def measure(server: Any, items: GaugeMetricFamily, oldest: GaugeMetricFamily,
     """Depth by state, oldest pending age and dead letters of the delivery outbox and the
     HL7 outbound queue, counted in the store at scrape time."""
     _register()
-    store = server_records(server)
+    store = as_system(server, QUEUE_GAUGES)
     parser = QueryParser(server.limits)
 
     def count(rtype: str, params: list[tuple[str, str]]) -> int:

@@ -78,10 +78,12 @@ def flag_identity(server: FhirServer, patient: str, text: str) -> None:
     """A ``Flag`` *identité à vérifier* on ``patient`` (R-EXAM-1: an identity that does
     not match is flagged for a human, never merged), written in its own unit so that it
     survives the refusal of the message or study that revealed it."""
-    from fhir_server.workflow.records import new_id, save, server_records
+    from adapters.principals import IDENTITY_FLAGS
+    from fhir_server.security.system import as_system
+    from fhir_server.workflow.records import new_id, save
     from fhir_server.workflow.studies import identity_flag
 
-    with server_records(server).write():
+    with as_system(server, IDENTITY_FLAGS).write():
         save(server, "Flag", new_id(), identity_flag(patient, text))
 
 

@@ -18,8 +18,10 @@ from adapters.cda import pdf, validate
 from adapters.cda.document import build
 from adapters.cda.schematron import BY_LEVEL, Unavailable
 from adapters.cda.sources import MissingSource, gather
+from adapters.principals import CDA_PUBLISHER
 from fhir_server.core.errors import Issue
-from fhir_server.workflow.records import body, server_records
+from fhir_server.security.system import as_system
+from fhir_server.workflow.records import body
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ def version_of(server: FhirServer, report: dict[str, Any], before: dict[str, Any
     if before is None or before.get("status") not in FINAL or not report.get("id"):
         return 1
     # inside the report's write unit, guarded for its author: the versions are facts
-    history = server_records(server).history("DiagnosticReport", str(report["id"]), None,
+    history = as_system(server, CDA_PUBLISHER).history("DiagnosticReport", str(report["id"]), None,
                                              1000, None, counted=False)
     return 1 + sum(1 for item in history.items if (body(item) or {}).get("status") in FINAL)
 

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from adapters.cda import codes, metadata, pdf
 from adapters.cda.document import Document, build
 from adapters.cda.sources import MissingSource, Sources, gather
+from adapters.principals import CDA_PUBLISHER
 from fhir_server.security import masking
+from fhir_server.security.system import as_system
 from fhir_server.workflow.events import (
     DocumentsAvailable,
     DocumentsWithdrawn,
@@ -31,7 +33,7 @@ from fhir_server.workflow.events import (
 from fhir_server.workflow.events import (
     publish as emit,
 )
-from fhir_server.workflow.records import body, matches, save, server_records
+from fhir_server.workflow.records import body, matches, save
 from fhir_server.workflow.reports import FINAL
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ class Publisher:
         """The report was entered in error: its documents are too (every version), and
         what was delivered is withdrawn (:class:`DocumentsWithdrawn`)."""
         report_id = event.report_id
-        store = server_records(server)  # the documents are the server's records
+        store = as_system(server, CDA_PUBLISHER)  # the documents are the server's records
         for level in LEVELS:
             version = 1
             while (ref := body(store.read("DocumentReference", resource_id(
@@ -88,7 +90,7 @@ class Publisher:
 def _latest_report(server: FhirServer, request_id: str) -> tuple[dict[str, Any] | None, int]:
     """The report of the request just made final or amended, and its document version
     (1 + the number of earlier final/amended versions of that report)."""
-    store = server_records(server)  # in the report's write unit, already guarded
+    store = as_system(server, CDA_PUBLISHER)  # in the report's write unit, already guarded
     found = [body(i) for i in matches(server, "DiagnosticReport",
                                       [("based-on", f"ServiceRequest/{request_id}")])
              if not i.deleted]
@@ -116,7 +118,7 @@ def _store(server: FhirServer, src: Sources, doc: Document) -> dict[str, Any]:
     rid = src.report_id
     binary_id = resource_id("Binary", rid, doc.level, doc.version)
     ref_id = resource_id("DocumentReference", rid, doc.level, doc.version)
-    store = server_records(server)
+    store = as_system(server, CDA_PUBLISHER)
     existing = body(store.read("DocumentReference", ref_id))
     if existing is not None:
         return existing

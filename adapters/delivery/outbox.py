@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from adapters.exchange import Refused, operator_event, system_object
+from adapters.principals import DELIVERY_OUTBOX
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
-from fhir_server.workflow.records import body, ref_of, save, server_records
+from fhir_server.security.system import as_system
+from fhir_server.workflow.records import body, ref_of, save
 
 if TYPE_CHECKING:
     from adapters.delivery.settings import DeliverySettings
@@ -194,7 +196,7 @@ class Outbox:
         self.server = server
 
     def get(self, delivery_id: str) -> Delivery | None:
-        task = body(server_records(self.server).read("Task", delivery_id))
+        task = body(as_system(self.server, DELIVERY_OUTBOX).read("Task", delivery_id))
         if task is None or not any(c.get("system") == SYSTEM and c.get("code") == CODE
                                    for c in (task.get("code") or {}).get("coding") or []):
             return None
@@ -202,7 +204,7 @@ class Outbox:
 
     def add(self, delivery: Delivery) -> bool:
         """Plan ``delivery`` unless it exists (a replayed trigger plans nothing new)."""
-        if server_records(self.server).read("Task", delivery.id) is not None:
+        if as_system(self.server, DELIVERY_OUTBOX).read("Task", delivery.id) is not None:
             return False
         delivery.created = delivery.created or now()
         delivery.next_attempt = delivery.next_attempt or delivery.created
@@ -210,7 +212,7 @@ class Outbox:
         return True
 
     def update(self, delivery: Delivery) -> None:
-        store = server_records(self.server)
+        store = as_system(self.server, DELIVERY_OUTBOX)
         with store.write():
             save(self.server, "Task", delivery.id, delivery.resource())
 
@@ -219,7 +221,7 @@ class Outbox:
 
         query = QueryParser(self.server.limits, strict=True).parse(
             "Task", [("code", f"{SYSTEM}|{CODE}"), *params, ("_count", str(limit))])
-        page = server_records(self.server).search(query)
+        page = as_system(self.server, DELIVERY_OUTBOX).search(query)
         return [Delivery.parse(t) for t in (body(i) for i in page.items) if t is not None]
 
     def due(self, limit: int = 50) -> list[Delivery]:
@@ -260,7 +262,7 @@ class Outbox:
             (f", {delivery.detail}" if delivery.detail else "")
         delivery.attempts = 0
         delivery.to("a-envoyer", "relance manuelle", now())
-        with server_records(self.server).write():
+        with as_system(self.server, DELIVERY_OUTBOX).write():
             save(self.server, "Task", delivery.id, delivery.resource())
             self._audit_retry(delivery, operator or "?", before)
         return delivery

@@ -19,7 +19,7 @@ from adapters.hl7v2.tx import Context, Transaction, token
 from fhir_server.security.care import all_matches
 from fhir_server.security.compartment import NARROWING_PARAM, PATIENT_PATHS, walk
 from fhir_server.security.system import as_system
-from fhir_server.workflow.records import body, matches, save, server_records
+from fhir_server.workflow.records import body, matches, save
 
 # ADT trigger events handled as an identity update (PAM-FR: admissions, transfers,
 # discharges, pre-admissions, updates and the A28/A31 patient-information messages)
@@ -64,7 +64,7 @@ def merge(ctx: Context, msg: Message) -> tuple[list[str], str]:
     if not merged_ids:  # already merged (a resent A40) or never known: nothing to move
         return [], target
     old = f"Patient/{merged_ids[0]}"
-    store = server_records(ctx.server)  # the merge's write unit
+    store = as_system(ctx.server, ctx.principal)  # the merge's write unit
     written: list[str] = []
     with store.write():
         for rtype, paths in PATIENT_PATHS.items():

@@ -56,10 +56,11 @@ from adapters.hl7v2.records import (
 )
 from adapters.hl7v2.settings import Hl7Settings
 from adapters.hl7v2.tx import Context
+from adapters.principals import HL7_JOURNAL
 from adapters.transaction import flag_identity, literal
 from fhir_server.security.principal import Principal
 from fhir_server.security.scopes import parse_scopes
-from fhir_server.workflow.records import server_records
+from fhir_server.security.system import as_system
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer
@@ -203,7 +204,7 @@ class Receiver:
         Original mode: the new record need not reach the disk here — :meth:`process`
         commits durably before its ACK, which flushes this one too. Enhanced mode: the
         commit ACK follows at once, so the unit is durable (R-INT-2)."""
-        store = server_records(self.server)
+        store = as_system(self.server, HL7_JOURNAL)
         with store.lock(f"hl7v2-control:{key}"), store.write(durable=commit is not None):
             previous = self.messages.by_control(key)
             if previous is not None:
@@ -365,7 +366,7 @@ class Receiver:
         problems: list[Problem] = []
         reject = False
         outcome = Outcome()
-        store = server_records(self.server)
+        store = as_system(self.server, HL7_JOURNAL)
         with self._lock, store.lock(f"hl7v2-record:{record.id}"):
             try:
                 flow = self._check_header(msg)
@@ -549,7 +550,7 @@ class Receiver:
         record.status, record.next_attempt, record.attempts = "pending", now(), 0
         record.ack, record.ack_code = None, ""
         record.error = f"renvoi manuel (avant : {before})"[:1000]
-        with server_records(self.server).write():
+        with as_system(self.server, HL7_JOURNAL).write():
             self.messages.update(record)
             self._operator_audit(record, "resend", operator or "?", f"avant : {before}")
         return record

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from adapters.principals import HL7_JOURNAL
 from adapters.transaction import literal
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
-from fhir_server.workflow.records import body, save, server_records
+from fhir_server.security.system import as_system
+from fhir_server.workflow.records import body, save
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer
@@ -187,7 +189,7 @@ class MessageStore:
         crashes us, just not a power loss before its ACK — after which it is resent."""
         record = Record(id=record_id or str(uuid.uuid4()), kind=kind, status=status,
                         created=now(), raw_id=str(uuid.uuid4()), **fields)
-        store = server_records(self.server)
+        store = as_system(self.server, HL7_JOURNAL)
         with store.write(durable):
             binary = {"resourceType": "Binary", "contentType": MEDIA_TYPE}
             if raw:  # an empty frame is kept too, as a Binary without data (no "" in FHIR)
@@ -197,7 +199,7 @@ class MessageStore:
         return record
 
     def update(self, record: Record) -> None:
-        store = server_records(self.server)
+        store = as_system(self.server, HL7_JOURNAL)
         with store.write():
             if record.patient:  # the raw message follows its patient's access rules
                 raw = body(store.read("Binary", record.raw_id))
@@ -207,14 +209,14 @@ class MessageStore:
             save(self.server, "Basic", record.id, record.resource())
 
     def get(self, record_id: str) -> Record | None:
-        data = body(server_records(self.server).read("Basic", record_id))
+        data = body(as_system(self.server, HL7_JOURNAL).read("Basic", record_id))
         if data is None or data.get("code", {}).get("coding", [{}])[0].get("system") \
                 != KIND_SYSTEM:
             return None
         return Record.parse(data)
 
     def raw(self, record: Record) -> bytes:
-        data = body(server_records(self.server).read("Binary", record.raw_id)) or {}
+        data = body(as_system(self.server, HL7_JOURNAL).read("Binary", record.raw_id)) or {}
         return base64.b64decode(data.get("data") or "")
 
     def find(self, params: list[tuple[str, str]], limit: int = 100) -> list[Record]:
@@ -222,7 +224,7 @@ class MessageStore:
 
         query = QueryParser(self.server.limits).parse("Basic", [*params, ("_count",
                                                                            str(limit))])
-        page = server_records(self.server).search(query)
+        page = as_system(self.server, HL7_JOURNAL).search(query)
         return [Record.parse(d) for d in (body(i) for i in page.items) if d is not None]
 
     def page(self, params: list[tuple[str, str]], limit: int,
@@ -235,7 +237,7 @@ class MessageStore:
         query = QueryParser(self.server.limits).parse("Basic", [*params, ("_count",
                                                                            str(limit))])
         query.cursor = cursor
-        page = server_records(self.server).search(query)
+        page = as_system(self.server, HL7_JOURNAL).search(query)
         return ([Record.parse(d) for d in (body(i) for i in page.items) if d is not None],
                 page.next_cursor)
 

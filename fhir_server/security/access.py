@@ -185,7 +185,7 @@ class GuardedStore(MetaOwner):
 
     def __init__(self, inner: Store, access: Access) -> None:
         # a Bundle entry is dispatched on its Bundle's view: guard the store itself, once
-        # (raw_store() and the workflow rules unwrap one level)
+        # (a system principal's view and the workflow's save unwrap one level)
         self.inner: Store = inner.inner if isinstance(inner, GuardedStore) else inner
         self.access = access
         self.supports_transactions = inner.supports_transactions

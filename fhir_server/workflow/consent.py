@@ -33,10 +33,10 @@ from fhir_server.workflow.records import (
     ext,
     now,
     parse_instant,
-    raw_store,
     ref_of,
     rule,
     save,
+    view,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def decisions(server: FhirServer, patient: str, request_ref: str | None
               ) -> list[tuple[str, set[str], list[str]]]:
     """(permit|deny, categories, actors) of the patient's active Consents that apply to
     ``request_ref`` (or to every request), newest first."""
-    return applicable(consent_rows(raw_store(server), server.limits, patient), request_ref)
+    return applicable(consent_rows(view(server), server.limits, patient), request_ref)
 
 
 def is_emergency(request: dict[str, Any]) -> bool:
@@ -100,7 +100,7 @@ def information_task_id(case: Case) -> str:
 def open_information_task(server: FhirServer, workflow: Workflow, case: Case) -> None:
     """R-CONS-3: the a-posteriori information to give, with its deadline."""
     tid = information_task_id(case)
-    if body(raw_store(server).read("Task", tid)) is not None:
+    if body(view(server).read("Task", tid)) is not None:
         return
     created = now()
     start = parse_instant(created)
@@ -149,7 +149,7 @@ def written(server: FhirServer, workflow: Workflow, req: FhirRequest,
         elif provision.get("type", "permit") == "permit" and \
                 categories & {INFORMATION, *NEEDED}:
             tid = information_task_id(case)
-            task = body(raw_store(server).read("Task", tid))
+            task = body(view(server).read("Task", tid))
             if task is not None and task.get("status") not in ("completed", "cancelled"):
                 done = now()
                 save(server, "Task", tid, {**task, "status": "completed", "lastModified": done,

@@ -51,13 +51,13 @@ from fhir_server.workflow.records import (
     new_id,
     now,
     parse_instant,
-    raw_store,
     ref_of,
     rule,
     save,
     split,
     step_time,
     task_id,
+    view,
 )
 from fhir_server.workflow.settings import WorkflowSettings
 from terminology.service import terminology
@@ -269,7 +269,7 @@ class Workflow:
         request written again, in any state, keeps its Task's structure current (ADR 0019:
         a requester corrected after the report still redirects what waits to be sent)."""
         tid = task_id(request["id"])
-        opened = body(raw_store(server).read("Task", tid))
+        opened = body(view(server).read("Task", tid))
         if opened is None and request.get("status") != "active":
             return
         structure = origin.resolve(server, request)
@@ -332,7 +332,7 @@ class Workflow:
         if kind is None:
             raise rule(f"ServiceRequest/{request_id} is not a téléimagerie request (no "
                        "tlm-act-kind extension): it has no workflow", kind=ErrorKind.CONFLICT)
-        task = body(raw_store(server).read("Task", task_id(request_id)))
+        task = body(view(server).read("Task", task_id(request_id)))
         if task is None:
             raise rule(f"ServiceRequest/{request_id} is {request.get('status')}: its workflow "
                        "starts when it becomes active", kind=ErrorKind.CONFLICT)
@@ -343,7 +343,7 @@ class Workflow:
         for based in resource.get("basedOn") or []:
             key = split(ref_of(based))
             if key and key[0] == "ServiceRequest":
-                case = _case(server, body(raw_store(server).read(*key)))
+                case = _case(server, body(view(server).read(*key)))
                 if case is not None:
                     return case
         return None
@@ -351,7 +351,7 @@ class Workflow:
     def open_cases(self, server: FhirServer, patient: str) -> list[Case]:
         from fhir_server.security.care import all_matches
 
-        found = all_matches(raw_store(server), server.limits, "ServiceRequest",
+        found = all_matches(view(server), server.limits, "ServiceRequest",
                             [("subject", patient), ("status", "active")])
         cases = (_case(server, body(item)) for item in found)
         return [c for c in cases if c is not None and STATES[c.state].open]
@@ -379,7 +379,7 @@ def _case(server: FhirServer, request: dict[str, Any] | None) -> Case | None:
     kind = act_kind(request) if request else None
     if request is None or kind is None:
         return None
-    task = body(raw_store(server).read("Task", task_id(request["id"])))
+    task = body(view(server).read("Task", task_id(request["id"])))
     return Case(request, task, kind) if task is not None else None
 
 
@@ -441,7 +441,7 @@ def _available_study(server: FhirServer, request_id: str) -> bool:
     from fhir_server.security.care import all_matches
 
     return any(not item.deleted for item in all_matches(
-        raw_store(server), server.limits, "ImagingStudy",
+        view(server), server.limits, "ImagingStudy",
         [("basedon", f"ServiceRequest/{request_id}"), ("status", "available")]))
 
 

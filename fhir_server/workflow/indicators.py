@@ -27,7 +27,7 @@ from fhir_server.workflow.machine import (
     TELEDIAGNOSTIC,
     TELEEXPERTISE,
 )
-from fhir_server.workflow.records import now, raw_store
+from fhir_server.workflow.records import now, view
 from fhir_server.workflow.search import STEPS
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Scope:
 def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
     """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource."""
     scope = Scope(server, req)
-    store = raw_store(server)
+    store = view(server)
 
     def count(query: SearchQuery) -> int:
         return store.search(query, count_only=True).total or 0
@@ -159,7 +159,7 @@ def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
 
 def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
     """R-TLE-3: each imager's remote share of the reports they signed in the period."""
-    store = raw_store(server)
+    store = view(server)
     assert server.workflow is not None
     threshold = server.workflow.settings.remote_share_warning
 

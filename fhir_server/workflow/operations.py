@@ -31,10 +31,10 @@ from fhir_server.workflow.records import (
     load,
     new_id,
     now,
-    raw_store,
     ref_of,
     rule,
     save,
+    view,
 )
 from fhir_server.workflow.reports import qualified
 from terminology.service import terminology
@@ -178,7 +178,7 @@ def _quota(server: FhirServer, case: Case, imager: str) -> None:
         ("patient", case.patient or ""), ("authored-on", f"ge{year}-01-01"),
         ("authored-on", f"lt{int(year) + 1}-01-01"),
         ("status", "accepted,in-progress,completed")])
-    done = raw_store(server).search(query, count_only=True).total or 0
+    done = view(server).search(query, count_only=True).total or 0
     if done >= limit:
         raise rule(f"limite atteinte : {done} télé-expertises en {year} pour ce patient avec "
                    f"cet expert (maximum {limit} par an, R-TLE-2)", kind=ErrorKind.CONFLICT)

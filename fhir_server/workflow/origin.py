@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from fhir_server.security.principal import FINESS_URL
 from fhir_server.workflow.machine import TASK_SYSTEM
-from fhir_server.workflow.records import body, coding, load, raw_store, ref_of, split, task_id
+from fhir_server.workflow.records import body, coding, load, ref_of, split, task_id, view
 from profiles.spec import FINESS
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _only_structure(server: FhirServer, practitioner: str) -> str | None:
     from fhir_server.security.care import all_matches
 
     orgs = set()
-    for item in all_matches(raw_store(server), server.limits, "PractitionerRole",
+    for item in all_matches(view(server), server.limits, "PractitionerRole",
                             [("practitioner", practitioner)]):
         role = body(item)
         if role is None or item.deleted or role.get("active") is False:
@@ -108,7 +108,7 @@ def site(server: FhirServer, request: dict[str, Any] | None) -> str | None:
     if not request:
         return None
     if request.get("id"):
-        task = body(raw_store(server).read("Task", task_id(str(request["id"]))))
+        task = body(view(server).read("Task", task_id(str(request["id"]))))
         if task is not None:
             return recorded(task)
     return resolve(server, request)

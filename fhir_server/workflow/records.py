@@ -1,26 +1,28 @@
 """Reading and writing the records the workflow works on, with the server's own rights.
 
 The workflow reads through the request's store view (so a user only acts on requests
-they can see) but writes its own records — Task, Provenance, Communication, the
-request's new status — with the server's rights: a radiographer starting an exam
-cannot edit a Task, yet the exam start must move it. Each such write is added to the
-interaction's audit entities so the AuditEvent names it (R-SEC-3).
+they can see) and reads the facts its rules need as the named system principal
+:data:`WORKFLOW` through the guard (:func:`view`, issue 28 item 5, ADR 0022). It writes
+its own records — Task, Provenance, Communication, the request's new status — with the
+server's rights (:func:`save`): a radiographer starting an exam cannot edit a Task, yet
+the exam start must move it. Each such write is added to the interaction's audit
+entities so the AuditEvent names it (R-SEC-3).
 """
 
 from __future__ import annotations
 
 import uuid
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError, Issue
-from fhir_server.search.query import SearchQuery
+from fhir_server.core.resource_types import DIRECTORY, PATIENT_DATA, classified
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.security.access import GuardedStore
-from fhir_server.store.base import Page, Store, Stored
+from fhir_server.security.system import as_system, server_principal
+from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer
@@ -28,47 +30,32 @@ if TYPE_CHECKING:
 _NS = uuid.UUID("0b6c3c1e-5d7e-4d55-9a5e-7f0c2a1d9e42")
 
 
-def raw_store(server: FhirServer) -> Store:
-    """The store without the guard (issue 28 item 5): for the workflow engine only, which
-    runs inside the write unit of an interaction already guarded for its principal and
-    writes the server's own records (above). tests/unit/test_layers.py lists who may
-    call it; adapters use :func:`server_records` or a system principal's guarded view
-    (:func:`fhir_server.security.system.as_system`)."""
+# the workflow engine: reads and searches every patient's data and the directory — not
+# the HL7 message journal, not the trail; its writes are :func:`save`'s
+WORKFLOW = server_principal("workflow", " ".join(
+    f"system/{t}.rs" for t in (*classified(PATIENT_DATA), *classified(DIRECTORY))))
+
+
+def view(server: FhirServer) -> GuardedStore:
+    """The store as the workflow engine (:data:`WORKFLOW`) sees it, through the guard:
+    inside the write unit of an interaction already guarded for its principal, the facts
+    its rules need — every patient's, so no per-patient filter (no extra query)."""
+    return as_system(server, WORKFLOW)
+
+
+def _raw_store(server: FhirServer) -> Store:
+    """The store without the guard, for :func:`save` only: the server's own versions
+    (no client meta rules: ``meta.security`` is the server's to set), named in the
+    interaction's audit. tests/unit/test_layers.py lists who may reach it."""
     store = server.store
     return store.inner if isinstance(store, GuardedStore) else store
-
-
-class ServerRecords(Protocol):
-    """The narrow view of the records the server keeps for itself (ADR 0022): read,
-    search, history, a write unit, a lock — no ``put``, no journal, no migration. Writes
-    go through :func:`save`, which names them in the interaction's audit."""
-
-    def read(self, rtype: str, rid: str) -> Stored | None: ...
-
-    def search(self, query: SearchQuery, count_only: bool = False) -> Page: ...
-
-    def history(self, rtype: str | None, rid: str | None, since: int | None, count: int,
-                cursor: dict[str, Any] | None, counted: bool = True) -> Page: ...
-
-    def write(self, durable: bool = True) -> AbstractContextManager[None]: ...
-
-    def lock(self, key: str) -> AbstractContextManager[None]: ...
-
-
-def server_records(server: FhirServer) -> ServerRecords:
-    """The server's own records, with the server's rights (ADR 0022): the adapters'
-    journals (HL7 message records, delivery Tasks, the CDA documents of a report) that
-    the workflow's event handlers keep inside the write unit of the interaction that
-    caused them — that interaction was guarded for its principal; what the handler
-    reads and writes is the server's, not the principal's. No per-call cost."""
-    return raw_store(server)
 
 
 def matches(server: FhirServer, rtype: str, params: list[tuple[str, str]]) -> list[Stored]:
     """Every version-current ``rtype`` matching ``params`` among the server's records."""
     from fhir_server.security.care import all_matches
 
-    return all_matches(raw_store(server), server.limits, rtype, params)
+    return all_matches(view(server), server.limits, rtype, params)
 
 
 def body(item: Stored | None) -> dict[str, Any] | None:
@@ -95,14 +82,14 @@ def load(server: FhirServer, ref: str | None) -> dict[str, Any] | None:
     key = split(ref)
     if key is None:
         return None
-    return body(raw_store(server).read(*key))
+    return body(view(server).read(*key))
 
 
 def save(server: FhirServer, rtype: str, rid: str, resource: dict[str, Any]) -> Stored:
     """Write a server-owned version (no client hooks) and name it in the audit."""
     from fhir_server.store.versions import store_version
 
-    store = raw_store(server)
+    store = _raw_store(server)
     previous = store.read(rtype, rid)
     item = store_version(server, store, rtype, rid, resource,
                          "PUT" if previous and not previous.deleted else "POST", previous)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.search.query import escape
 from fhir_server.workflow.identity import status
 from fhir_server.workflow.machine import FLAG_SYSTEM
-from fhir_server.workflow.records import body, load, new_id, raw_store, ref_of, save
+from fhir_server.workflow.records import body, load, new_id, ref_of, save, view
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer
@@ -48,7 +48,7 @@ def attach_waiting(server: FhirServer, request: dict[str, Any]) -> list[dict[str
     patient = ref_of(request.get("subject"))
     if not numbers or not patient:
         return []
-    found = all_matches(raw_store(server), server.limits, "ImagingStudy", [
+    found = all_matches(view(server), server.limits, "ImagingStudy", [
         ("identifier", ",".join(escape(n) for n in numbers)),
         ("_tag", f"{FLAG_SYSTEM}|{WAITING}")])
     attached = []
@@ -113,7 +113,7 @@ def _replace(server: FhirServer, provisional: str, patient: str) -> None:
 def _attach_doses(server: FhirServer, study: str, patient: str, request_id: str) -> None:
     from fhir_server.security.care import all_matches
 
-    for item in all_matches(raw_store(server), server.limits, "Observation",
+    for item in all_matches(view(server), server.limits, "Observation",
                             [("part-of", study)]):
         obs = body(item)
         if obs is None or item.deleted:

@@ -25,7 +25,7 @@ from adapters.hl7v2.outbox import Sender
 from adapters.hl7v2.receiver import Refused
 from adapters.hl7v2.records import INBOUND, KIND_SYSTEM, OUTBOUND, REUSED_CONTROL_SYSTEM
 from fhir_server.server.dispatch import FhirServer
-from fhir_server.workflow.records import raw_store
+from fhir_server.workflow.records import view
 from tests.behaviour.hl7_world import PLACER_OID, Hl7World, orm
 
 PLACER = f"urn:oid:{PLACER_OID}"
@@ -248,7 +248,7 @@ def _delivery(world: Hl7World, n: int, state: str) -> str:
     d = Delivery(id=f"d{n}-{state}", channel="dmp", document="DocumentReference/doc",
                  patient=world.refs["patient"], report="DiagnosticReport/cr", version=1,
                  address="DMP", state=state, attempts=3)
-    with raw_store(world.core).write():
+    with view(world.core).write():
         Outbox(world.core).add(d)
     return d.id
 

@@ -142,11 +142,11 @@ def test_a_request_stored_without_structure_says_so_in_its_delivery(loop: LoopRi
     """A request kept from before R-REQ-1 was enforced (written straight to the store):
     the RIS delivery is still planned and held, saying what is missing — never silently
     left out."""
-    from fhir_server.workflow.records import body, raw_store, save, task_id
+    from fhir_server.workflow.records import body, save, task_id, view
 
     w = loop.world
     sr = w.request()
-    raw = raw_store(loop.core)
+    raw = view(loop.core)
     stored = body(raw.read("ServiceRequest", sr)) or {}
     task = body(raw.read("Task", task_id(sr))) or {}
     with raw.write():
