@@ -48,9 +48,9 @@ def mhd(rig: Rig) -> list[str]:
     from fhir_server.interactions.routing import route, split_url
     from tests.conftest import mint
 
+    # patient.identifier is a chain: it needs the Patient search right (issue 27)
     token = mint(rig.world.dir, ["dmp-connector"], ["system/DocumentReference.rs",
-                                                    "system/Patient.rs",  # patient.identifier is a chain
-                                                    "system/Binary.r"])
+                                                    "system/Patient.rs", "system/Binary.r"])
 
     def call(url: str, accept: str = "application/fhir+json") -> bytes:
         path, params = split_url(url)

@@ -18,7 +18,7 @@ carry it (an unknown role grants nothing), only a principal built in-process doe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fhir_server.core.resource_types import DIRECTORY, PATIENT_DATA, PATIENT_MESSAGES, classified
 from fhir_server.search.query import Term, types_read
@@ -30,7 +30,15 @@ from fhir_server.security.scopes import parse_scopes
 from fhir_server.store.base import Store, Stored
 
 if TYPE_CHECKING:
-    from fhir_server.interactions.port import Server
+    from fhir_server.core.limits import Limits
+
+
+class Core(Protocol):
+    """What a system principal's guard needs of the server (the security layer does not
+    name the server layer: issue 28 item 1)."""
+
+    store: Store
+    limits: Limits
 
 ISSUER = "urn:teleimagerie:server"
 # the server's own rights: every patient's data and message records, the directory; never
@@ -83,7 +91,7 @@ class SystemStore(GuardedStore):
         return set() if self._quiet else super().patients(item)
 
 
-def as_system(server: Server, principal: Principal) -> GuardedStore:
+def as_system(server: Core, principal: Principal) -> GuardedStore:
     """The store as ``principal`` (a system principal) may see it: one guard per call;
     a server principal's rights are computed once per type for the process, a peer's
     (``hl7:…``, ``dicom:…``) once per call."""
