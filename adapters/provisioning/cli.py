@@ -1,6 +1,6 @@
 """``teleimagerie directory load FILE [--dry-run] [--json]``: provision the directory.
 
-Wired into ``fhir_server.cli`` with :func:`add_parser`; :func:`run` returns the exit
+Wired into ``teleimagerie.cli`` with :func:`add_parser`; :func:`run` returns the exit
 status: 0 loaded (or nothing to do), 1 the file's content is wrong or the server refused
 it (nothing written), 2 usage (unreadable file, unknown format).
 """

@@ -14,7 +14,7 @@ the audit journal's pending records into their index first, as any read of them 
 Exit status: 0 every resource would be accepted, 1 some would be refused (listed with
 type/id, version, status and first issue), 2 the store cannot be opened.
 
-Wired into ``fhir_server.cli`` with :func:`add_parser`; :func:`run` returns the status.
+Wired into ``teleimagerie.cli`` with :func:`add_parser`; :func:`run` returns the status.
 """
 
 from __future__ import annotations
