@@ -81,6 +81,28 @@ def mongo_url() -> str:
     return f"mongomock://localhost/{db}"
 
 
+
+
+def _atomic_mongomock() -> None:
+    """A MongoDB server applies ``find_one_and_update`` atomically (the store's counters,
+    ``MongoStore._next``, rely on it); mongomock does not across threads, so concurrent
+    tests could draw one counter value twice. Restore the server's guarantee here."""
+    import threading
+
+    import mongomock
+
+    lock = threading.Lock()
+    plain = mongomock.collection.Collection.find_one_and_update
+
+    def find_one_and_update(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return plain(self, *args, **kwargs)
+
+    mongomock.collection.Collection.find_one_and_update = find_one_and_update  # type: ignore[method-assign]
+
+
+_atomic_mongomock()
+
 def make_store(backend: str, tmp_path: Path) -> Any:
     if backend == "sqlite":
         return open_store(None, tmp_path / "data")
