@@ -5,6 +5,7 @@ guard (issue 28 item 1: layers that point one way)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
@@ -16,14 +17,16 @@ from fhir_server.store.base import Store, Stored
 from fhir_server.validation.resource import base_issues
 
 
-class MetaOwner:
+class MetaOwner(ABC):
     """A store view that owns part of ``meta``: the security guard
     (``security.access.GuardedStore``) sets the server's tags, never a client's (R-SEC-2).
-    A base class, not a Protocol, so the check on every write is a plain ``isinstance``."""
+    An abstract base class, not a Protocol, so the check on every write is a plain
+    ``isinstance``."""
 
+    @abstractmethod
     def owned_meta(self, rtype: str, resource: dict[str, Any],
                    previous: Stored | None) -> list[dict[str, Any]]:
-        raise NotImplementedError
+        """The ``meta`` entries this view sets on ``resource`` (the server's tags)."""
 
 
 def store_version(server: object, store: Store, rtype: str, rid: str,
