@@ -34,6 +34,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -367,7 +368,11 @@ class Receiver:
         reject = False
         outcome = Outcome()
         store = as_system(self.server, HL7_JOURNAL)
-        with self._lock, store.lock(f"hl7v2-record:{record.id}"):
+        # the receiver's own lock only where units run side by side (MongoDB): on SQLite
+        # the unit serialises matching and commit, and a lock held across the commit
+        # would keep the messages of other connections out of its group (issue 32)
+        serial = nullcontext() if store.serial_units else self._lock
+        with serial, store.lock(f"hl7v2-record:{record.id}"):
             try:
                 flow = self._check_header(msg)
                 ctx = Context(self.server, self.principal(msg), peer, uuid.uuid4().hex,

@@ -189,6 +189,8 @@ class GuardedStore(MetaOwner):
         self.inner: Store = inner.inner if isinstance(inner, GuardedStore) else inner
         self.access = access
         self.supports_transactions = inner.supports_transactions
+        self.savepoints = inner.savepoints
+        self.serial_units = inner.serial_units
         self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
         # what a Binary's securityContext names, read once for its patients and its masking
         self._contexts: dict[tuple[str, str], dict[str, Any] | None] = {}

@@ -102,6 +102,10 @@ class Rendered:
         return self.media_type
 
 
+WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.PATCH,
+                    Interaction.DELETE, Interaction.BATCH})
+
+
 class FhirServer:
     """The core. With a ``security`` policy every request is authenticated, authorised
     and served from a :class:`GuardedStore`; with an ``audit`` sink every interaction
@@ -160,9 +164,21 @@ class FhirServer:
         return HANDLERS[req.interaction](server, req)
 
     def handle(self, req: FhirRequest) -> FhirResponse:
-        """The entry point of every transport: errors become OperationOutcomes."""
+        """The entry point of every transport: errors become OperationOutcomes.
+
+        A request that changes data runs in one write unit with its AuditEvents where the
+        store has savepoints: one commit, and never a write on disk without its audit
+        (R-SEC-3; issue 32). A failed interaction rolls back its own savepoint only, so
+        the audit of the refusal still commits."""
         if req.interaction == Interaction.CAPABILITIES:
             return self._guarded(req)
+        if self.store.savepoints and (req.interaction in WRITES or (
+                req.interaction == Interaction.OPERATION and req.method == "POST")):
+            with self.store.write():
+                return self._handle(req)
+        return self._handle(req)
+
+    def _handle(self, req: FhirRequest) -> FhirResponse:
         recorded = len(req.context.events)
         resp = self._guarded(req)
         applied_handling(req, resp)

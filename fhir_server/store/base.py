@@ -50,6 +50,12 @@ class Page:
 
 class Store(Protocol):
     supports_transactions: bool
+    # a nested write unit is a savepoint: its failure undoes it alone, so a request's
+    # writes and its audit can share one unit (one commit; issue 32)
+    savepoints: bool
+    # write units run one at a time across threads and processes (SQLite's writer):
+    # a check inside a unit holds until it commits, with no lock of the caller's
+    serial_units: bool
 
     def write(self, durable: bool = True) -> AbstractContextManager[None]:
         """An atomic write unit (re-entrant), on disk when it ends. ``durable=False`` lets

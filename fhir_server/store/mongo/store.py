@@ -93,6 +93,8 @@ class MongoStore:
         self.client = me.get_connection(ALIAS)
         ensure_indexes((ResourceDoc, HistoryDoc, LockDoc, JournalDoc))
         self.supports_transactions = self._detect_transactions()
+        self.savepoints = False  # MongoDB transactions have none
+        self.serial_units = False  # concurrent units; conflicts abort one of them
         concern = WriteConcern(w="majority", j=True)
         self.res = self._with_concern(ResourceDoc._get_collection(), concern)
         self.hist = self._with_concern(HistoryDoc._get_collection(), concern)

@@ -114,6 +114,7 @@ class SqliteJournal:
             if not expanded:
                 return 0
             with self.store.write(durable=False):
+                conn = self.store._conn()  # the writer's connection, inside the unit
                 if self.state()["record"] != state["record"]:
                     return 0  # another indexer got there first; the caller asks again
                 pk = state["last_pk"]
@@ -158,6 +159,7 @@ class SqliteJournal:
                                "ORDER BY pk LIMIT ?", (upto, limit)).fetchall()
         entries = [(pk, self.store.indexer(orjson.loads(body), None)) for pk, body in records]
         with self.store.write(durable=False):
+            conn = self.store._conn()
             write_index(conn, JOURNAL, entries)
             conn.execute("UPDATE journal_state SET indexed_upto = ? WHERE name = 'audit'",
                          (records[-1][0],))

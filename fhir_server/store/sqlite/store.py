@@ -1,11 +1,12 @@
 """The embedded store: SQLite (standard library), WAL, ``synchronous=FULL`` (ADR 0003).
 
-One connection per thread; a write unit is ``BEGIN IMMEDIATE … COMMIT``, which
-serialises writers across threads *and* processes, so conditional interactions
-checked inside the unit are race-free. Searches compile to ``pk IN (SELECT pk FROM
-idx_… WHERE p = ? AND …)`` over the typed index tables — never a scan of the bodies:
-:mod:`.compiler` makes the plan, this module runs it; :mod:`.records` is the table
-format, :mod:`.journal` the audit journal.
+One read connection per thread; the write units of a process run one at a time on one
+writer connection and commit in groups (:mod:`.group`, ADR 0026) inside ``BEGIN
+IMMEDIATE … COMMIT``, which serialises writers across threads *and* processes, so
+conditional interactions checked inside a unit are race-free. Searches compile to
+``pk IN (SELECT pk FROM idx_… WHERE p = ? AND …)`` over the typed index tables — never
+a scan of the bodies: :mod:`.compiler` makes the plan, this module runs it;
+:mod:`.records` is the table format, :mod:`.journal` the audit journal.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fhir_server.store.base import (
     keyset_page,
 )
 from fhir_server.store.sqlite.compiler import SqlCompiler, SqlPlan, keyset
+from fhir_server.store.sqlite.group import GroupCommit
 from fhir_server.store.sqlite.journal import SqliteJournal
 from fhir_server.store.sqlite.records import (
     CLINICAL,
@@ -59,6 +61,8 @@ class SqliteStore:
     """The default store: one file in ``TELEIMG_DATA_DIR``; no server needed."""
 
     supports_transactions = True
+    savepoints = True
+    serial_units = True
 
     def __init__(self, path: Path,
                  indexer: Callable[[dict[str, Any], Memo | None], IndexRows] = extract) -> None:
@@ -71,35 +75,43 @@ class SqliteStore:
         # Writers queue on a thread lock, then on a kernel file lock shared by all worker
         # processes: both wake the next writer at once, where SQLite's busy handler would
         # sleep and poll (seconds-long latency tails under concurrent writes).
-        self._writer = threading.Lock()
         self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._group = GroupCommit(self._connect, lambda: self._lock_fd)
         self._journal = SqliteJournal(self, path)
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection: the writer's inside a write unit, else its own (read
+        snapshots)."""
+        if getattr(self._local, "writing", False):
+            return self._group.connection
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30.0)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("ATTACH DATABASE ? AS journal", (str(self.journal_path),))
-            for schema in SCHEMAS:
-                conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
-                # an acknowledged write survives a crash
-                conn.execute(f"PRAGMA {schema}.synchronous=FULL")
-                # one page cache per thread's connection: bounded small (mapped pages
-                # serve reads), all of SQLite's heap by SQLITE_SOFT_HEAP (issue 27 item 9)
-                conn.execute(f"PRAGMA {schema}.cache_size=-{SQLITE_CACHE_KIB}")
-                # Every commit by another connection (other workers) resets this
-                # connection's page cache of that file; mapped pages are re-read without
-                # a syscall.
-                conn.execute(f"PRAGMA {schema}.mmap_size=1073741824")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            conn.execute(f"PRAGMA soft_heap_limit={SQLITE_SOFT_HEAP}")  # process-wide
-            budget.install(conn)  # the request's time budget interrupts reads (item 7)
+            conn = self._connect()
             self._local.conn = conn
             self._local.depth = 0
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("ATTACH DATABASE ? AS journal", (str(self.journal_path),))
+        for schema in SCHEMAS:
+            conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
+            # an acknowledged write survives a crash
+            conn.execute(f"PRAGMA {schema}.synchronous=FULL")
+            # one page cache per thread's connection: bounded small (mapped pages
+            # serve reads), all of SQLite's heap by SQLITE_SOFT_HEAP (issue 27 item 9)
+            conn.execute(f"PRAGMA {schema}.cache_size=-{SQLITE_CACHE_KIB}")
+            # Every commit by another connection (other workers) resets this
+            # connection's page cache of that file; mapped pages are re-read without
+            # a syscall.
+            conn.execute(f"PRAGMA {schema}.mmap_size=1073741824")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute(f"PRAGMA soft_heap_limit={SQLITE_SOFT_HEAP}")  # process-wide
+        budget.install(conn)  # the request's time budget interrupts reads (item 7)
         return conn
 
     def _migrate(self) -> None:
@@ -119,12 +131,13 @@ class SqliteStore:
         fd = os.open(f"{self.path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            conn = self._conn()
+            self._conn()  # the first connection switches the files to WAL
             for script in sorted(MIGRATIONS.glob("*.sql")):
                 number = int(script.name.split("_", 1)[0])
                 text = script.read_text()
                 idempotent = "-- idempotent" in text
                 with self.write():
+                    conn = self._conn()
                     if self._version(conn) >= number:
                         continue
                     # comments may hold semicolons: drop them before splitting statements
@@ -137,6 +150,7 @@ class SqliteStore:
                         conn.execute(f"PRAGMA user_version = {number}")
                 if idempotent:
                     with self.write():
+                        conn = self._conn()
                         if self._version(conn) < number:  # never set a version back
                             conn.execute(f"PRAGMA user_version = {number}")
         finally:
@@ -149,36 +163,33 @@ class SqliteStore:
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[None]:
-        conn = self._conn()
-        if self._local.depth:
+        """A write unit; one nested in another is a savepoint of it: its failure undoes
+        it alone (the enclosing unit may still commit, e.g. the audit of a refused
+        write). The outermost unit commits with the group (:mod:`.group`)."""
+        if getattr(self._local, "writing", False):
+            conn = self._group.connection
+            name = f"nested{self._local.depth}"
+            conn.execute(f"SAVEPOINT {name}")
             self._local.depth += 1
             try:
                 yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                raise
+            else:
+                conn.execute(f"RELEASE {name}")
             finally:
                 self._local.depth -= 1
             return
-        with self._writer:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._conn()  # this thread's state
+        with self._group.unit(durable):
+            self._local.writing, self._local.depth = True, 1
             try:
-                if not durable:  # WAL stays consistent; the next FULL commit syncs it
-                    for schema in SCHEMAS:
-                        conn.execute(f"PRAGMA {schema}.synchronous=NORMAL")
-                conn.execute("BEGIN IMMEDIATE")
-                self._local.depth = 1
-                try:
-                    yield
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                else:
-                    conn.execute("COMMIT")
-                finally:
-                    self._local.depth = 0
+                yield
             finally:
-                if not durable:
-                    for schema in SCHEMAS:
-                        conn.execute(f"PRAGMA {schema}.synchronous=FULL")
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                self._local.writing, self._local.depth = False, 0
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -205,6 +216,7 @@ class SqliteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self._group.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -250,7 +262,7 @@ class SqliteStore:
     # -- writes ------------------------------------------------------------------------
     def put(self, item: Stored, rows: IndexRows | None) -> None:
         conn = self._conn()
-        assert self._local.depth, "put() outside a write unit"
+        assert getattr(self._local, "writing", False), "put() outside a write unit"
         if item.type in APPEND_ONLY_TYPES:
             journal_put(self, item)
             return
