@@ -8,13 +8,12 @@ persist exactly these rows, so they answer the same.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.search.kinds import KINDS, Kind
 from fhir_server.search.kinds.reference import parse_reference
-from fhir_server.search.paths import compile_simple
+from fhir_server.search.paths import top_keys
 from fhir_server.search.registry import SearchParam, params_for
 
 __all__ = ["IndexRows", "Memo", "extract", "parse_reference"]
@@ -51,30 +50,35 @@ class Memo:
         self.rows: dict[str, tuple[tuple[Any, ...], list[Any], Any]] = {}
 
 
-_ROOT = re.compile(r"^[A-Z][A-Za-z]+\.([a-z][A-Za-z]*)")
 _ROOTS: dict[str, tuple[str, ...] | None] = {}
 
 
 def _roots(param: SearchParam) -> tuple[str, ...] | None:
-    """The top-level elements ``param`` reads; None when that is not plain to see
-    (expressions only the FHIRPath engine runs may read anything)."""
+    """The top-level keys of the resource ``param`` reads (choice keys included); None
+    when that is not plain to see (expressions only the FHIRPath engine runs may read
+    anything)."""
     if param.key not in _ROOTS:
         roots: list[str] | None = []
         for path in param.paths:
-            match = _ROOT.match(path.expression)
-            if roots is None or match is None or compile_simple(path.expression) is None:
+            keys = top_keys(path.expression)
+            if roots is None or keys is None:
                 roots = None
                 break
-            roots.append(match.group(1))
-        _ROOTS[param.key] = tuple(roots) if roots is not None else None
+            roots.extend(keys)
+        _ROOTS[param.key] = tuple(dict.fromkeys(roots)) if roots is not None else None
     return _ROOTS[param.key]
 
 
 def extract(resource: dict[str, Any], memo: Memo | None = None) -> IndexRows:
-    """Index rows for every search parameter of the resource's type."""
+    """Index rows for every search parameter of the resource's type. A parameter whose
+    top-level elements the resource lacks is skipped without evaluating its paths (most
+    of a type's parameters, on most resources: issue 32)."""
     rows = IndexRows()
     seen: dict[str, list[Any]] = {}  # parameters sharing a path evaluate it once
     for param in params_for(resource["resourceType"]).values():
+        roots = _roots(param)
+        if roots is not None and not any(key in resource for key in roots):
+            continue
         _extract_param(param, resource, rows, seen, memo)
     return rows
 

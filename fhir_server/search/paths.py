@@ -49,6 +49,24 @@ _EXTENSION_FN = re.compile(r"\.extension\('([^'\\]*)'\)")
 _AS = re.compile(r"^(.+) as ([A-Za-z]+)$")
 
 
+def top_keys(expression: str) -> tuple[str, ...] | None:
+    """The keys of the resource's JSON object a simple path starts from (its first step
+    and, for a choice element, each ``value[x]`` key); None when the path is not simple.
+    A resource holding none of them has no value for the path."""
+    expression = _EXTENSION_FN.sub(r".extension.where(url='\1')", expression)
+    typed = _AS.match(expression)
+    if typed is not None:
+        expression = typed.group(1)
+    match = _SIMPLE.match(expression)
+    if match is None:
+        return None
+    first = _STEP.match(match.group(2))
+    if first is None:
+        return None
+    step, choices, _ = _step_plan(match.group(1), [(first.group(1), None)])[0]
+    return (step, *choices)
+
+
 def compile_simple(expression: str) -> Callable[[dict[str, Any]], list[Any]] | None:
     # ``extension('url')`` is ``extension.where(url='url')``; ``path as T`` keeps the
     # choice element of type T only (FHIRPath "as" on a choice)
