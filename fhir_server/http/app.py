@@ -3,9 +3,9 @@
 It parses the body by Content-Type (JSON, XML, JSON Patch, form for ``_search``),
 resolves the URL with the route table (:mod:`fhir_server.interactions.routing`), calls
 the server and writes the rendered bytes back. One read path (ADR 0004): a read is
-served inline by :func:`serve_inline` — from :class:`ReadFastPath` for a plain ``GET``
-the table names a read, from the endpoint otherwise; every other interaction runs in
-the thread pool under its time budget.
+served inline by :func:`serve_inline`; every other interaction runs in a worker thread
+under its time budget. :class:`ReadFastPath` takes the ``GET`` queries (read, vread,
+search, history) before FastAPI; the endpoint takes the rest.
 
 Order of the checks, whatever the method and path (only ``GET``/``HEAD /fhir/metadata``
 is public): no or bad token -> 401 (audited, R-SEC-1, R-SEC-3), also on paths and types
@@ -39,7 +39,7 @@ from fhir_server.config import Settings
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.core.formats import from_xml
 from fhir_server.core.model import FhirRequest, Interaction, RequestContext
-from fhir_server.core.resource_types import require_supported
+from fhir_server.core.resource_types import is_supported, require_supported
 from fhir_server.http import openapi, smart
 from fhir_server.http.body import bound_malloc, read_body, run_watched
 from fhir_server.interactions.capabilities import publish_security
@@ -180,7 +180,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def fhir_endpoint(request: Request, path: str = "") -> Response:
-    """Every FHIR interaction that is not a plain read taken by :class:`ReadFastPath`."""
+    """Every FHIR interaction that :class:`ReadFastPath` does not take."""
     core: FhirServer = request.app.state.fhir
     settings: Settings = request.app.state.settings
     request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
@@ -212,7 +212,7 @@ async def fhir_endpoint(request: Request, path: str = "") -> Response:
         reading = req.interaction in READS or (
             req.interaction == Interaction.OPERATION and req.method in ("GET", "HEAD"))
         rendered = await run_watched(
-            request, Budget(core.limits.query_timeout if reading else None,
+            request.receive, Budget(core.limits.query_timeout if reading else None,
                             core.limits.max_includes),
             _handle_and_render, core, req)
     return _respond(rendered, request_id, head=request.method == "HEAD")
@@ -296,34 +296,36 @@ def serve_inline(core: FhirServer, req: FhirRequest) -> Rendered:
 
 
 class ReadFastPath:
-    """ASGI entry for plain reads: ``GET /fhir/...`` without a query string that the
-    route table names a read (``{type}/{id}``) of a type we serve (ADR 0004).
+    """ASGI entry for the queries: ``GET /fhir/...`` that the route table names a read,
+    vread, search or history of a type we serve (ADR 0004; issue 32).
 
-    It serves them with :func:`serve_inline`, minus FastAPI's routing and request
-    objects (framework overhead would otherwise dominate a read). Anything else — and
-    a path the table does not resolve, whose 401/404/405 order is the endpoint's — goes
-    to the FastAPI app.
+    A plain read is served in the event loop by :func:`serve_inline`; the others run in a
+    worker thread under their time budget (:func:`run_watched`) — both minus FastAPI's
+    routing, dependency solving and request objects, which cost more CPU than a
+    one-result search. Anything else — a path or parameters the table refuses, whose
+    401/404/405/400 order is the endpoint's — goes to the FastAPI app.
     """
 
     def __init__(self, app: Any, core: FhirServer, base_url: str | None) -> None:
         self.app = app
         self.core = core
         self.base_url = base_url
-        # with CORS on, a browser's read (it sends Origin) goes through the middleware
+        # with CORS on, a browser's request (it sends Origin) goes through the middleware
         state = getattr(app, "state", None)
         self.cors = bool(getattr(state, "cors", False)) if state is not None else False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        target = self._read(scope)
-        if target is None:
+        req = self._query(scope)
+        if req is None:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or str(uuid.uuid4())
-        req = FhirRequest(Interaction.READ, *target, headers=headers,
-                          base_url=self.base_url or _base_from_scope(scope, headers),
-                          context=_context(request_id, scope.get("client"), headers))
-        rendered = serve_inline(self.core, req)
+        if req.interaction == Interaction.READ:
+            rendered = serve_inline(self.core, req)
+        else:
+            rendered = await run_watched(
+                receive, Budget(self.core.limits.query_timeout, self.core.limits.max_includes),
+                _handle_and_render, self.core, req)
+        request_id = req.context.request_id or ""
         out = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                for k, v in rendered.headers.items()]
         out.append((b"x-request-id", request_id.encode("latin-1")))
@@ -335,12 +337,30 @@ class ReadFastPath:
         await send({"type": "http.response.start", "status": rendered.status, "headers": out})
         await send({"type": "http.response.body", "body": rendered.body})
 
-    def _read(self, scope: Any) -> tuple[str, str] | None:
-        """(type, id) when this request is a plain read, from the route table."""
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["query_string"] or \
+    def _query(self, scope: Any) -> FhirRequest | None:
+        """The request, when this is a query the fast path takes."""
+        if scope["type"] != "http" or scope["method"] != "GET" or \
                 (self.cors and any(k == b"origin" for k, _ in scope["headers"])):
             return None
         path: str = scope["path"]
         if not path.startswith("/fhir/"):
             return None
-        return read_target(path[6:])
+        query: bytes = scope["query_string"]
+        target = None if query else read_target(path[6:])
+        first = path[6:].split("/", 1)[0]
+        if target is None and not (first.startswith("_") or is_supported(first)):
+            return None  # the endpoint's 404 (or its /metadata, $operations)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or str(uuid.uuid4())
+        context = _context(request_id, scope.get("client"), headers)
+        base_url = self.base_url or _base_from_scope(scope, headers)
+        if target is not None:
+            return FhirRequest(Interaction.READ, *target, headers=headers, base_url=base_url,
+                               context=context)
+        try:
+            req = route("GET", path[6:], parse_qsl(query.decode("latin-1"),
+                                                   keep_blank_values=True),
+                        headers=headers, base_url=base_url, context=context)
+        except FhirError:
+            return None  # the endpoint answers, in its order
+        return req if req.interaction in READS else None

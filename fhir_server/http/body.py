@@ -17,12 +17,14 @@ client that disconnects cancels the budget, which interrupts the running query.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import anyio
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.types import Receive
 
 from fhir_server.core.errors import ErrorKind, FhirError
 from fhir_server.store import budget as budgets
@@ -75,25 +77,33 @@ def _budgeted(budget: budgets.Budget, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
 
 
-async def run_watched(request: Request, budget: budgets.Budget, fn: Callable[..., T],
+# the worker threads of the interactions that do not run in the event loop: a plain
+# executor (one future per request) where anyio's portal and task group cost more CPU
+# than a one-result search itself (issue 32)
+_WORKERS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="fhir")
+
+
+async def run_watched(receive: Receive, budget: budgets.Budget, fn: Callable[..., T],
                       *args: Any) -> T:
     """Run ``fn(*args)`` in a worker thread under ``budget``; a disconnect seen meanwhile
-    cancels the budget, so the query running in the thread is interrupted (item 7)."""
+    (on the ASGI ``receive``, once the body is read) cancels the budget, so the query
+    running in the thread is interrupted (item 7)."""
 
     async def watch() -> None:
         while True:
-            message = await request.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
                 budget.cancel()
                 return
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(watch)
-        try:
-            result = await run_in_threadpool(_budgeted, budget, fn, *args)
-        finally:
-            group.cancel_scope.cancel()
-    return result
+    loop = asyncio.get_running_loop()
+    watcher = loop.create_task(watch())
+    try:
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(_WORKERS, context.run, _budgeted, budget, fn,
+                                          *args)
+    finally:
+        watcher.cancel()
 
 
 def bound_malloc() -> None:
