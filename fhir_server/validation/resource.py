@@ -94,8 +94,15 @@ def validate_resource(body: Any, expected_type: str | None = None) -> dict[str, 
 
 def base_issues(body: dict[str, Any], rtype: str) -> list[Issue]:
     """Every way ``body`` breaks the base R4 specification, one issue per problem (the
-    element-wise check first; the models' findings on other elements after it)."""
-    issues = base_spec.check(body, rtype)
+    element-wise check first; the models' findings on other elements after it).
+
+    The model runs only when the element-wise walk cannot prove it would accept the
+    body (ADR 0027): a defect found, an element it requires missing, two values of one
+    choice, a value its own validators might refuse. A valid resource — the common case
+    — is checked once, without the model; every refused one gets the same issues."""
+    issues, model_accepts = base_spec.walk(body, rtype)
+    if model_accepts and not issues and body.get("resourceType") == rtype:
+        return issues
     try:
         model_class(rtype).model_validate(body)
     except ValidationError as exc:
