@@ -6,8 +6,10 @@ fixed and pattern values, required bindings, our invariants, slicing. Structure 
 datatypes are the R4 models' job (validation/resource.py); this adds the profile.
 
 Slicing: a value belongs to the first slice whose fixed or pattern values at the
-discriminator paths (``system``, ``url``, ``type``…) it matches. Invariants are FHIRPath
-(fhirpathpy), compiled once; those of the base specification are left to the models.
+discriminator paths (``system``, ``url``, ``type``…) it matches. Invariants are FHIRPath,
+compiled once into Python closures (validation/fhirpath.py, ADR 0027) with fhirpathpy for
+the shapes and cases those leave to it; those of the base specification are left to the
+models.
 Messages are French: they name the missing clinical element from the element's ``short``.
 """
 
@@ -21,6 +23,7 @@ from fhirpathpy.models import models
 
 from fhir_server.core.canonical import BASE
 from fhir_server.core.errors import Issue
+from fhir_server.validation.fhirpath import Fallback, compile_fast
 from terminology.service import Terminology, TerminologyError
 
 NOUN = {"ServiceRequest": "la demande d'examen", "Patient": "le patient",
@@ -42,7 +45,8 @@ class Rule:
     fixed: Any = None
     pattern: Any = None
     binding: str | None = None  # required value set
-    constraints: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    # key, severity, human, fhirpathpy's compiled form, ours (None: not compiled)
+    constraints: list[tuple[str, str, str, Any, Any]] = field(default_factory=list)
     discriminators: tuple[str, ...] = ()
     closed: bool = False
     slices: dict[str, Rule] = field(default_factory=dict)
@@ -91,7 +95,8 @@ def compile_profile(sd: dict[str, Any]) -> Rule:
             if binding.get("strength") == "required" and
             binding.get("valueSet", "").startswith(BASE) else None,
             constraints=[(c["key"], c.get("severity", "error"), c["human"],
-                          fhirpathpy.compile(c["expression"], models["r4"]))
+                          fhirpathpy.compile(c["expression"], models["r4"]),
+                          compile_fast(c["expression"]))
                          for c in e.get("constraint", []) if c.get("source") == BASE],
             discriminators=tuple(d["path"] for d in slicing["discriminator"])
             if slicing else (),
@@ -233,13 +238,21 @@ class ProfileValidator:
                                 expression=[expr]))
         if rule.binding:
             self._binding(rule, value, expr, issues)
-        for key, severity, human, compiled in rule.constraints:
-            try:
-                result = compiled(value, {"resource": resource})
-            except Exception as exc:  # an invariant that cannot run is reported, not hidden
-                issues.append(Issue(f"{key} : invariant non évaluable ({exc})",
-                                    code="exception", severity="warning", expression=[expr]))
-                continue
+        for key, severity, human, compiled, fast in rule.constraints:
+            result = None
+            if fast is not None:
+                try:
+                    result = fast(value)
+                except Fallback:
+                    pass  # a case the compiled form leaves to fhirpathpy
+            if result is None:
+                try:
+                    result = compiled(value, {"resource": resource})
+                except Exception as exc:  # an invariant that cannot run is reported
+                    issues.append(Issue(f"{key} : invariant non évaluable ({exc})",
+                                        code="exception", severity="warning",
+                                        expression=[expr]))
+                    continue
             if result == [False]:
                 issues.append(Issue(f"{human} [{key}]", code="invariant",
                                     severity="error" if severity == "error" else "warning",

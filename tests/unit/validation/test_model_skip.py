@@ -136,7 +136,7 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @pytest.mark.skipif(not CORPUS, reason="no examples")
-@settings(max_examples=1500, deadline=None, derandomize=True,
+@settings(max_examples=800, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(body=mutated())
 def test_mutations_get_the_same_answer_with_or_without_the_model(body: dict[str, Any]) -> None:
