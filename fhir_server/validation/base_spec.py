@@ -35,6 +35,7 @@ Every problem is one :class:`Issue` with the FHIRPath ``expression`` of the elem
 
 from __future__ import annotations
 
+import calendar
 import inspect
 import json
 import re
@@ -244,9 +245,9 @@ def _object_rules(model: Any) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, .
 
 
 # What the R4B models check of a primitive beyond what this module checks (ADR 0027),
-# for a value this module accepted. The kinds absent here are checked with the model's
-# own validator of the type (date, dateTime, instant, time: calendar validity;
-# base64Binary, uuid), so the answer is the model's by construction.
+# for a value this module accepted. The kinds absent here (base64Binary, uuid, any other)
+# are checked with the model's own validator of the type: the model's answer by
+# construction.
 _MODEL_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
 _MODEL_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _IMPLIED = frozenset({"boolean", "integer", "unsignedInt", "positiveInt", "id", "uri", "url",
@@ -268,11 +269,27 @@ def _sure_decimal(value: Any) -> bool:
     return type(value) is int or _MODEL_DECIMAL.fullmatch(str(value)) is not None
 
 
+def _sure_calendar(value: Any) -> bool:
+    """date, dateTime, instant, time that matched their R4 regex: the model parses them
+    (pydantic's ISO 8601 parser; a leap second as :59, any number of decimals) and
+    refuses only a day past the end of its month (tests/unit/validation/test_model_skip)."""
+    if len(value) < 10 or value[2] == ":":
+        return True  # YYYY, YYYY-MM or a time: the regex is the model's whole check
+    year, month, day = int(value[:4]), int(value[5:7]), int(value[8:10])
+    return day <= calendar.monthrange(year, month)[1]
+
+
+_SURE: dict[str, Callable[[Any], bool]] = {
+    "string": _sure_string, "code": _sure_code, "decimal": _sure_decimal,
+    "date": _sure_calendar, "dateTime": _sure_calendar, "instant": _sure_calendar,
+    "time": _sure_calendar}
+
+
 def _sure(kind: str, annotation: Any) -> Callable[[Any], bool] | None:
     if kind in _IMPLIED:
         return None
-    if kind in ("string", "code", "decimal"):
-        return {"string": _sure_string, "code": _sure_code, "decimal": _sure_decimal}[kind]
+    if kind in _SURE:
+        return _SURE[kind]
     adapter = TypeAdapter(annotation)
 
     def model_accepts(value: Any) -> bool:
@@ -380,11 +397,28 @@ def _plain_string(value: Any) -> bool:
         CONTROL.search(value) is None
 
 
-# what most values are, accepted without building an error message
+# what most values are, accepted without building an error message: each implies that
+# primitive_error finds nothing (a code, uri, id or date: its R4 regex, which admits no
+# control character, and non-empty)
+_CODE_FAST = re.compile(r"[^\s\x00-\x1f\x7f]+( [^\s\x00-\x1f\x7f]+)*")
+_URI_FAST = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    return lambda v: type(v) is str and pattern.fullmatch(v) is not None
+
+
 FAST: dict[str, Any] = {
     "boolean": lambda v: v is True or v is False,
     "string": _plain_string, "markdown": _plain_string,
     "decimal": lambda v: type(v) is int or type(v) is float,
+}
+# the same for elements without a required binding (a bound one checks its value set)
+FAST_UNBOUND: dict[str, Any] = {
+    "code": _matching(_CODE_FAST), "uri": _matching(_URI_FAST), "url": _matching(_URI_FAST),
+    "canonical": _matching(_URI_FAST),
+    **{kind: _matching(PATTERNS[kind]) for kind in ("id", "date", "dateTime", "instant",
+                                                      "time")},
 }
 
 
@@ -443,7 +477,7 @@ class Walker:
                 self.add(where, "must not be an array (the element does not repeat)")
             else:
                 self.value(element, value, where)
-        if not self.unsure:
+        if (plan.required or plan.choices) and not self.unsure:
             self.unsure = not _model_rules_hold(node, plan)
 
     def items(self, node: dict[str, Any], key: str, element: Element, values: list[Any],
@@ -500,8 +534,11 @@ class Walker:
         if kind == "resource":
             self.nested(element, value, where)
             return
+        fast = FAST.get(kind)
+        if fast is None and element.codes is None and element.syntax is None:
+            fast = FAST_UNBOUND.get(kind)
         if (element.codes is not None and type(value) is str and value in element.codes) \
-                or _fast(kind, value):
+                or (fast is not None and fast(value)):
             pass  # the common case: a code of its required value set, a plain value
         else:
             self.refuse(element, value, where)
@@ -523,11 +560,6 @@ class Walker:
         elif element.syntax is not None and not element.syntax.fullmatch(value):
             self.add(where, f"{_describe(value)} is not a code of {element.value_set}",
                      "code-invalid")
-
-
-def _fast(kind: str, value: Any) -> bool:
-    fast = FAST.get(kind)
-    return fast is not None and bool(fast(value))
 
 
 def _model_rules_hold(node: dict[str, Any], plan: Plan) -> bool:

@@ -45,18 +45,24 @@ def check_id(rid: str, expression: str = "id") -> str:
 
 
 def _depth(value: Any, limit: int) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
+    """The nesting depth of ``value`` (a scalar inside the body counts as a level), or
+    the first depth past ``limit``. Walked level by level: one list per level rather
+    than one tuple per node (issue 32)."""
+    level = [value]
+    depth = 1
+    while True:
+        nested: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                nested.extend(node.values())
+            elif isinstance(node, list):
+                nested.extend(node)
+        if not nested:
+            return depth
+        depth += 1
         if depth > limit:
             return depth
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return deepest
+        level = nested
 
 
 def _path(rtype: str, loc: tuple[Any, ...]) -> str:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fhir.resources.R4B import fhirtypes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from fhir_server.core.errors import Issue
 from fhir_server.core.resource_types import is_supported, model_class
@@ -157,3 +158,31 @@ def test_required_choice_and_calendar_are_left_to_the_model() -> None:
         issues, sure = base_spec.walk(body)
         assert not issues and not sure, body
         assert base_issues(body, body["resourceType"]), body
+
+
+def _adapter(kind: str) -> TypeAdapter[Any]:
+    return TypeAdapter(getattr(fhirtypes, kind[0].upper() + kind[1:] + "Type"))
+
+
+@pytest.mark.parametrize("kind", ["date", "dateTime", "instant", "time"])
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_the_calendar_rule_is_the_models(kind: str, data: st.DataObject) -> None:
+    """On every value its R4 regex admits, the walk's calendar rule answers as the
+    model's own validator of the type (leap seconds, decimals, offsets, 29 February)."""
+    value = data.draw(st.from_regex(base_spec.PATTERNS[kind], fullmatch=True))
+    try:
+        _adapter(kind).validate_python(value)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert base_spec._sure_calendar(value) == accepted, value
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=st.text(min_size=1, max_size=8))
+def test_what_the_walk_vouches_for_in_strings_and_codes_the_model_accepts(value: str) -> None:
+    if base_spec.primitive_error("string", value) is None and base_spec._sure_string(value):
+        _adapter("string").validate_python(value)
+    if base_spec.primitive_error("code", value) is None and base_spec._sure_code(value):
+        _adapter("code").validate_python(value)
