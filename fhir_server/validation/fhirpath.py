@@ -185,6 +185,11 @@ def _string_singleton(items: Items) -> str:
 
 
 class _Compiler:
+    def __init__(self) -> None:
+        # closures whose value does not depend on the focus (literals and their unions),
+        # with that value: computed once, here
+        self.constants: dict[Fn, Items] = {}
+
     def expr(self, node: dict[str, Any]) -> Fn:
         kind = node["type"]
         method = getattr(self, kind, None)
@@ -205,7 +210,13 @@ class _Compiler:
 
     def LiteralTerm(self, node: dict[str, Any]) -> Fn:
         value = self.literal(node["children"][0])
-        return lambda items: [value]
+        return self.constant([value])
+
+    def constant(self, value: Items) -> Fn:
+        def fn(items: Items) -> Items:
+            return value
+        self.constants[fn] = value
+        return fn
 
     def literal(self, node: dict[str, Any]) -> Any:
         text = node.get("text", "")
@@ -370,6 +381,12 @@ class _Compiler:
 
     def UnionExpression(self, node: dict[str, Any]) -> Fn:
         left, right = self.operands(node)
+        if left in self.constants and right in self.constants:
+            out: Items = []
+            for value in (*self.constants[left], *self.constants[right]):
+                if value not in out:
+                    out.append(value)
+            return self.constant(out)
 
         def union(items: Items) -> Items:
             out: Items = []
@@ -403,6 +420,17 @@ class _Compiler:
         if node["terminalNodeText"][0] != "in":
             raise Unsupported("contains")
         left, right = self.operands(node)
+        if self.constants.get(right):
+            allowed = frozenset(_scalar(v) for v in self.constants[right])
+
+            def member_of_constants(items: Items) -> Items:
+                a = left(items)
+                if not a:
+                    return []
+                if len(a) > 1:
+                    raise Fallback
+                return [_scalar(a[0]) in allowed]
+            return member_of_constants
 
         def member(items: Items) -> Items:
             a, b = left(items), right(items)
