@@ -158,6 +158,10 @@ class ProfileValidator:
         self.root = compile_profile(sd)
         self.terminology = terminology
         self.noun = NOUN.get(self.type, "la ressource")
+        # per rule, computed once (issue 32): the slices' discriminator values and the
+        # form of their expression
+        self._discriminated: dict[int, list[tuple[str, list[tuple[str, Any]]]]] = {}
+        self._slice_forms: dict[int, tuple[str | None, str | None, str | None]] = {}
 
     def validate(self, resource: dict[str, Any]) -> list[Issue]:
         issues: list[Issue] = []
@@ -190,8 +194,10 @@ class ProfileValidator:
         if not isinstance(node, dict):
             return
         for name, child in rule.children.items():
-            self._element(child, _values(node, name), f"{expr}.{name.replace('[x]', '')}",
-                          resource, issues)
+            values = _values(node, name)
+            if values or child.min or child.slices:  # an absent optional one: no rule
+                self._element(child, values, f"{expr}.{name.replace('[x]', '')}",
+                              resource, issues)
 
     def _element(self, rule: Rule, values: list[tuple[str, Any]], expr: str,
                  resource: dict[str, Any], issues: list[Issue]) -> None:
@@ -229,6 +235,9 @@ class ProfileValidator:
 
     def _value_rules(self, rule: Rule, value: Any, expr: str, resource: dict[str, Any],
                      issues: list[Issue]) -> None:
+        if rule.fixed is None and rule.pattern is None and not rule.binding \
+                and not rule.constraints:
+            return
         if rule.fixed is not None and value != rule.fixed:
             issues.append(Issue(f"{rule.short} : la valeur doit être {rule.fixed!r} ({expr})",
                                 code="value", expression=[expr]))
@@ -286,19 +295,15 @@ class ProfileValidator:
 
     # -- slicing -----------------------------------------------------------------------
     def _slice_of(self, sliced: Rule, value: Any) -> str | None:
-        for name, rule in sliced.slices.items():
-            declared = False
-            matched = True
-            for path in sliced.discriminators:
-                want = self._slice_value(rule, path)
-                if want is None:
-                    continue
-                declared = True
-                got = value.get(path) if isinstance(value, dict) else None
-                if not _contains(got, want):
-                    matched = False
-                    break
-            if declared and matched:
+        slices = self._discriminated.get(id(sliced))
+        if slices is None:
+            slices = self._discriminated[id(sliced)] = [
+                (name, [(path, want) for path in sliced.discriminators
+                        if (want := self._slice_value(rule, path)) is not None])
+                for name, rule in sliced.slices.items()]
+        for name, wanted in slices:
+            if wanted and all(_contains(value.get(path) if isinstance(value, dict) else None,
+                                        want) for path, want in wanted):
                 return name
         return None
 
@@ -312,13 +317,25 @@ class ProfileValidator:
         return None
 
     def _slice_expr(self, rule: Rule, expr: str) -> str:
-        url = self._slice_value(rule, "url")
-        if isinstance(url, str) and expr.endswith(".extension"):
+        form = self._slice_forms.get(id(rule))
+        if form is None:
+            form = self._slice_forms[id(rule)] = self._slice_form(rule)
+        url, system, code = form
+        if url is not None and expr.endswith(".extension"):
             return f"{expr[:-len('.extension')]}.extension('{url}')"
-        system = self._slice_value(rule, "system")
-        if isinstance(system, str):
+        if system is not None:
             return f"{expr}.where(system = '{system}')"
-        kind = self._slice_value(rule, "type")
-        if isinstance(kind, dict) and kind.get("coding"):
-            return f"{expr}.where(type.coding.code = '{kind['coding'][0].get('code')}')"
+        if code is not None:
+            return f"{expr}.where(type.coding.code = '{code}')"
         return f"{expr}:{rule.name}"
+
+    def _slice_form(self, rule: Rule) -> tuple[str | None, str | None, str | None]:
+        """What names a slice in an expression: its extension url, its identifier system,
+        its identifier type code (each when the slice fixes it)."""
+        url = self._slice_value(rule, "url")
+        system = self._slice_value(rule, "system")
+        kind = self._slice_value(rule, "type")
+        return (url if isinstance(url, str) else None,
+                system if isinstance(system, str) else None,
+                f"{kind['coding'][0].get('code')}"
+                if isinstance(kind, dict) and kind.get("coding") else None)
