@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak lint install install-test clean
+.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak bench-validation lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench-delivery: install-test
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
+
+# µs per validated resource by type, before (BENCH_VALIDATION_AGAINST, a git revision:
+# default the tree before issue 32's compiled validation) and after, same run (ADR 0027)
+BENCH_VALIDATION_AGAINST ?= c0ef84b
+bench-validation: install-test
+	$(BIN)/python -m benchmarks.validation --against $(BENCH_VALIDATION_AGAINST)
 
 # mixed HTTP + MLLP + DICOM load at 80 % of the measured maximum for TELEIMG_SOAK_SECONDS
 # (default 1800): RSS of every process and p50/p99 per minute; exit 1 on growth or drift

@@ -35,6 +35,7 @@ Every problem is one :class:`Issue` with the FHIRPath ``expression`` of the elem
 
 from __future__ import annotations
 
+import calendar
 import inspect
 import json
 import re
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import TypeAdapter, ValidationError
 
 from fhir_server.core.errors import Issue
 
@@ -108,15 +110,22 @@ class Element:
     codes: frozenset[str] | None = None
     syntax: re.Pattern[str] | None = None
     value_set: str | None = None
+    # whether the R4B model certainly accepts a value this check accepted (ADR 0027);
+    # None: always (the model's own check of this type is implied by ours)
+    sure: Callable[[Any], bool] | None = None
 
 
 @dataclass(slots=True)
 class Plan:
-    """The elements of one type or backbone element, by JSON name."""
+    """The elements of one type or backbone element, by JSON name, and what the R4B
+    model checks of the object as a whole (ADR 0027): the elements it requires and
+    its choice groups (formats.html#choice: at most one; ``required``: exactly one)."""
 
     path: str
     resource: bool
     elements: dict[str, Element] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    choices: tuple[tuple[tuple[str, ...], bool], ...] = ()
 
 
 @cache
@@ -178,6 +187,7 @@ def plan_of(model: Any, path: str) -> Plan:
     bound = bindings.get(owner, {})
     plan = Plan(path, resource=hasattr(model, "has_resource_base") and
                 model.has_resource_base() and path == model.__name__)
+    plan.required, plan.choices = _object_rules(model)
     for name, info in model.model_fields.items():
         json_name = info.alias or name
         annotation, many = _unwrap(info.annotation)
@@ -193,7 +203,7 @@ def plan_of(model: Any, path: str) -> Plan:
             continue
         kind = _primitive(annotation)
         if kind is not None:
-            element = Element(json_name, many, kind)
+            element = Element(json_name, many, kind, sure=_sure(kind, annotation))
             vs = bound.get(f"{prefix}.{json_name}" if prefix else json_name)
             if vs is not None:
                 element.value_set = vs
@@ -215,6 +225,80 @@ def plan_of(model: Any, path: str) -> Plan:
         plan.elements[json_name] = Element(json_name, many, "complex", child, child_path)
     _PLANS[model] = plan
     return plan
+
+
+def _object_rules(model: Any) -> tuple[tuple[str, ...], tuple[tuple[tuple[str, ...], bool],
+                                                                ...]]:
+    """What the R4B model checks of an object besides its elements' values: the fields
+    pydantic requires and those its after-validator requires (a primitive with
+    min = 1), and its choice groups with whether one is required."""
+    fields = model.model_fields
+    instance = model.model_construct()
+    required = [info.alias or name for name, info in fields.items() if info.is_required()]
+    required += [name for name, _ in instance.get_required_fields() if name not in required]
+    choices = []
+    for names in instance.get_one_of_many_fields().values():
+        extra = fields[names[0]].json_schema_extra
+        choices.append((tuple(fields[n].alias or n for n in names),
+                        isinstance(extra, dict) and extra.get("one_of_many_required") is True))
+    return tuple(required), tuple(choices)
+
+
+# What the R4B models check of a primitive beyond what this module checks (ADR 0027),
+# for a value this module accepted. The kinds absent here (base64Binary, uuid, any other)
+# are checked with the model's own validator of the type: the model's answer by
+# construction.
+_MODEL_CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
+_MODEL_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_IMPLIED = frozenset({"boolean", "integer", "unsignedInt", "positiveInt", "id", "uri", "url",
+                      "canonical", "oid", "markdown", "xhtml"})
+
+
+def _sure_string(value: Any) -> bool:
+    # the model's pattern ``[ \r\n\t\S]+`` is searched: one character that is not
+    # Unicode white space suffices (its white space is within Python's ``isspace``)
+    return not value.isspace()
+
+
+def _sure_code(value: Any) -> bool:
+    # the model's ``^[^\s]+(\s[^\s]+)*$``: the same on ASCII in both regex engines
+    return bool(value.isascii() and _MODEL_CODE.fullmatch(value))
+
+
+def _sure_decimal(value: Any) -> bool:
+    return type(value) is int or _MODEL_DECIMAL.fullmatch(str(value)) is not None
+
+
+def _sure_calendar(value: Any) -> bool:
+    """date, dateTime, instant, time that matched their R4 regex: the model parses them
+    (pydantic's ISO 8601 parser; a leap second as :59, any number of decimals) and
+    refuses only a day past the end of its month (tests/unit/validation/test_model_skip)."""
+    if len(value) < 10 or value[2] == ":":
+        return True  # YYYY, YYYY-MM or a time: the regex is the model's whole check
+    year, month, day = int(value[:4]), int(value[5:7]), int(value[8:10])
+    return day <= calendar.monthrange(year, month)[1]
+
+
+_SURE: dict[str, Callable[[Any], bool]] = {
+    "string": _sure_string, "code": _sure_code, "decimal": _sure_decimal,
+    "date": _sure_calendar, "dateTime": _sure_calendar, "instant": _sure_calendar,
+    "time": _sure_calendar}
+
+
+def _sure(kind: str, annotation: Any) -> Callable[[Any], bool] | None:
+    if kind in _IMPLIED:
+        return None
+    if kind in _SURE:
+        return _SURE[kind]
+    adapter = TypeAdapter(annotation)
+
+    def model_accepts(value: Any) -> bool:
+        try:
+            adapter.validate_python(value)
+        except (ValidationError, ValueError, TypeError):
+            return False
+        return True
+    return model_accepts
 
 
 RESOURCE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -313,22 +397,41 @@ def _plain_string(value: Any) -> bool:
         CONTROL.search(value) is None
 
 
-# what most values are, accepted without building an error message
+# what most values are, accepted without building an error message: each implies that
+# primitive_error finds nothing (a code, uri, id or date: its R4 regex, which admits no
+# control character, and non-empty)
+_CODE_FAST = re.compile(r"[^\s\x00-\x1f\x7f]+( [^\s\x00-\x1f\x7f]+)*")
+_URI_FAST = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[Any], bool]:
+    return lambda v: type(v) is str and pattern.fullmatch(v) is not None
+
+
 FAST: dict[str, Any] = {
     "boolean": lambda v: v is True or v is False,
     "string": _plain_string, "markdown": _plain_string,
     "decimal": lambda v: type(v) is int or type(v) is float,
 }
+# the same for elements without a required binding (a bound one checks its value set)
+FAST_UNBOUND: dict[str, Any] = {
+    "code": _matching(_CODE_FAST), "uri": _matching(_URI_FAST), "url": _matching(_URI_FAST),
+    "canonical": _matching(_URI_FAST),
+    **{kind: _matching(PATTERNS[kind]) for kind in ("id", "date", "dateTime", "instant",
+                                                      "time")},
+}
 
 
 class Walker:
-    """Checks one resource; collects one issue per problem."""
+    """Checks one resource; collects one issue per problem, and whether the R4B model
+    would accept it all (``unsure`` set when that is not proven, ADR 0027)."""
 
-    __slots__ = ("contained", "issues")
+    __slots__ = ("contained", "issues", "unsure")
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
         self.contained = False  # walking a contained resource (dom-2, dom-4, dom-5)
+        self.unsure = False
 
     def add(self, expr: str, text: str, code: str = "structure") -> None:
         self.issues.append(Issue(f"{expr}: {text}", code=code, expression=[expr]))
@@ -374,6 +477,8 @@ class Walker:
                 self.add(where, "must not be an array (the element does not repeat)")
             else:
                 self.value(element, value, where)
+        if (plan.required or plan.choices) and not self.unsure:
+            self.unsure = not _model_rules_hold(node, plan)
 
     def items(self, node: dict[str, Any], key: str, element: Element, values: list[Any],
               where: str) -> None:
@@ -388,6 +493,7 @@ class Walker:
                         if type(sibling) is not list:
                             sibling = []
                     if i < len(sibling) and sibling[i] is not None:
+                        self.unsure = True  # rare: left to the model
                         continue  # the value or its extensions are in the other array
                 self.add(here, "null is not allowed here (only in a primitive array, "
                          "beside a value or extension at the same position)")
@@ -428,12 +534,22 @@ class Walker:
         if kind == "resource":
             self.nested(element, value, where)
             return
-        if element.codes is not None and type(value) is str and value in element.codes:
-            return  # the common case: a code of its required value set
         fast = FAST.get(kind)
-        if fast is not None and fast(value):
-            return
-        error = primitive_error(kind, value)
+        if fast is None and element.codes is None and element.syntax is None:
+            fast = FAST_UNBOUND.get(kind)
+        if (element.codes is not None and type(value) is str and value in element.codes) \
+                or (fast is not None and fast(value)):
+            pass  # the common case: a code of its required value set, a plain value
+        else:
+            self.refuse(element, value, where)
+            if self.issues:
+                return
+        if element.sure is not None and not element.sure(value):
+            self.unsure = True
+
+    def refuse(self, element: Element, value: Any, where: str) -> None:
+        """The issue of a primitive value outside the fast cases, if any."""
+        error = primitive_error(element.kind, value)
         if error is not None:
             self.add(where, error, "structure" if "must be a JSON" in error else "value")
         elif element.codes is not None:
@@ -446,9 +562,32 @@ class Walker:
                      "code-invalid")
 
 
+def _model_rules_hold(node: dict[str, Any], plan: Plan) -> bool:
+    """The elements the model requires are there, and no choice group has two values
+    (or none when one is required)."""
+    for name in plan.required:
+        if node.get(name) is None:
+            return False
+    for names, required in plan.choices:
+        found = 0
+        for name in names:
+            if name in node:
+                found += 1
+        if found > 1 or (required and not found):
+            return False
+    return True
+
+
 def check(resource: dict[str, Any], expr: str | None = None) -> list[Issue]:
     """Every base-specification problem of ``resource`` (a JSON object with a known
     ``resourceType``), one issue each."""
+    return walk(resource, expr)[0]
+
+
+def walk(resource: dict[str, Any], expr: str | None = None) -> tuple[list[Issue], bool]:
+    """:func:`check`, and whether the R4B model certainly accepts ``resource`` as well
+    (the resource's type and the model's, its required elements and choice groups, the
+    model's own primitive checks — ADR 0027). False means "not proven", not "refused"."""
     walker = Walker()
     walker.resource(resource, expr or str(resource.get("resourceType")))
-    return walker.issues
+    return walker.issues, not walker.unsure

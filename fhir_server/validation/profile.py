@@ -6,8 +6,10 @@ fixed and pattern values, required bindings, our invariants, slicing. Structure 
 datatypes are the R4 models' job (validation/resource.py); this adds the profile.
 
 Slicing: a value belongs to the first slice whose fixed or pattern values at the
-discriminator paths (``system``, ``url``, ``type``…) it matches. Invariants are FHIRPath
-(fhirpathpy), compiled once; those of the base specification are left to the models.
+discriminator paths (``system``, ``url``, ``type``…) it matches. Invariants are FHIRPath,
+compiled once into Python closures (validation/fhirpath.py, ADR 0027) with fhirpathpy for
+the shapes and cases those leave to it; those of the base specification are left to the
+models.
 Messages are French: they name the missing clinical element from the element's ``short``.
 """
 
@@ -21,6 +23,7 @@ from fhirpathpy.models import models
 
 from fhir_server.core.canonical import BASE
 from fhir_server.core.errors import Issue
+from fhir_server.validation.fhirpath import Fallback, compile_fast
 from terminology.service import Terminology, TerminologyError
 
 NOUN = {"ServiceRequest": "la demande d'examen", "Patient": "le patient",
@@ -42,7 +45,8 @@ class Rule:
     fixed: Any = None
     pattern: Any = None
     binding: str | None = None  # required value set
-    constraints: list[tuple[str, str, str, Any]] = field(default_factory=list)
+    # key, severity, human, fhirpathpy's compiled form, ours (None: not compiled)
+    constraints: list[tuple[str, str, str, Any, Any]] = field(default_factory=list)
     discriminators: tuple[str, ...] = ()
     closed: bool = False
     slices: dict[str, Rule] = field(default_factory=dict)
@@ -91,7 +95,8 @@ def compile_profile(sd: dict[str, Any]) -> Rule:
             if binding.get("strength") == "required" and
             binding.get("valueSet", "").startswith(BASE) else None,
             constraints=[(c["key"], c.get("severity", "error"), c["human"],
-                          fhirpathpy.compile(c["expression"], models["r4"]))
+                          fhirpathpy.compile(c["expression"], models["r4"]),
+                          compile_fast(c["expression"]))
                          for c in e.get("constraint", []) if c.get("source") == BASE],
             discriminators=tuple(d["path"] for d in slicing["discriminator"])
             if slicing else (),
@@ -153,6 +158,10 @@ class ProfileValidator:
         self.root = compile_profile(sd)
         self.terminology = terminology
         self.noun = NOUN.get(self.type, "la ressource")
+        # per rule, computed once (issue 32): the slices' discriminator values and the
+        # form of their expression
+        self._discriminated: dict[int, list[tuple[str, list[tuple[str, Any]]]]] = {}
+        self._slice_forms: dict[int, tuple[str | None, str | None, str | None]] = {}
 
     def validate(self, resource: dict[str, Any]) -> list[Issue]:
         issues: list[Issue] = []
@@ -185,8 +194,10 @@ class ProfileValidator:
         if not isinstance(node, dict):
             return
         for name, child in rule.children.items():
-            self._element(child, _values(node, name), f"{expr}.{name.replace('[x]', '')}",
-                          resource, issues)
+            values = _values(node, name)
+            if values or child.min or child.slices:  # an absent optional one: no rule
+                self._element(child, values, f"{expr}.{name.replace('[x]', '')}",
+                              resource, issues)
 
     def _element(self, rule: Rule, values: list[tuple[str, Any]], expr: str,
                  resource: dict[str, Any], issues: list[Issue]) -> None:
@@ -224,6 +235,9 @@ class ProfileValidator:
 
     def _value_rules(self, rule: Rule, value: Any, expr: str, resource: dict[str, Any],
                      issues: list[Issue]) -> None:
+        if rule.fixed is None and rule.pattern is None and not rule.binding \
+                and not rule.constraints:
+            return
         if rule.fixed is not None and value != rule.fixed:
             issues.append(Issue(f"{rule.short} : la valeur doit être {rule.fixed!r} ({expr})",
                                 code="value", expression=[expr]))
@@ -233,13 +247,21 @@ class ProfileValidator:
                                 expression=[expr]))
         if rule.binding:
             self._binding(rule, value, expr, issues)
-        for key, severity, human, compiled in rule.constraints:
-            try:
-                result = compiled(value, {"resource": resource})
-            except Exception as exc:  # an invariant that cannot run is reported, not hidden
-                issues.append(Issue(f"{key} : invariant non évaluable ({exc})",
-                                    code="exception", severity="warning", expression=[expr]))
-                continue
+        for key, severity, human, compiled, fast in rule.constraints:
+            result = None
+            if fast is not None:
+                try:
+                    result = fast(value)
+                except Fallback:
+                    pass  # a case the compiled form leaves to fhirpathpy
+            if result is None:
+                try:
+                    result = compiled(value, {"resource": resource})
+                except Exception as exc:  # an invariant that cannot run is reported
+                    issues.append(Issue(f"{key} : invariant non évaluable ({exc})",
+                                        code="exception", severity="warning",
+                                        expression=[expr]))
+                    continue
             if result == [False]:
                 issues.append(Issue(f"{human} [{key}]", code="invariant",
                                     severity="error" if severity == "error" else "warning",
@@ -273,19 +295,15 @@ class ProfileValidator:
 
     # -- slicing -----------------------------------------------------------------------
     def _slice_of(self, sliced: Rule, value: Any) -> str | None:
-        for name, rule in sliced.slices.items():
-            declared = False
-            matched = True
-            for path in sliced.discriminators:
-                want = self._slice_value(rule, path)
-                if want is None:
-                    continue
-                declared = True
-                got = value.get(path) if isinstance(value, dict) else None
-                if not _contains(got, want):
-                    matched = False
-                    break
-            if declared and matched:
+        slices = self._discriminated.get(id(sliced))
+        if slices is None:
+            slices = self._discriminated[id(sliced)] = [
+                (name, [(path, want) for path in sliced.discriminators
+                        if (want := self._slice_value(rule, path)) is not None])
+                for name, rule in sliced.slices.items()]
+        for name, wanted in slices:
+            if wanted and all(_contains(value.get(path) if isinstance(value, dict) else None,
+                                        want) for path, want in wanted):
                 return name
         return None
 
@@ -299,13 +317,25 @@ class ProfileValidator:
         return None
 
     def _slice_expr(self, rule: Rule, expr: str) -> str:
-        url = self._slice_value(rule, "url")
-        if isinstance(url, str) and expr.endswith(".extension"):
+        form = self._slice_forms.get(id(rule))
+        if form is None:
+            form = self._slice_forms[id(rule)] = self._slice_form(rule)
+        url, system, code = form
+        if url is not None and expr.endswith(".extension"):
             return f"{expr[:-len('.extension')]}.extension('{url}')"
-        system = self._slice_value(rule, "system")
-        if isinstance(system, str):
+        if system is not None:
             return f"{expr}.where(system = '{system}')"
-        kind = self._slice_value(rule, "type")
-        if isinstance(kind, dict) and kind.get("coding"):
-            return f"{expr}.where(type.coding.code = '{kind['coding'][0].get('code')}')"
+        if code is not None:
+            return f"{expr}.where(type.coding.code = '{code}')"
         return f"{expr}:{rule.name}"
+
+    def _slice_form(self, rule: Rule) -> tuple[str | None, str | None, str | None]:
+        """What names a slice in an expression: its extension url, its identifier system,
+        its identifier type code (each when the slice fixes it)."""
+        url = self._slice_value(rule, "url")
+        system = self._slice_value(rule, "system")
+        kind = self._slice_value(rule, "type")
+        return (url if isinstance(url, str) else None,
+                system if isinstance(system, str) else None,
+                f"{kind['coding'][0].get('code')}"
+                if isinstance(kind, dict) and kind.get("coding") else None)

@@ -45,18 +45,24 @@ def check_id(rid: str, expression: str = "id") -> str:
 
 
 def _depth(value: Any, limit: int) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
+    """The nesting depth of ``value`` (a scalar inside the body counts as a level), or
+    the first depth past ``limit``. Walked level by level: one list per level rather
+    than one tuple per node (issue 32)."""
+    level = [value]
+    depth = 1
+    while True:
+        nested: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                nested.extend(node.values())
+            elif isinstance(node, list):
+                nested.extend(node)
+        if not nested:
+            return depth
+        depth += 1
         if depth > limit:
             return depth
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return deepest
+        level = nested
 
 
 def _path(rtype: str, loc: tuple[Any, ...]) -> str:
@@ -94,8 +100,15 @@ def validate_resource(body: Any, expected_type: str | None = None) -> dict[str, 
 
 def base_issues(body: dict[str, Any], rtype: str) -> list[Issue]:
     """Every way ``body`` breaks the base R4 specification, one issue per problem (the
-    element-wise check first; the models' findings on other elements after it)."""
-    issues = base_spec.check(body, rtype)
+    element-wise check first; the models' findings on other elements after it).
+
+    The model runs only when the element-wise walk cannot prove it would accept the
+    body (ADR 0027): a defect found, an element it requires missing, two values of one
+    choice, a value its own validators might refuse. A valid resource — the common case
+    — is checked once, without the model; every refused one gets the same issues."""
+    issues, model_accepts = base_spec.walk(body, rtype)
+    if model_accepts and not issues and body.get("resourceType") == rtype:
+        return issues
     try:
         model_class(rtype).model_validate(body)
     except ValidationError as exc:
