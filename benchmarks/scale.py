@@ -1,0 +1,393 @@
+"""``make bench-scale`` (issue 32, "Scale benchmark"): search latency as the data set grows.
+
+The seeded data set of :mod:`benchmarks.scale_data` is loaded *through the core* — the
+transaction Bundles of a trusted system caller through ``FhirServer.handle``, so every
+resource gets the validation (base R4, declared and mandatory profiles) and indexing of a
+client write — into one embedded store that grows size after size (10 k, 100 k, 1 M).
+The load is resumable: a checkpoint after each committed Bundle; rerunning continues
+where it stopped, and sizes already measured are reported from the checkpoint.
+
+At each size the real server (``teleimagerie serve``, audit on) answers four searches
+driven by wrk (:func:`benchmarks.run.wrk`): token, reference, date range, chained; their
+p50/p95/p99, the load rate, the database size on disk per resource and the growth
+p95(largest) ÷ p95(previous size) go to ``benchmarks/results/scale-<timestamp>.md``,
+with the machine's description and load average, and the top of a cProfile of the load
+(one Bundle) and of one search (in process, through the same core as ``serve``).
+
+Environment: BENCH_SCALE_SIZES (default 10000,100000,1000000), BENCH_SCALE_SECONDS
+(per scenario, default 10), BENCH_SCALE_CONNECTIONS (wrk connections, default 1: the
+latency of one request, not of a queue), BENCH_SCALE_WORKERS (uvicorn workers, default
+1), BENCH_SCALE_BATCH (entries per transaction, default 500), BENCH_SCALE_DIR (the data
+set and its checkpoint, default benchmarks/.work/scale; delete it to start over).
+
+The load runs without the workflow engine (``FhirServer(workflow=None)``): an import of
+a site's history, whose Tasks are part of the data set; replaying each request's
+transitions would measure the workflow, not the store.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import itertools
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.dataset import INS_NIR, ins
+from benchmarks.run import RESULTS, free_port, start, wrk
+from benchmarks.scale_data import SEED, START, describe, stream
+from fhir_server.security.devissuer import DevIssuer
+
+ROOT = Path(__file__).resolve().parent
+SIZES = [int(s) for s in os.environ.get("BENCH_SCALE_SIZES",
+                                        "10000,100000,1000000").split(",") if s.strip()]
+SECONDS = int(os.environ.get("BENCH_SCALE_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_SCALE_CONNECTIONS", "1"))
+WORKERS = int(os.environ.get("BENCH_SCALE_WORKERS", "1"))
+BATCH = int(os.environ.get("BENCH_SCALE_BATCH", "500"))
+WORK = Path(os.environ.get("BENCH_SCALE_DIR", str(ROOT / ".work" / "scale")))
+DATA = WORK / "data"
+STATE = WORK / "checkpoint.json"
+SCENARIOS = ["token", "reference", "date range", "chained"]
+
+
+# -- the checkpoint ---------------------------------------------------------------------------
+def read_state() -> dict[str, Any]:
+    if STATE.exists():
+        state: dict[str, Any] = json.loads(STATE.read_text())
+        if state.get("seed") != SEED:
+            raise SystemExit(f"{WORK} holds a data set of another seed: delete it first")
+        return state
+    return {"seed": SEED, "loaded": 0, "segments": [], "measured": {}, "profiles": {}}
+
+
+def save_state(state: dict[str, Any]) -> None:
+    """Atomically (a kill between two Bundles loses nothing that was committed)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, STATE)
+
+
+# -- loading ----------------------------------------------------------------------------------
+class Progress:
+    """A one-line progress bar on stderr: count, rate, time left."""
+
+    def __init__(self, done: int, target: int) -> None:
+        self.first, self.target, self.began, self.shown = done, target, time.monotonic(), 0.0
+
+    def show(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.shown < 0.5:
+            return
+        self.shown = now
+        rate = (done - self.first) / max(now - self.began, 1e-9)
+        left = (self.target - done) / rate if rate else 0.0
+        width = 30
+        filled = int(width * done / self.target)
+        sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{self.target} "
+                         f"{rate:.0f} res/s, {left / 60:.1f} min left  ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def loader() -> Any:
+    """The core a client's write goes through: the production profile policy and limits
+    (``Settings``); no security policy, i.e. a trusted system caller (no principal)."""
+    from fhir_server.config import Settings
+    from fhir_server.server.dispatch import FhirServer
+    from fhir_server.store import open_store
+    from fhir_server.validation.registry import ProfileRegistry
+
+    settings = Settings.from_env()
+    return FhirServer(open_store(None, DATA), settings.limits,
+                      profiles=ProfileRegistry(settings.required_profiles))
+
+
+def load(state: dict[str, Any], target: int) -> None:
+    """Load the stream up to ``target`` resources, from the checkpoint on."""
+    from fhir_server.core.model import FhirRequest, Interaction
+
+    done = state["loaded"]
+    if done >= target:
+        return
+    print(f"loading resources {done}..{target} into {DATA} (through the core, "
+          f"{BATCH}-entry transactions; interrupt and rerun to resume)", flush=True)
+    core = loader()
+    progress = Progress(done, target)
+    segment = {"from": done, "to": done, "seconds": 0.0}
+    state["segments"].append(segment)
+    bundles = 0
+    try:
+        source = itertools.islice(stream(), done, target)
+        while batch := list(itertools.islice(source, BATCH)):
+            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": r, "request": {"method": "PUT",
+                                            "url": f"{r['resourceType']}/{r['id']}"}}
+                for r in batch]}
+            req = FhirRequest(Interaction.BATCH, body=bundle)
+            # the second Bundle of each run is profiled (the first compiles the validators)
+            profiler = cProfile.Profile() if bundles == 1 else None
+            began = time.perf_counter()
+            if profiler:
+                resp = profiler.runcall(core.handle, req)
+            else:
+                resp = core.handle(req)
+            seconds = time.perf_counter() - began
+            if resp.status != 200:
+                raise SystemExit(f"transaction refused at resource {done}: "
+                                 f"{json.dumps(resp.resource)[:2000]}")
+            if profiler:
+                state["profiles"]["load"] = {
+                    "at": done, "entries": len(batch), "seconds": seconds,
+                    "top": top(profiler, 30)}
+            bundles += 1
+            done += len(batch)
+            segment["to"] = done
+            segment["seconds"] += seconds
+            state["loaded"] = done
+            state["load_seconds"] = state.get("load_seconds", 0.0) + seconds
+            save_state(state)
+            progress.show(done)
+    finally:
+        progress.show(done, final=True)
+        core.store.close()
+
+
+def top(profiler: cProfile.Profile, n: int) -> str:
+    """The first ``n`` lines of a profile by cumulative time and ``n // 2`` by own time,
+    paths shortened."""
+    text = ""
+    for key, count in (("cumulative", n), ("tottime", n // 2)):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(key).print_stats(count)
+        text += f"--- by {key} time\n" + _trim(out.getvalue()) + "\n"
+    return text.rstrip()
+
+
+def _trim(text: str) -> str:
+    for prefix in sorted({str(ROOT.parent) + "/", sys.prefix + "/",
+                          str(Path(os.__file__).parent) + "/"}, key=len, reverse=True):
+        text = text.replace(prefix, "")
+    lines = text.splitlines()
+    start_at = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+    head = [ln for ln in lines[:start_at] if "function calls" in ln]
+    return "\n".join(head + lines[start_at:]).rstrip()
+
+
+def disk_bytes() -> int:
+    """The store's files (database, WAL, audit journal): what a site must provision."""
+    return sum(p.stat().st_size for p in DATA.glob("teleimagerie*") if p.is_file())
+
+
+# -- searching --------------------------------------------------------------------------------
+def scenarios(size: int, rnd: random.Random) -> dict[str, list[str]]:
+    """The four searches on what the first ``size`` resources hold: 1 000 patients drawn
+    among those loaded; 500 complete days of requests."""
+    held = describe(size)
+    ks = [rnd.randrange(held["patients"]) for _ in range(1000)]
+    full_days = max(held["exams"] // 50, 1)
+    days = [(START + timedelta(days=rnd.randrange(full_days))).date() for _ in range(500)]
+    return {
+        "token": [f"/fhir/Patient?identifier={INS_NIR}|{ins(k)}" for k in ks],
+        "reference": [f"/fhir/Observation?subject=Patient/p{k}" for k in ks],
+        "date range": [f"/fhir/ServiceRequest?authored=ge{d}&authored=lt{d + timedelta(1)}"
+                       for d in days],
+        "chained": [f"/fhir/Observation?subject:Patient.identifier={INS_NIR}|{ins(k)}"
+                    for k in ks],
+    }
+
+
+def token() -> str:
+    issuer = DevIssuer(DATA)
+    issuer.ensure()
+    # a RIS connector: full rights, no care-relationship look-ups (as benchmarks.run)
+    return issuer.mint(sub="bench", roles=["ris"], scopes=["system/*.cruds"], acr=None)
+
+
+def measure(size: int) -> dict[str, Any]:
+    """wrk against ``teleimagerie serve`` on the data set as loaded: the four searches."""
+    rnd = random.Random(size)
+    paths = scenarios(size, rnd)
+    bearer = token()
+    port = free_port()
+    env = {**os.environ, "TELEIMG_DATA_DIR": str(DATA), "TELEIMG_HTTP_PORT": str(port),
+           "TELEIMG_LOG_LEVEL": "warning", "TELEIMG_METRICS_PORT": str(free_port()),
+           "TELEIMG_MLLP_PORT": str(free_port()),
+           # the report checks' Saxon compilation would run beside the first scenario
+           "TELEIMG_SCHEMATRON_WARM": "off"}
+    cmd = [sys.executable, "-m", "teleimagerie.cli", "serve", "--workers", str(WORKERS),
+           "--no-access-log"]
+    server = start(cmd, env, f"http://127.0.0.1:{port}/fhir/metadata")
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "loadavg_before": os.getloadavg(), "rows": {}}
+    try:
+        for name in SCENARIOS:  # a short warm-up: caches, the first page of the indexes
+            wrk(base, paths[name][:50], token=bearer, connections=CONNECTIONS, seconds=1)
+        for name in SCENARIOS:
+            out["rows"][name] = wrk(base, paths[name], token=bearer, connections=CONNECTIONS,
+                                    seconds=SECONDS)
+            print(f"  {size}: {name}: {out['rows'][name]}", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    out["loadavg_after"] = os.getloadavg()
+    out["search_profile"] = profile_search(paths["chained"][:200], bearer)
+    return out
+
+
+def profile_search(paths: list[str], bearer: str) -> dict[str, Any]:
+    """cProfile of ``len(paths)`` chained searches in process, through the core ``serve``
+    builds (security, audit sink, profiles, workflow): no HTTP, no JSON serialisation."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from fhir_server.config import Settings
+    from fhir_server.core.model import FhirRequest, Interaction
+    from teleimagerie.wiring import build_core
+
+    saved = {k: os.environ.get(k) for k in ("TELEIMG_DATA_DIR", "TELEIMG_SCHEMATRON_WARM")}
+    os.environ.update(TELEIMG_DATA_DIR=str(DATA), TELEIMG_SCHEMATRON_WARM="off")
+    try:
+        core = build_core(Settings.from_env())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    def run(path: str) -> None:
+        parts = urlsplit(path)
+        req = FhirRequest(Interaction.SEARCH_TYPE, resource_type=parts.path.rsplit("/", 1)[1],
+                          params=parse_qsl(parts.query),
+                          headers={"authorization": f"Bearer {bearer}"})
+        resp = core.handle(req)
+        assert resp.status == 200, resp.resource
+
+    try:
+        for path in paths[:20]:
+            run(path)
+        profiler = cProfile.Profile()
+        began = time.perf_counter()
+        profiler.runcall(lambda: [run(p) for p in paths])
+        seconds = time.perf_counter() - began
+    finally:
+        if core.audit is not None:
+            core.audit.close()
+        core.store.close()
+    return {"searches": len(paths), "ms_each": seconds / len(paths) * 1000,
+            "top": top(profiler, 30)}
+
+
+# -- the report -------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "sqlite": sqlite3.sqlite_version,
+            "seed": SEED, "batch": BATCH, "workers": WORKERS, "connections": CONNECTIONS,
+            "seconds_per_scenario": SECONDS, "loadavg": os.getloadavg()}
+
+
+def load_rate(state: dict[str, Any], size: int, lower: int) -> tuple[float, float]:
+    """(resources/s, seconds) of the loading that brought the data set from ``lower``
+    to ``size``."""
+    count = seconds = 0.0
+    for seg in state["segments"]:
+        lo, hi = max(seg["from"], lower), min(seg["to"], size)
+        if hi > lo and seg["to"] > seg["from"]:
+            share = (hi - lo) / (seg["to"] - seg["from"])
+            count += hi - lo
+            seconds += seg["seconds"] * share
+    return (count / seconds if seconds else 0.0), seconds
+
+
+def report(state: dict[str, Any], sizes: list[int], notes: list[str]) -> str:
+    info = machine()
+    lines = [f"# make bench-scale {info['date']}", "", "```", json.dumps(info, indent=1),
+             "```", ""]
+    lines += [f"- {note}" for note in notes]
+    lines += ["", "| size | scenario | req/s | p50 ms | p95 ms | p99 ms | errors "
+              "| load avg (1 min) before→after |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    done = [s for s in sizes if str(s) in state["measured"]]
+    for size in done:
+        m = state["measured"][str(size)]
+        for name, r in m["rows"].items():
+            lines.append(f"| {size} | {name} | {r['rps']:.0f} | {r['p50']:.1f} "
+                         f"| {r['p95']:.1f} | {r['p99']:.1f} | "
+                         f"{int(r['errors'] + r['non2xx'])} | "
+                         f"{m['loadavg_before'][0]:.1f}→{m['loadavg_after'][0]:.1f} |")
+    lines += ["", "| size | measured | load rate up to this size (resources/s) | load time (s) "
+              "| on disk (MB) | bytes per resource | in-process chained search (ms) |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
+    for lower, size in zip([0, *done], done, strict=False):
+        m = state["measured"][str(size)]
+        rate, seconds = load_rate(state, size, lower)
+        lines.append(f"| {size} | {m['date']} | {rate:.0f} | {seconds:.0f} | "
+                     f"{m['disk_bytes'] / 1e6:.0f} | {m['disk_bytes'] / size:.0f} | "
+                     f"{m['search_profile']['ms_each']:.2f} |")
+    for a, b in itertools.pairwise(done):
+        pa, pb = state["measured"][str(a)]["rows"], state["measured"][str(b)]["rows"]
+        lines += ["", f"Growth p95({b}) ÷ p95({a}): " + ", ".join(
+            f"{n} {pb[n]['p95'] / pa[n]['p95']:.2f}" for n in SCENARIOS
+            if n in pa and n in pb and pa[n]["p95"])]
+    if "load" in state["profiles"]:
+        p = state["profiles"]["load"]
+        lines += ["", f"## Profile of the load: one {p['entries']}-entry transaction at "
+                  f"resource {p['at']} ({p['seconds']:.2f} s under cProfile)", "", "```",
+                  p["top"], "```"]
+    if done:
+        size = done[-1]
+        p = state["measured"][str(size)]["search_profile"]
+        lines += ["", f"## Profile of a search at {size}: {p['searches']} chained searches "
+                  f"in process through the core `serve` builds ({p['ms_each']:.2f} ms each "
+                  "under cProfile)", "", "```", p["top"], "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    state = read_state()
+    notes = [f"data set: seed {SEED}, {WORK}; the stream's composition at each size: "
+             + "; ".join(f"{s}: {describe(s)['types']}" for s in SIZES)]
+    try:
+        for size in sorted(SIZES):
+            if str(size) in state["measured"]:
+                print(f"{size}: measured on {state['measured'][str(size)]['date']} "
+                      "(from the checkpoint)")
+                continue
+            if state["loaded"] > size:
+                notes.append(f"{size}: not measured, the data set already holds "
+                             f"{state['loaded']} resources (delete {WORK} to measure it)")
+                continue
+            load(state, size)
+            held = disk_bytes()
+            print(f"{size}: {held / 1e6:.0f} MB on disk; searching …", flush=True)
+            m = measure(size)
+            m["disk_bytes"] = held
+            state["measured"][str(size)] = m
+            save_state(state)
+    finally:
+        text = report(state, sorted(SIZES), notes)
+        RESULTS.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS / f"scale-{stamp}.md"
+        path.write_text(text)
+        print(text)
+        print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+    main()
