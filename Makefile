@@ -34,8 +34,10 @@ test: install-test
 	$(BIN)/mypy teleimagerie fhir_server adapters
 	$(BIN)/pytest -n 2
 
+# the peer step installs sekmet-fhir from PyPI into a temporary venv (benchmarks/peer.py)
 bench: install-test
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.peer
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery

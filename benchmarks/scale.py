@@ -102,7 +102,14 @@ class Progress:
         sys.stderr.flush()
 
 
-def loader() -> Any:
+def transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction Bundle writing ``resources`` at their ids (update as create)."""
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+        for r in resources]}
+
+
+def loader(data_dir: Path = DATA) -> Any:
     """The core a client's write goes through: the production profile policy and limits
     (``Settings``); no security policy, i.e. a trusted system caller (no principal)."""
     from fhir_server.config import Settings
@@ -111,7 +118,7 @@ def loader() -> Any:
     from fhir_server.validation.registry import ProfileRegistry
 
     settings = Settings.from_env()
-    return FhirServer(open_store(None, DATA), settings.limits,
+    return FhirServer(open_store(None, data_dir), settings.limits,
                       profiles=ProfileRegistry(settings.required_profiles))
 
 
@@ -132,11 +139,7 @@ def load(state: dict[str, Any], target: int) -> None:
     try:
         source = itertools.islice(stream(), done, target)
         while batch := list(itertools.islice(source, BATCH)):
-            bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-                {"resource": r, "request": {"method": "PUT",
-                                            "url": f"{r['resourceType']}/{r['id']}"}}
-                for r in batch]}
-            req = FhirRequest(Interaction.BATCH, body=bundle)
+            req = FhirRequest(Interaction.BATCH, body=transaction(batch))
             # the second Bundle of each run is profiled (the first compiles the validators)
             profiler = cProfile.Profile() if bundles == 1 else None
             began = time.perf_counter()
