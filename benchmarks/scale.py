@@ -133,7 +133,7 @@ def load(state: dict[str, Any], target: int) -> None:
           f"{BATCH}-entry transactions; interrupt and rerun to resume)", flush=True)
     core = loader()
     progress = Progress(done, target)
-    segment = {"from": done, "to": done, "seconds": 0.0}
+    segment = {"from": done, "to": done, "seconds": 0.0, "cpu_seconds": 0.0}
     state["segments"].append(segment)
     bundles = 0
     try:
@@ -142,12 +142,13 @@ def load(state: dict[str, Any], target: int) -> None:
             req = FhirRequest(Interaction.BATCH, body=transaction(batch))
             # the second Bundle of each run is profiled (the first compiles the validators)
             profiler = cProfile.Profile() if bundles == 1 else None
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             if profiler:
                 resp = profiler.runcall(core.handle, req)
             else:
                 resp = core.handle(req)
             seconds = time.perf_counter() - began
+            cpu = time.process_time() - cpu
             if resp.status != 200:
                 raise SystemExit(f"transaction refused at resource {done}: "
                                  f"{json.dumps(resp.resource)[:2000]}")
@@ -159,6 +160,9 @@ def load(state: dict[str, Any], target: int) -> None:
             done += len(batch)
             segment["to"] = done
             segment["seconds"] += seconds
+            # the CPU the core spent (SQLite runs in this thread): a figure the shared
+            # machine's other load does not blur, unlike the wall-clock rate
+            segment["cpu_seconds"] = segment.get("cpu_seconds", 0.0) + cpu
             state["loaded"] = done
             state["load_seconds"] = state.get("load_seconds", 0.0) + seconds
             save_state(state)
@@ -303,17 +307,20 @@ def machine() -> dict[str, Any]:
             "seconds_per_scenario": SECONDS, "loadavg": os.getloadavg()}
 
 
-def load_rate(state: dict[str, Any], size: int, lower: int) -> tuple[float, float]:
-    """(resources/s, seconds) of the loading that brought the data set from ``lower``
-    to ``size``."""
-    count = seconds = 0.0
+def load_rate(state: dict[str, Any], size: int, lower: int) -> tuple[float, float, float]:
+    """(resources/s, seconds, resources per CPU second of the segments that counted it)
+    of the loading that brought the data set from ``lower`` to ``size``."""
+    count = seconds = cpu_count = cpu = 0.0
     for seg in state["segments"]:
         lo, hi = max(seg["from"], lower), min(seg["to"], size)
         if hi > lo and seg["to"] > seg["from"]:
             share = (hi - lo) / (seg["to"] - seg["from"])
             count += hi - lo
             seconds += seg["seconds"] * share
-    return (count / seconds if seconds else 0.0), seconds
+            if "cpu_seconds" in seg:
+                cpu_count += hi - lo
+                cpu += seg["cpu_seconds"] * share
+    return (count / seconds if seconds else 0.0), seconds, (cpu_count / cpu if cpu else 0.0)
 
 
 def report(state: dict[str, Any], sizes: list[int], notes: list[str]) -> str:
@@ -332,12 +339,14 @@ def report(state: dict[str, Any], sizes: list[int], notes: list[str]) -> str:
                          f"{int(r['errors'] + r['non2xx'])} | "
                          f"{m['loadavg_before'][0]:.1f}→{m['loadavg_after'][0]:.1f} |")
     lines += ["", "| size | measured | load rate up to this size (resources/s) | load time (s) "
-              "| on disk (MB) | bytes per resource | in-process chained search (ms) |",
-              "|---:|---|---:|---:|---:|---:|---:|"]
+              "| resources per CPU second | on disk (MB) | bytes per resource "
+              "| in-process chained search (ms) |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for lower, size in zip([0, *done], done, strict=False):
         m = state["measured"][str(size)]
-        rate, seconds = load_rate(state, size, lower)
+        rate, seconds, per_cpu = load_rate(state, size, lower)
         lines.append(f"| {size} | {m['date']} | {rate:.0f} | {seconds:.0f} | "
+                     f"{per_cpu:.0f} | "
                      f"{m['disk_bytes'] / 1e6:.0f} | {m['disk_bytes'] / size:.0f} | "
                      f"{m['search_profile']['ms_each']:.2f} |")
     for a, b in itertools.pairwise(done):
