@@ -14,7 +14,9 @@ audit records) — ours through the core, the peer through its own REST API
 
 Scenarios (wrk, BENCH_CONNECTIONS connections, BENCH_SECONDS per run, ``BENCH_PEER_ROUNDS``
 rounds alternating which server goes first): a one-result ``Patient?identifier=`` search
-and a chained ``Observation?subject:Patient.identifier=`` search. Each server's answer
+and a chained ``Observation?subject:Patient.identifier=`` search; beside req/s, each
+server's CPU per request (its processes' user + system time during the run, from
+``/proc``), a figure the shared machine's other load does not blur. Each server's answer
 to a sample of the searches is compared first (status, number of matches): a scenario the
 peer cannot serve is reported as such, with why. If the peer cannot be installed or
 started, the results file says why and our figures are still reported.
@@ -160,6 +162,34 @@ class Peer:
             self.proc.wait()
 
 
+def cpu_ticks(pid: int) -> int:
+    """CPU (user + system, clock ticks) of process ``pid`` and its descendants: the
+    server's own cost per request, which the machine's other load does not blur."""
+    total = 0
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def measured(base: str, paths: list[str], token: str, pid: int) -> dict[str, Any]:
+    """wrk on ``paths`` and the server's CPU per request (ms) meanwhile."""
+    before = cpu_ticks(pid)
+    row = wrk(base, paths, token=token)
+    ticks = cpu_ticks(pid) - before
+    served = row["rps"] * SECONDS
+    row["cpu_ms_per_request"] = ticks / os.sysconf("SC_CLK_TCK") * 1000 / served \
+        if served else 0.0
+    return row
+
+
 def matches(base: str, path: str, token: str = "") -> tuple[int, int | None]:
     """(status, number of matches on the first page) of one search."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -195,10 +225,11 @@ def main() -> None:
         static = start([sys.executable, "-m", "uvicorn", "benchmarks.baseline:app", "--port",
                         str(bport), "--workers", "1", "--no-access-log", "--log-level",
                         "warning"], dict(os.environ), f"{static_base}/fhir/Patient/x")
-        servers = {"ours": (ours_base, token)}
+        servers = {"ours": (ours_base, token, ours.pid)}
         unserved: dict[str, str] = {}
         if ok:
-            servers["peer"] = (peer.base, "")
+            assert peer.proc is not None
+            servers["peer"] = (peer.base, "", peer.proc.pid)
             for name, ps in paths.items():  # the same answers, or the peer cannot serve it
                 for path in ps[:20]:
                     # every match, whatever each server's page size
@@ -210,7 +241,8 @@ def main() -> None:
                         break
         try:
             for round_ in range(ROUNDS):
-                base_row = wrk(static_base, [f"/fhir/Patient/p{k}" for k in ks])
+                base_row = measured(static_base, [f"/fhir/Patient/p{k}" for k in ks], "",
+                                    static.pid)
                 for name, ps in paths.items():
                     order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
                     row: dict[str, Any] = {"round": round_ + 1, "scenario": name,
@@ -219,8 +251,8 @@ def main() -> None:
                     for who in order:
                         if who == "peer" and name in unserved:
                             continue
-                        base, bearer = servers[who]
-                        row[who] = wrk(base, ps, token=bearer)
+                        base, bearer, pid = servers[who]
+                        row[who] = measured(base, ps, bearer, pid)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         finally:
@@ -249,11 +281,17 @@ def write(rows: list[dict[str, Any]], peer: Peer, unserved: dict[str, str]) -> N
     lines += [f"- the peer cannot serve {name}: {why}" for name, why in unserved.items()]
     lines += ["", "| round | scenario | static req/s | ours req/s | peer req/s | ours ÷ peer "
               "| ours ÷ static | ours p50/p99 ms | peer p50/p99 ms | errors ours/peer "
-              "| load avg |", "|---:|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+              "| server CPU ms/request static/ours/peer | load avg |",
+              "|---:|---|---:|---:|---:|---:|---:|---|---|---|---|---:|"]
     totals: dict[str, dict[str, float]] = {}
     for r in rows:
         ours, peer_r, static = r["ours"], r.get("peer"), r["static"]
-        t = totals.setdefault(r["scenario"], {"ours": 0.0, "peer": 0.0, "static": 0.0})
+        t = totals.setdefault(r["scenario"], {"ours": 0.0, "peer": 0.0, "static": 0.0,
+                                              "cpu_ours": 0.0, "cpu_peer": 0.0,
+                                              "cpu_static": 0.0})
+        t["cpu_ours"] += ours.get("cpu_ms_per_request", 0.0)
+        t["cpu_static"] += static.get("cpu_ms_per_request", 0.0)
+        t["cpu_peer"] += peer_r.get("cpu_ms_per_request", 0.0) if peer_r else 0.0
         t["ours"] += ours["rps"]
         t["static"] += static["rps"]
         t["peer"] += peer_r["rps"] if peer_r else 0.0
@@ -265,11 +303,21 @@ def write(rows: list[dict[str, Any]], peer: Peer, unserved: dict[str, str]) -> N
             + (f"{peer_r['p50']:.1f}/{peer_r['p99']:.1f} | " if peer_r else "— | ")
             + f"{int(ours['errors'] + ours['non2xx'])}/"
             + (f"{int(peer_r['errors'] + peer_r['non2xx'])}" if peer_r else "—")
+            + f" | {static.get('cpu_ms_per_request', 0):.2f}/"
+            + f"{ours.get('cpu_ms_per_request', 0):.2f}/"
+            + (f"{peer_r.get('cpu_ms_per_request', 0):.2f}" if peer_r else "—")
             + f" | {r['loadavg']:.1f} |")
     lines += ["", "Over all rounds (sum of req/s): " + "; ".join(
         f"{name}: ours ÷ peer "
         + (f"{t['ours'] / t['peer']:.2f}" if t["peer"] else "—")
         + f", ours ÷ static {t['ours'] / t['static']:.2f}" for name, t in totals.items())]
+    lines += ["", "The same ratios from the servers' CPU per request (the inverse of the CPU "
+              "each needs; the machine's other load does not blur it): " + "; ".join(
+                  f"{name}: ours ÷ peer "
+                  + (f"{t['cpu_peer'] / t['cpu_ours']:.2f}" if t["cpu_ours"] and t["cpu_peer"]
+                     else "—")
+                  + (f", ours ÷ static {t['cpu_static'] / t['cpu_ours']:.2f}"
+                     if t["cpu_ours"] else "") for name, t in totals.items())]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
