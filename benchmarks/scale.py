@@ -248,6 +248,18 @@ def measure(size: int) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
                            "loadavg_before": os.getloadavg(), "rows": {}}
+    # the machine's floor at the time: the FastAPI static response (benchmarks/baseline.py),
+    # 1 worker, the same connections; on a shared machine its tail is the scheduler's
+    bport = free_port()
+    static = start([sys.executable, "-m", "uvicorn", "benchmarks.baseline:app", "--port",
+                    str(bport), "--workers", "1", "--no-access-log", "--log-level", "warning"],
+                   dict(os.environ), f"http://127.0.0.1:{bport}/fhir/Patient/x")
+    try:
+        out["static"] = wrk(f"http://127.0.0.1:{bport}", ["/fhir/Patient/p1"],
+                            connections=CONNECTIONS, seconds=min(SECONDS, 5))
+    finally:
+        static.terminate()
+        static.wait()
     try:
         for name in SCENARIOS:  # a short warm-up: caches, the first page of the indexes
             wrk(base, paths[name][:50], token=bearer, connections=CONNECTIONS, seconds=1)
@@ -453,21 +465,31 @@ def load_rate(state: dict[str, Any], size: int, lower: int) -> tuple[float, floa
     return (count / seconds if seconds else 0.0), seconds, (cpu_count / cpu if cpu else 0.0)
 
 
+def latency_table(state: dict[str, Any], done: list[int]) -> list[str]:
+    """The wrk figures of each size measured, the static baseline's beside them."""
+    lines: list[str] = []
+    lines += ["", "| size | scenario | req/s | p50 ms | p95 ms | p99 ms | errors "
+              "| load avg (1 min) before→after |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for size in done:
+        m = state["measured"][str(size)]
+        rows = dict(m["rows"])
+        if "static" in m:
+            rows["(static baseline: the machine's floor)"] = m["static"]
+        for name, r in rows.items():
+            lines.append(f"| {size} | {name} | {r['rps']:.0f} | {r['p50']:.1f} "
+                         f"| {r['p95']:.1f} | {r['p99']:.1f} | "
+                         f"{int(r['errors'] + r['non2xx'])} | "
+                         f"{m['loadavg_before'][0]:.1f}→{m['loadavg_after'][0]:.1f} |")
+    return lines
+
+
 def report(state: dict[str, Any], sizes: list[int], notes: list[str]) -> str:
     info = machine()
     lines = [f"# make bench-scale {info['date']}", "", "```", json.dumps(info, indent=1),
              "```", ""]
     lines += [f"- {note}" for note in notes]
-    lines += ["", "| size | scenario | req/s | p50 ms | p95 ms | p99 ms | errors "
-              "| load avg (1 min) before→after |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     done = [s for s in sizes if str(s) in state["measured"]]
-    for size in done:
-        m = state["measured"][str(size)]
-        for name, r in m["rows"].items():
-            lines.append(f"| {size} | {name} | {r['rps']:.0f} | {r['p50']:.1f} "
-                         f"| {r['p95']:.1f} | {r['p99']:.1f} | "
-                         f"{int(r['errors'] + r['non2xx'])} | "
-                         f"{m['loadavg_before'][0]:.1f}→{m['loadavg_after'][0]:.1f} |")
+    lines += latency_table(state, done)
     lines += ["", "| size | measured | load rate up to this size (resources/s) | load time (s) "
               "| resources per CPU second | on disk (MB) | bytes per resource "
               "| chained search, ms of CPU: core / ASGI app |",
