@@ -285,7 +285,8 @@ def measure(size: int) -> dict[str, Any]:
     server = start(cmd, env, f"http://127.0.0.1:{port}/fhir/metadata")
     base = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "loadavg_before": os.getloadavg(), "rows": {}}
+                           "loadavg_before": os.getloadavg(), "rows": {},
+                           "client": "sequential" if CONNECTIONS == 1 else "wrk"}
     # the machine's floor at the time: the FastAPI static response (benchmarks/baseline.py),
     # 1 worker, the same connections; on a shared machine its tail is the scheduler's
     bport = free_port()
@@ -551,7 +552,8 @@ def report(state: dict[str, Any], sizes: list[int], notes: list[str]) -> str:
                   for size, c in cpu.items() if c]
     for size in done:
         for e in state.get("earlier", {}).get(str(size), []):
-            lines += ["", f"Measured earlier at {size} ({e['date']}, load average "
+            lines += ["", f"Measured earlier at {size} ({e['date']}, "
+                      f"{e.get('client', 'wrk')}, load average "
                       f"{e['loadavg_before'][0]:.1f}→{e['loadavg_after'][0]:.1f}), "
                       "p50/p95/p99 ms: " + "; ".join(
                           f"{n} {r['p50']:.1f}/{r['p95']:.1f}/{r['p99']:.1f}"
