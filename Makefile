@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak bench-validation lint install install-test clean
+.PHONY: run demo test bench bench-scale bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak bench-validation lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,18 @@ test: install-test
 	$(BIN)/mypy teleimagerie fhir_server adapters
 	$(BIN)/pytest -n 2
 
+# the peer step installs sekmet-fhir from PyPI into a temporary venv (benchmarks/peer.py)
 bench: install-test
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.peer
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery
+
+# search p50/p95/p99 at 10 k, 100 k, 1 M resources (BENCH_SCALE_SIZES), loaded through the
+# core, resumable (benchmarks/scale.py; issue 32): not part of `make test`
+bench-scale: install-test
+	$(BIN)/python -m benchmarks.scale
 
 bench-hl7: install-test
 	$(BIN)/python -m benchmarks.hl7

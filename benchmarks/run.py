@@ -224,12 +224,18 @@ def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[byt
 
 
 def wrk(base: str, paths: list[str], method: str = "GET", body: str | None = None,
-        token: str = "") -> dict[str, float]:
+        token: str = "", connections: int | None = None,
+        seconds: int | None = None) -> dict[str, float]:
+    """One wrk run (BENCH_CONNECTIONS, BENCH_SECONDS unless given): req/s, latency
+    percentiles in ms, errors."""
+    connections = connections or CONNECTIONS
     lua_paths = ",".join(json.dumps(p) for p in paths)
     lua_body = "nil" if body is None else "[==[" + body + "]==]"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(LUA % (lua_paths, method, lua_body, token))
-    out = subprocess.run([ensure_wrk(), "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout",
+    # wrk wants at least as many connections as threads
+    out = subprocess.run([ensure_wrk(), f"-t{min(2, connections)}", f"-c{connections}",
+                          f"-d{seconds or SECONDS}s", "--timeout",
                           "30s", "-s", f.name,
                           base], capture_output=True, text=True, check=True).stdout
     os.unlink(f.name)
