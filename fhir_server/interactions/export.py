@@ -276,9 +276,12 @@ def _request_url(req: FhirRequest, params: list[tuple[str, str]]) -> str:
 
 def _worker_store(store: Store) -> Store:
     """The job's own view of the store, as the caller may see it (its guard, for its
-    thread): a fresh view, so the request's audit bookkeeping is not shared."""
+    thread). It does not list the patients of every page for an audit: the kick-off's
+    and the downloads' AuditEvents are the export's (ADR 0025)."""
     if isinstance(store, GuardedStore):
-        return type(store)(store.inner, store.access)
+        view = type(store)(store, store.access)  # the guard unwraps the view it is given
+        view.records_touched = False
+        return view
     return store
 
 

@@ -134,9 +134,6 @@ def export(store: Store, plan: Plan, folder: Path, progress: Progress | None = N
                         continue
                     files.write(item.body)
                     exported += 1
-                touched = getattr(store, "touched", None)
-                if touched:  # the guard's per-request audit record: not kept per page
-                    touched.clear()
                 if progress is not None:
                     progress(rtype, rank, len(plan.types), exported)
                 cursor = page.next_cursor
