@@ -234,3 +234,14 @@ def test_the_auditor_exports_audit_events_for_a_period_and_exports_are_audited(
     # the auditor reaches no patient data: a system export gives the trail and directory
     found = files(auditor, wait(auditor, kickoff(auditor)))
     assert "Patient" not in found and "AuditEvent" in found
+
+
+def test_export_is_in_the_capability_statement(world: dict[str, Any]) -> None:
+    cs = world["ris"].get("/fhir/metadata").json()
+    rest = cs["rest"][0]
+    assert {"name": "export", "definition":
+            "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"} in rest["operation"]
+    types = {r["type"]: r for r in rest["resource"]}
+    assert {o["name"] for o in types["Patient"]["operation"]} >= {"export", "everything"}
+    assert "export" in {o["name"] for o in types["Group"]["operation"]}
+    assert "member" in {p["name"] for p in types["Group"]["searchParam"]}
