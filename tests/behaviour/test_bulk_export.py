@@ -245,3 +245,22 @@ def test_export_is_in_the_capability_statement(world: dict[str, Any]) -> None:
     assert {o["name"] for o in types["Patient"]["operation"]} >= {"export", "everything"}
     assert "export" in {o["name"] for o in types["Group"]["operation"]}
     assert "member" in {p["name"] for p in types["Group"]["searchParam"]}
+
+
+def test_cli_export_writes_a_directory(world: dict[str, Any], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from fhir_server.interactions.bulk import command
+
+    out = tmp_path / "out"
+    args = argparse.Namespace(type="Patient,Observation", since=None, type_filter=[],
+                              patients=False, group=None, quiet=False)
+    assert command.export(world["core"], args, out) == 0
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    counts = {o["type"]: o["count"] for o in manifest["output"]}
+    assert counts == {"Patient": 2, "Observation": 2}
+    lines = (out / "Observation-1.ndjson").read_bytes().splitlines()
+    assert {orjson.loads(line)["id"] for line in lines} == {world["obs1"], world["obs2"]}
+    assert "4 resources" in capsys.readouterr().err
+    assert not list((tmp_path / "exports").iterdir())  # the job is removed
