@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak lint install install-test clean
+.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-export bench-soak lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ bench: install-test
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery
+	$(BIN)/python -m benchmarks.export
 
 bench-hl7: install-test
 	$(BIN)/python -m benchmarks.hl7
@@ -51,6 +52,10 @@ bench-delivery: install-test
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
+
+# Bulk Data $export of 100 000 resources from the embedded store (issue 31: >= 20 000/s)
+bench-export: install-test
+	$(BIN)/python -m benchmarks.export
 
 # mixed HTTP + MLLP + DICOM load at 80 % of the measured maximum for TELEIMG_SOAK_SECONDS
 # (default 1800): RSS of every process and p50/p99 per minute; exit 1 on growth or drift
