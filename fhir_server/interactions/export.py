@@ -20,10 +20,11 @@ file it served. The job is its record on disk (:mod:`.bulk.jobs`).
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid, not_found, outcome
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
@@ -51,6 +52,7 @@ NDJSON = "application/fhir+ndjson"
 KICKOFF_PARAMS = frozenset({"_outputFormat", "_since", "_type", "_typeFilter", "_format"})
 RETRY_AFTER = "2"  # seconds between polls the server asks for
 MAX_GROUP_MEMBERS = 10_000
+_NEXT_FILTER = re.compile(r",(?=[A-Z][A-Za-z]*\?)")  # where the next Type?query starts
 
 
 def jobs() -> Jobs:
@@ -220,9 +222,9 @@ def _type_filters(params: list[tuple[str, str]], types: list[str]
 
 
 def _filter_items(value: str) -> list[str]:
-    """The filters of one ``_typeFilter`` value: comma-separated, each ``Type?query``
-    (a comma inside a query is percent-encoded by the client)."""
-    return [part for part in value.split(",") if part.strip()]
+    """The filters of one ``_typeFilter`` value: comma-separated, each ``Type?query``; a
+    comma followed by anything but ``Type?`` belongs to the query (an OR list)."""
+    return [part for part in _NEXT_FILTER.split(value) if part.strip()]
 
 
 def _group_members(server: Server, req: FhirRequest) -> list[str]:
@@ -368,13 +370,6 @@ def download(server: Server, req: FhirRequest) -> FhirResponse:
                         f"{name[:80]!r}")
     return FhirResponse(200, {"Content-Disposition": f'attachment; filename="{name}"'},
                         file=str(path))
-
-
-def file_of(url: str) -> tuple[str, str] | None:
-    """(job id, file name) of a manifest URL (the CLI reads its files directly)."""
-    parts = dict(parse_qsl(urlsplit(url).query))
-    return (parts["_jobId"], parts["_file"]) if "_jobId" in parts and "_file" in parts \
-        else None
 
 
 OPERATIONS = {
