@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-scale bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak bench-validation lint install install-test clean
+.PHONY: run demo test bench bench-scale bench-hl7 bench-dicom bench-delivery bench-indicators bench-export bench-soak bench-validation lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,7 @@ bench: install-test
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery
+	$(BIN)/python -m benchmarks.export
 
 # search p50/p95/p99 at 10 k, 100 k, 1 M resources (BENCH_SCALE_SIZES), loaded through the
 # core, resumable (benchmarks/scale.py; issue 32): not part of `make test`
@@ -64,6 +65,10 @@ bench-indicators: install-test
 BENCH_VALIDATION_AGAINST ?= c0ef84b
 bench-validation: install-test
 	$(BIN)/python -m benchmarks.validation --against $(BENCH_VALIDATION_AGAINST)
+
+# Bulk Data $export of 100 000 resources from the embedded store (issue 31: >= 20 000/s)
+bench-export: install-test
+	$(BIN)/python -m benchmarks.export
 
 # mixed HTTP + MLLP + DICOM load at 80 % of the measured maximum for TELEIMG_SOAK_SECONDS
 # (default 1800): RSS of every process and p50/p99 per minute; exit 1 on growth or drift

@@ -29,6 +29,7 @@ from typing import Any
 from adapters.provisioning import add_parser as directory_parser
 from fhir_server import logs
 from fhir_server.config import Settings
+from fhir_server.interactions.bulk.command import add_parser as export_parser
 from fhir_server.processes import READY_FD, cannot_listen
 from fhir_server.store.check import add_parser as store_parser
 from teleimagerie.wiring import build_core
@@ -498,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     # teleimagerie directory load FILE (docs/provisioning.md)
     directory_parser(sub, build_core)
     store_parser(sub)  # teleimagerie store check (issue 25)
+    export_parser(sub, build_core)  # teleimagerie export (Bulk Data, issue 31)
     audit = sub.add_parser("audit", help="audit trail tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="walk the hash chain, report broken links")

@@ -83,6 +83,7 @@ NOT_IN_REFERENCES: dict[str, str] = {
     "Communication.priority": VS + "request-priority",
     "MedicationAdministration.status": VS + "medication-admin-status",
     "Flag.status": VS + "flag-status",
+    "Group.type": VS + "group-type",  # group.html (4.0.1), issue 31
 }
 
 # Code-typed elements the models give an enum table to although R4 does not bind them

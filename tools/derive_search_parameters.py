@@ -22,7 +22,7 @@ SUPPORTED_TYPES = [
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
-    "MedicationAdministration", "Flag", "Basic",
+    "MedicationAdministration", "Flag", "Basic", "Group",
 ]
 KINDS = {"string", "token", "reference", "date", "quantity", "uri", "number"}
 RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
@@ -37,8 +37,9 @@ COMMON = [
     ("_source", "uri", "Resource.meta.source"),
 ]
 
-# The supplied R4 SearchParameter Bundle omits Communication and Basic's own parameters;
-# these rows are the R4 definitions from communication.html and basic.html (4.0.1), kept
+# The supplied R4 SearchParameter Bundle omits Communication, Basic and Group's own
+# parameters; these rows are the R4 definitions from communication.html, basic.html and
+# group.html (4.0.1), kept
 # here so the table stays derived.
 SUPPLEMENT = [
     ("Communication", "based-on", "reference", "Communication.basedOn", []),
@@ -63,6 +64,18 @@ SUPPLEMENT = [
     ("Basic", "identifier", "token", "Basic.identifier", []),
     ("Basic", "patient", "reference", "Basic.subject", ["Patient"]),
     ("Basic", "subject", "reference", "Basic.subject", []),
+    # group.html (4.0.1): a cohort of patients for Group/[id]/$export (Bulk Data IG v2)
+    ("Group", "actual", "token", "Group.actual", []),
+    ("Group", "characteristic", "token", "Group.characteristic.code", []),
+    ("Group", "code", "token", "Group.code", []),
+    ("Group", "exclude", "token", "Group.characteristic.exclude", []),
+    ("Group", "identifier", "token", "Group.identifier", []),
+    ("Group", "managing-entity", "reference", "Group.managingEntity",
+     ["Organization", "Practitioner", "PractitionerRole", "RelatedPerson"]),
+    ("Group", "member", "reference", "Group.member.entity",
+     ["Device", "Group", "Medication", "Patient", "Practitioner", "PractitionerRole",
+      "Substance"]),
+    ("Group", "type", "token", "Group.type", []),
 ]
 
 

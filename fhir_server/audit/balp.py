@@ -183,9 +183,11 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
                      **({"detail": detail} if detail else {})} for t in targets)
     if action == "E" and req.interaction != Interaction.BATCH:
         query = urlencode([(k, v) for k, v in req.params if k != "_format"])
+        # a system operation ($export) acts on no resource: its query names it
         entities.append({"type": SYSTEM_OBJECT, "role": QUERY,
                          "description": f"{req.resource_type or ''}?{query}",
-                         "query": base64.b64encode(query.encode()).decode()})
+                         "query": base64.b64encode(query.encode()).decode(),
+                         **({"detail": detail} if detail and not targets else {})})
     if req.context.source != "rest":
         source = {**source, "type": [*source["type"],
                                      _coding(CHANNEL_SYSTEM, req.context.source)]}

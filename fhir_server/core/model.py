@@ -94,6 +94,8 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
     resource: dict[str, Any] | None = None
     raw: bytes | None = None
+    # a file the transport streams as NDJSON (a Bulk Data export file: never read whole)
+    file: str | None = None
 
     @property
     def has_body(self) -> bool:

@@ -13,7 +13,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
-    "MedicationAdministration", "Flag", "Basic",
+    "MedicationAdministration", "Flag", "Basic", "Group",
 )
 # served read-only from the shipped implementation guide (profiles/, terminology/)
 CONFORMANCE_TYPES: frozenset[str] = frozenset(
@@ -32,7 +32,7 @@ CLASSIFICATION: dict[str, str] = {
     **dict.fromkeys(("Patient", "ServiceRequest", "Consent", "ImagingStudy",
                      "DiagnosticReport", "Observation", "DocumentReference", "Binary",
                      "Task", "Provenance", "Communication", "MedicationAdministration",
-                     "Flag"), PATIENT_DATA),
+                     "Flag", "Group"), PATIENT_DATA),
     "Basic": PATIENT_MESSAGES,
     **dict.fromkeys(("Practitioner", "PractitionerRole", "Organization", "Endpoint",
                      "Device"), DIRECTORY),

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -114,6 +114,9 @@ class FhirCors(CORSMiddleware):
 def _respond(rendered: Rendered, request_id: str, head: bool = False) -> Response:
     headers = dict(rendered.headers)
     headers["X-Request-Id"] = request_id
+    if rendered.file is not None:  # a Bulk Data export file, streamed from disk
+        return FileResponse(rendered.file, status_code=rendered.status, headers=headers,
+                            media_type=rendered.content_type)
     if not rendered.body:
         return Response(status_code=rendered.status, headers=headers)
     return Response(content=b"" if head else rendered.body, status_code=rendered.status,

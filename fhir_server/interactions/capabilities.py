@@ -49,6 +49,14 @@ OPERATION_LEVELS: dict[str, tuple[str, ...]] = {
     "validate": ("type", "instance"), "lookup": ("type", "instance"),
     "validate-code": ("type", "instance"), "expand": ("type", "instance"),
     "translate": ("type", "instance"), "everything": ("instance",)}
+# Bulk Data Access IG v2 $export (issue 31): [base]/$export, [base]/Patient/$export,
+# [base]/Group/[id]/$export — (type or None, level, OperationDefinition)
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+EXPORT_OPERATIONS: tuple[tuple[str | None, str, str], ...] = (
+    ("Patient", "type", f"{BULK_DATA}/OperationDefinition/patient-export"),
+    ("Group", "instance", f"{BULK_DATA}/OperationDefinition/group-export"),
+    (None, "system", f"{BULK_DATA}/OperationDefinition/export"),
+)
 SYSTEM_INTERACTIONS = ["transaction", "batch", "search-system", "history-system"]
 CONFORMANCE_INTERACTIONS = ["read", "vread", "search-type"]
 # rest.security (SMART App Launch, conformance.html#security)
@@ -81,11 +89,15 @@ def operations(extra: tuple[tuple[str, str], ...] = ()) -> list[Operation]:
         out.extend(Operation(n, rtype, ("instance",),
                              url("OperationDefinition", f"{rtype}-{n}"))
                    for t, n in extra if t == rtype)
+        out.extend(Operation("export", rtype, (level,), definition)
+                   for t, level, definition in EXPORT_OPERATIONS if t == rtype)
     for rtype in sorted(CONFORMANCE_TYPES):
         out.extend(Operation(n, rtype, OPERATION_LEVELS[n], OPERATION_DEFINITIONS[n])
                    for n in TERMINOLOGY_OPERATIONS.get(rtype, []))
     out.extend(Operation(n, None, ("system",), url("OperationDefinition", n))
                for t, n in extra if not t)
+    out.extend(Operation("export", None, (level,), definition)
+               for t, level, definition in EXPORT_OPERATIONS if t is None)
     return out
 
 

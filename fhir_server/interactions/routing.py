@@ -44,7 +44,8 @@ SYSTEM_ROUTES: tuple[tuple[str, Mapping[str, Interaction]], ...] = (
     ("", _on(Do.SEARCH_SYSTEM, Do.SEARCH_SYSTEM, post=Do.BATCH)),
     ("_search", _on(post=Do.SEARCH_SYSTEM)),
     ("metadata", _on(Do.CAPABILITIES)),
-    ("$op", _on(Do.OPERATION, post=Do.OPERATION)),
+    # DELETE: a Bulk Data export's status URL only (DELETE_OPERATIONS)
+    ("$op", _on(Do.OPERATION, post=Do.OPERATION, delete=Do.OPERATION)),
     ("_history", _on(Do.HISTORY_SYSTEM)),
 )
 TYPE_ROUTES: tuple[tuple[str, Mapping[str, Interaction]], ...] = (
@@ -62,6 +63,8 @@ TYPE_ROUTES: tuple[tuple[str, Mapping[str, Interaction]], ...] = (
     ("{type}/{id}/_history/{vid}", _on(Do.VREAD, Do.VREAD)),
 )
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+# the system operations a DELETE reaches: cancelling a Bulk Data export (issue 31)
+DELETE_OPERATIONS = frozenset({"export-poll-status"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,9 @@ def route(method: str, path: str, params: list[tuple[str, str]], *, body: Any = 
     check_integer_params(params)
     found, parts = match(path)
     interaction = found.methods.get(method) if found is not None else None
+    if method == "DELETE" and found is not None and found.pattern == "$op" and \
+            parts[0][1:] not in DELETE_OPERATIONS:
+        interaction = None
     if found is None or interaction is None:
         raise FhirError(ErrorKind.METHOD_NOT_ALLOWED,
                         f"{method} /{'/'.join(parts)} is not a supported FHIR interaction")
@@ -199,7 +205,10 @@ def allowed(path: str) -> str:
         found, _ = match(path)
     except FhirError:  # a type we do not serve: every method meets the same 404
         return ", ".join(METHODS)
-    takes = found.methods if found is not None else {}
+    takes = dict(found.methods) if found is not None else {}
+    if found is not None and found.pattern == "$op" and \
+            path.strip("/")[1:] not in DELETE_OPERATIONS:
+        takes.pop("DELETE", None)
     return ", ".join(m for m in METHODS if m in takes)
 
 

@@ -192,6 +192,9 @@ class GuardedStore(MetaOwner):
         self.savepoints = inner.savepoints
         self.serial_units = inner.serial_units
         self.touched: dict[str, set[str]] = {}  # "Type/id" -> patient ids (for the audit)
+        # off for a Bulk Data export's pages: its audit is the kick-off's and each
+        # download's (ADR 0025), not one entry per patient of 100 000 resources
+        self.records_touched = True
         # what a Binary's securityContext names, read once for its patients and its masking
         self._contexts: dict[tuple[str, str], dict[str, Any] | None] = {}
 
@@ -450,8 +453,9 @@ class GuardedStore(MetaOwner):
         kept = [i for i in page.items if self._shared(i, "s")]
         if len(kept) < len(page.items):  # left out after the query (an opposition): the
             page.total = None            # count would be wrong, and would tell they exist
-        for item in kept:
-            self.touched[f"{item.type}/{item.id}"] = self.patients(item)
+        if self.records_touched:
+            for item in kept:
+                self.touched[f"{item.type}/{item.id}"] = self.patients(item)
         page.items = kept
         return page
 

@@ -26,6 +26,7 @@ PATIENT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "MedicationAdministration": (("subject",), ("performer", "actor")),
     "Flag": (("subject",),),
     "Basic": (("subject",),),  # the HL7 v2 message store (adapters.hl7v2.records)
+    "Group": (("member", "entity"),),  # a cohort (Group/[id]/$export): each member's
 }
 # the search parameter that narrows a search to a set of patients (R-SEC-2)
 NARROWING_PARAM: dict[str, str] = {
@@ -33,7 +34,7 @@ NARROWING_PARAM: dict[str, str] = {
     "Consent": "patient", "DiagnosticReport": "subject", "DocumentReference": "subject",
     "ImagingStudy": "patient", "Observation": "subject", "Provenance": "patient",
     "ServiceRequest": "subject", "Task": "patient", "MedicationAdministration": "patient",
-    "Flag": "patient", "Basic": "patient",
+    "Flag": "patient", "Basic": "patient", "Group": "member",
 }
 
 

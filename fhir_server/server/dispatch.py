@@ -37,6 +37,7 @@ from fhir_server.interactions import (
     create,
     delete,
     everything,
+    export,
     history,
     patch,
     read,
@@ -80,6 +81,7 @@ HANDLERS: dict[Interaction, Handler] = {
 OPERATIONS: dict[tuple[str | None, str], Handler] = {
     ("Patient", "everything"): everything.everything,
     **conformance.OPERATIONS,
+    **export.OPERATIONS,  # Bulk Data $export (issue 31)
 }
 SUBSETTABLE = {Interaction.READ, Interaction.VREAD, Interaction.SEARCH_TYPE,
                Interaction.SEARCH_SYSTEM, Interaction.SEARCH_COMPARTMENT,
@@ -93,6 +95,7 @@ class Rendered:
     headers: dict[str, str]
     body: bytes
     media_type: str
+    file: str | None = None  # streamed by the transport instead of ``body``
 
     @property
     def content_type(self) -> str:
@@ -228,6 +231,8 @@ class FhirServer:
 
     def render(self, req: FhirRequest, resp: FhirResponse) -> Rendered:
         """Serialise the payload honouring _format/Accept, _pretty, _summary, _elements."""
+        if resp.file is not None:  # an export file: NDJSON whatever the Accept
+            return Rendered(resp.status, resp.headers, b"", export.NDJSON, resp.file)
         try:
             return self._render(req, resp)
         except FhirError as exc:
