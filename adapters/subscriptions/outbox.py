@@ -207,18 +207,37 @@ class State:
         ext: list[dict[str, Any]] = [{"url": f"{EXT}events", "valueInteger": events}]
         if owner is not None:
             ext.append({"url": f"{EXT}owner", "valueString": orjson.dumps(owner).decode()})
-        save(self.server, "Basic", sid, {
-            "resourceType": "Basic", "id": sid, "extension": ext,
-            "code": {"coding": [{"system": SYSTEM, "code": STATE}]},
-            "subject": {"reference": f"Subscription/{sid}"}})
+        save(self.server, "Basic", sid, {**self._blank(sid), "extension": ext})
+
+    @staticmethod
+    def _blank(sid: str) -> dict[str, Any]:
+        return {"resourceType": "Basic", "id": sid,
+                "code": {"coding": [{"system": SYSTEM, "code": STATE}]},
+                "subject": {"reference": f"Subscription/{sid}"}}
+
+    def set_token(self, sid: str, digest: str, expires: float) -> None:
+        """A websocket binding token's digest and expiry (the token itself is never kept)."""
+        state = self.read(sid) or {}
+        ext = [e for e in state.get("extension") or [] if e.get("url") != f"{EXT}ws-token"]
+        ext.append({"url": f"{EXT}ws-token", "valueString": f"{digest} {expires:.0f}"})
+        with as_system(self.server, SUBSCRIPTION_OUTBOX).write():
+            save(self.server, "Basic", sid, {**state, "extension": ext})
+
+    def token(self, sid: str) -> tuple[str, float] | None:
+        value = _ext(self.read(sid), "ws-token")
+        if not isinstance(value, str) or " " not in value:
+            return None
+        digest, expires = value.split(" ", 1)
+        return digest, float(expires)
 
     def next_number(self, sid: str) -> int:
         """The next event number, counted in the caller's write unit (a concurrent unit
         counting the same subscription conflicts on the state's version and retries)."""
         state = self.read(sid) or {}
-        owner = _ext(state, "owner")
         number = int(_ext(state, "events") or 0) + 1
-        self.write(sid, orjson.loads(owner) if isinstance(owner, str) else None, number)
+        ext = [e for e in state.get("extension") or [] if e.get("url") != f"{EXT}events"]
+        ext.append({"url": f"{EXT}events", "valueInteger": number})
+        save(self.server, "Basic", sid, {**self._blank(sid), **state, "extension": ext})
         return number
 
 

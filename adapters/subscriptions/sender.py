@@ -162,7 +162,7 @@ class Sender:
             if found is None:
                 continue
             resource, active = found
-            if active.expired(datetime.now(UTC).timestamp() * 1_000_000):
+            if active.expired(int(datetime.now(UTC).timestamp() * 1_000_000)):
                 self.set_status(resource, "off")
             elif active.channel == "websocket":
                 self.set_status(resource, "active")
@@ -228,7 +228,7 @@ class Sender:
             ok, detail = False, f"refusé : {exc}"
         except Exception as exc:  # network: retried
             ok, detail = False, f"{type(exc).__name__}: {exc}"[:300]
-        self._audit(active, kind, notes, ok, detail)
+        self.audit(active, kind, notes, ok, detail)
         return ok, detail
 
     def _version(self, ref: str) -> dict[str, Any] | None:
@@ -239,7 +239,7 @@ class Sender:
         item = store.vread(rtype, rid, int(vid)) if vid.isdigit() else store.read(rtype, rid)
         return orjson.loads(item.body) if item is not None and item.body else None
 
-    def _audit(self, active: Active, kind: str, notes: list[Notification], ok: bool,
+    def audit(self, active: Active, kind: str, notes: list[Notification], ok: bool,
                detail: str) -> None:
         """BALP Export: the subscriber (its endpoint, the owner) as the destination."""
         if self.server.audit is None:
