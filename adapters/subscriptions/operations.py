@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,7 @@ def topic_list(server: FhirServer, req: FhirRequest) -> FhirResponse:
                                            "total": len(entries), "entry": entries})
 
 
-OPERATIONS = {("Subscription", "status"): status, ("Subscription", "events"): events,
+OPERATIONS: dict[tuple[str | None, str], Callable[[FhirServer, FhirRequest], FhirResponse]] = {
+    ("Subscription", "status"): status, ("Subscription", "events"): events,
               ("Subscription", "get-ws-binding-token"): binding_token,
               ("Subscription", "topics"): topic_list}

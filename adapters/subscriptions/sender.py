@@ -209,9 +209,8 @@ class Sender:
     # -- one POST -------------------------------------------------------------------------
     def deliver(self, resource: dict[str, Any], active: Active, kind: str,
                 notes: list[Notification]) -> tuple[bool, str]:
-        count = self.state.events(active.id) if notes else 0
-        if notes:
-            count = max(count, notes[-1].number)
+        # the event count as of the last event it carries (a gap tells a lost one)
+        count = notes[-1].number if notes else 0
         bundle = notification_bundle(self.base, active, "active" if notes else "requested",
                                      kind, count, notes, self._version)
         headers = {"Content-Type": "application/fhir+json"}
