@@ -17,7 +17,10 @@ own values, plus those without an anchor (:class:`Bucket`).
 
 from __future__ import annotations
 
+import operator
 import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -32,6 +35,8 @@ from fhir_server.search.query import Clause, QueryParser, ReferenceValue, TokenV
 
 Doc = dict[str, Any]
 Anchor = tuple[str, str]  # (parameter key, code or id)
+# (parameter key, entry field, order operator, bound): a comparison some row must pass
+Range = tuple[str, str, str, Any]
 _RESULT = frozenset({"_count", "_sort", "_include", "_revinclude", "_total", "_summary",
                      "_elements", "_format", "_pretty", "_contained", "_containedType"})
 
@@ -45,6 +50,9 @@ class Condition:
     conditions: tuple[Doc, ...]
     negated: bool = False  # ``:not``
     missing: bool | None = None  # ``:missing``
+    # the conditions compiled once into closures (interpreting the dicts at each write
+    # would cost several times more)
+    tests: tuple[Callable[[Doc], bool], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class Predicate:
     type: str
     conditions: tuple[Condition, ...]
     anchors: frozenset[Anchor] = frozenset()  # empty: evaluated on every write of type
+    ranged: Range | None = None  # without anchors: a bound some row must pass
 
     def matches(self, rows: Rows) -> bool:
         return all(_holds(c, rows) for c in self.conditions)
@@ -114,14 +123,29 @@ def compile_criteria(criteria: str, limits: Limits | None = None) -> Predicate:
                           "resources; a subscription is matched on the written resource's "
                           "own values", "Subscription.criteria")
         kind = KINDS[term.param.kind]
-        conditions.append(Condition(
-            term.param.key, kind.fields, tuple(kind.mongo(v, term.modifier)
-                                               for v in term.values),
-            term.modifier == "not", term.missing))
+        conds = tuple(kind.mongo(v, term.modifier) for v in term.values)
+        conditions.append(Condition(term.param.key, kind.fields, conds,
+                                    term.modifier == "not", term.missing,
+                                    tuple(_compile(c) for c in conds)))
         found = _anchors(term)
         if found and (not anchors or len(found) < len(anchors)):
             anchors = found  # the most selective clause
-    return Predicate(rtype, tuple(conditions), anchors)
+    ranged = None if anchors else next(
+        (r for c in conditions if (r := _range(c)) is not None), None)
+    return Predicate(rtype, tuple(conditions), anchors, ranged)
+
+
+def _range(condition: Condition) -> Range | None:
+    """A necessary comparison of a one-value clause (``birthdate=lt1950``: some row's
+    ``lo`` below the bound), so the bucket finds its candidates by bisection."""
+    if condition.negated or condition.missing is not None or len(condition.conditions) != 1:
+        return None
+    for key, want in condition.conditions[0].items():
+        if not key.startswith("$") and isinstance(want, dict) and len(want) == 1:
+            op, bound = next(iter(want.items()))
+            if op in _ORDER and isinstance(bound, int | float):
+                return condition.key, key, op, bound
+    return None
 
 
 def _anchors(clause: Clause) -> frozenset[Anchor]:
@@ -147,52 +171,62 @@ def _holds(condition: Condition, rows: Rows) -> bool:
     mine = rows.of(condition.key, condition.fields)
     if condition.missing is not None:
         return (not mine) == condition.missing
-    hit = any(_match(doc, c) for doc in mine for c in condition.conditions)
+    hit = any(test(doc) for doc in mine for test in condition.tests)
     return not hit if condition.negated else hit
 
 
-def _match(doc: Doc, cond: Doc) -> bool:
-    """``cond`` (the subset of MongoDB's query language the kinds compile to) on one
-    index entry."""
+Test = Callable[[Doc], bool]
+_ORDER = {"$gt": operator.gt, "$gte": operator.ge, "$lt": operator.lt, "$lte": operator.le}
+
+
+def _compile(cond: Doc) -> Test:
+    """``cond`` (the subset of MongoDB's query language the kinds compile to) as a test
+    of one index entry."""
+    parts: list[Test] = []
     for key, want in cond.items():
-        if key == "$or":
-            if not any(_match(doc, c) for c in want):
-                return False
-        elif key == "$and":
-            if not all(_match(doc, c) for c in want):
-                return False
+        if key in ("$or", "$and"):
+            subs = tuple(_compile(c) for c in want)
+            parts.append(_any(subs) if key == "$or" else _all(subs))
         elif isinstance(want, dict) and want and all(k.startswith("$") for k in want):
-            value = doc.get(key)
-            if not all(_operator(value, op, arg, key in doc) for op, arg in want.items()):
-                return False
-        elif doc.get(key) != want:
-            return False
-    return True
+            parts += [_operator(key, op, arg) for op, arg in want.items()]
+        else:
+            parts.append(_equal(key, want))
+    return parts[0] if len(parts) == 1 else _all(tuple(parts))
 
 
-def _operator(value: Any, op: str, arg: Any, present: bool) -> bool:
+def _equal(key: str, want: Any) -> Test:
+    return lambda d: bool(d.get(key) == want)
+
+
+def _any(tests: tuple[Test, ...]) -> Test:
+    return lambda d: any(f(d) for f in tests)
+
+
+def _all(tests: tuple[Test, ...]) -> Test:
+    return lambda d: all(f(d) for f in tests)
+
+
+def _operator(key: str, op: str, arg: Any) -> Test:
     if op == "$exists":
-        return present == bool(arg)
+        return lambda d: (key in d) == bool(arg)
     if op == "$regex":
-        return isinstance(value, str) and _regex(arg).search(value) is not None
+        pattern = _regex(arg)
+        return lambda d: isinstance(v := d.get(key), str) and pattern.search(v) is not None
     if op == "$in":
-        return value in arg
+        return lambda d: d.get(key) in arg
     if op == "$ne":
-        return bool(value != arg)
-    if value is None:
-        return False
-    try:
-        if op == "$gt":
-            return bool(value > arg)
-        if op == "$gte":
-            return bool(value >= arg)
-        if op == "$lt":
-            return bool(value < arg)
-        if op == "$lte":
-            return bool(value <= arg)
-    except TypeError:
-        return False
-    raise ValueError(f"operator {op} is not evaluated in memory")
+        return lambda d: bool(d.get(key) != arg)
+    if op not in _ORDER:
+        raise ValueError(f"operator {op} is not evaluated in memory")
+    compare = _ORDER[op]
+
+    def ordered(d: Doc) -> bool:
+        value = d.get(key)
+        try:
+            return value is not None and bool(compare(value, arg))
+        except TypeError:
+            return False
+    return ordered
 
 
 @cache
@@ -206,17 +240,36 @@ class Bucket:
     anchors and the unanchored list, nothing else."""
 
     anchored: dict[Anchor, list[Any]] = field(default_factory=dict)
+    # (key, field, op) -> bounds ascending, and the values in the same order
+    ranges: dict[tuple[str, str, str], tuple[list[Any], list[Any]]] = field(
+        default_factory=dict)
     scan: list[Any] = field(default_factory=list)
 
     def add(self, predicate: Predicate, value: Any) -> None:
         if predicate.anchors:
             for anchor in predicate.anchors:
                 self.anchored.setdefault(anchor, []).append(value)
+        elif predicate.ranged is not None:
+            key, name, op, bound = predicate.ranged
+            bounds, values = self.ranges.setdefault((key, name, op), ([], []))
+            at = bisect_right(bounds, bound)
+            bounds.insert(at, bound)
+            values.insert(at, value)
         else:
             self.scan.append(value)
 
     def candidates(self, rows: Rows) -> list[Any]:
         out = list(self.scan)
+        for (key, name, op), (bounds, values) in self.ranges.items():
+            found = [v for d in rows.of(key, ()) if (v := d.get(name)) is not None]
+            if not found:
+                continue
+            if op in ("$lt", "$lte"):  # some row below the bound: the bounds above min
+                low = min(found)
+                out += values[(bisect_right if op == "$lt" else bisect_left)(bounds, low):]
+            else:  # some row above the bound: the bounds below max
+                high = max(found)
+                out += values[:(bisect_left if op == "$gt" else bisect_right)(bounds, high)]
         if self.anchored:
             seen: set[int] = set()
             for anchor in rows.anchors():

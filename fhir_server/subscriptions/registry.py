@@ -135,8 +135,11 @@ class Registry:
             return []
         view = Rows(rows)
         now = time.time_ns() // 1000
-        return [a for a in bucket.candidates(view) if not a.expired(now) and
-                any(p.matches(view) for p in a.predicates if p.type == item.type)]
+        found: dict[str, Active] = {}  # one notification per subscription and write
+        for predicate, active in bucket.candidates(view):
+            if active.id not in found and predicate.matches(view) and not active.expired(now):
+                found[active.id] = active
+        return list(found.values())
 
     def on_topic(self, server: Core, topic: str) -> list[Active]:
         now = time.time_ns() // 1000
@@ -174,7 +177,8 @@ class Registry:
                 snap.topics.setdefault(active.topic, []).append(active)
                 continue
             for predicate in active.predicates:
-                snap.criteria.setdefault(predicate.type, Bucket()).add(predicate, active)
+                snap.criteria.setdefault(predicate.type, Bucket()).add(
+                    predicate, (predicate, active))
         return snap
 
 
