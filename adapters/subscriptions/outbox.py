@@ -321,6 +321,15 @@ class Notifier:
             raise FhirError(ErrorKind.UNPROCESSABLE, f"Subscription.status {active.status}: "
                             "a client asks for requested (or off); the server activates it",
                             expression=["Subscription.status"])
+        scanned = [p for p in active.predicates if not p.anchors and p.ranged is None]
+        if scanned and active.status == "requested" and (before or {}).get("status") != \
+                "active" and self.registry.scanned(server, scanned[0].type) >= \
+                self.settings.max_scanned:
+            raise FhirError(ErrorKind.UNPROCESSABLE, f"Subscription.criteria: already "
+                            f"{self.settings.max_scanned} subscriptions on {scanned[0].type} "
+                            "with criteria nothing indexes; name a code, an id or a bound "
+                            "(TELEIMG_SUBSCRIPTION_MAX_SCANNED)",
+                            expression=["Subscription.criteria"])
         state = State(server)
         if state.read(item.id) is None:
             state.write(item.id, claims(store.access.principal), 0)

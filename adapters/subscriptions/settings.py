@@ -20,6 +20,10 @@ class SubscriptionSettings:
     retry_max: float = 600.0
     timeout: float = 10.0
     token_lifetime: float = 300.0  # a websocket binding token (seconds)
+    # active subscriptions per type whose criteria nothing indexes (``:contains``…):
+    # each costs every write of the type ~9 µs (benchmarks/subscriptions.py), so 50 keep
+    # matching within 5 % of a write (issue 31: at most 10 %)
+    max_scanned: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None,
@@ -33,7 +37,8 @@ class SubscriptionSettings:
                    max_attempts=int(number(env, "TELEIMG_SUBSCRIPTION_MAX_ATTEMPTS", 5)),
                    retry_base=number(env, "TELEIMG_SUBSCRIPTION_RETRY_BASE", 5.0),
                    retry_max=number(env, "TELEIMG_SUBSCRIPTION_RETRY_MAX", 600.0),
-                   timeout=number(env, "TELEIMG_SUBSCRIPTION_TIMEOUT", 10.0))
+                   timeout=number(env, "TELEIMG_SUBSCRIPTION_TIMEOUT", 10.0),
+                   max_scanned=int(number(env, "TELEIMG_SUBSCRIPTION_MAX_SCANNED", 50)))
 
     def backoff(self, attempts: int) -> float:
         return float(min(self.retry_max, self.retry_base * 2 ** max(0, attempts - 1)))

@@ -141,6 +141,12 @@ class Registry:
                 found[active.id] = active
         return list(found.values())
 
+    def scanned(self, server: Core, rtype: str) -> int:
+        """How many active subscriptions on ``rtype`` no anchor nor bound indexes (each
+        is evaluated on every write of the type)."""
+        bucket = self._current(server).criteria.get(rtype)
+        return len(bucket.scan) if bucket is not None else 0
+
     def on_topic(self, server: Core, topic: str) -> list[Active]:
         now = time.time_ns() // 1000
         return [a for a in self._current(server).topics.get(topic, ()) if not a.expired(now)]
