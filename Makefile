@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-indicators bench-soak lint install install-test clean
+.PHONY: run demo test bench bench-hl7 bench-dicom bench-delivery bench-subscriptions bench-indicators bench-soak lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,7 @@ bench: install-test
 	$(BIN)/python -m benchmarks.hl7
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery
+	$(BIN)/python -m benchmarks.subscriptions
 
 bench-hl7: install-test
 	$(BIN)/python -m benchmarks.hl7
@@ -48,6 +49,10 @@ bench-dicom: install-test
 
 bench-delivery: install-test
 	$(BIN)/python -m benchmarks.delivery
+
+# what matching 1 000 active subscriptions costs a write (issue 31: at most 10 %)
+bench-subscriptions: install-test
+	$(BIN)/python -m benchmarks.subscriptions
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators
