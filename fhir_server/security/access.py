@@ -422,8 +422,10 @@ class GuardedStore(MetaOwner):
                           letter: str) -> list[Stored]:
         """Versions of one resource: shown when its current version is visible and each
         version names only reachable patients (a deletion: reach over every patient)."""
-        if self.access.reach(rtype, letter) is ALL and self._letter(rtype, letter):
-            return versions
+        if self.access.reach(rtype, letter) is ALL and self._letter(rtype, letter) and not (
+                rtype in masking.DOCUMENT_TYPES and (self.access.masked(rtype, letter) or
+                                                     self.access.withheld(rtype, letter))):
+            return versions  # documents: their masking and oppositions first (issue 31)
         current = self.inner.read(rtype, rid)
         if current is None or current.deleted or not self.visible(current, letter):
             return []

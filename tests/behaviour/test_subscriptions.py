@@ -228,3 +228,58 @@ def test_criteria_match_the_index_rows() -> None:
         assert compile_criteria(criteria).matches(rows) is expected, criteria
     assert compile_criteria("ServiceRequest?subject=Patient/p1").anchors == {
         ("ServiceRequest.subject", "p1")}
+
+
+@pytest.fixture
+def documents(world: World) -> World:
+    from adapters.cda.publish import Publisher
+    from tests.behaviour.test_report_delivery import qualify
+
+    assert world.core.workflow is not None
+    Publisher().subscribe(world.core.workflow.events)
+    qualify(world)
+    return world
+
+
+def test_masked_and_opposed_documents_are_not_notified(documents: World) -> None:
+    """R-CONS-5, R-SEC-2 at the event: the document-available topic tells the DMP
+    connector of every document, an EHR (document-consumer) of none masked from
+    professionals (MASQUE_PS) and of none once the patient opposes sharing with
+    professionals — and its event numbers have no gap where it was told nothing."""
+    from fhir_server.security import masking
+    from tests.behaviour.test_report_delivery import final
+
+    w = documents
+    scopes = ["system/DocumentReference.rs", "system/Binary.r", "system/Patient.rs",
+              "system/Subscription.cruds"]
+    dmp = w.user(["dmp-connector"], scopes=scopes)
+    ehr = w.user(["document-consumer"], scopes=scopes)
+    ids = {name: subscribe(client, subscription(topics.DOCUMENT))
+           for name, client in (("dmp", dmp), ("ehr", ehr))}
+    sender = Sender(w.core, SETTINGS, "https://fhir.test/fhir", post=Hook())
+    sender.run_once()
+
+    def told(name: str, client: Any) -> list[tuple[str, str]]:
+        r = client.get(f"/fhir/Subscription/{ids[name]}/$events")
+        assert r.status_code == 200, r.text
+        return [(next(p["valueString"] for p in e["part"] if p["name"] == "event-number"),
+                 next(p["valueReference"]["reference"] for p in e["part"]
+                      if p["name"] == "focus").split("/")[-1])
+                for e in r.json()["entry"][0]["resource"]["parameter"]
+                if e["name"] == "notification-event"]
+
+    final(w)
+    assert len(told("dmp", dmp)) == 2 and len(told("ehr", ehr)) == 2  # N1, N3
+    final(w, masking.MASQUE_PS)
+    assert len(told("dmp", dmp)) == 4
+    assert len(told("ehr", ehr)) == 2  # masked from professionals: not even the id
+    w.consent("partage-professionnels", decision="deny")
+    final(w)
+    assert len(told("dmp", dmp)) == 6
+    seen = told("ehr", ehr)
+    assert [n for n, _ in seen] == ["1", "2"]  # opposed: nothing, and no gap
+    # the opposition now hides the earlier ones too: $events full-resource reads now
+    assert ehr.get(f"/fhir/DocumentReference/{seen[0][1]}").status_code == 404
+    assert ehr.get(f"/fhir/DocumentReference/{seen[0][1]}/_history/1").status_code == 404
+    r = ehr.get(f"/fhir/Subscription/{ids['ehr']}/$events?content=full-resource")
+    assert all("resource" not in e for e in r.json()["entry"][1:])
