@@ -15,10 +15,10 @@ from adapters.subscriptions.operations import OPERATIONS
 from adapters.subscriptions.outbox import Notifier
 from adapters.subscriptions.sender import Sender
 from adapters.subscriptions.settings import SubscriptionSettings
+from fhir_server.search.extract import extract
 from fhir_server.server.dispatch import FhirServer
 from fhir_server.subscriptions import topics
 from fhir_server.subscriptions.criteria import Rows, compile_criteria
-from fhir_server.search.extract import extract
 from tests.behaviour.workflow_world import UNQUALIFIED, World
 
 HOOK = "http://hook.test/notify"

@@ -27,7 +27,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server protocol
+            def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.received.append((json.loads(data), dict(self.headers)))
                 self.send_response(200)
