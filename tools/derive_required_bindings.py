@@ -83,6 +83,8 @@ NOT_IN_REFERENCES: dict[str, str] = {
     "Communication.priority": VS + "request-priority",
     "MedicationAdministration.status": VS + "medication-admin-status",
     "Flag.status": VS + "flag-status",
+    "Subscription.status": VS + "subscription-status",
+    "Subscription.channel.type": VS + "subscription-channel-type",
 }
 
 # Code-typed elements the models give an enum table to although R4 does not bind them
