@@ -256,6 +256,7 @@ def test_masked_and_opposed_documents_are_not_notified(documents: World) -> None
     ehr = w.user(["document-consumer"], scopes=scopes)
     ids = {name: subscribe(client, subscription(topics.DOCUMENT))
            for name, client in (("dmp", dmp), ("ehr", ehr))}
+    ids["ris"] = subscribe(w.ris, subscription(topics.REPORT))
     sender = Sender(w.core, SETTINGS, "https://fhir.test/fhir", post=Hook())
     sender.run_once()
 
@@ -268,8 +269,9 @@ def test_masked_and_opposed_documents_are_not_notified(documents: World) -> None
                 for e in r.json()["entry"][0]["resource"]["parameter"]
                 if e["name"] == "notification-event"]
 
-    final(w)
+    report = final(w)
     assert len(told("dmp", dmp)) == 2 and len(told("ehr", ehr)) == 2  # N1, N3
+    assert told("ris", w.ris) == [("1", report["id"])]  # the report topic
     final(w, masking.MASQUE_PS)
     assert len(told("dmp", dmp)) == 4
     assert len(told("ehr", ehr)) == 2  # masked from professionals: not even the id
