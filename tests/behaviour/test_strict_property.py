@@ -48,6 +48,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
                                  "subject": REF, "effectiveDateTime": "2024-01-01"},
     "Flag": {"status": "active", "code": CC, "subject": REF},
     "Basic": {"code": CC},
+    "Subscription": {"status": "requested", "reason": "x", "criteria": "Patient?",
+                     "channel": {"type": "rest-hook", "endpoint": "https://hook.example/x"}},
 }
 # not mutated: the id has its own check (and a create ignores it); the extension
 # machinery and contained resources are covered by the unit tests
