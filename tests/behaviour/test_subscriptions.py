@@ -22,7 +22,9 @@ from fhir_server.subscriptions.criteria import Rows, compile_criteria
 from tests.behaviour.workflow_world import UNQUALIFIED, World
 
 HOOK = "http://hook.test/notify"
-SETTINGS = SubscriptionSettings(hosts=("hook.test",), https_only=False, retry_base=0.0,
+# the local receiver of the HTTP test is on loopback: allowed by name
+SETTINGS = SubscriptionSettings(hosts=("hook.test", "127.0.0.1"), https_only=False,
+                                retry_base=0.0,
                                 max_attempts=3)
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 
@@ -195,7 +197,7 @@ def test_refused_subscriptions(world: World) -> None:
         r = world.ris.post("/fhir/Subscription", json=bad)
         assert r.status_code == status, (bad["criteria"], r.text)
     loopback = subscription("Patient?gender=male")
-    loopback["channel"]["endpoint"] = "http://127.0.0.1:9/x"
+    loopback["channel"]["endpoint"] = "http://localhost:9/x"  # loopback, not listed
     assert world.ris.post("/fhir/Subscription", json=loopback).status_code == 422
 
 
@@ -285,3 +287,46 @@ def test_masked_and_opposed_documents_are_not_notified(documents: World) -> None
     assert ehr.get(f"/fhir/DocumentReference/{seen[0][1]}/_history/1").status_code == 404
     r = ehr.get(f"/fhir/Subscription/{ids['ehr']}/$events?content=full-resource")
     assert all("resource" not in e for e in r.json()["entry"][1:])
+
+
+def test_order_and_retries_against_a_local_http_hook(world: World) -> None:
+    """A real local HTTP receiver (loopback, allowed by name) answers 503 twice, then
+    recovers: events 1 and 2 arrive once each, in order, over HTTP."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    answers = [503, 503]
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            data = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = answers.pop(0) if answers else 200
+            if status == 200:
+                got.append(data)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = SubscriptionSettings(hosts=("127.0.0.1",), https_only=False,
+                                     retry_base=0.0, max_attempts=5)
+        sender = Sender(world.core, local, "https://fhir.test/fhir")  # real httpx POSTs
+        resource = subscription("Patient?gender=male")
+        resource["channel"]["endpoint"] = f"http://127.0.0.1:{server.server_address[1]}/h"
+        subscribe(world.ris, resource)
+        answers.insert(0, 200)  # the handshake
+        sender.run_once()
+        world.patient("1950-01-01", "male")
+        world.patient("1951-01-01", "male")
+        for _ in range(3):
+            sender.run_once()
+        numbers = [int(next(p["valueString"] for p in b["entry"][0]["resource"]["parameter"]
+                            if p["name"] == "events-since-subscription-start")) for b in got]
+        assert numbers == [0, 1, 2]
+    finally:
+        server.shutdown()
