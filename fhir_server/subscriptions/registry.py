@@ -189,9 +189,11 @@ class Registry:
 
 
 def active_subscriptions(store: Store, limits: Limits) -> list[dict[str, Any]]:
-    """Every active Subscription's body, page after page."""
-    query = QueryParser(limits, strict=True).parse("Subscription", [("status", "active"),
-                                                                    ("_count", "500")])
+    """Every active Subscription's body, page after page — and those in ``error``: their
+    events are still numbered and kept, sent in order once the client asks for the
+    subscription again (at least once, no event lost while its endpoint is down)."""
+    query = QueryParser(limits, strict=True).parse("Subscription", [
+        ("status", "active,error"), ("_count", "500")])
     out: list[dict[str, Any]] = []
     while True:
         page = store.search(query)

@@ -330,3 +330,25 @@ def test_order_and_retries_against_a_local_http_hook(world: World) -> None:
         assert numbers == [0, 1, 2]
     finally:
         server.shutdown()
+
+
+def test_error_after_the_last_attempt_and_resume(world: World) -> None:
+    """After max_attempts failures the notification is a dead letter and the subscription
+    ``error``; PUT back to requested, it resumes with the next event (the client sees the
+    gap in the numbers and reads $events)."""
+    hook = Hook(200, 500, 500, 500)  # handshake, then event 1 fails three times
+    sender = Sender(world.core, SETTINGS, "https://fhir.test/fhir", post=hook)
+    sid = subscribe(world.ris, subscription("Patient?gender=male"))
+    sender.run_once()
+    world.patient("1950-01-01", "male")
+    for _ in range(3):
+        sender.run_once()
+    current = world.ris.get(f"/fhir/Subscription/{sid}").json()
+    assert current["status"] == "error" and "notification 1" in current["error"]
+    dead = world.ris.get(f"/fhir/Task?focus=Subscription/{sid}&status=failed").json()
+    assert len(dead.get("entry", [])) == 1
+    world.patient("1951-01-01", "male")
+    r = world.ris.put(f"/fhir/Subscription/{sid}", json={**current, "status": "requested"})
+    assert r.status_code == 200, r.text
+    sender.run_once()  # handshake again, then event 2
+    assert [n for kind, n, _ in hook.events() if kind == "event-notification"] == [2]
