@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run demo test bench bench-scale bench-hl7 bench-dicom bench-delivery bench-indicators bench-export bench-soak bench-validation lint install install-test clean
+.PHONY: run demo test bench bench-scale bench-hl7 bench-dicom bench-delivery bench-subscriptions bench-indicators bench-export bench-soak bench-validation lint install install-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ bench: install-test
 	$(BIN)/python -m benchmarks.dicom
 	$(BIN)/python -m benchmarks.delivery
 	$(BIN)/python -m benchmarks.export
+	$(BIN)/python -m benchmarks.subscriptions
 
 # search p50/p95/p99 at 10 k, 100 k, 1 M resources (BENCH_SCALE_SIZES), loaded through the
 # core, resumable (benchmarks/scale.py; issue 32): not part of `make test`
@@ -56,6 +57,10 @@ bench-dicom: install-test
 
 bench-delivery: install-test
 	$(BIN)/python -m benchmarks.delivery
+
+# what matching 1 000 active subscriptions costs a write (issue 31: at most 10 %)
+bench-subscriptions: install-test
+	$(BIN)/python -m benchmarks.subscriptions
 
 bench-indicators: install-test
 	$(BIN)/python -m benchmarks.indicators

@@ -23,3 +23,9 @@ CDA_PUBLISHER = server_principal(
 IDENTITY_FLAGS = server_principal("identity-flags", "system/Flag.c")
 # the queue gauges of /metrics: counts only (issue 29)
 QUEUE_GAUGES = server_principal("queue-gauges", "system/Task.s system/Basic.s")
+# FHIR Subscriptions (issue 31): the notifications (Task) and each subscription's state
+# (Basic: its owner, its event count), the Subscriptions' status, and the versions a
+# full-resource notification carries (decided visible to the owner at the event)
+SUBSCRIPTION_OUTBOX = server_principal(
+    "subscription-outbox", "system/Task.cruds system/Basic.cruds system/Subscription.rs "
+    "system/*.r")

@@ -22,6 +22,8 @@ def build_core(settings: Settings) -> FhirServer:
     from adapters.hl7v2 import records
     from adapters.hl7v2.outbox import Outbox
     from adapters.hl7v2.settings import Hl7Settings
+    from adapters.subscriptions import operations as subscription_operations
+    from adapters.subscriptions.outbox import Notifier
 
     records.register_all()  # the HL7 message store's search parameters (Basic)
     deliveries.register_all()  # the delivery outbox's (Task)
@@ -39,22 +41,32 @@ def build_core(settings: Settings) -> FhirServer:
     documents = report_check()
     if documents is not None:
         workflow.report_checks.append(documents)
-    return build_server(settings, workflow)
+    # FHIR Subscriptions (issue 31, ADR 0024): every write matched in its unit (the core's
+    # write observers), the workflow's events as the backport topics, the operations
+    notifier = Notifier()
+    notifier.subscribe(workflow.events)
+    workflow.operations.update(subscription_operations.OPERATIONS)
+    server = build_server(settings, workflow)
+    server.write_observers.append(notifier)
+    return server
 
 
 def create_asgi() -> Any:
     """The served ASGI application (uvicorn's factory): the core built here, with the
-    DICOMweb STOW-RS route (R-INT-2) mounted on the HTTP app."""
+    DICOMweb STOW-RS route (R-INT-2) and the subscriptions' websocket mounted."""
     from adapters.dicom import web
+    from adapters.subscriptions import web as subscriptions_web
     from fhir_server.http.app import create_asgi as asgi
 
     settings = Settings.from_env()
-    return asgi(settings, server=build_core(settings), mounts=[web.mount])
+    return asgi(settings, server=build_core(settings),
+                mounts=[web.mount, subscriptions_web.mount])
 
 
 def create_app(settings: Settings | None = None, *, server: FhirServer) -> Any:
     """The FastAPI app on ``server`` with the adapters' routes (the app tests drive)."""
     from adapters.dicom import web
+    from adapters.subscriptions import web as subscriptions_web
     from fhir_server.http.app import create_app as app
 
-    return app(settings, server=server, mounts=[web.mount])
+    return app(settings, server=server, mounts=[web.mount, subscriptions_web.mount])

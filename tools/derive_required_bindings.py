@@ -84,6 +84,8 @@ NOT_IN_REFERENCES: dict[str, str] = {
     "MedicationAdministration.status": VS + "medication-admin-status",
     "Flag.status": VS + "flag-status",
     "Group.type": VS + "group-type",  # group.html (4.0.1), issue 31
+    "Subscription.status": VS + "subscription-status",
+    "Subscription.channel.type": VS + "subscription-channel-type",
 }
 
 # Code-typed elements the models give an enum table to although R4 does not bind them

@@ -22,7 +22,7 @@ SUPPORTED_TYPES = [
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
-    "MedicationAdministration", "Flag", "Basic", "Group",
+    "MedicationAdministration", "Flag", "Basic", "Group", "Subscription",
 ]
 KINDS = {"string", "token", "reference", "date", "quantity", "uri", "number"}
 RESOLVE_IS = re.compile(r"\.where\(resolve\(\) is (\w+)\)")
@@ -37,9 +37,9 @@ COMMON = [
     ("_source", "uri", "Resource.meta.source"),
 ]
 
-# The supplied R4 SearchParameter Bundle omits Communication, Basic and Group's own
-# parameters; these rows are the R4 definitions from communication.html, basic.html and
-# group.html (4.0.1), kept
+# The supplied R4 SearchParameter Bundle omits Communication, Basic, Group and
+# Subscription's own parameters; these rows are the R4 definitions from
+# communication.html, basic.html, group.html and subscription.html (4.0.1), kept
 # here so the table stays derived.
 SUPPLEMENT = [
     ("Communication", "based-on", "reference", "Communication.basedOn", []),
@@ -76,6 +76,13 @@ SUPPLEMENT = [
      ["Device", "Group", "Medication", "Patient", "Practitioner", "PractitionerRole",
       "Substance"]),
     ("Group", "type", "token", "Group.type", []),
+    # subscription.html (4.0.1): the supplied Bundle has none of them either (issue 31)
+    ("Subscription", "contact", "token", "Subscription.contact", []),
+    ("Subscription", "criteria", "string", "Subscription.criteria", []),
+    ("Subscription", "payload", "token", "Subscription.channel.payload", []),
+    ("Subscription", "status", "token", "Subscription.status", []),
+    ("Subscription", "type", "token", "Subscription.channel.type", []),
+    ("Subscription", "url", "uri", "Subscription.channel.endpoint", []),
 ]
 
 

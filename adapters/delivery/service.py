@@ -12,6 +12,7 @@ from adapters.cda.check import delivery_check
 from adapters.delivery.engine import Sender
 from adapters.delivery.settings import DeliverySettings
 from adapters.hl7v2.settings import Hl7Settings
+from adapters.subscriptions.sender import Sender as SubscriptionSender
 from fhir_server import health, logs
 from fhir_server.config import Settings
 from fhir_server.processes import tell_parent
@@ -31,6 +32,9 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
     log.info("delivery: channels %s", ", ".join(sorted(delivery.channels)))
     parent = os.environ.get("TELEIMG_DELIVERY_PARENT")
     work = asyncio.create_task(sender.run(interval))
+    # the subscriptions' rest-hook notifications leave from the same process (issue 31)
+    base = settings.base_url or f"http://localhost:{settings.http_port}/fhir"
+    notify = asyncio.create_task(SubscriptionSender(server, base_url=base).run(interval / 2))
     health.beat("delivery", settings.data_dir)
     tell_parent("ready")  # `teleimagerie serve` waits for this before serving HTTP
     try:
@@ -42,6 +46,7 @@ async def run(settings: Settings, delivery: DeliverySettings, hl7: Hl7Settings,
             await asyncio.sleep(1.0)
     finally:
         work.cancel()
+        notify.cancel()
         if server.audit is not None:
             server.audit.close()
 

@@ -13,7 +13,7 @@ SUPPORTED_TYPES: tuple[str, ...] = (
     "Patient", "Practitioner", "PractitionerRole", "Organization", "ServiceRequest", "Consent",
     "ImagingStudy", "DiagnosticReport", "Observation", "AuditEvent", "Endpoint", "Device",
     "DocumentReference", "Binary", "Task", "Provenance", "Communication",
-    "MedicationAdministration", "Flag", "Basic", "Group",
+    "MedicationAdministration", "Flag", "Basic", "Group", "Subscription",
 )
 # served read-only from the shipped implementation guide (profiles/, terminology/)
 CONFORMANCE_TYPES: frozenset[str] = frozenset(
@@ -28,6 +28,7 @@ PATIENT_MESSAGES = "patient-messages"  # HL7 v2 message records: guarded per pat
 DIRECTORY = "directory"  # professionals, structures, endpoints, devices
 AUDIT = "audit"  # the trail (auditor only, append-only)
 CONFORMANCE = "conformance"  # the shipped implementation guide (public)
+SUBSCRIPTIONS = "subscriptions"  # each principal's own (issue 31): seen by its owner only
 CLASSIFICATION: dict[str, str] = {
     **dict.fromkeys(("Patient", "ServiceRequest", "Consent", "ImagingStudy",
                      "DiagnosticReport", "Observation", "DocumentReference", "Binary",
@@ -37,6 +38,7 @@ CLASSIFICATION: dict[str, str] = {
     **dict.fromkeys(("Practitioner", "PractitionerRole", "Organization", "Endpoint",
                      "Device"), DIRECTORY),
     "AuditEvent": AUDIT,
+    "Subscription": SUBSCRIPTIONS,
     **dict.fromkeys(sorted(CONFORMANCE_TYPES), CONFORMANCE),
 }
 

@@ -21,6 +21,7 @@ from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES
 from fhir_server.interactions.search import SYSTEM_TYPES
 from fhir_server.search.compartments import compartments
 from fhir_server.search.registry import get, params_for
+from fhir_server.subscriptions.topics import TOPIC_CANONICAL, TOPICS
 
 if TYPE_CHECKING:
     from fhir_server.interactions.port import Server
@@ -158,6 +159,14 @@ DOCUMENTATION = {
     "Binary": "IHE MHD ITI-68 Retrieve Document: GET of a DocumentReference's "
     "attachment.url with Accept set to its contentType (application/hl7-cda+xml) returns "
     "the document bytes; a FHIR Accept returns the Binary resource.",
+    "Subscription": "FHIR R4 Subscriptions (issue 31): criteria-based (criteria = a search "
+    "on one served type, matched on the written version's own values) or a topic of the "
+    "Subscriptions R5 Backport IG (criteria = the topic's canonical, listed in this entry's "
+    "extensions and at Subscription/$topics); channels rest-hook (https) and websocket "
+    "(bind-with-token, $get-ws-binding-token); payload empty, id-only (the default) or "
+    "full-resource (backport-payload-content). A notification carries only what the "
+    "subscription's owner may read at the event; $status and $events report the event "
+    "numbers (eventsSinceSubscriptionStart).",
 }
 SUPPORTED_PROFILES = {"DocumentReference": [
     f"{MHD}/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"]}
@@ -226,6 +235,9 @@ def _statement(base_url: str, released: str,
             resources[-1]["supportedProfile"] = profiles
         if rtype in DOCUMENTATION:
             resources[-1]["documentation"] = DOCUMENTATION[rtype]
+        if rtype == "Subscription":  # the backport's topic discovery (issue 31)
+            resources[-1]["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": t}
+                                          for t in TOPICS]
     for rtype in sorted(CONFORMANCE_TYPES):
         resources.append({
             "type": rtype, "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",

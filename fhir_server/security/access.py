@@ -43,10 +43,17 @@ from fhir_server.search.query import (
     QueryParser,
     SearchQuery,
     Term,
+    escape,
 )
 from fhir_server.search.registry import get
 from fhir_server.security import masking
-from fhir_server.security.care import Relationship, owned_tags, request_refs
+from fhir_server.security.care import (
+    SUBSCRIPTION_OWNER,
+    Relationship,
+    owned_tags,
+    request_refs,
+    self_key,
+)
 from fhir_server.security.compartment import (
     NARROWING_PARAM,
     in_compartment,
@@ -224,6 +231,11 @@ class GuardedStore(MetaOwner):
                 terms.append(self._through_context(reach))
             else:
                 terms += self.patient_terms(rtype, reach, registered=True)
+        if rtype == "Subscription" and not any(r.code == "server" for r in self.access.roles):
+            # each principal's own (issue 31); the server's notifier and sender see all
+            key = escape(self_key(self.access.principal))
+            terms.append(_parser().parse(rtype, [("_tag", f"{SUBSCRIPTION_OWNER}|{key}")])
+                         .terms[0])
         hidden = self.access.masked(rtype, letter)
         if hidden and rtype == "DocumentReference":
             terms.append(_masked_labels(hidden))
@@ -415,8 +427,10 @@ class GuardedStore(MetaOwner):
                           letter: str) -> list[Stored]:
         """Versions of one resource: shown when its current version is visible and each
         version names only reachable patients (a deletion: reach over every patient)."""
-        if self.access.reach(rtype, letter) is ALL and self._letter(rtype, letter):
-            return versions
+        if self.access.reach(rtype, letter) is ALL and self._letter(rtype, letter) and not (
+                rtype in masking.DOCUMENT_TYPES and (self.access.masked(rtype, letter) or
+                                                     self.access.withheld(rtype, letter))):
+            return versions  # documents: their masking and oppositions first (issue 31)
         current = self.inner.read(rtype, rid)
         if current is None or current.deleted or not self.visible(current, letter):
             return []
@@ -533,7 +547,8 @@ class GuardedStore(MetaOwner):
                 added = care.key
             elif rtype == "Patient" and before is None:
                 added = care.key
-        return owned_tags(resource, before, added)
+        owner = self_key(self.access.principal) if rtype == "Subscription" else None
+        return owned_tags(resource, before, added, owner)
 
     def check_write(self, item: Stored) -> None:
         current = self.inner.read(item.type, item.id)

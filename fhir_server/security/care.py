@@ -59,7 +59,9 @@ from fhir_server.store.base import Store, Stored
 # meta.tag systems only the server writes (stripped from what clients send)
 SELF_ASSERTED = url("CodeSystem", "tlm-self-asserted")  # code: who made themselves party
 BREAK_GLASS = url("CodeSystem", "tlm-break-glass")  # code: whose break-the-glass grant
-SERVER_TAGS = frozenset({SELF_ASSERTED, BREAK_GLASS})
+# code: who owns a Subscription (issue 31); its notifications carry what they may read
+SUBSCRIPTION_OWNER = url("CodeSystem", "tlm-subscription-owner")
+SERVER_TAGS = frozenset({SELF_ASSERTED, BREAK_GLASS, SUBSCRIPTION_OWNER})
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 _CHUNK = 100  # values per internal OR list (far below the store limits)
 
@@ -217,10 +219,10 @@ class Relationship:
 
 
 def owned_tags(resource: dict[str, Any], previous: dict[str, Any] | None,
-               added: str | None) -> list[dict[str, Any]]:
+               added: str | None, owner: str | None = None) -> list[dict[str, Any]]:
     """The ``meta.tag`` list of a new version: the client's tags of other systems, the
-    server's tags of the previous version (never set or removed by a client), and
-    ``added`` (a self-assertion by that key)."""
+    server's tags of the previous version (never set or removed by a client), ``added``
+    (a self-assertion by that key) and ``owner`` (a new Subscription's creator)."""
     def ours(tag: Any) -> bool:
         return isinstance(tag, dict) and tag.get("system") in SERVER_TAGS
 
@@ -230,4 +232,6 @@ def owned_tags(resource: dict[str, Any], previous: dict[str, Any] | None,
                                      t.get("code") == added for t in kept):
         kept.append({"system": SELF_ASSERTED, "code": added,
                      "display": "party by their own assertion (R-SEC-2)"})
+    if owner is not None and not any(t.get("system") == SUBSCRIPTION_OWNER for t in kept):
+        kept.append({"system": SUBSCRIPTION_OWNER, "code": owner})
     return tags + kept

@@ -59,26 +59,30 @@ def _grants(*parts: tuple[tuple[str, ...], str]) -> dict[str, str]:
 
 
 _READ_DIRECTORY = (DIRECTORY, "rs")
+# FHIR Subscriptions (issue 31): each principal sees and changes its own only (the guard
+# narrows them to their owner); a notification carries what its owner may read
+_SUBSCRIBE = (("Subscription",), "cruds")
 ROLES: dict[str, Role] = {r.code: r for r in (
     Role("requesting-physician", "Médecin demandeur", "care", _grants(
-        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, _SUBSCRIBE,
         (("Patient", "ServiceRequest", "Consent", "Communication", "Observation"), "cu"))),
     Role("radiographer", "Manipulateur en électroradiologie (MERM)", "care", _grants(
-        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, _SUBSCRIBE,
         (("Patient", "ImagingStudy", "Observation", "Communication", "Consent"), "cu"),
         (("Task",), "u"))),
     Role("remote-imager", "Médecin téléradiologue", "care", _grants(
-        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, _SUBSCRIBE,
         (("DiagnosticReport", "Observation", "ImagingStudy", "Communication", "Task",
           "DocumentReference", "Binary"), "cu"),
         (("ServiceRequest",), "u"), (("Provenance",), "c"))),
     Role("local-physician", "Médecin sur site (effets indésirables)", "care", _grants(
-        (PATIENT_DATA, "rs"), _READ_DIRECTORY, (("Observation", "Communication"), "cu"))),
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, _SUBSCRIBE,
+        (("Observation", "Communication"), "cu"))),
     Role("nuclear-physician", "Médecin nucléaire sur site", "care", _grants(
-        (PATIENT_DATA, "rs"), _READ_DIRECTORY,
+        (PATIENT_DATA, "rs"), _READ_DIRECTORY, _SUBSCRIBE,
         (("Observation", "Communication", "ImagingStudy"), "cu"), (("Task",), "u"))),
     Role("secretary", "Secrétaire médicale", "care", _grants(
-        _READ_DIRECTORY,
+        _READ_DIRECTORY, _SUBSCRIBE,
         (("Patient", "ServiceRequest", "Consent", "Communication", "Task"), "crus"),
         (("DiagnosticReport", "DocumentReference", "Binary"), "rs"))),
     Role("admin", "Administrateur PACS / interfaces", "all", _grants(
@@ -89,7 +93,7 @@ ROLES: dict[str, Role] = {r.code: r for r in (
     Role("auditor", "Auditeur (DPO, RSSI)", "all", _grants(
         _READ_DIRECTORY, (("AuditEvent",), "rs"))),
     Role("ris", "Connecteur RIS (système)", "all", _grants(
-        (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds")), system=True),
+        (PATIENT_DATA, "cruds"), (DIRECTORY, "cruds"), _SUBSCRIBE), system=True),
     Role("pacs", "Connecteur PACS (système)", "all", _grants(
         _READ_DIRECTORY, (("Endpoint",), "cu"), (("ImagingStudy",), "crus"),
         # d: header-derived doses give way to the RDSR that arrives later
@@ -98,14 +102,15 @@ ROLES: dict[str, Role] = {r.code: r for r in (
         (("Patient",), "crs"), (("Flag",), "c"), (("ServiceRequest",), "rs")), system=True),
     # publishes the documents with their masking codes: the DMP applies them
     Role("dmp-connector", "Connecteur DMP (système)", "all", _grants(
-        _READ_DIRECTORY,
+        _READ_DIRECTORY, _SUBSCRIBE,
         (("Patient", "Consent", "DiagnosticReport", "DocumentReference", "Binary",
           "ImagingStudy", "ServiceRequest", "Observation"), "rs")), shares="dmp",
          system=True),
     # an EHR of another structure pulling reports (IHE MHD consumer): shown only what
     # may be shared with professionals outside the care team
     Role("document-consumer", "Consommateur de documents MHD (DPI tiers, système)", "all",
-         _grants(_READ_DIRECTORY, (("Patient", "DocumentReference", "Binary"), "rs")),
+         _grants(_READ_DIRECTORY, _SUBSCRIBE,
+                 (("Patient", "DocumentReference", "Binary"), "rs")),
          unmasks=frozenset(), shares="professionnels", system=True),
     Role("patient", "Patient", "self", _grants(
         _READ_DIRECTORY, (tuple(t for t in PATIENT_DATA if t != "Provenance"), "rs"),

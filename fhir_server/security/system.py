@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fhir_server.core.resource_types import DIRECTORY, PATIENT_DATA, PATIENT_MESSAGES, classified
+from fhir_server.core.resource_types import (
+    DIRECTORY,
+    PATIENT_DATA,
+    PATIENT_MESSAGES,
+    SUBSCRIPTIONS,
+    classified,
+)
 from fhir_server.search.query import Term, types_read
 from fhir_server.security import masking
 from fhir_server.security.access import ALL, Access, GuardedStore
@@ -44,8 +50,8 @@ ISSUER = "urn:teleimagerie:server"
 # the server's own rights: every patient's data and message records, the directory; never
 # the trail (AuditEvent: the audit sink's). A principal's scopes narrow it to its task.
 SERVER = Role("server", "Le serveur (ses propres registres, système)", "all", dict.fromkeys(
-    (*classified(PATIENT_DATA), *classified(PATIENT_MESSAGES), *classified(DIRECTORY)),
-    "cruds"), system=True)
+    (*classified(PATIENT_DATA), *classified(PATIENT_MESSAGES), *classified(DIRECTORY),
+     *classified(SUBSCRIPTIONS)), "cruds"), system=True)
 INTERNAL_ROLES = {SERVER.code: SERVER}
 # the rights of each server principal (module constants), computed once per (type,
 # letter) for the process: they depend on its roles and scopes only

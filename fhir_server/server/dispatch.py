@@ -49,6 +49,7 @@ from fhir_server.interactions.common import applied_handling
 from fhir_server.security.access import GuardedStore
 from fhir_server.security.policy import SecurityPolicy, access_for, authorize
 from fhir_server.store.base import Store
+from fhir_server.store.versions import WriteObserver
 from fhir_server.validation.registry import ProfileRegistry
 
 if TYPE_CHECKING:
@@ -130,6 +131,9 @@ class FhirServer:
         self.audit = audit
         self.name = name
         self.released = datetime.now(UTC).strftime("%Y-%m-%d")
+        # told of every version written through this server, in its write unit (issue 31:
+        # the subscriptions' matcher, added by the composition root)
+        self.write_observers: list[WriteObserver] = []
 
     def dispatch(self, req: FhirRequest) -> FhirResponse:
         """Authorise, run and audit one interaction (also each Bundle entry)."""

@@ -6,12 +6,12 @@ guard (issue 28 item 1: layers that point one way)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from fhir_server.core.errors import ErrorKind, FhirError
-from fhir_server.search.extract import extract
+from fhir_server.search.extract import IndexRows, extract
 from fhir_server.search.values import format_instant, now_us
 from fhir_server.store.base import Store, Stored
 from fhir_server.validation.resource import base_issues
@@ -29,6 +29,15 @@ class MetaOwner(ABC):
         """The ``meta`` entries this view sets on ``resource`` (the server's tags)."""
 
 
+class WriteObserver(Protocol):
+    """Told of every new version in its write unit, with the index rows just extracted
+    (issue 31: subscriptions match these, never re-running searches); what it writes
+    commits with the version or not at all, an error fails the write."""
+
+    def __call__(self, server: object, store: Store, item: Stored, rows: IndexRows | None,
+                 previous: Stored | None) -> None: ...
+
+
 def store_version(server: object, store: Store, rtype: str, rid: str,
                   resource: dict[str, Any] | None, method: str,
                   previous: Stored | None, checked: bool = False) -> Stored:
@@ -36,7 +45,8 @@ def store_version(server: object, store: Store, rtype: str, rid: str,
 
     A resource the server or an adapter built (``checked`` false) is held to the base
     specification like a client's (issue 25): an invalid one is a server fault (500)
-    and is not stored. ``server`` (or None) is the writer's server; nothing here needs it."""
+    and is not stored. ``server`` (or None) is the writer's server: its
+    ``write_observers`` (:class:`WriteObserver`) are told of the version."""
     vid = previous.vid + 1 if previous else 1
     updated = max(now_us(), previous.updated + 1 if previous else 0)
     body = None
@@ -56,6 +66,8 @@ def store_version(server: object, store: Store, rtype: str, rid: str,
         rows = extract(resource)
     item = Stored(rtype, rid, vid, updated, resource is None, body, method)
     store.put(item, rows)
+    for observer in getattr(server, "write_observers", ()):  # the server's, issue 31
+        observer(server, store, item, rows, previous)
     return item
 
 

@@ -230,7 +230,7 @@ def test_capability_statement(client: Fhir) -> None:
     cs = client.get("/fhir/metadata").json()
     assert cs["resourceType"] == "CapabilityStatement" and cs["fhirVersion"] == "4.0.1"
     types = {r["type"]: r for r in cs["rest"][0]["resource"]}
-    assert len(types) == 21 + 4 and "Medication" not in types  # Group: issue 31
+    assert len(types) == 22 + 4 and "Medication" not in types  # Group, Subscription: issue 31
     assert types["ValueSet"]["interaction"] == [{"code": "read"}, {"code": "vread"},
                                                 {"code": "search-type"}]
     assert {o["name"] for o in types["ValueSet"]["operation"]} == {"expand", "validate-code"}

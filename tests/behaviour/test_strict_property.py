@@ -49,6 +49,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "Flag": {"status": "active", "code": CC, "subject": REF},
     "Basic": {"code": CC},
     "Group": {"type": "person", "actual": True},
+    "Subscription": {"status": "requested", "reason": "x", "criteria": "Patient?",
+                     "channel": {"type": "rest-hook", "endpoint": "https://hook.example/x"}},
 }
 # not mutated: the id has its own check (and a create ignores it); the extension
 # machinery and contained resources are covered by the unit tests

@@ -24,6 +24,7 @@ from fhir_server.core.resource_types import (
     DIRECTORY,
     PATIENT_DATA,
     PATIENT_MESSAGES,
+    SUBSCRIPTIONS,
     SUPPORTED_TYPES,
     classified,
 )
@@ -50,7 +51,7 @@ def test_every_served_type_is_classified_once(fhir: FhirServer) -> None:
     assert not missing, f"served types missing from CLASSIFICATION: {missing}"
     assert not set(CLASSIFICATION) - served, "CLASSIFICATION names a type not served"
     assert set(CLASSIFICATION.values()) == {PATIENT_DATA, PATIENT_MESSAGES, DIRECTORY, AUDIT,
-                                            CONFORMANCE}
+                                            CONFORMANCE, SUBSCRIPTIONS}
 
 
 def test_the_compartment_and_the_guard_follow_the_table_R_SEC_2() -> None:
@@ -120,6 +121,8 @@ def _expected(code: str, rtype: str, w: dict[str, Any]) -> tuple[int, int | None
     read = 200 if "r" in letters else 403
     if read == 200 and kind in PATIENT_CLASSES and role.reach != "all":
         read = 404  # another patient's: as absent
+    if kind == SUBSCRIPTIONS:  # another principal's (issue 31): as absent, not counted
+        return (404 if read == 200 else read), (0 if "s" in letters else None)
     if "s" not in letters:
         return read, None
     if kind not in PATIENT_CLASSES or role.reach == "all":
