@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 from functools import lru_cache
 from typing import Any, Protocol
-from urllib.parse import urlencode
 
 from fhir_server.core.canonical import url
 from fhir_server.core.model import FhirRequest, Interaction
+from fhir_server.core.params import query_string
 from fhir_server.search.values import format_instant, now_us
 from profiles.spec import RPPS as RPPS_OID  # idNatPs (FR Core Practitioner)
 
@@ -182,7 +182,7 @@ def build(req: FhirRequest, status: int, diagnostics: str | None,
     entities.extend({"what": {"reference": t}, "type": SYSTEM_OBJECT, "role": DOMAIN_RESOURCE,
                      **({"detail": detail} if detail else {})} for t in targets)
     if action == "E" and req.interaction != Interaction.BATCH:
-        query = urlencode([(k, v) for k, v in req.params if k != "_format"])
+        query = query_string([(k, v) for k, v in req.params if k != "_format"])
         # a system operation ($export) acts on no resource: its query names it
         entities.append({"type": SYSTEM_OBJECT, "role": QUERY,
                          "description": f"{req.resource_type or ''}?{query}",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import math
 import re
+from functools import lru_cache
+from urllib.parse import quote_plus
 
 import orjson
 
@@ -97,3 +99,16 @@ def check_cursor(text: str) -> None:
         good = _search_cursor(data)
     if not good:
         raise invalid("invalid paging cursor", "_cursor")
+
+
+@lru_cache(maxsize=8192)
+def _quoted(text: str) -> str:
+    return quote_plus(text)
+
+
+def query_string(items: list[tuple[str, str]]) -> str:
+    """``urlencode(items)`` (RFC 3986 form encoding, ``quote_plus``), each name and value
+    quoted once per process: a search's self, first and next links and its AuditEvent
+    repeat the same parameters (quoting was a quarter of a one-result search's CPU;
+    issue 32)."""
+    return "&".join(f"{_quoted(k)}={_quoted(v)}" for k, v in items)

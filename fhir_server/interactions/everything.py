@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from fhir_server.core.errors import invalid, not_found
 from fhir_server.core.formats import RawJson
 from fhir_server.core.limits import Limits
 from fhir_server.core.model import FhirRequest, FhirResponse
+from fhir_server.core.params import query_string
 from fhir_server.search.query import QueryParser, decode_cursor, encode_cursor
 from fhir_server.security.compartment import NARROWING_PARAM
 from fhir_server.store.base import Stored
@@ -56,12 +56,13 @@ def everything(server: Server, req: FhirRequest) -> FhirResponse:
         else:
             index, inner = index + 1, None
     base = f"{req.base_url}/Patient/{req.id}/$everything"
-    first = f"{base}?{urlencode(kept)}" if kept else base
-    this = f"{base}?{urlencode([*kept, ('_cursor', cursor_param)])}" if cursor_param else first
+    first = f"{base}?{query_string(kept)}" if kept else base
+    this = f"{base}?{query_string([*kept, ('_cursor', cursor_param)])}" if cursor_param \
+        else first
     links = [{"relation": "self", "url": this}, {"relation": "first", "url": first}]
     if index < len(types):
         nxt = [*kept, ("_cursor", encode_cursor({"d": "after", "t": index, "k": inner}))]
-        links.append({"relation": "next", "url": f"{base}?{urlencode(nxt)}"})
+        links.append({"relation": "next", "url": f"{base}?{query_string(nxt)}"})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "link": links}
     if items:
         bundle["entry"] = [{"fullUrl": f"{req.base_url}/{i.type}/{i.id}",

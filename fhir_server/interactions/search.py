@@ -16,11 +16,11 @@ correct when resources are created or deleted between requests.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid, not_found, outcome
 from fhir_server.core.formats import RawJson
 from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
+from fhir_server.core.params import query_string
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES, is_supported
 from fhir_server.interactions.common import preference
 from fhir_server.search.compartments import compartment
@@ -254,7 +254,7 @@ def _url(base: str, params: list[tuple[str, str]], cursor: dict[str, Any] | None
     items = list(params)
     if cursor is not None:
         items.append(("_cursor", encode_cursor(cursor)))
-    return f"{base}?{urlencode(items)}" if items else base
+    return f"{base}?{query_string(items)}" if items else base
 
 
 def _entry(req: FhirRequest, item: Stored, mode: str) -> dict[str, Any]:
