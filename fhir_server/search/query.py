@@ -155,6 +155,8 @@ class SearchQuery:
 
 def split_values(text: str) -> list[str]:
     """Split an OR list on unescaped commas and unescape ``\\, \\| \\$ \\\\``."""
+    if "\\" not in text:  # nothing escaped: every comma splits (the common case)
+        return text.split(",")
     out, cur, i = [], [], 0
     while i < len(text):
         ch = text[i]
