@@ -20,6 +20,7 @@ SCREENSHOTS = ROOT / "docs" / "console"
 # where Debian puts them (chromium, chromium-driver)
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = "chromedriver"
+WADO = "https://pacs.ch-proximite.invalid/dicom-web"  # the archive's WADO-RS base
 
 
 def browser_paths() -> tuple[str, str] | str:
@@ -68,7 +69,8 @@ class Served:
                                self.smtp.port, cert, key,
                                TELEIMG_METRICS_PORT=str(free_port()),
                                TELEIMG_SCHEMATRON_WARM="off", TELEIMG_LOG_LEVEL="warning",
-                               TELEIMG_CONSOLE_POLL_SECONDS="2", **extra)
+                               TELEIMG_CONSOLE_POLL_SECONDS="2",
+                               TELEIMG_DICOM_WADO_URL=WADO, **extra)
         self.proc = start(self.env, ready=lambda: listening(mllp) and listening(dicom),
                           log=self.log)
         self.base = f"http://127.0.0.1:{http}"
