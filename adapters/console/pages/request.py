@@ -24,7 +24,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from adapters.console import requests as rq
 from adapters.console.fhir import Answer
-from adapters.console.web import PREFIX, Posted, SignedIn, User, console
+from adapters.console.pages.worklist import CareUser
+from adapters.console.web import PREFIX, Posted, User, console
 from adapters.delivery.outbox import CHANNEL_LABELS, Delivery
 from adapters.delivery.outbox import CODE as DELIVERY_CODE
 from adapters.delivery.outbox import STATES as DELIVERY_STATES
@@ -265,7 +266,7 @@ def _view(request: Request, user: User, rid: str, message: str = "", error: str 
 
 
 @router.get("/demande/{rid}", name="console-request")
-def request_page(request: Request, user: SignedIn, rid: str, ok: str = "") -> Response:
+def request_page(request: Request, user: CareUser, rid: str, ok: str = "") -> Response:
     return _view(request, user, rid, message=ok)
 
 
@@ -315,7 +316,7 @@ def parameters(name: str, form: dict[str, str]) -> list[dict[str, Any]]:
 
 
 @router.post("/demande/{rid}/operation/{name}", name="console-request-operation")
-def operation(request: Request, user: SignedIn, form: Posted, rid: str, name: str
+def operation(request: Request, user: CareUser, form: Posted, rid: str, name: str
               ) -> Response:
     """Fires ``$name`` on the request through the core; its refusal is shown as the
     server's message, on the page, with what was typed kept."""
@@ -394,7 +395,7 @@ def report_resource(sr: dict[str, Any], form: dict[str, str], status: str, perfo
 
 
 @router.post("/demande/{rid}/compte-rendu", name="console-request-report")
-def issue_report(request: Request, user: SignedIn, form: Posted, rid: str) -> Response:
+def issue_report(request: Request, user: CareUser, form: Posted, rid: str) -> Response:
     """Issues the report: ``preliminary`` or ``final`` (a new report, or the next version
     of the preliminary one), ``amended`` after a final one (R-REP-6: a replacement)."""
     values = {k: str(v) for k, v in form.items() if k != "csrf"}

@@ -9,13 +9,13 @@ exactly what the API answers this user."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from adapters.console import requests as rq
-from adapters.console.web import Nav, SignedIn, User, console
+from adapters.console.web import Nav, User, console, requires
 from fhir_server.workflow.machine import OPEN_STATES, STATE_SYSTEM, STATES
 
 router = APIRouter()
@@ -23,6 +23,8 @@ router = APIRouter()
 CARE_ROLES = frozenset({"remote-imager", "secretary", "radiographer", "requesting-physician",
                         "nuclear-physician", "local-physician"})
 NAV = (Nav("Demandes", "/console/demandes", CARE_ROLES, order=10),)
+# the pages of requests open to these roles; the core narrows what each one sees
+CareUser = Annotated[User, Depends(requires(*CARE_ROLES))]
 PAGE_SIZE = 50
 
 
@@ -84,7 +86,7 @@ def _sites(user: User) -> list[tuple[str, str]]:
 
 
 @router.get("/demandes", name="console-worklist")
-def worklist(request: Request, user: SignedIn) -> Response:
+def worklist(request: Request, user: CareUser) -> Response:
     here = console(request)
     f = _filters(request)
     states = [("ouvertes", "Toutes les demandes ouvertes"), ("toutes", "Tous les états"),
@@ -97,7 +99,7 @@ def worklist(request: Request, user: SignedIn) -> Response:
 
 
 @router.get("/demandes/lignes", name="console-worklist-rows")
-def worklist_rows(request: Request, user: SignedIn) -> Response:
+def worklist_rows(request: Request, user: CareUser) -> Response:
     """The table's body and count (htmx: polled, and swapped when a filter changes)."""
     here = console(request)
     return here.render(request, "worklist_rows.html", user, filters=_filters(request),
