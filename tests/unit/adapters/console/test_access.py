@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from fhir_server.server.dispatch import FhirServer
 from fhir_server.workflow.search import register_all
 from tests.behaviour.workflow_world import IMAGER, REQUESTER, World
-from tests.unit.adapters.console.conftest import csrf_of, sign_in
 from tests.conftest import serve
+from tests.unit.adapters.console.conftest import csrf_of, sign_in
 
 SITE = "750000001"
 # role, idNatPs, FINESS -> in the care relationship of the request?
