@@ -97,8 +97,9 @@ def test_operations_show_only_what_the_role_may_fire(site: Site) -> None:
     """validee: the imager schedules, refuses or cancels; the MERM schedules or says the
     images are there (the HL7 flows signal no scheduling); the
     requesting physician may only cancel; the secretary schedules or cancels."""
-    expected = {"imager": {"schedule", "refuse", "cancel"}, "merm": {"schedule", "images-available"},
-                "requester": {"cancel"}, "secretary": {"schedule", "cancel"}}
+    expected = {"imager": {"schedule", "refuse", "cancel"},
+                "merm": {"schedule", "images-available"}, "requester": {"cancel"},
+                "secretary": {"schedule", "cancel"}}
     for who, ops in expected.items():
         role, rpps, finess, _ = USERS[who]
         page = site.client(role, rpps, finess).get(f"/console/demande/{site.sr}").text
