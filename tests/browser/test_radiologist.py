@@ -6,6 +6,7 @@ worklist's live update. Screenshots for docs/console (TELEIMG_SCREENSHOTS=1)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -39,7 +40,6 @@ def test_imager_accepts_reads_and_signs(sign_in: Any, served: Served) -> None:
     assert driver.current_url.endswith("/console/demandes")
     row = wait(driver, lambda d: _row(d, sr["id"]))
     assert "BERTHELOT" in row.text and "Demande reçue" in row.text
-    screenshot(driver, "demandes")
     row.find_element(By.CSS_SELECTOR, "a").click()
     wait(driver, lambda d: f"/console/demande/{sr['id']}" in d.current_url)
     assert "Identité validée" in driver.find_element(By.ID, "ins-status").text
@@ -84,7 +84,7 @@ def test_imager_accepts_reads_and_signs(sign_in: Any, served: Served) -> None:
     driver.find_element(By.ID, "f-cr-text").send_keys(
         "Pas d'embolie pulmonaire.\n\nParenchyme pulmonaire sans anomalie.")
     driver.find_element(By.ID, "f-cr-conclusion").send_keys("Examen normal.")
-    screenshot(driver, "demande")
+    screenshot(driver, "demande-compte-rendu")
     driver.execute_script("window.confirm = function () { return true; };")
     driver.find_element(By.CSS_SELECTOR, 'button[data-report="final"]').click()
     wait(driver, lambda d: "Compte rendu définitif" in d.find_element(
@@ -98,8 +98,18 @@ def test_imager_accepts_reads_and_signs(sign_in: Any, served: Served) -> None:
 
     wait(driver, delivered, 90)
     assert "envoyé" in driver.find_element(By.ID, "compte-rendu").text
-    driver.execute_script("document.getElementById('compte-rendu').scrollIntoView()")
-    screenshot(driver, "compte-rendu")
+    screenshot(driver, "demande")
+
+
+def _late(served: Served, sr: dict[str, Any], placer: str) -> str:
+    """Another request for the same patient, written two days ago in extreme urgency:
+    its due time (R-VAL-5) has passed."""
+    late = {k: v for k, v in sr.items() if k not in ("id", "meta")}
+    late["meta"] = {"profile": sr["meta"]["profile"]}
+    late["identifier"] = [{**sr["identifier"][0], "value": placer}]
+    late["priority"] = "stat"
+    late["authoredOn"] = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="seconds")
+    return served.loop.create(late).split("/")[1]
 
 
 def test_worklist_updates_live_and_filters(sign_in: Any, served: Served) -> None:
@@ -109,6 +119,13 @@ def test_worklist_updates_live_and_filters(sign_in: Any, served: Served) -> None
     row = wait(driver, lambda d: _row(d, sr["id"]), 30)
     assert "LIVEUPDATE" in row.text
     assert driver.execute_script("return window.notReloaded === true;")
+    late = _late(served, sr, "CONSOLE-0003")
+    row = wait(driver, lambda d: _row(d, late), 30)
+    assert "late" in row.get_attribute("class") and "En retard" in row.text
+    # sorted by due time: the late one first
+    first = driver.find_element(By.CSS_SELECTOR, "#demandes tbody tr")
+    assert first.get_attribute("data-request") == late
+    screenshot(driver, "demandes")
     # the modality filter swaps the list in place
     Select(driver.find_element(By.ID, "f-modalite")).select_by_value("MR")
     wait(driver, lambda d: _row(d, sr["id"]) is None)
