@@ -8,7 +8,8 @@ headless Chromium in as the imager (development sign-in) and loads the worklist:
 first page of 50 by due time, with the guarded ``_total`` of all 10 000. Prints the
 browser's Navigation Timing (time to first byte, DOM ready, load) per case, median of
 ``CONSOLE_BENCH_RUNS`` (default 7), and the htmx refresh (the rows fragment) timed from
-the page itself. Environment: CONSOLE_BENCH_N (default 10000).
+the page itself. Environment: CONSOLE_BENCH_N (default 10000), CONSOLE_BENCH_DATA (the
+data directory of an earlier run, not loaded again).
 """
 
 from __future__ import annotations
@@ -131,9 +132,12 @@ def main() -> None:
     paths = browser_paths()
     if isinstance(paths, str):
         raise SystemExit(paths)
-    work = Path(tempfile.mkdtemp(prefix="console-bench-"))
-    print(f"loading {N} open requests ({PATIENTS} patients) …", flush=True)
-    print(f"  done in {load(work / 'data'):.1f} s", flush=True)
+    kept = os.environ.get("CONSOLE_BENCH_DATA")  # a data dir of an earlier run, reused
+    work = Path(kept).parent if kept else Path(tempfile.mkdtemp(prefix="console-bench-"))
+    if not kept:
+        print(f"loading {N} open requests ({PATIENTS} patients) …", flush=True)
+        print(f"  done in {load(work / 'data'):.1f} s (CONSOLE_BENCH_DATA={work / 'data'} "
+              "reuses it)", flush=True)
     http = free_port()
     proc = start(server_env(work / "data", http, TELEIMG_CONSOLE_POLL_SECONDS="3600"),
                  log=work / "server.log")
