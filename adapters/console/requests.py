@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.workflow.machine import (
-    ACT_KIND_SYSTEM,
-    ALTERNATIVE_SYSTEM,
     EXT_ACT_KIND,
     EXT_EMERGENCY,
     EXT_MODALITY,
     OPEN_STATES,
-    REFUSAL_SYSTEM,
     STATE_SYSTEM,
     STATES,
     TASK_SYSTEM,
@@ -287,7 +284,3 @@ def act_kind_param(kind: str) -> str:
     code = next((c for c, k in FULFILMENT_CODES.items() if k == kind), "")
     return f"{TASK_SYSTEM}|{code}" if code else ",".join(
         f"{TASK_SYSTEM}|{c}" for c in FULFILMENT_CODES)
-
-
-__all__ = ["ACT_KIND_SYSTEM", "ALTERNATIVE_SYSTEM", "REFUSAL_SYSTEM", "allowed", "clinical",
-           "identity", "rows"]

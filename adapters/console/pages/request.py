@@ -33,9 +33,11 @@ from adapters.delivery.outbox import SYSTEM as DELIVERY_SYSTEM
 from fhir_server.security import masking
 from fhir_server.security.principal import RPPS_OID
 from fhir_server.workflow.machine import (
+    ALTERNATIVE_SYSTEM,
     EXT_MODALITY,
     INFORMATION,
     NUCLEAR_MODALITIES,
+    REFUSAL_SYSTEM,
     REPORT_SOURCES,
     STATES,
     TASK_SYSTEM,
@@ -299,9 +301,9 @@ def _value(kind: str, raw: str) -> dict[str, Any]:
     if kind == "boolean":
         return {"valueBoolean": True}
     if kind == "refusal":
-        return {"valueCoding": {"system": rq.REFUSAL_SYSTEM, "code": raw}}
+        return {"valueCoding": {"system": REFUSAL_SYSTEM, "code": raw}}
     if kind == "alternative":
-        return {"valueCoding": {"system": rq.ALTERNATIVE_SYSTEM, "code": raw}}
+        return {"valueCoding": {"system": ALTERNATIVE_SYSTEM, "code": raw}}
     if kind == "dateTime":
         return {"valueDateTime": _when(raw)}
     if kind == "reference":

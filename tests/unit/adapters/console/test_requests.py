@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from adapters.console import requests as rq
 from adapters.console.pages.request import parameters, report_resource, viewer
 from fhir_server.security import masking
-from fhir_server.workflow.machine import STATE_SYSTEM, TRANSITIONS
+from fhir_server.workflow.machine import REFUSAL_SYSTEM, STATE_SYSTEM, TRANSITIONS
 
 
 def _names(state: str, kind: str, *roles: str) -> set[str]:
@@ -58,7 +58,7 @@ def test_identity_status_and_ins() -> None:
 def test_operation_parameters_from_forms() -> None:
     assert parameters("refuse", {"reason": "doublon", "text": " déjà faite ",
                                  "alternative": ""}) == [
-        {"name": "reason", "valueCoding": {"system": rq.REFUSAL_SYSTEM, "code": "doublon"}},
+        {"name": "reason", "valueCoding": {"system": REFUSAL_SYSTEM, "code": "doublon"}},
         {"name": "text", "valueString": "déjà faite"}]
     scheduled = parameters("schedule", {"occurrence": "2026-12-04T09:30"})
     assert scheduled == [{"name": "occurrence", "valueDateTime": "2026-12-04T09:30:00+01:00"}]
