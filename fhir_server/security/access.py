@@ -441,6 +441,11 @@ class GuardedStore(MetaOwner):
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         return self.inner.values(query, keys) if self._narrow(query) else {k: [] for k in keys}
 
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        return (self.inner.tally(query, keys, by) if self._narrow(query)
+                else {k: [] for k in keys})
+
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if not self._narrow(query):
             return Page([], 0)

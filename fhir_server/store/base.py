@@ -22,6 +22,13 @@ from fhir_server.search.query import SearchQuery
 APPEND_ONLY_TYPES = frozenset({"AuditEvent"})
 
 
+# The index fields :meth:`Store.tally` groups a kind's values by (the value, not its
+# display text): positions in the kind's columns / fields.
+GROUPED: dict[str, int] = {"token": 2, "reference": 2, "quantity": 1, "date": 1,
+                           "number": 1, "uri": 1, "string": 2}
+DAY_US = 86_400_000_000
+
+
 @dataclass
 class Stored:
     """One stored version. ``body`` is the exact JSON bytes served on read."""
@@ -96,6 +103,14 @@ class Store(Protocol):
         ``query``: per key, one tuple per value — a resource handle (equal for values of the
         same resource), then the kind's fields in :class:`IndexRows` order. The match is
         computed once per kind; aggregates (indicators) read these, never the bodies."""
+
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        """The index values of parameters ``keys`` of the resources matching ``query``,
+        counted in the store (a compiled aggregate, no value travels one by one): per key,
+        one tuple per distinct value — its :data:`GROUPED` fields, then how many rows hold
+        it. With ``by`` (a date parameter) the tuple starts with the UTC day number
+        (µs // :data:`DAY_US`) of each ``by`` value of the resource (R-EVAL-1 series)."""
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         """(type, id) referenced by ``items`` through the given reference parameters."""

@@ -1,23 +1,26 @@
 """``GET [base]/$indicators`` — activity indicators from the server's own data (R-EVAL-1,
 R-TLE-3).
 
-Every figure is a count or an index-value read on the request Tasks (their custom
-search parameters, :mod:`fhir_server.workflow.search`) and on DiagnosticReports: the
-stores answer from their indexes, no resource body is loaded. Filters: ``start`` /
-``end`` (dates, default: the current calendar year), ``site`` (Organization), ``imager``
-(Practitioner), ``modality`` (DICOM code).
+Every figure is a count or a tally of index values (:meth:`Store.tally`, a GROUP BY in
+SQLite, an aggregation in MongoDB) on the request Tasks (their custom search parameters,
+:mod:`fhir_server.workflow.search`) and on DiagnosticReports: the stores answer from
+their indexes, no resource body is loaded. Filters: ``start`` / ``end`` (dates, default:
+the current calendar year), ``site`` (Organization), ``imager`` (Practitioner),
+``modality`` (DICOM code). ``series`` (day | week | month) adds the volumes over time
+per kind, site, modality and imager (the console's plots, issue 30).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid
 from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.search.query import QueryParser, SearchQuery
+from fhir_server.search.registry import param_kind
 from fhir_server.workflow.machine import (
     FLAG_SYSTEM,
     FULFILMENT,
@@ -69,6 +72,10 @@ class Scope:
         self.site = req.param("site")
         self.imager = req.param("imager")
         self.modality = req.param("modality")
+        self.series = req.param("series")
+        if self.series not in (None, "day", "week", "month"):
+            raise invalid(f"series must be day, week or month, got {self.series!r}",
+                          "Parameters.parameter[series]")
         principal = req.context.principal
         if principal is not None:
             roles = set(principal.roles)
@@ -84,8 +91,8 @@ class Scope:
                 self.imager = mine[0]
         self.parser = QueryParser(server.limits, strict=True)
 
-    def tasks(self) -> SearchQuery:
-        criteria = [("code", ",".join(f"{TASK_SYSTEM}|{c}" for c in FULFILMENT.values())),
+    def tasks(self, *extra: tuple[str, str]) -> SearchQuery:
+        criteria = [*extra, ("code", ",".join(f"{TASK_SYSTEM}|{c}" for c in FULFILMENT.values())),
                     ("authored-on", f"ge{self.start}"), ("authored-on", f"lt{self.end}")]
         if self.site:
             criteria.append(("tlm-site", self.site))
@@ -103,8 +110,45 @@ class Scope:
         return self.parser.parse("DiagnosticReport", [*criteria, *extra])
 
 
+def _by_code(rows: list[tuple[Any, ...]]) -> Counter[str]:
+    """Token tallies (system, code, n) summed by code."""
+    out: Counter[str] = Counter()
+    for _, code, n in rows:
+        if code:
+            out[code] += n
+    return out
+
+
+def _nth(histogram: list[tuple[float, int]], rank: int) -> float:
+    """The ``rank``-th (0-based) value of the sorted multiset ``(value, how many)``."""
+    seen = 0
+    for value, n in histogram:
+        seen += n
+        if rank < seen:
+            return value
+    raise IndexError(rank)
+
+
+def _spread(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Count, median and nearest-rank p90 of a quantity tally ``(value, n)`` — the same
+    figures as :func:`statistics.median` and :func:`percentile` on the values listed."""
+    histogram = sorted((value, n) for value, n in rows if value is not None)
+    total = sum(n for _, n in histogram)
+    part: list[dict[str, Any]] = [_int("count", total)]
+    if total:
+        middle = total // 2
+        median = (_nth(histogram, middle) if total % 2 else
+                  (_nth(histogram, middle - 1) + _nth(histogram, middle)) / 2)
+        p90 = _nth(histogram, max(0, math.ceil(0.9 * total) - 1))
+        part += [{"name": "median", "valueQuantity": _minutes(median)},
+                 {"name": "p90", "valueQuantity": _minutes(p90)}]
+    return part
+
+
 def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
-    """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource."""
+    """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource. Every figure is a tally the
+    store computes (a GROUP BY / an aggregation over the index), so a year of 100 000
+    requests answers within a page's time (issue 30)."""
     scope = Scope(server, req)
     store = view(server)
 
@@ -114,37 +158,32 @@ def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
     out: list[dict[str, Any]] = [
         {"name": "period", "valuePeriod": {"start": scope.start, "end": scope.end}}]
     turnaround = [f"Task.tlm-turnaround-{step}" for step in STEPS]
-    found = store.values(scope.tasks(), ["Task.code", "Task.business-status", "Task.tlm-reason",
-                                         "Task.tlm-late", "Task.tlm-incident", *turnaround])
-    kinds = Counter(code for _, _, code, _ in found["Task.code"])
+    found = store.tally(scope.tasks(), ["Task.code", "Task.business-status", "Task.tlm-late",
+                                        *turnaround])
+    kinds = _by_code(found["Task.code"])
     totals = {kind: kinds[FULFILMENT[kind]] for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
     out += [_int("telediagnostics", totals[TELEDIAGNOSTIC]),
             _int("teleexpertises", totals[TELEEXPERTISE])]
     everything = sum(totals.values())
-    state_of = {handle: code for handle, _, code, _ in found["Task.business-status"]}
-    states = Counter(state_of.values())
+    states = _by_code(found["Task.business-status"])
     out += [{"name": "state", "part": [{"name": "code", "valueCode": code},
                                        {"name": "display", "valueString": STATES[code].display},
                                        _int("count", states[code])]}
             for code in STATES if states.get(code)]
     for step, key in zip(STEPS, turnaround, strict=True):
-        values = [v[1] for v in found[key] if v[1] is not None]
-        part = [{"name": "step", "valueCode": step}, _int("count", len(values))]
-        if values:
-            part += [{"name": "median", "valueQuantity": _minutes(statistics.median(values))},
-                     {"name": "p90", "valueQuantity": _minutes(percentile(values, 0.9))}]
-        out.append({"name": "turnaround", "part": part})
+        out.append({"name": "turnaround",
+                    "part": [{"name": "step", "valueCode": step}, *_spread(found[key])]})
     refused_n = states["refusee"]
-    reasons = Counter(code for handle, _, code, _ in found["Task.tlm-reason"]
-                      if code and state_of.get(handle) == "refusee")
+    refused = store.tally(scope.tasks(("business-status", "refusee")), ["Task.tlm-reason"])
+    reasons = sorted(_by_code(refused["Task.tlm-reason"]).items(), key=lambda c: (-c[1], c[0]))
     out.append({"name": "refusals", "part": [
         _int("count", refused_n), {"name": "rate", "valueDecimal": _rate(refused_n, everything)},
         *({"name": "reason", "part": [{"name": "code", "valueCode": code}, _int("count", n),
                                       {"name": "rate", "valueDecimal": _rate(n, everything)}]}
-          for code, n in reasons.most_common())]})
+          for code, n in reasons)]})
     out.append(_int("cancellations", states["annulee"]))
-    out.append(_int("incidents", len({v[0] for v in found["Task.tlm-incident"]})))
-    late_flags = Counter(code for _, _, code, _ in found["Task.tlm-late"])
+    out.append(_int("incidents", count(scope.tasks(("tlm-incident:missing", "false")))))
+    late_flags = _by_code(found["Task.tlm-late"])
     late, reported = late_flags["true"], late_flags["true"] + late_flags["false"]
     out.append({"name": "late-reports", "part": [
         _int("count", late), _int("reported", reported),
@@ -154,7 +193,45 @@ def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
                                           ("tlm-due", f"lt{now()}")])
     out.append(_int("information-overdue", count(overdue)))
     out += _imagers(server, scope)
+    if scope.series:
+        out += _series(server, scope, scope.series)
     return FhirResponse(200, {}, resource={"resourceType": "Parameters", "parameter": out})
+
+
+SERIES_KEYS = {"kind": "Task.code", "site": "Task.tlm-site", "modality": "Task.tlm-modality",
+               "imager": "Task.owner"}
+
+
+def _bucket(day: int, interval: str) -> str:
+    """The first day (ISO date) of the ``interval`` holding UTC day number ``day``."""
+    first = date(1970, 1, 1) + timedelta(days=day)
+    if interval == "week":
+        first -= timedelta(days=first.weekday())
+    elif interval == "month":
+        first = first.replace(day=1)
+    return first.isoformat()
+
+
+def _series(server: FhirServer, scope: Scope, interval: str) -> list[dict[str, Any]]:
+    """Volumes over time (requests authored per interval) per kind, site, modality and
+    imager — the console's plots (issue 30, R-EVAL-1); opt-in with ``series``."""
+    found = view(server).tally(scope.tasks(), list(SERIES_KEYS.values()), by="Task.authored-on")
+    out = []
+    for dimension, key in SERIES_KEYS.items():
+        counts: Counter[tuple[str, str]] = Counter()
+        for day, first, second, n in found[key]:
+            # token (system, code) -> code; reference (type, id) -> type/id
+            label = second if param_kind(key) == "token" else f"{first}/{second}"
+            if second:
+                counts[(_bucket(day, interval), label)] += n
+        out.append({"name": "series", "part": [
+            {"name": "dimension", "valueCode": dimension},
+            {"name": "interval", "valueCode": interval},
+            *({"name": "point", "part": [{"name": "start", "valueDate": start},
+                                         {"name": "key", "valueString": label},
+                                         _int("count", n)]}
+              for (start, label), n in sorted(counts.items()))]})
+    return out
 
 
 def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
@@ -165,8 +242,11 @@ def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
 
     def by_performer(query: SearchQuery) -> Counter[str]:
         key = "DiagnosticReport.performer"
-        return Counter(f"{t}/{i}" for _, t, i, *_ in store.values(query, [key])[key]
-                       if t == "Practitioner" and i)
+        out: Counter[str] = Counter()
+        for t, i, n in store.tally(query, [key])[key]:
+            if t == "Practitioner" and i:
+                out[f"{t}/{i}"] += n
+        return out
 
     remote = by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie")))
     total = by_performer(scope.reports())

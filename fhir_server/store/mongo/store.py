@@ -37,6 +37,8 @@ from fhir_server.search.registry import param_kind
 from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
+    DAY_US,
+    GROUPED,
     Page,
     Stored,
     keyset_page,
@@ -381,6 +383,39 @@ class MongoStore:
             for key, (array, names) in wanted.items():
                 out[key] += [(doc.get("pk"), *(v.get(n) for n in names))
                              for v in doc.get(array) or [] if v.get("p") == key]
+        return out
+
+    @budget.interruptible
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        """One aggregation per index array over the compiled match (R-EVAL-1)."""
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
+        by_array: dict[str, list[str]] = {}
+        for key in keys:
+            by_array.setdefault(param_kind(key), []).append(key)
+        out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
+        flt = self._filter(query)
+        for kind, wanted in by_array.items():
+            array = KINDS[kind].array
+            names = KINDS[kind].fields[:GROUPED[kind]]
+            group: dict[str, Any] = {"p": "$x.p", **{f"f{i}": f"$x.{n}"
+                                                     for i, n in enumerate(names)}}
+            pipeline: list[dict[str, Any]] = [
+                {"$match": flt}, {"$project": {"x": f"${array}", "d": "$dt", "_id": 0}},
+                {"$unwind": "$x"}, {"$match": {"x.p": {"$in": wanted}}}]
+            if by is not None:
+                # the day's first µs: the µs less their remainder in the day
+                pipeline += [{"$unwind": "$d"}, {"$match": {"d.p": by}}]
+                group["day"] = {"$subtract": ["$d.lo", {"$mod": ["$d.lo", DAY_US]}]}
+            pipeline.append({"$group": {"_id": group, "n": {"$sum": 1}}})
+            limit = mongo_ms()
+            timed = {} if limit is None else {"maxTimeMS": limit}
+            for doc in self.res.aggregate(pipeline, session=self.session(), **timed):
+                g = doc["_id"]
+                fields = tuple(g.get(f"f{i}") for i in range(len(names)))
+                day = (g["day"] // DAY_US,) if by is not None else ()
+                out[g["p"]].append((*day, *fields, doc["n"]))
         return out
 
     @budget.interruptible
