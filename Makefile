@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
+	# the console's browser tests: Debian chromium + chromium-driver when missing
+	sh scripts/install-browser.sh || echo "chromium not installed: the browser tests will skip, saying why"
 	touch $@
 
 # the official ANS schematrons run in SaxonC-HE (saxonche, a dependency) with the ISO

@@ -44,17 +44,19 @@ def build_core(settings: Settings) -> FhirServer:
 
 def create_asgi() -> Any:
     """The served ASGI application (uvicorn's factory): the core built here, with the
-    DICOMweb STOW-RS route (R-INT-2) mounted on the HTTP app."""
+    DICOMweb STOW-RS route (R-INT-2) and the web console (issue 30) mounted on the HTTP app."""
+    from adapters.console import web as console
     from adapters.dicom import web
     from fhir_server.http.app import create_asgi as asgi
 
     settings = Settings.from_env()
-    return asgi(settings, server=build_core(settings), mounts=[web.mount])
+    return asgi(settings, server=build_core(settings), mounts=[web.mount, console.mount])
 
 
 def create_app(settings: Settings | None = None, *, server: FhirServer) -> Any:
     """The FastAPI app on ``server`` with the adapters' routes (the app tests drive)."""
+    from adapters.console import web as console
     from adapters.dicom import web
     from fhir_server.http.app import create_app as app
 
-    return app(settings, server=server, mounts=[web.mount])
+    return app(settings, server=server, mounts=[web.mount, console.mount])
