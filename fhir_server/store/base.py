@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import param_kind
 
 # Types whose records are never changed once written: the audit trail (R-SEC-3). Stores
 # keep them in lean append-only tables/collections, written only by expanding journal
@@ -27,6 +28,72 @@ APPEND_ONLY_TYPES = frozenset({"AuditEvent"})
 GROUPED: dict[str, int] = {"token": 2, "reference": 2, "quantity": 1, "date": 1,
                            "number": 1, "uri": 1, "string": 2}
 DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Column:
+    """A summary column: the first value of parameter ``key`` (its :class:`IndexRows`
+    tuple positions ``fields``, joined by ``/``: a reference's type/id), or with
+    ``equals`` (system, code) 1 when one of its token values is that, else 0, or with
+    ``present`` 1 when it has a value, else 0."""
+
+    name: str
+    key: str
+    fields: tuple[int, ...] = (2,)
+    equals: tuple[str, str] | None = None
+    present: bool = False  # 1 when the parameter has a value, else 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A narrow row per resource of ``rtype``, kept by the store in the resource's write
+    unit (R-EVAL-1, issue 30: the figures of a year of 100 000 requests are GROUP BYs
+    over these rows, no search match): the UTC day of date parameter ``when`` (no day,
+    no row), then :attr:`columns`; ``each``, a column whose every value makes a row (a
+    report's performers)."""
+
+    name: str
+    rtype: str
+    when: str
+    columns: tuple[Column, ...]
+    each: str | None = None
+
+    def rows(self, rows: IndexRows) -> list[tuple[Any, ...]]:
+        """(day, column values…) of a resource's index rows."""
+        days = [low for key, low, _ in rows.date if key == self.when]
+        if not days:
+            return []
+        values: list[list[Any]] = []
+        for column in self.columns:
+            found = [v for v in getattr(rows, param_kind(column.key)) if v[0] == column.key]
+            if column.equals is not None or column.present:
+                hit = any(column.present or (v[1], v[2]) == column.equals for v in found)
+                values.append([1 if hit else 0])
+                continue
+            parts = [tuple(v[i] for i in column.fields) for v in found]
+            kept = [part[0] if len(part) == 1 else "/".join(str(x) for x in part)
+                    for part in parts if all(x is not None for x in part)]
+            first = kept if column.name == self.each else kept[:1]
+            values.append(first or [None])
+        day = min(days) // DAY_US
+        out: list[tuple[Any, ...]] = [(day,)]
+        for choices in values:
+            out = [(*row, choice) for row in out for choice in choices]
+        return out
+
+
+SUMMARIES: dict[str, Summary] = {}
+SUMMARY_COLUMNS = 12  # v0..v11 in the stores' summary rows
+
+
+def register_summary(summary: Summary) -> None:
+    """Declare a summary the stores keep from now on (and fill for existing rows)."""
+    assert len(summary.columns) <= SUMMARY_COLUMNS
+    SUMMARIES[summary.name] = summary
+
+
+def summaries_of(rtype: str) -> list[Summary]:
+    return [s for s in SUMMARIES.values() if s.rtype == rtype]
 
 
 @dataclass
@@ -111,6 +178,14 @@ class Store(Protocol):
         one tuple per distinct value — its :data:`GROUPED` fields, then how many rows hold
         it. With ``by`` (a date parameter) the tuple starts with the UTC day number
         (µs // :data:`DAY_US`) of each ``by`` value of the resource (R-EVAL-1 series)."""
+
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        """Rows of summary ``name`` (:class:`Summary`) whose day is in ``[days)``, whose
+        columns equal ``where``'s values (a list: one of them), counted per ``group``
+        columns (``day`` is one): ``(*group, count)``; None from a view that cannot
+        answer with summaries (a narrowed guard). A summary is filled at its first use
+        for the resources stored before it was declared."""
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         """(type, id) referenced by ``items`` through the given reference parameters."""

@@ -13,7 +13,9 @@ per kind, site, modality and imager (the console's plots, issue 30).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,7 @@ from fhir_server.workflow.machine import (
     TELEEXPERTISE,
 )
 from fhir_server.workflow.records import now, view
-from fhir_server.workflow.search import STEPS
+from fhir_server.workflow.search import REPORTS, REQUESTS, STEPS
 
 if TYPE_CHECKING:
     from fhir_server.server.dispatch import FhirServer, Handler
@@ -145,61 +147,186 @@ def _spread(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     return part
 
 
-def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
-    """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource. Every figure is a tally the
-    store computes (a GROUP BY / an aggregation over the index), so a year of 100 000
-    requests answers within a page's time (issue 30)."""
-    scope = Scope(server, req)
+@dataclass
+class Facts:
+    """What the figures are made of, from the summary rows or from the index."""
+
+    kinds: Counter[str] = field(default_factory=Counter)  # fulfilment code -> requests
+    states: Counter[str] = field(default_factory=Counter)
+    turnaround: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # of the refused requests
+    incidents: int = 0
+    late: Counter[str] = field(default_factory=Counter)  # "true" / "false"
+    # dimension -> (UTC day, label, requests)
+    series: dict[str, list[tuple[int, str, int]]] = field(default_factory=dict)
+    remote: Counter[str] = field(default_factory=Counter)  # Practitioner -> reports
+    total: Counter[str] = field(default_factory=Counter)
+
+
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _day(value: str) -> int:
+    return (date.fromisoformat(value) - date(1970, 1, 1)).days
+
+
+def _reference(value: str | None, rtype: str) -> str | None:
+    """A filter's reference as the summaries keep it (Type/id); None when it is another
+    form (a URL, an identifier): the index answers those."""
+    if value is None:
+        return None
+    if "/" not in value:
+        return f"{rtype}/{value}"
+    return value if value.startswith(f"{rtype}/") and value.count("/") == 1 else None
+
+
+def _from_summaries(server: FhirServer, scope: Scope) -> Facts | None:
+    """The figures from the summary rows (:data:`fhir_server.workflow.search.REQUESTS`,
+    ``REPORTS``): GROUP BYs over one narrow row per request, no search match. None when
+    the filters are not whole days and plain values (the index answers those)."""
+    if not (DAY.match(scope.start) and DAY.match(scope.end)) or \
+            (scope.modality and ("|" in scope.modality or "," in scope.modality)):
+        return None
+    site, imager = _reference(scope.site, "Organization"), _reference(scope.imager,
+                                                                      "Practitioner")
+    if (scope.site and site is None) or (scope.imager and imager is None):
+        return None
     store = view(server)
+    days = (_day(scope.start), _day(scope.end))
+    where: list[tuple[str, Any]] = [("code", list(FULFILMENT.values()))]
+    where += [(name, value) for name, value in (("site", site), ("owner", imager),
+                                                 ("modality", scope.modality)) if value]
+    groups = store.summarize(REQUESTS.name, days, where,
+                             ["code", "state", "reason", "late", "incident"])
+    if groups is None:  # a narrowed view: the guard's terms need the index
+        return None
+    facts = _requests(groups)
+    for step in STEPS:
+        rows = store.summarize(REQUESTS.name, days, where, [f"turnaround-{step}"]) or []
+        facts.turnaround[step] = [(v, n) for v, n in rows if v is not None]
+    if scope.series:
+        for dimension, column in SERIES_COLUMNS.items():
+            rows = store.summarize(REQUESTS.name, days, where, ["day", column]) or []
+            facts.series[dimension] = [(d, label, n) for d, label, n in rows if label]
+    if imager is None:
+        rows = store.summarize(REPORTS.name, days, [("status", list(SIGNED))],
+                               ["performer", "remote"]) or []
+        for performer, remote, n in rows:
+            if performer and performer.startswith("Practitioner/"):
+                facts.total[performer] += n
+                facts.remote[performer] += n if remote else 0
+    else:  # the reports of one imager (and their co-signers): few, from the index
+        facts.remote, facts.total = _performers(server, scope)
+    return facts
 
-    def count(query: SearchQuery) -> int:
-        return store.search(query, count_only=True).total or 0
 
-    out: list[dict[str, Any]] = [
-        {"name": "period", "valuePeriod": {"start": scope.start, "end": scope.end}}]
+def _requests(groups: list[tuple[Any, ...]]) -> Facts:
+    """The request counts of the summary groups (code, state, reason, late, incident)."""
+    facts = Facts()
+    for code, state, reason, late, incident, n in groups:
+        facts.kinds[code] += n
+        if state:
+            facts.states[state] += n
+        if reason and state == "refusee":
+            facts.reasons[reason] += n
+        if late:
+            facts.late[late] += n
+        facts.incidents += n if incident else 0
+    return facts
+
+
+def _from_index(server: FhirServer, scope: Scope) -> Facts:
+    """The figures from the index (:meth:`Store.tally` over the search match)."""
+    store = view(server)
     turnaround = [f"Task.tlm-turnaround-{step}" for step in STEPS]
     found = store.tally(scope.tasks(), ["Task.code", "Task.business-status", "Task.tlm-late",
                                         *turnaround])
-    kinds = _by_code(found["Task.code"])
-    totals = {kind: kinds[FULFILMENT[kind]] for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
+    facts = Facts(kinds=_by_code(found["Task.code"]),
+                  states=_by_code(found["Task.business-status"]),
+                  late=_by_code(found["Task.tlm-late"]))
+    for step, key in zip(STEPS, turnaround, strict=True):
+        facts.turnaround[step] = [(v, n) for v, n in found[key] if v is not None]
+    refused = store.tally(scope.tasks(("business-status", "refusee")), ["Task.tlm-reason"])
+    facts.reasons = _by_code(refused["Task.tlm-reason"])
+    facts.incidents = store.search(scope.tasks(("tlm-incident:missing", "false")),
+                                   count_only=True).total or 0
+    if scope.series:
+        keys = {dimension: f"Task.{name}" for dimension, name in (
+            ("kind", "code"), ("site", "tlm-site"), ("modality", "tlm-modality"),
+            ("imager", "owner"))}
+        rows = store.tally(scope.tasks(), list(keys.values()), by="Task.authored-on")
+        for dimension, key in keys.items():
+            # token (system, code) -> code; reference (type, id) -> type/id
+            facts.series[dimension] = [
+                (day, second if param_kind(key) == "token" else f"{first}/{second}", n)
+                for day, first, second, n in rows[key] if second]
+    facts.remote, facts.total = _performers(server, scope)
+    return facts
+
+
+def _performers(server: FhirServer, scope: Scope) -> tuple[Counter[str], Counter[str]]:
+    """R-TLE-3: per Practitioner, the remote reports and all reports signed in the
+    period (from the index)."""
+    store = view(server)
+
+    def by_performer(query: SearchQuery) -> Counter[str]:
+        key = "DiagnosticReport.performer"
+        out: Counter[str] = Counter()
+        for t, i, n in store.tally(query, [key])[key]:
+            if t == "Practitioner" and i:
+                out[f"{t}/{i}"] += n
+        return out
+
+    return (by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie"))),
+            by_performer(scope.reports()))
+
+
+def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
+    """R-EVAL-1 / R-TLE-3 indicators as a Parameters resource: counted from the summary
+    rows the stores keep per request and per report, so a year of 100 000 requests
+    answers within a page's time (issue 30); from the index when the filters need it."""
+    scope = Scope(server, req)
+    facts = _from_summaries(server, scope) or _from_index(server, scope)
+    out: list[dict[str, Any]] = [
+        {"name": "period", "valuePeriod": {"start": scope.start, "end": scope.end}}]
+    totals = {kind: facts.kinds[FULFILMENT[kind]] for kind in (TELEDIAGNOSTIC, TELEEXPERTISE)}
     out += [_int("telediagnostics", totals[TELEDIAGNOSTIC]),
             _int("teleexpertises", totals[TELEEXPERTISE])]
     everything = sum(totals.values())
-    states = _by_code(found["Task.business-status"])
+    states = facts.states
     out += [{"name": "state", "part": [{"name": "code", "valueCode": code},
                                        {"name": "display", "valueString": STATES[code].display},
                                        _int("count", states[code])]}
             for code in STATES if states.get(code)]
-    for step, key in zip(STEPS, turnaround, strict=True):
-        out.append({"name": "turnaround",
-                    "part": [{"name": "step", "valueCode": step}, *_spread(found[key])]})
+    for step in STEPS:
+        out.append({"name": "turnaround", "part": [{"name": "step", "valueCode": step},
+                                                   *_spread(facts.turnaround[step])]})
     refused_n = states["refusee"]
-    refused = store.tally(scope.tasks(("business-status", "refusee")), ["Task.tlm-reason"])
-    reasons = sorted(_by_code(refused["Task.tlm-reason"]).items(), key=lambda c: (-c[1], c[0]))
+    reasons = sorted(facts.reasons.items(), key=lambda c: (-c[1], c[0]))
     out.append({"name": "refusals", "part": [
         _int("count", refused_n), {"name": "rate", "valueDecimal": _rate(refused_n, everything)},
         *({"name": "reason", "part": [{"name": "code", "valueCode": code}, _int("count", n),
                                       {"name": "rate", "valueDecimal": _rate(n, everything)}]}
           for code, n in reasons)]})
     out.append(_int("cancellations", states["annulee"]))
-    out.append(_int("incidents", count(scope.tasks(("tlm-incident:missing", "false")))))
-    late_flags = _by_code(found["Task.tlm-late"])
-    late, reported = late_flags["true"], late_flags["true"] + late_flags["false"]
+    out.append(_int("incidents", facts.incidents))
+    late, reported = facts.late["true"], facts.late["true"] + facts.late["false"]
     out.append({"name": "late-reports", "part": [
         _int("count", late), _int("reported", reported),
         {"name": "rate", "valueDecimal": _rate(late, reported)}]})
     overdue = scope.parser.parse("Task", [("code", f"{TASK_SYSTEM}|{INFORMATION}"),
                                           ("status", "requested,in-progress"),
                                           ("tlm-due", f"lt{now()}")])
-    out.append(_int("information-overdue", count(overdue)))
-    out += _imagers(server, scope)
+    out.append(_int("information-overdue",
+                    view(server).search(overdue, count_only=True).total or 0))
+    out += _imagers(server, facts)
     if scope.series:
-        out += _series(server, scope, scope.series)
+        out += _series(facts, scope.series)
     return FhirResponse(200, {}, resource={"resourceType": "Parameters", "parameter": out})
 
 
-SERIES_KEYS = {"kind": "Task.code", "site": "Task.tlm-site", "modality": "Task.tlm-modality",
-               "imager": "Task.owner"}
+SIGNED = ("final", "amended", "corrected", "appended")
+SERIES_COLUMNS = {"kind": "code", "site": "site", "modality": "modality", "imager": "owner"}
 
 
 def _bucket(day: int, interval: str) -> str:
@@ -212,18 +339,14 @@ def _bucket(day: int, interval: str) -> str:
     return first.isoformat()
 
 
-def _series(server: FhirServer, scope: Scope, interval: str) -> list[dict[str, Any]]:
+def _series(facts: Facts, interval: str) -> list[dict[str, Any]]:
     """Volumes over time (requests authored per interval) per kind, site, modality and
     imager — the console's plots (issue 30, R-EVAL-1); opt-in with ``series``."""
-    found = view(server).tally(scope.tasks(), list(SERIES_KEYS.values()), by="Task.authored-on")
     out = []
-    for dimension, key in SERIES_KEYS.items():
+    for dimension in SERIES_COLUMNS:
         counts: Counter[tuple[str, str]] = Counter()
-        for day, first, second, n in found[key]:
-            # token (system, code) -> code; reference (type, id) -> type/id
-            label = second if param_kind(key) == "token" else f"{first}/{second}"
-            if second:
-                counts[(_bucket(day, interval), label)] += n
+        for day, label, n in facts.series.get(dimension, []):
+            counts[(_bucket(day, interval), label)] += n
         out.append({"name": "series", "part": [
             {"name": "dimension", "valueCode": dimension},
             {"name": "interval", "valueCode": interval},
@@ -234,28 +357,16 @@ def _series(server: FhirServer, scope: Scope, interval: str) -> list[dict[str, A
     return out
 
 
-def _imagers(server: FhirServer, scope: Scope) -> list[dict[str, Any]]:
+def _imagers(server: FhirServer, facts: Facts) -> list[dict[str, Any]]:
     """R-TLE-3: each imager's remote share of the reports they signed in the period."""
-    store = view(server)
     assert server.workflow is not None
     threshold = server.workflow.settings.remote_share_warning
-
-    def by_performer(query: SearchQuery) -> Counter[str]:
-        key = "DiagnosticReport.performer"
-        out: Counter[str] = Counter()
-        for t, i, n in store.tally(query, [key])[key]:
-            if t == "Practitioner" and i:
-                out[f"{t}/{i}"] += n
-        return out
-
-    remote = by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie")))
-    total = by_performer(scope.reports())
     out = []
-    for practitioner, n in sorted(total.items()):
-        share = _rate(remote[practitioner], n)
+    for practitioner, n in sorted(facts.total.items()):
+        share = _rate(facts.remote[practitioner], n)
         part: list[dict[str, Any]] = [
             {"name": "practitioner", "valueReference": {"reference": practitioner}},
-            _int("remote", remote[practitioner]), _int("total", n),
+            _int("remote", facts.remote[practitioner]), _int("total", n),
             {"name": "share", "valueDecimal": share}]
         if share > threshold:
             part.append({"name": "warning", "valueString": (

@@ -39,8 +39,10 @@ from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     DAY_US,
     GROUPED,
+    SUMMARIES,
     Page,
     Stored,
+    Summary,
     keyset_page,
 )
 from fhir_server.store.budget import mongo_ms
@@ -56,8 +58,10 @@ from fhir_server.store.mongo.records import (
     ResourceDoc,
     ensure_indexes,
     history_doc,
+    index_rows,
     resource_doc,
     stored,
+    summary_docs,
 )
 
 MAX_CHAIN_IDS = 50_000
@@ -102,6 +106,7 @@ class MongoStore:
         self.counters = CounterDoc._get_collection()
         self._journal = MongoJournal(self)
         self.locks = LockDoc._get_collection()
+        self._filled: set[str] = set()  # summaries known filled in this database
 
     def _with_concern(self, coll: Any, concern: WriteConcern) -> Any:
         return coll if self.mock else coll.with_options(write_concern=concern)
@@ -417,6 +422,41 @@ class MongoStore:
                 day = (g["day"] // DAY_US,) if by is not None else ()
                 out[g["p"]].append((*day, *fields, doc["n"]))
         return out
+
+    @budget.interruptible
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        summary = SUMMARIES[name]
+        column = {"day": "d", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
+        self._fill(summary)
+        row: dict[str, Any] = {"s": name, "d": {"$gte": days[0], "$lt": days[1]}}
+        for col, value in where:
+            values = list(value) if isinstance(value, list | tuple) else [value]
+            row[column[col]] = {"$in": values}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"type": summary.rtype, "deleted": False,
+                        "sm": {"$elemMatch": row}}},
+            {"$project": {"sm": 1, "_id": 0}}, {"$unwind": "$sm"},
+            {"$match": {f"sm.{k}": v for k, v in row.items()}},
+            {"$group": {"_id": {g: f"$sm.{column[g]}" for g in group}, "n": {"$sum": 1}}}]
+        limit = mongo_ms()
+        timed = {} if limit is None else {"maxTimeMS": limit}
+        return [(*(doc["_id"].get(g) for g in group), doc["n"])
+                for doc in self.res.aggregate(pipeline, session=self.session(), **timed)]
+
+    def _fill(self, summary: Summary) -> None:
+        """Summary rows of the resources stored before the summary was declared (once
+        per database: a marker in the counters), from their index arrays."""
+        if summary.name in self._filled:
+            return
+        marker = f"summary:{summary.name}"
+        if self.counters.find_one({"_id": marker}) is None:
+            for doc in self.res.find({"type": summary.rtype, "deleted": False},
+                                     {"body": 0, "sa": 0, "sd": 0}):
+                self.res.update_one({"_id": doc["_id"]}, {"$set": {
+                    "sm": summary_docs(summary.rtype, index_rows(doc))}})
+            self.counters.update_one({"_id": marker}, {"$set": {"value": 1}}, upsert=True)
+        self._filled.add(summary.name)
 
     @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:

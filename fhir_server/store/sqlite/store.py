@@ -31,10 +31,14 @@ from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     DAY_US,
     GROUPED,
+    SUMMARIES,
+    SUMMARY_COLUMNS,
     Page,
     Stored,
+    Summary,
     chunks,
     keyset_page,
+    summaries_of,
 )
 from fhir_server.store.sqlite.compiler import SqlCompiler, SqlPlan, keyset
 from fhir_server.store.sqlite.journal import SqliteJournal
@@ -44,6 +48,7 @@ from fhir_server.store.sqlite.records import (
     SCHEMAS,
     body_slot,
     by_tables,
+    insert_rows,
     read_date_widths,
     tables_for,
     write_index,
@@ -55,6 +60,14 @@ from fhir_server.store.sqlite.records import (
 SQLITE_CACHE_KIB = 2048
 SQLITE_SOFT_HEAP = 96 * 1024 * 1024
 
+
+
+def _write_summary(conn: sqlite3.Connection, summary: Summary,
+                   entries: list[tuple[int, IndexRows]]) -> None:
+    rows = [(pk, summary.name, *row, *[None] * (1 + SUMMARY_COLUMNS - len(row)))
+            for pk, index in entries for row in summary.rows(index)]
+    names = ", ".join(f"v{i}" for i in range(SUMMARY_COLUMNS))
+    insert_rows(conn, "summary", f"(pk, s, day, {names})", rows)
 
 
 class SqliteStore:
@@ -76,6 +89,7 @@ class SqliteStore:
         self._writer = threading.Lock()
         self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._journal = SqliteJournal(self, path)
+        self._filled: set[str] = set()  # summaries known filled in this file
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -269,7 +283,7 @@ class SqliteStore:
             pk = existing[0]
             conn.execute(f"UPDATE resource SET vid = ?, updated = ?, deleted = ?, body = {slot} "
                          "WHERE pk = ?", (item.vid, item.updated, int(item.deleted), arg, pk))
-            for table in (*CLINICAL.index.values(), CLINICAL.sort):
+            for table in (*CLINICAL.index.values(), CLINICAL.sort, "summary"):
                 conn.execute(f"DELETE FROM {table} WHERE pk = ?", (pk,))
         else:
             cur = conn.execute(
@@ -286,6 +300,8 @@ class SqliteStore:
                     blob.write(item.body)
         if rows is not None and not item.deleted:
             write_index(conn, CLINICAL, [(pk, rows)])
+            for summary in summaries_of(item.type):
+                _write_summary(conn, summary, [(pk, rows)])
 
 
     # -- the audit journal (ADR 0007, 0016): :mod:`.journal` ---------------------------
@@ -423,6 +439,53 @@ class SqliteStore:
                 for row in rows:
                     out[row[0]].append(tuple(row[1:]))
         return out
+
+    @budget.interruptible
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        summary = SUMMARIES[name]
+        column = {"day": "day", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
+        self._fill(summary)
+        conds, args = ["s = ?", "day >= ?", "day < ?"], [name, *days]
+        for col, value in where:
+            values = value if isinstance(value, list | tuple) else [value]
+            conds.append(f"{column[col]} IN ({','.join('?' * len(values))})")
+            args += values
+        grouped = ", ".join(column[g] for g in group)
+        with self._snapshot() as conn:
+            return [tuple(row) for row in conn.execute(
+                f"SELECT {grouped + ', ' if grouped else ''}count(*) FROM summary "
+                f"WHERE {' AND '.join(conds)}{' GROUP BY ' + grouped if grouped else ''}",
+                args)]
+
+    def _fill(self, summary: Summary) -> None:
+        """Summary rows of the resources stored before the summary was declared (once
+        per file: ``summary_filled``), from their index rows."""
+        if summary.name in self._filled:
+            return
+        conn = self._conn()
+        if conn.execute("SELECT 1 FROM summary_filled WHERE s = ?",
+                        (summary.name,)).fetchone() is None:
+            keys = {summary.when, *(c.key for c in summary.columns)}
+            with self.write():
+                if conn.execute("SELECT 1 FROM summary_filled WHERE s = ?",
+                                (summary.name,)).fetchone() is None:
+                    conn.execute("DELETE FROM summary WHERE s = ?", (summary.name,))
+                    pks = [r[0] for r in conn.execute(
+                        "SELECT pk FROM resource WHERE type = ? AND deleted = 0",
+                        (summary.rtype,))]
+                    for part in chunks(pks, 500):
+                        entries = {pk: IndexRows() for pk in part}
+                        for kind in {param_kind(k) for k in keys}:
+                            cols = ", ".join(KINDS[kind].columns)
+                            for row in conn.execute(
+                                    f"SELECT pk, p, {cols} FROM {CLINICAL.index[kind]} "
+                                    f"WHERE pk IN ({','.join('?' * len(part))}) AND p IN "
+                                    f"({','.join('?' * len(keys))})", [*part, *keys]):
+                                getattr(entries[row[0]], kind).append(tuple(row[1:]))
+                        _write_summary(conn, summary, list(entries.items()))
+                    conn.execute("INSERT INTO summary_filled (s) VALUES (?)", (summary.name,))
+        self._filled.add(summary.name)
 
     @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:

@@ -58,3 +58,44 @@ def test_spread_is_the_median_and_p90_of_the_values() -> None:
         assert part["count"]["valueInteger"] == size
         assert part["median"]["valueQuantity"]["value"] == round(statistics.median(values), 1)
         assert part["p90"]["valueQuantity"]["value"] == round(percentile(values, 0.9), 1)
+
+
+def test_indicators_from_the_summaries_equal_those_from_the_index(
+        store: Any, monkeypatch: Any) -> None:
+    """Issue 30: the summary rows kept in the write unit give the figures the index gives
+    (R-EVAL-1), on both stores, with every filter — including rows stored before the
+    summaries were first read (filled then) and rows changed after."""
+    from benchmarks import indicators as bench
+    from fhir_server.core.model import FhirRequest, Interaction
+    from fhir_server.server.dispatch import FhirServer
+    from fhir_server.workflow import indicators
+    from fhir_server.workflow.engine import Workflow
+
+    server = FhirServer(store, workflow=Workflow())
+    monkeypatch.setattr(bench, "N", 400)
+    bench.load(store)
+
+    def both(params: list[tuple[str, str]]) -> tuple[Any, Any]:
+        req = FhirRequest(Interaction.OPERATION, operation="indicators",
+                          params=[("start", "2026-01-01"), ("end", "2027-01-01"), *params])
+        fast = server.handle(req).resource
+        with monkeypatch.context() as m:
+            m.setattr(indicators, "_from_summaries", lambda *_: None)
+            slow = server.handle(req).resource
+        return fast, slow
+
+    scope = indicators.Scope(server, FhirRequest(
+        Interaction.OPERATION, operation="indicators", params=[("start", "2026-01-01")]))
+    assert indicators._from_summaries(server, scope) is not None  # the fast path answers
+    for params in ([], [("site", "Organization/site3")], [("imager", "Practitioner/im7")],
+                   [("modality", "CT")], [("start", "2026-03-01"), ("end", "2026-04-01")],
+                   [("series", "week")]):
+        fast, slow = both(params)
+        assert fast == slow, params
+    # a request changed after the summaries were filled: its row follows
+    task = orjson.loads(store.read("Task", "t1").body)
+    task["businessStatus"]["coding"][0]["code"] = "annulee"
+    with store.write():
+        store.put(Stored("Task", "t1", 2, 2, False, orjson.dumps(task), "PUT"), extract(task))
+    fast, slow = both([])
+    assert fast == slow
