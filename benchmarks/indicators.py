@@ -148,10 +148,12 @@ def main() -> None:
         "whole year, monthly series (console)": [("series", "month")]}
     dump = {}
     began = time.perf_counter()  # a database of an older version fills its summaries
-    server.handle(FhirRequest(Interaction.OPERATION, operation="indicators",
-                              params=[("start", "2026-01-01"), ("end", "2027-01-01")]))
-    print(f"first call (summary rows filled when missing): "
-          f"{(time.perf_counter() - began) * 1000:.0f} ms")
+    filled = 0
+    while n := store.fill_summaries():
+        filled += n
+    if filled:
+        print(f"summary rows filled for {filled} resources stored before them: "
+              f"{time.perf_counter() - began:.0f} s")
     print("| $indicators on 100 000 requests | median ms | min ms |")
     print("|---|---:|---:|")
     for name, params in cases.items():

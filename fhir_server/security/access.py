@@ -456,6 +456,9 @@ class GuardedStore(MetaOwner):
             return None
         return self.inner.summarize(name, days, where, group)
 
+    def fill_summaries(self, limit: int = 2000) -> int:  # store.base.FILL_CHUNK
+        return self.inner.fill_summaries(limit)  # derived rows only: no data is revealed
+
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if not self._narrow(query):
             return Page([], 0)

@@ -83,6 +83,7 @@ class Summary:
 
 
 SUMMARIES: dict[str, Summary] = {}
+FILL_CHUNK = 2000  # resources per write unit when a summary is filled afterwards
 SUMMARY_COLUMNS = 12  # v0..v11 in the stores' summary rows
 
 
@@ -184,8 +185,13 @@ class Store(Protocol):
         """Rows of summary ``name`` (:class:`Summary`) whose day is in ``[days)``, whose
         columns equal ``where``'s values (a list: one of them), counted per ``group``
         columns (``day`` is one): ``(*group, count)``; None from a view that cannot
-        answer with summaries (a narrowed guard). A summary is filled at its first use
-        for the resources stored before it was declared."""
+        answer with summaries (a narrowed guard) or from a store still filling the
+        summary for the resources stored before it was declared (a background thread
+        started at the first use: :meth:`fill_summaries`)."""
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        """Fill summary rows for up to ``limit`` resources stored before their summary was
+        declared; how many (0: all filled)."""
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         """(type, id) referenced by ``items`` through the given reference parameters."""

@@ -15,6 +15,7 @@ first); :mod:`.records` is the document format, :mod:`.journal` the audit journa
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     DAY_US,
+    FILL_CHUNK,
     GROUPED,
     SUMMARIES,
     Page,
@@ -107,6 +109,9 @@ class MongoStore:
         self._journal = MongoJournal(self)
         self.locks = LockDoc._get_collection()
         self._filled: set[str] = set()  # summaries known filled in this database
+        self._fill_cursor: dict[str, int] = {}  # the last pk filled, per summary
+        self._filler: threading.Thread | None = None
+        self._filler_lock = threading.Lock()
 
     def _with_concern(self, coll: Any, concern: WriteConcern) -> Any:
         return coll if self.mock else coll.with_options(write_concern=concern)
@@ -428,7 +433,8 @@ class MongoStore:
                   group: list[str]) -> list[tuple[Any, ...]] | None:
         summary = SUMMARIES[name]
         column = {"day": "d", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
-        self._fill(summary)
+        if not self._ready(summary):
+            return None
         row: dict[str, Any] = {"s": name, "d": {"$gte": days[0], "$lt": days[1]}}
         for col, value in where:
             values = list(value) if isinstance(value, list | tuple) else [value]
@@ -444,19 +450,56 @@ class MongoStore:
         return [(*(doc["_id"].get(g) for g in group), doc["n"])
                 for doc in self.res.aggregate(pipeline, session=self.session(), **timed)]
 
-    def _fill(self, summary: Summary) -> None:
-        """Summary rows of the resources stored before the summary was declared (once
-        per database: a marker in the counters), from their index arrays."""
+    def _ready(self, summary: Summary) -> bool:
+        """Whether ``summary`` is filled; if not, a small store fills it now, a large
+        one in a background thread (the callers answer from the index meanwhile)."""
         if summary.name in self._filled:
-            return
-        marker = f"summary:{summary.name}"
-        if self.counters.find_one({"_id": marker}) is None:
-            for doc in self.res.find({"type": summary.rtype, "deleted": False},
-                                     {"body": 0, "sa": 0, "sd": 0}):
-                self.res.update_one({"_id": doc["_id"]}, {"$set": {
+            return True
+        if self.counters.find_one({"_id": f"summary:{summary.name}"}) is not None:
+            self._filled.add(summary.name)
+            return True
+        with self._filler_lock:
+            if self._filler is None:  # a small (or new) store: filled now
+                while (done := self.fill_summaries()) and done < FILL_CHUNK:
+                    pass
+                if not done:
+                    return summary.name in self._filled
+            if self._filler is None or not self._filler.is_alive():
+                self._filler = threading.Thread(target=self._fill_all, daemon=True,
+                                                name="summary-fill")
+                self._filler.start()
+        return False
+
+    def _fill_all(self) -> None:
+        while self.fill_summaries():
+            pass
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        """Summary rows of up to ``limit`` resources stored before their summary was
+        declared (an older database), from their index arrays; how many (0: every
+        summary is filled). A resource written meanwhile gets the same rows either way."""
+        for summary in SUMMARIES.values():
+            if summary.name in self._filled:
+                continue
+            marker = f"summary:{summary.name}"
+            if self.counters.find_one({"_id": marker}) is not None:
+                self._filled.add(summary.name)
+                continue
+            after = self._fill_cursor.get(summary.name, 0)
+            docs = list(self.res.find(
+                {"type": summary.rtype, "deleted": False, "pk": {"$gt": after}},
+                {"body": 0, "sa": 0, "sd": 0}).sort("pk", 1).limit(limit))
+            if not docs:
+                self.counters.update_one({"_id": marker}, {"$set": {"value": 1}},
+                                         upsert=True)
+                self._filled.add(summary.name)
+                continue
+            for doc in docs:
+                self.res.update_one({"_id": doc["_id"], "vid": doc["vid"]}, {"$set": {
                     "sm": summary_docs(summary.rtype, index_rows(doc))}})
-            self.counters.update_one({"_id": marker}, {"$set": {"value": 1}}, upsert=True)
-        self._filled.add(summary.name)
+            self._fill_cursor[summary.name] = docs[-1]["pk"]
+            return len(docs)
+        return 0
 
     @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:

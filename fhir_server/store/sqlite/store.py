@@ -30,6 +30,7 @@ from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
     DAY_US,
+    FILL_CHUNK,
     GROUPED,
     SUMMARIES,
     SUMMARY_COLUMNS,
@@ -90,6 +91,9 @@ class SqliteStore:
         self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._journal = SqliteJournal(self, path)
         self._filled: set[str] = set()  # summaries known filled in this file
+        self._fill_cursor: dict[str, int] = {}  # the last pk filled, per summary
+        self._filler: threading.Thread | None = None
+        self._filler_lock = threading.Lock()
         self._migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -445,7 +449,8 @@ class SqliteStore:
                   group: list[str]) -> list[tuple[Any, ...]] | None:
         summary = SUMMARIES[name]
         column = {"day": "day", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
-        self._fill(summary)
+        if not self._ready(summary):
+            return None
         conds, args = ["s = ?", "day >= ?", "day < ?"], [name, *days]
         for col, value in where:
             values = value if isinstance(value, list | tuple) else [value]
@@ -458,34 +463,81 @@ class SqliteStore:
                 f"WHERE {' AND '.join(conds)}{' GROUP BY ' + grouped if grouped else ''}",
                 args)]
 
-    def _fill(self, summary: Summary) -> None:
-        """Summary rows of the resources stored before the summary was declared (once
-        per file: ``summary_filled``), from their index rows."""
+    def _ready(self, summary: Summary) -> bool:
+        """Whether ``summary`` is filled; if not, a small store fills it now, a large
+        one in a background thread (the callers answer from the index meanwhile)."""
         if summary.name in self._filled:
-            return
+            return True
+        if self._conn().execute("SELECT 1 FROM summary_filled WHERE s = ?",
+                                (summary.name,)).fetchone() is not None:
+            self._filled.add(summary.name)
+            return True
+        with self._filler_lock:
+            if self._filler is None:  # a small (or new) store: filled now
+                while (done := self.fill_summaries()) and done < FILL_CHUNK:
+                    pass
+                if not done:
+                    return summary.name in self._filled
+            if self._filler is None or not self._filler.is_alive():
+                self._filler = threading.Thread(target=self._fill_all, daemon=True,
+                                                name="summary-fill")
+                self._filler.start()
+        return False
+
+    def _fill_all(self) -> None:
+        try:
+            while self.fill_summaries():
+                pass
+        finally:
+            self.close_thread()
+
+    def close_thread(self) -> None:
+        """Close this thread's connection (a worker thread that ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        """Summary rows of up to ``limit`` resources stored before their summary was
+        declared (an upgraded file), from their index rows, in one write unit; how many
+        (0: every summary is filled). Resources written meanwhile keep their own rows:
+        a chunk deletes and rewrites the rows of its resources only."""
         conn = self._conn()
-        if conn.execute("SELECT 1 FROM summary_filled WHERE s = ?",
-                        (summary.name,)).fetchone() is None:
-            keys = {summary.when, *(c.key for c in summary.columns)}
+        for summary in SUMMARIES.values():
+            if summary.name in self._filled:
+                continue
             with self.write():
                 if conn.execute("SELECT 1 FROM summary_filled WHERE s = ?",
-                                (summary.name,)).fetchone() is None:
-                    conn.execute("DELETE FROM summary WHERE s = ?", (summary.name,))
-                    pks = [r[0] for r in conn.execute(
-                        "SELECT pk FROM resource WHERE type = ? AND deleted = 0",
-                        (summary.rtype,))]
-                    for part in chunks(pks, 500):
-                        entries = {pk: IndexRows() for pk in part}
-                        for kind in {param_kind(k) for k in keys}:
-                            cols = ", ".join(KINDS[kind].columns)
-                            for row in conn.execute(
-                                    f"SELECT pk, p, {cols} FROM {CLINICAL.index[kind]} "
-                                    f"WHERE pk IN ({','.join('?' * len(part))}) AND p IN "
-                                    f"({','.join('?' * len(keys))})", [*part, *keys]):
-                                getattr(entries[row[0]], kind).append(tuple(row[1:]))
-                        _write_summary(conn, summary, list(entries.items()))
-                    conn.execute("INSERT INTO summary_filled (s) VALUES (?)", (summary.name,))
-        self._filled.add(summary.name)
+                                (summary.name,)).fetchone() is not None:
+                    self._filled.add(summary.name)
+                    continue
+                after = self._fill_cursor.get(summary.name, 0)
+                pks = [r[0] for r in conn.execute(
+                    "SELECT pk FROM resource WHERE type = ? AND deleted = 0 AND pk > ? "
+                    "ORDER BY pk LIMIT ?", (summary.rtype, after, limit))]
+                if not pks:
+                    conn.execute("INSERT OR IGNORE INTO summary_filled (s) VALUES (?)",
+                                 (summary.name,))
+                    self._filled.add(summary.name)
+                    continue
+                keys = sorted({summary.when, *(c.key for c in summary.columns)})
+                for part in chunks(pks, 500):
+                    marks = ",".join("?" * len(part))
+                    conn.execute(f"DELETE FROM summary WHERE s = ? AND pk IN ({marks})",
+                                 [summary.name, *part])
+                    entries = {pk: IndexRows() for pk in part}
+                    for kind in sorted({param_kind(k) for k in keys}):
+                        cols = ", ".join(KINDS[kind].columns)
+                        for row in conn.execute(
+                                f"SELECT pk, p, {cols} FROM {CLINICAL.index[kind]} "
+                                f"WHERE pk IN ({marks}) AND p IN "
+                                f"({','.join('?' * len(keys))})", [*part, *keys]):
+                            getattr(entries[row[0]], kind).append(tuple(row[1:]))
+                    _write_summary(conn, summary, list(entries.items()))
+            self._fill_cursor[summary.name] = pks[-1]
+            return len(pks)
+        return 0
 
     @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
