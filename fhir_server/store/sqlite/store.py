@@ -65,10 +65,10 @@ SQLITE_SOFT_HEAP = 96 * 1024 * 1024
 
 def _write_summary(conn: sqlite3.Connection, summary: Summary,
                    entries: list[tuple[int, IndexRows]]) -> None:
-    rows = [(pk, summary.name, *row, *[None] * (1 + SUMMARY_COLUMNS - len(row)))
-            for pk, index in entries for row in summary.rows(index)]
+    rows = [(pk, k, summary.name, *row, *[None] * (1 + SUMMARY_COLUMNS - len(row)))
+            for pk, index in entries for k, row in enumerate(summary.rows(index))]
     names = ", ".join(f"v{i}" for i in range(SUMMARY_COLUMNS))
-    insert_rows(conn, "summary", f"(pk, s, day, {names})", rows)
+    insert_rows(conn, "summary", f"(pk, k, s, day, {names})", rows)
 
 
 class SqliteStore:
