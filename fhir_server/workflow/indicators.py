@@ -208,15 +208,12 @@ def _from_summaries(server: FhirServer, scope: Scope) -> Facts | None:
         for dimension, column in SERIES_COLUMNS.items():
             rows = store.summarize(REQUESTS.name, days, where, ["day", column]) or []
             facts.series[dimension] = [(d, label, n) for d, label, n in rows if label]
-    if imager is None:
-        rows = store.summarize(REPORTS.name, days, [("status", list(SIGNED))],
-                               ["performer", "remote"]) or []
-        for performer, remote, n in rows:
-            if performer and performer.startswith("Practitioner/"):
-                facts.total[performer] += n
-                facts.remote[performer] += n if remote else 0
-    else:  # the reports of one imager (and their co-signers): few, from the index
-        facts.remote, facts.total = _performers(server, scope)
+    where = [("status", list(SIGNED))] + ([("performer", imager)] if imager else [])
+    rows = store.summarize(REPORTS.name, days, where, ["performer", "remote"]) or []
+    for performer, remote, n in rows:
+        if performer and performer.startswith("Practitioner/"):
+            facts.total[performer] += n
+            facts.remote[performer] += n if remote else 0
     return facts
 
 
@@ -266,7 +263,7 @@ def _from_index(server: FhirServer, scope: Scope) -> Facts:
 
 def _performers(server: FhirServer, scope: Scope) -> tuple[Counter[str], Counter[str]]:
     """R-TLE-3: per Practitioner, the remote reports and all reports signed in the
-    period (from the index)."""
+    period (from the index); with the imager filter, that imager's only."""
     store = view(server)
 
     def by_performer(query: SearchQuery) -> Counter[str]:
@@ -277,8 +274,13 @@ def _performers(server: FhirServer, scope: Scope) -> tuple[Counter[str], Counter
                 out[f"{t}/{i}"] += n
         return out
 
-    return (by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie"))),
-            by_performer(scope.reports()))
+    remote = by_performer(scope.reports(("_tag", f"{FLAG_SYSTEM}|teleimagerie")))
+    total = by_performer(scope.reports())
+    if scope.imager:  # the imager's own share: not their co-signers' (R-TLE-3)
+        mine = _reference(scope.imager, "Practitioner") or scope.imager
+        remote, total = (Counter({k: v for k, v in c.items() if k == mine})
+                         for c in (remote, total))
+    return remote, total
 
 
 def indicators(server: FhirServer, req: FhirRequest) -> FhirResponse:
