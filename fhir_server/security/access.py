@@ -456,6 +456,14 @@ class GuardedStore(MetaOwner):
             return None
         return self.inner.summarize(name, days, where, group)
 
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        from fhir_server.store.base import SUMMARIES
+
+        if self.guard(SUMMARIES[name].rtype, "s") != []:
+            return None
+        return self.inner.summary_rows(name, days, where, columns)
+
     def fill_summaries(self, limit: int = 2000) -> int:  # store.base.FILL_CHUNK
         return self.inner.fill_summaries(limit)  # derived rows only: no data is revealed
 

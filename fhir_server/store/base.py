@@ -189,6 +189,11 @@ class Store(Protocol):
         summary for the resources stored before it was declared (a background thread
         started at the first use: :meth:`fill_summaries`)."""
 
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        """The ``columns`` of the rows :meth:`summarize` would count, one tuple per row
+        (one pass that several figures share); None as for :meth:`summarize`."""
+
     def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
         """Fill summary rows for up to ``limit`` resources stored before their summary was
         declared; how many (0: all filled)."""

@@ -182,7 +182,7 @@ def _reference(value: str | None, rtype: str) -> str | None:
 
 def _from_summaries(server: FhirServer, scope: Scope) -> Facts | None:
     """The figures from the summary rows (:data:`fhir_server.workflow.search.REQUESTS`,
-    ``REPORTS``): GROUP BYs over one narrow row per request, no search match. None when
+    ``REPORTS``): one pass over a narrow row per request, no search match. None when
     the filters are not whole days and plain values (the index answers those)."""
     if not (DAY.match(scope.start) and DAY.match(scope.end)) or \
             (scope.modality and ("|" in scope.modality or "," in scope.modality)):
@@ -196,18 +196,14 @@ def _from_summaries(server: FhirServer, scope: Scope) -> Facts | None:
     where: list[tuple[str, Any]] = [("code", list(FULFILMENT.values()))]
     where += [(name, value) for name, value in (("site", site), ("owner", imager),
                                                  ("modality", scope.modality)) if value]
-    groups = store.summarize(REQUESTS.name, days, where,
-                             ["code", "state", "reason", "late", "incident"])
-    if groups is None:  # a narrowed view: the guard's terms need the index
+    steps = [f"turnaround-{step}" for step in STEPS]
+    dims = list(SERIES_COLUMNS.values()) if scope.series else []
+    rows = store.summary_rows(REQUESTS.name, days, where,
+                              ["code", "state", "reason", "late", "incident", *steps,
+                               *(["day", *dims] if dims else [])])
+    if rows is None:  # a narrowed view: the guard's terms need the index
         return None
-    facts = _requests(groups)
-    for step in STEPS:
-        rows = store.summarize(REQUESTS.name, days, where, [f"turnaround-{step}"]) or []
-        facts.turnaround[step] = [(v, n) for v, n in rows if v is not None]
-    if scope.series:
-        for dimension, column in SERIES_COLUMNS.items():
-            rows = store.summarize(REQUESTS.name, days, where, ["day", column]) or []
-            facts.series[dimension] = [(d, label, n) for d, label, n in rows if label]
+    facts = _requests(rows, dims)
     where = [("status", list(SIGNED))] + ([("performer", imager)] if imager else [])
     rows = store.summarize(REPORTS.name, days, where, ["performer", "remote"]) or []
     for performer, remote, n in rows:
@@ -217,18 +213,37 @@ def _from_summaries(server: FhirServer, scope: Scope) -> Facts | None:
     return facts
 
 
-def _requests(groups: list[tuple[Any, ...]]) -> Facts:
-    """The request counts of the summary groups (code, state, reason, late, incident)."""
+def _requests(rows: list[tuple[Any, ...]], dims: list[str]) -> Facts:
+    """The request figures in one pass over the summary rows (code, state, reason, late,
+    incident, the turnaround per step, then with ``dims`` the day and those columns)."""
     facts = Facts()
-    for code, state, reason, late, incident, n in groups:
-        facts.kinds[code] += n
+    histograms: list[Counter[float]] = [Counter() for _ in STEPS]
+    series: list[Counter[tuple[int, str]]] = [Counter() for _ in dims]
+    width = len(STEPS)
+    for row in rows:
+        code, state, reason, late, incident = row[:5]
+        facts.kinds[code] += 1
         if state:
-            facts.states[state] += n
-        if reason and state == "refusee":
-            facts.reasons[reason] += n
+            facts.states[state] += 1
+            if reason and state == "refusee":
+                facts.reasons[reason] += 1
         if late:
-            facts.late[late] += n
-        facts.incidents += n if incident else 0
+            facts.late[late] += 1
+        if incident:
+            facts.incidents += 1
+        for histogram, value in zip(histograms, row[5:5 + width], strict=True):
+            if value is not None:
+                histogram[value] += 1
+        if dims:
+            day = row[5 + width]
+            for counts, label in zip(series, row[6 + width:], strict=True):
+                if label:
+                    counts[(day, label)] += 1
+    facts.turnaround = {step: list(h.items()) for step, h in zip(STEPS, histograms,
+                                                                 strict=True)}
+    if dims:
+        facts.series = {dimension: [(d, label, n) for (d, label), n in counts.items()]
+                        for dimension, counts in zip(SERIES_COLUMNS, series, strict=True)}
     return facts
 
 

@@ -431,6 +431,15 @@ class MongoStore:
     @budget.interruptible
     def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                   group: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, group, grouped=True)
+
+    @budget.interruptible
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, columns, grouped=False)
+
+    def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                 columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
         summary = SUMMARIES[name]
         column = {"day": "d", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
         if not self._ready(summary):
@@ -443,12 +452,16 @@ class MongoStore:
             {"$match": {"type": summary.rtype, "deleted": False,
                         "sm": {"$elemMatch": row}}},
             {"$project": {"sm": 1, "_id": 0}}, {"$unwind": "$sm"},
-            {"$match": {f"sm.{k}": v for k, v in row.items()}},
-            {"$group": {"_id": {g: f"$sm.{column[g]}" for g in group}, "n": {"$sum": 1}}}]
+            {"$match": {f"sm.{k}": v for k, v in row.items()}}]
+        if grouped:
+            pipeline.append({"$group": {"_id": {c: f"$sm.{column[c]}" for c in columns},
+                                        "n": {"$sum": 1}}})
         limit = mongo_ms()
         timed = {} if limit is None else {"maxTimeMS": limit}
-        return [(*(doc["_id"].get(g) for g in group), doc["n"])
-                for doc in self.res.aggregate(pipeline, session=self.session(), **timed)]
+        found = self.res.aggregate(pipeline, session=self.session(), **timed)
+        if grouped:
+            return [(*(doc["_id"].get(c) for c in columns), doc["n"]) for doc in found]
+        return [tuple(doc["sm"].get(column[c]) for c in columns) for doc in found]
 
     def _ready(self, summary: Summary) -> bool:
         """Whether ``summary`` is filled; if not, a small store fills it now, a large

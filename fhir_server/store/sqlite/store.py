@@ -447,6 +447,15 @@ class SqliteStore:
     @budget.interruptible
     def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                   group: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, group, grouped=True)
+
+    @budget.interruptible
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, columns, grouped=False)
+
+    def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                 columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
         summary = SUMMARIES[name]
         column = {"day": "day", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
         if not self._ready(summary):
@@ -456,12 +465,15 @@ class SqliteStore:
             values = value if isinstance(value, list | tuple) else [value]
             conds.append(f"{column[col]} IN ({','.join('?' * len(values))})")
             args += values
-        grouped = ", ".join(column[g] for g in group)
+        picked = ", ".join(column[c] for c in columns)
+        if grouped:
+            select = f"{picked + ', ' if picked else ''}count(*)"
+            tail = f" GROUP BY {picked}" if picked else ""
+        else:
+            select, tail = picked, ""
         with self._snapshot() as conn:
             return [tuple(row) for row in conn.execute(
-                f"SELECT {grouped + ', ' if grouped else ''}count(*) FROM summary "
-                f"WHERE {' AND '.join(conds)}{' GROUP BY ' + grouped if grouped else ''}",
-                args)]
+                f"SELECT {select} FROM summary WHERE {' AND '.join(conds)}{tail}", args)]
 
     def _ready(self, summary: Summary) -> bool:
         """Whether ``summary`` is filled; if not, a small store fills it now, a large
