@@ -27,6 +27,10 @@ class ConsoleSettings:
     session_minutes: int = 480  # a working day; the token's own expiry ends it sooner
     poll_seconds: int = 15  # live worklist refresh (htmx polling)
     dev_signin: bool = True  # the development-identity page (the dev issuer on only)
+    # the image viewer of a study (DRIMbox, IHE IID, OHIF…): a URL template with {uid}
+    # (Study Instance UID) and {wado} (the study Endpoint's address); empty: the
+    # Endpoint's WADO-RS study URL ({wado}/studies/{uid})
+    viewer_url: str = ""
 
     @classmethod
     def from_env(cls, settings: Settings) -> ConsoleSettings:
@@ -44,4 +48,5 @@ class ConsoleSettings:
             redirect_url=env.get("TELEIMG_CONSOLE_REDIRECT_URL", ""),
             session_minutes=int(env.get("TELEIMG_CONSOLE_SESSION_MINUTES", "480")),
             poll_seconds=int(env.get("TELEIMG_CONSOLE_POLL_SECONDS", "15")),
-            dev_signin=settings.auth.dev_issuer)
+            dev_signin=settings.auth.dev_issuer,
+            viewer_url=env.get("TELEIMG_CONSOLE_VIEWER_URL", ""))

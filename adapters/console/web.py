@@ -268,10 +268,11 @@ def mount(app: FastAPI, core: FhirServer, settings: Settings) -> None:
     here = Console(core, settings, config)
     app.state.console = here
     app.mount(STATIC, StaticFiles(directory=HERE / "static"), name="console-static")
-    app.include_router(signin.router, prefix=PREFIX)
+    # pages for people, not API: kept out of the OpenAPI document
+    app.include_router(signin.router, prefix=PREFIX, include_in_schema=False)
     for module in pages.modules():
         here.nav.extend(getattr(module, "NAV", ()))
-        app.include_router(module.router, prefix=PREFIX)
+        app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
     app.add_exception_handler(SignInRequired, _to_sign_in)
     app.add_exception_handler(Refused, _refused)
 

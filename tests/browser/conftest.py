@@ -58,7 +58,10 @@ def sign_in(browser: Any, served: Served) -> Callable[[str], Any]:
 
 
 def wait(driver: Any, condition: Callable[[Any], Any], seconds: float = WAIT) -> Any:
-    """Selenium's explicit wait on ``condition(driver)``."""
+    """Selenium's explicit wait on ``condition(driver)``; an element missing or replaced
+    meanwhile (a page loading, an htmx swap) is retried, not a failure."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(condition)
+    return WebDriverWait(driver, seconds, poll_frequency=0.1, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(condition)

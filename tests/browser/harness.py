@@ -5,6 +5,7 @@ headless Debian Chromium driven by Selenium. ``conftest.py`` turns these into fi
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ SCREENSHOTS = ROOT / "docs" / "console"
 # where Debian puts them (chromium, chromium-driver)
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 DRIVER = "chromedriver"
+WADO = "https://pacs.ch-proximite.invalid/dicom-web"  # the archive's WADO-RS base
 
 
 def browser_paths() -> tuple[str, str] | str:
@@ -68,7 +70,8 @@ class Served:
                                self.smtp.port, cert, key,
                                TELEIMG_METRICS_PORT=str(free_port()),
                                TELEIMG_SCHEMATRON_WARM="off", TELEIMG_LOG_LEVEL="warning",
-                               TELEIMG_CONSOLE_POLL_SECONDS="2", **extra)
+                               TELEIMG_CONSOLE_POLL_SECONDS="2",
+                               TELEIMG_DICOM_WADO_URL=WADO, **extra)
         self.proc = start(self.env, ready=lambda: listening(mllp) and listening(dicom),
                           log=self.log)
         self.base = f"http://127.0.0.1:{http}"
@@ -84,9 +87,21 @@ class Served:
             peer.close()
 
 
-def screenshot(driver: Any, name: str) -> None:
+def screenshot(driver: Any, name: str, full: bool = True) -> None:
     """``docs/console/<name>.png`` when ``TELEIMG_SCREENSHOTS=1`` (the README's images are
-    made by a browser test run, not by hand)."""
-    if os.environ.get("TELEIMG_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    made by a browser test run, not by hand): the whole page (up to 2400 px) at the
+    window's width, through the DevTools protocol, or the viewport."""
+    if os.environ.get("TELEIMG_SCREENSHOTS") != "1":
+        return
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / f"{name}.png"
+    if not full:
+        driver.save_screenshot(str(target))
+        return
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    width = driver.execute_script("return window.innerWidth;")
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": min(size["height"], 2400),
+                 "scale": 1}})
+    target.write_bytes(base64.b64decode(shot["data"]))
