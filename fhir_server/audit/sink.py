@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from fhir_server.audit.chain import append
+from fhir_server.audit.chain import Report, append, head, verify
 from fhir_server.store.base import Store
 
 log = logging.getLogger("teleimagerie.audit")
@@ -124,6 +124,16 @@ class AuditSink:
                 log.exception("audit append failed; retrying")
                 with self._cond:
                     self._cond.wait(self.interval)
+
+    def head(self) -> tuple[int, str]:
+        """The chain's head (sequence, hash), as ``teleimagerie audit head`` reads it —
+        for the auditor's console page (issue 30), which reaches the journal only here."""
+        return head(self.store)
+
+    def verify(self) -> Report:
+        """Walk the whole chain (``teleimagerie audit verify``), for the auditor's console."""
+        self.flush()  # what was recorded before the request is in the walk
+        return verify(self.store)
 
     def close(self) -> None:
         with self._cond:

@@ -460,6 +460,32 @@ class GuardedStore(MetaOwner):
     def values(self, query: SearchQuery, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         return self.inner.values(query, keys) if self._narrow(query) else {k: [] for k in keys}
 
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        return (self.inner.tally(query, keys, by) if self._narrow(query)
+                else {k: [] for k in keys})
+
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        """A summary counts every patient's resources: only for a principal whose guard
+        does not narrow its type (``[]``); None otherwise (the caller searches instead)."""
+        from fhir_server.store.base import SUMMARIES
+
+        if self.guard(SUMMARIES[name].rtype, "s") != []:
+            return None
+        return self.inner.summarize(name, days, where, group)
+
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        from fhir_server.store.base import SUMMARIES
+
+        if self.guard(SUMMARIES[name].rtype, "s") != []:
+            return None
+        return self.inner.summary_rows(name, days, where, columns)
+
+    def fill_summaries(self, limit: int = 2000) -> int:  # store.base.FILL_CHUNK
+        return self.inner.fill_summaries(limit)  # derived rows only: no data is revealed
+
     def search(self, query: SearchQuery, count_only: bool = False) -> Page:
         if not self._narrow(query):
             return Page([], 0)

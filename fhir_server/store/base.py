@@ -15,11 +15,86 @@ from typing import Any, Protocol
 
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
+from fhir_server.search.registry import param_kind
 
 # Types whose records are never changed once written: the audit trail (R-SEC-3). Stores
 # keep them in lean append-only tables/collections, written only by expanding journal
 # records (ADR 0016), and refuse updates and deletions.
 APPEND_ONLY_TYPES = frozenset({"AuditEvent"})
+
+
+# The index fields :meth:`Store.tally` groups a kind's values by (the value, not its
+# display text): positions in the kind's columns / fields.
+GROUPED: dict[str, int] = {"token": 2, "reference": 2, "quantity": 1, "date": 1,
+                           "number": 1, "uri": 1, "string": 2}
+DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Column:
+    """A summary column: the first value of parameter ``key`` (its :class:`IndexRows`
+    tuple positions ``fields``, joined by ``/``: a reference's type/id), or with
+    ``equals`` (system, code) 1 when one of its token values is that, else 0, or with
+    ``present`` 1 when it has a value, else 0."""
+
+    name: str
+    key: str
+    fields: tuple[int, ...] = (2,)
+    equals: tuple[str, str] | None = None
+    present: bool = False  # 1 when the parameter has a value, else 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A narrow row per resource of ``rtype``, kept by the store in the resource's write
+    unit (R-EVAL-1, issue 30: the figures of a year of 100 000 requests are GROUP BYs
+    over these rows, no search match): the UTC day of date parameter ``when`` (no day,
+    no row), then :attr:`columns`; ``each``, a column whose every value makes a row (a
+    report's performers)."""
+
+    name: str
+    rtype: str
+    when: str
+    columns: tuple[Column, ...]
+    each: str | None = None
+
+    def rows(self, rows: IndexRows) -> list[tuple[Any, ...]]:
+        """(day, column values…) of a resource's index rows."""
+        days = [low for key, low, _ in rows.date if key == self.when]
+        if not days:
+            return []
+        values: list[list[Any]] = []
+        for column in self.columns:
+            found = [v for v in getattr(rows, param_kind(column.key)) if v[0] == column.key]
+            if column.equals is not None or column.present:
+                hit = any(column.present or (v[1], v[2]) == column.equals for v in found)
+                values.append([1 if hit else 0])
+                continue
+            parts = [tuple(v[i] for i in column.fields) for v in found]
+            kept = [part[0] if len(part) == 1 else "/".join(str(x) for x in part)
+                    for part in parts if all(x is not None for x in part)]
+            first = kept if column.name == self.each else kept[:1]
+            values.append(first or [None])
+        day = min(days) // DAY_US
+        out: list[tuple[Any, ...]] = [(day,)]
+        for choices in values:
+            out = [(*row, choice) for row in out for choice in choices]
+        return out
+
+
+SUMMARIES: dict[str, Summary] = {}
+FILL_CHUNK = 2000  # resources per write unit when a summary is filled afterwards
+SUMMARY_COLUMNS = 12  # v0..v11 in the stores' summary rows
+
+
+def register_summary(summary: Summary) -> None:
+    """Declare a summary the stores keep from now on (and fill for existing rows)."""
+    assert len(summary.columns) <= SUMMARY_COLUMNS
+    SUMMARIES[summary.name] = summary
+
+
+def summaries_of(rtype: str) -> list[Summary]:
+    return [s for s in SUMMARIES.values() if s.rtype == rtype]
 
 
 @dataclass
@@ -102,6 +177,32 @@ class Store(Protocol):
         ``query``: per key, one tuple per value — a resource handle (equal for values of the
         same resource), then the kind's fields in :class:`IndexRows` order. The match is
         computed once per kind; aggregates (indicators) read these, never the bodies."""
+
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        """The index values of parameters ``keys`` of the resources matching ``query``,
+        counted in the store (a compiled aggregate, no value travels one by one): per key,
+        one tuple per distinct value — its :data:`GROUPED` fields, then how many rows hold
+        it. With ``by`` (a date parameter) the tuple starts with the UTC day number
+        (µs // :data:`DAY_US`) of each ``by`` value of the resource (R-EVAL-1 series)."""
+
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        """Rows of summary ``name`` (:class:`Summary`) whose day is in ``[days)``, whose
+        columns equal ``where``'s values (a list: one of them), counted per ``group``
+        columns (``day`` is one): ``(*group, count)``; None from a view that cannot
+        answer with summaries (a narrowed guard) or from a store still filling the
+        summary for the resources stored before it was declared (a background thread
+        started at the first use: :meth:`fill_summaries`)."""
+
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        """The ``columns`` of the rows :meth:`summarize` would count, one tuple per row
+        (one pass that several figures share); None as for :meth:`summarize`."""
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        """Fill summary rows for up to ``limit`` resources stored before their summary was
+        declared; how many (0: all filled)."""
 
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
         """(type, id) referenced by ``items`` through the given reference parameters."""

@@ -8,7 +8,8 @@ from typing import Any
 
 from fhir_server.core.canonical import url
 from fhir_server.search.registry import register_missing
-from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND
+from fhir_server.store.base import Column, Summary, register_summary
+from fhir_server.workflow.machine import EXT_INCIDENT, EXT_LATE, EXT_TURNAROUND, FLAG_SYSTEM
 
 STEPS = ("validation", "examen", "interpretation", "total")
 
@@ -34,5 +35,22 @@ ROWS = [
 ]
 
 
+# The indicators' summary rows (issue 30, R-EVAL-1): one per request Task, one per
+# performer of a report, kept by the stores in the write unit (store.base.Summary).
+REQUESTS = Summary("tlm-requests", "Task", "Task.authored-on", (
+    Column("code", "Task.code"), Column("state", "Task.business-status"),
+    Column("site", "Task.tlm-site", (1, 2)), Column("modality", "Task.tlm-modality"),
+    Column("owner", "Task.owner", (1, 2)), Column("reason", "Task.tlm-reason"),
+    Column("late", "Task.tlm-late"), Column("incident", "Task.tlm-incident", present=True),
+    *(Column(f"turnaround-{step}", f"Task.tlm-turnaround-{step}", (1,)) for step in STEPS)))
+REPORTS = Summary("tlm-reports", "DiagnosticReport", "DiagnosticReport.date", (
+    Column("performer", "DiagnosticReport.performer", (1, 2)),
+    Column("status", "DiagnosticReport.status"),
+    Column("remote", "DiagnosticReport._tag", equals=(FLAG_SYSTEM, "teleimagerie"))),
+    each="performer")
+
+
 def register_all() -> None:
     register_missing(ROWS)
+    register_summary(REQUESTS)
+    register_summary(REPORTS)

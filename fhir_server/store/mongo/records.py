@@ -13,7 +13,7 @@ from pymongo.errors import OperationFailure
 
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.kinds import KINDS
-from fhir_server.store.base import Stored
+from fhir_server.store.base import Stored, summaries_of
 
 if TYPE_CHECKING:
     class _Document:
@@ -61,6 +61,8 @@ class ResourceDoc(_Document):
     sa = me.DictField()  # ascending sort keys by parameter name
     sd = me.DictField()  # descending sort keys by parameter name
     pending = me.BooleanField()  # a journal record not indexed yet (ADR 0007)
+    # summary rows (store.base.Summary): {"s": name, "d": day, "v0": …, "v1": …}
+    summaries = me.ListField(me.DictField(), db_field="sm")
     meta = {  # noqa: RUF012 - mongoengine reads this class attribute
         "collection": "resources", "db_alias": ALIAS, "auto_create_index": False,
         "indexes": [
@@ -79,6 +81,7 @@ class ResourceDoc(_Document):
             {"fields": ["type", "ref.p", "ref.iv"]},
             {"fields": ["ref.t", "ref.i", "ref.p"]},
             {"fields": ["pending", "ordinal"], "sparse": True},
+            {"fields": ["summaries.s", "summaries.d"], "sparse": True},
         ],
     }
 
@@ -170,7 +173,27 @@ def resource_doc(item: Stored, rows: IndexRows | None, pk: int) -> dict[str, Any
     }
     if rows is not None and not item.deleted:
         doc.update(index_fields(rows))
+        summary = summary_docs(item.type, rows)
+        if summary:
+            doc["sm"] = summary
     return doc
+
+
+def summary_docs(rtype: str, rows: IndexRows) -> list[dict[str, Any]]:
+    """The summary rows of a resource (every summary declared for its type)."""
+    return [{"s": summary.name, "d": row[0],
+             **{f"v{i}": value for i, value in enumerate(row[1:])}}
+            for summary in summaries_of(rtype) for row in summary.rows(rows)]
+
+
+def index_rows(doc: dict[str, Any]) -> IndexRows:
+    """The index rows of a resource document (the inverse of :func:`index_fields`)."""
+    rows = IndexRows()
+    for name, kind in KINDS.items():
+        names = ("p", *kind.fields)
+        getattr(rows, name).extend(tuple(v.get(n) for n in names)
+                                   for v in doc.get(kind.array) or [])
+    return rows
 
 
 def history_doc(item: Stored, seq: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ first); :mod:`.records` is the document format, :mod:`.journal` the audit journa
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,8 +38,13 @@ from fhir_server.search.registry import param_kind
 from fhir_server.store import budget
 from fhir_server.store.base import (
     APPEND_ONLY_TYPES,
+    DAY_US,
+    FILL_CHUNK,
+    GROUPED,
+    SUMMARIES,
     Page,
     Stored,
+    Summary,
     keyset_page,
 )
 from fhir_server.store.budget import mongo_ms
@@ -54,8 +60,10 @@ from fhir_server.store.mongo.records import (
     ResourceDoc,
     ensure_indexes,
     history_doc,
+    index_rows,
     resource_doc,
     stored,
+    summary_docs,
 )
 
 MAX_CHAIN_IDS = 50_000
@@ -102,6 +110,10 @@ class MongoStore:
         self.counters = CounterDoc._get_collection()
         self._journal = MongoJournal(self)
         self.locks = LockDoc._get_collection()
+        self._filled: set[str] = set()  # summaries known filled in this database
+        self._fill_cursor: dict[str, int] = {}  # the last pk filled, per summary
+        self._filler: threading.Thread | None = None
+        self._filler_lock = threading.Lock()
 
     def _with_concern(self, coll: Any, concern: WriteConcern) -> Any:
         return coll if self.mock else coll.with_options(write_concern=concern)
@@ -384,6 +396,125 @@ class MongoStore:
                 out[key] += [(doc.get("pk"), *(v.get(n) for n in names))
                              for v in doc.get(array) or [] if v.get("p") == key]
         return out
+
+    @budget.interruptible
+    def tally(self, query: SearchQuery, keys: list[str], by: str | None = None
+              ) -> dict[str, list[tuple[Any, ...]]]:
+        """One aggregation per index array over the compiled match (R-EVAL-1)."""
+        if APPEND_ONLY_TYPES & types_read(query.type, query.terms):
+            self._catch_up()
+        by_array: dict[str, list[str]] = {}
+        for key in keys:
+            by_array.setdefault(param_kind(key), []).append(key)
+        out: dict[str, list[tuple[Any, ...]]] = {key: [] for key in keys}
+        flt = self._filter(query)
+        for kind, wanted in by_array.items():
+            array = KINDS[kind].array
+            names = KINDS[kind].fields[:GROUPED[kind]]
+            group: dict[str, Any] = {"p": "$x.p", **{f"f{i}": f"$x.{n}"
+                                                     for i, n in enumerate(names)}}
+            pipeline: list[dict[str, Any]] = [
+                {"$match": flt}, {"$project": {"x": f"${array}", "d": "$dt", "_id": 0}},
+                {"$unwind": "$x"}, {"$match": {"x.p": {"$in": wanted}}}]
+            if by is not None:
+                # the day's first µs: the µs less their remainder in the day
+                pipeline += [{"$unwind": "$d"}, {"$match": {"d.p": by}}]
+                group["day"] = {"$subtract": ["$d.lo", {"$mod": ["$d.lo", DAY_US]}]}
+            pipeline.append({"$group": {"_id": group, "n": {"$sum": 1}}})
+            limit = mongo_ms()
+            timed = {} if limit is None else {"maxTimeMS": limit}
+            for doc in self.res.aggregate(pipeline, session=self.session(), **timed):
+                g = doc["_id"]
+                fields = tuple(g.get(f"f{i}") for i in range(len(names)))
+                day = (g["day"] // DAY_US,) if by is not None else ()
+                out[g["p"]].append((*day, *fields, doc["n"]))
+        return out
+
+    @budget.interruptible
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, group, grouped=True)
+
+    @budget.interruptible
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, columns, grouped=False)
+
+    def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                 columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
+        summary = SUMMARIES[name]
+        column = {"day": "d", **{c.name: f"v{i}" for i, c in enumerate(summary.columns)}}
+        if not self._ready(summary):
+            return None
+        row: dict[str, Any] = {"s": name, "d": {"$gte": days[0], "$lt": days[1]}}
+        for col, value in where:
+            values = list(value) if isinstance(value, list | tuple) else [value]
+            row[column[col]] = {"$in": values}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"type": summary.rtype, "deleted": False,
+                        "sm": {"$elemMatch": row}}},
+            {"$project": {"sm": 1, "_id": 0}}, {"$unwind": "$sm"},
+            {"$match": {f"sm.{k}": v for k, v in row.items()}}]
+        if grouped:
+            pipeline.append({"$group": {"_id": {c: f"$sm.{column[c]}" for c in columns},
+                                        "n": {"$sum": 1}}})
+        limit = mongo_ms()
+        timed = {} if limit is None else {"maxTimeMS": limit}
+        found = self.res.aggregate(pipeline, session=self.session(), **timed)
+        if grouped:
+            return [(*(doc["_id"].get(c) for c in columns), doc["n"]) for doc in found]
+        return [tuple(doc["sm"].get(column[c]) for c in columns) for doc in found]
+
+    def _ready(self, summary: Summary) -> bool:
+        """Whether ``summary`` is filled; if not, a small store fills it now, a large
+        one in a background thread (the callers answer from the index meanwhile)."""
+        if summary.name in self._filled:
+            return True
+        if self.counters.find_one({"_id": f"summary:{summary.name}"}) is not None:
+            self._filled.add(summary.name)
+            return True
+        with self._filler_lock:
+            if self._filler is None:  # a small (or new) store: filled now
+                while (done := self.fill_summaries()) and done < FILL_CHUNK:
+                    pass
+                if not done:
+                    return summary.name in self._filled
+            if self._filler is None or not self._filler.is_alive():
+                self._filler = threading.Thread(target=self._fill_all, daemon=True,
+                                                name="summary-fill")
+                self._filler.start()
+        return False
+
+    def _fill_all(self) -> None:
+        while self.fill_summaries():
+            pass
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        """Summary rows of up to ``limit`` resources stored before their summary was
+        declared (an older database), from their index arrays; how many (0: every
+        summary is filled). A resource written meanwhile gets the same rows either way."""
+        for summary in SUMMARIES.values():
+            if summary.name in self._filled:
+                continue
+            marker = f"summary:{summary.name}"
+            if self.counters.find_one({"_id": marker}) is not None:
+                self._filled.add(summary.name)
+                continue
+            after = self._fill_cursor.get(summary.name, 0)
+            docs = list(self.res.find(
+                {"type": summary.rtype, "deleted": False, "pk": {"$gt": after}},
+                {"body": 0, "sa": 0, "sd": 0}).sort("pk", 1).limit(limit))
+            if not docs:
+                self.counters.update_one({"_id": marker}, {"$set": {"value": 1}},
+                                         upsert=True)
+                self._filled.add(summary.name)
+                continue
+            for doc in docs:
+                self.res.update_one({"_id": doc["_id"], "vid": doc["vid"]}, {"$set": {
+                    "sm": summary_docs(summary.rtype, index_rows(doc))}})
+            self._fill_cursor[summary.name] = docs[-1]["pk"]
+            return len(docs)
+        return 0
 
     @budget.interruptible
     def outgoing(self, items: list[Stored], param_keys: list[str]) -> list[tuple[str, str]]:
