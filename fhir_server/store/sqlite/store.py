@@ -527,11 +527,11 @@ class SqliteStore:
         declared (an upgraded file), from their index rows, in one write unit; how many
         (0: every summary is filled). Resources written meanwhile keep their own rows:
         a chunk deletes and rewrites the rows of its resources only."""
-        conn = self._conn()
         for summary in SUMMARIES.values():
             if summary.name in self._filled:
                 continue
             with self.write():
+                conn = self._conn()  # the writer's connection (group commit, ADR 0026)
                 if conn.execute("SELECT 1 FROM summary_filled WHERE s = ?",
                                 (summary.name,)).fetchone() is not None:
                     self._filled.add(summary.name)
