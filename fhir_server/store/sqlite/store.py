@@ -93,6 +93,8 @@ class SqliteStore:
         # sleep and poll (seconds-long latency tails under concurrent writes).
         self._lock_fd = os.open(f"{path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._group = GroupCommit(self._connect, lambda: self._lock_fd)
+        self._readers: list[sqlite3.Connection] = []  # every thread's, closed by close()
+        self._readers_lock = threading.Lock()
         self._journal = SqliteJournal(self, path)
         self._filled: set[str] = set()  # summaries known filled in this file
         self._fill_cursor: dict[str, int] = {}  # the last pk filled, per summary
@@ -111,6 +113,8 @@ class SqliteStore:
             conn = self._connect()
             self._local.conn = conn
             self._local.depth = 0
+            with self._readers_lock:
+                self._readers.append(conn)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -232,10 +236,13 @@ class SqliteStore:
         yield
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        """Close every connection of the store, those of the threads that read through
+        it included (pool threads outlive a store: their connections must not)."""
+        self._local.conn = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
             conn.close()
-            self._local.conn = None
         self._group.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
@@ -519,6 +526,8 @@ class SqliteStore:
         """Close this thread's connection (a worker thread that ends)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            with self._readers_lock:
+                self._readers = [c for c in self._readers if c is not conn]
             conn.close()
             self._local.conn = None
 
