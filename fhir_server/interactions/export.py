@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fhir_server.core.errors import ErrorKind, FhirError, invalid, not_found, outcome
-from fhir_server.core.model import FhirRequest, FhirResponse, Interaction
+from fhir_server.core.model import FhirRequest, FhirResponse
 from fhir_server.core.resource_types import CONFORMANCE_TYPES, SUPPORTED_TYPES, is_supported
 from fhir_server.interactions.bulk import run
 from fhir_server.interactions.bulk.jobs import (
@@ -38,6 +38,7 @@ from fhir_server.interactions.bulk.jobs import (
     Gone,
     Jobs,
 )
+from fhir_server.interactions.search import may_search
 from fhir_server.search.compartments import compartment
 from fhir_server.search.query import RESULT_PARAMS, QueryParser
 from fhir_server.search.values import date_range, now_us
@@ -89,7 +90,7 @@ def kickoff(server: Server, req: FhirRequest) -> FhirResponse:
             raise invalid(f"_type: resource type {rtype} is not exported", "_type")
         if rtype not in allowed:
             raise invalid(f"_type: {rtype} is not in the Patient compartment", "_type")
-    types = [t for t in (named or allowed) if _may_search(req, t, bool(named))]
+    types = [t for t in (named or allowed) if may_search(req, t, bool(named))]
     filters = _type_filters(params, types)
     patients = _group_members(server, req) if level == "group" else None
     transaction = _transaction_time(server.store)
@@ -177,24 +178,6 @@ def _level_types(level: str) -> list[str]:
     if level == "system":
         return [t for t in SUPPORTED_TYPES if t not in CONFORMANCE_TYPES]
     return ["Patient", *sorted(t for t in compartment("Patient").members if t != "Patient")]
-
-
-def _may_search(req: FhirRequest, rtype: str, named: bool) -> bool:
-    """The search right on ``rtype`` (roles ∩ scopes, strong authentication): refused
-    when named (403), left out when implied — as a system search does."""
-    access = req.context.access
-    if access is None:
-        return True
-    from fhir_server.security.policy import authorize
-
-    try:
-        authorize(FhirRequest(Interaction.SEARCH_TYPE, resource_type=rtype,
-                              context=req.context), access)
-    except FhirError as exc:
-        if named or exc.kind != ErrorKind.FORBIDDEN:
-            raise
-        return False
-    return True
 
 
 def _type_filters(params: list[tuple[str, str]], types: list[str]

@@ -126,7 +126,7 @@ def _multi(server: Server, req: FhirRequest, base: str, types: list[str], named:
            terms: dict[str, AnyOf]) -> FhirResponse:
     strict = preference(req, "handling") == "strict"
     parser = QueryParser(server.limits, strict)
-    types = [t for t in types if _may_search(req, t, named)]
+    types = [t for t in types if may_search(req, t, named)]
     if not named:
         # search.html#system: the parameters must be common to the types searched; without
         # _type, the types that lack one the others define cannot match and are left out
@@ -179,7 +179,7 @@ def _kept(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in params if k not in ("_cursor", "_format", "_pretty")]
 
 
-def _may_search(req: FhirRequest, rtype: str, named: bool) -> bool:
+def may_search(req: FhirRequest, rtype: str, named: bool) -> bool:
     """The type-level authorisation of ``GET [rtype]?…`` for this caller (roles, scopes,
     strong authentication): a named type it refuses is refused, an implied one skipped."""
     access = req.context.access

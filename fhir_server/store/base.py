@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from fhir_server.search.extract import IndexRows
 from fhir_server.search.query import SearchQuery
 from fhir_server.search.registry import param_kind
+from fhir_server.store import budget
 
 # Types whose records are never changed once written: the audit trail (R-SEC-3). Stores
 # keep them in lean append-only tables/collections, written only by expanding journal
@@ -238,3 +239,22 @@ def keyset_page(items: list[Stored], total: int | None, first_key: list[Any] | N
 def chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
+
+
+class SummaryReads:
+    """The two reads of the summary rows (issue 30, ``$indicators``), the same on both
+    stores: grouped counts, or the rows themselves; each store implements ``_summary``."""
+
+    def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                 columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
+        raise NotImplementedError
+
+    @budget.interruptible
+    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                  group: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, group, grouped=True)
+
+    @budget.interruptible
+    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
+                     columns: list[str]) -> list[tuple[Any, ...]] | None:
+        return self._summary(name, days, where, columns, grouped=False)

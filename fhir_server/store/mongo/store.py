@@ -45,6 +45,7 @@ from fhir_server.store.base import (
     Page,
     Stored,
     Summary,
+    SummaryReads,
     keyset_page,
 )
 from fhir_server.store.budget import mongo_ms
@@ -81,7 +82,7 @@ _unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar("mongo_unit
 
 
 
-class MongoStore:
+class MongoStore(SummaryReads):
     """MongoDB behind the same protocol as the embedded store."""
 
     def __init__(self, url: str,
@@ -429,16 +430,6 @@ class MongoStore:
                 day = (g["day"] // DAY_US,) if by is not None else ()
                 out[g["p"]].append((*day, *fields, doc["n"]))
         return out
-
-    @budget.interruptible
-    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
-                  group: list[str]) -> list[tuple[Any, ...]] | None:
-        return self._summary(name, days, where, group, grouped=True)
-
-    @budget.interruptible
-    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
-                     columns: list[str]) -> list[tuple[Any, ...]] | None:
-        return self._summary(name, days, where, columns, grouped=False)
 
     def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                  columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:

@@ -38,6 +38,7 @@ from fhir_server.store.base import (
     Page,
     Stored,
     Summary,
+    SummaryReads,
     chunks,
     keyset_page,
     summaries_of,
@@ -73,7 +74,7 @@ def _write_summary(conn: sqlite3.Connection, summary: Summary,
     insert_rows(conn, "summary", f"(pk, k, s, day, {names})", rows)
 
 
-class SqliteStore:
+class SqliteStore(SummaryReads):
     """The default store: one file in ``TELEIMG_DATA_DIR``; no server needed."""
 
     supports_transactions = True
@@ -462,16 +463,6 @@ class SqliteStore:
                 for row in rows:
                     out[row[0]].append(tuple(row[1:]))
         return out
-
-    @budget.interruptible
-    def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
-                  group: list[str]) -> list[tuple[Any, ...]] | None:
-        return self._summary(name, days, where, group, grouped=True)
-
-    @budget.interruptible
-    def summary_rows(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
-                     columns: list[str]) -> list[tuple[Any, ...]] | None:
-        return self._summary(name, days, where, columns, grouped=False)
 
     def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                  columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
