@@ -8,6 +8,7 @@ entries join the Bundle's unit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -245,9 +246,43 @@ class SummaryReads:
     """The two reads of the summary rows (issue 30, ``$indicators``), the same on both
     stores: grouped counts, or the rows themselves; each store implements ``_summary``."""
 
+    _filled: set[str]  # summaries known filled in this store
+    _filler: threading.Thread | None
+    _filler_lock: threading.Lock
+
     def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                  columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
         raise NotImplementedError
+
+    def _marked_filled(self, name: str) -> bool:
+        """Whether the store records ``name`` as filled (by an earlier process)."""
+        raise NotImplementedError
+
+    def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
+        raise NotImplementedError
+
+    def _fill_all(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self, summary: Summary) -> bool:
+        """Whether ``summary`` is filled; if not, a small store fills it now, a large
+        one in a background thread (the callers answer from the index meanwhile)."""
+        if summary.name in self._filled:
+            return True
+        if self._marked_filled(summary.name):
+            self._filled.add(summary.name)
+            return True
+        with self._filler_lock:
+            if self._filler is None:  # a small (or new) store: filled now
+                while (done := self.fill_summaries()) and done < FILL_CHUNK:
+                    pass
+                if not done:
+                    return summary.name in self._filled
+            if self._filler is None or not self._filler.is_alive():
+                self._filler = threading.Thread(target=self._fill_all, daemon=True,
+                                                name="summary-fill")
+                self._filler.start()
+        return False
 
     @budget.interruptible
     def summarize(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],

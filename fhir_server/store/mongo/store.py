@@ -44,7 +44,6 @@ from fhir_server.store.base import (
     SUMMARIES,
     Page,
     Stored,
-    Summary,
     SummaryReads,
     keyset_page,
 )
@@ -456,25 +455,8 @@ class MongoStore(SummaryReads):
             return [(*(doc["_id"].get(c) for c in columns), doc["n"]) for doc in found]
         return [tuple(doc["sm"].get(column[c]) for c in columns) for doc in found]
 
-    def _ready(self, summary: Summary) -> bool:
-        """Whether ``summary`` is filled; if not, a small store fills it now, a large
-        one in a background thread (the callers answer from the index meanwhile)."""
-        if summary.name in self._filled:
-            return True
-        if self.counters.find_one({"_id": f"summary:{summary.name}"}) is not None:
-            self._filled.add(summary.name)
-            return True
-        with self._filler_lock:
-            if self._filler is None:  # a small (or new) store: filled now
-                while (done := self.fill_summaries()) and done < FILL_CHUNK:
-                    pass
-                if not done:
-                    return summary.name in self._filled
-            if self._filler is None or not self._filler.is_alive():
-                self._filler = threading.Thread(target=self._fill_all, daemon=True,
-                                                name="summary-fill")
-                self._filler.start()
-        return False
+    def _marked_filled(self, name: str) -> bool:
+        return self.counters.find_one({"_id": f"summary:{name}"}) is not None
 
     def _fill_all(self) -> None:
         while self.fill_summaries():

@@ -485,26 +485,9 @@ class SqliteStore(SummaryReads):
             return [tuple(row) for row in conn.execute(
                 f"SELECT {select} FROM summary WHERE {' AND '.join(conds)}{tail}", args)]
 
-    def _ready(self, summary: Summary) -> bool:
-        """Whether ``summary`` is filled; if not, a small store fills it now, a large
-        one in a background thread (the callers answer from the index meanwhile)."""
-        if summary.name in self._filled:
-            return True
-        if self._conn().execute("SELECT 1 FROM summary_filled WHERE s = ?",
-                                (summary.name,)).fetchone() is not None:
-            self._filled.add(summary.name)
-            return True
-        with self._filler_lock:
-            if self._filler is None:  # a small (or new) store: filled now
-                while (done := self.fill_summaries()) and done < FILL_CHUNK:
-                    pass
-                if not done:
-                    return summary.name in self._filled
-            if self._filler is None or not self._filler.is_alive():
-                self._filler = threading.Thread(target=self._fill_all, daemon=True,
-                                                name="summary-fill")
-                self._filler.start()
-        return False
+    def _marked_filled(self, name: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM summary_filled WHERE s = ?",
+                                    (name,)).fetchone() is not None
 
     def _fill_all(self) -> None:
         try:
