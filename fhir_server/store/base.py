@@ -9,6 +9,7 @@ entries join the Bundle's unit.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ def chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
         yield seq[i:i + size]
 
 
-class SummaryReads:
+class SummaryReads(ABC):
     """The two reads of the summary rows (issue 30, ``$indicators``), the same on both
     stores: grouped counts, or the rows themselves; each store implements ``_summary``."""
 
@@ -250,19 +251,23 @@ class SummaryReads:
     _filler: threading.Thread | None
     _filler_lock: threading.Lock
 
+    @abstractmethod
     def _summary(self, name: str, days: tuple[int, int], where: list[tuple[str, Any]],
                  columns: list[str], grouped: bool) -> list[tuple[Any, ...]] | None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _marked_filled(self, name: str) -> bool:
         """Whether the store records ``name`` as filled (by an earlier process)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def fill_summaries(self, limit: int = FILL_CHUNK) -> int:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _fill_all(self) -> None:
-        raise NotImplementedError
+        ...
 
     def _ready(self, summary: Summary) -> bool:
         """Whether ``summary`` is filled; if not, a small store fills it now, a large
