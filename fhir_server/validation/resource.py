@@ -109,6 +109,12 @@ def base_issues(body: dict[str, Any], rtype: str) -> list[Issue]:
     issues, model_accepts = base_spec.walk(body, rtype)
     if model_accepts and not issues and body.get("resourceType") == rtype:
         return issues
+    return with_model_issues(body, rtype, issues)
+
+
+def with_model_issues(body: dict[str, Any], rtype: str, issues: list[Issue]) -> list[Issue]:
+    """``issues`` (the element-wise walk's) and then what the R4B model refuses besides,
+    each named by its element."""
     try:
         model_class(rtype).model_validate(body)
     except ValidationError as exc:

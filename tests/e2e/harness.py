@@ -45,7 +45,9 @@ def start(env: dict[str, str], workers: int = 1,
                              str(workers), *([] if access_log else ["--no-access-log"])],
                             env=env, cwd=ROOT, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{env['TELEIMG_HTTP_PORT']}/fhir/metadata"
-    deadline = time.monotonic() + 30
+    # generous: under a loaded CI (2 cores, xdist, browsers) a start took over 30 s; a
+    # server that dies is seen at once through proc.poll()
+    deadline = time.monotonic() + 90
     while True:
         try:
             if httpx.get(url, timeout=1).status_code == 200 and (ready is None or ready()):
@@ -56,6 +58,17 @@ def start(env: dict[str, str], workers: int = 1,
             proc.kill()
             raise RuntimeError("server did not start")
         time.sleep(0.2)
+
+
+def eventually(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (polled): for what the running
+    server does after it answered (a delivery, a notification)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

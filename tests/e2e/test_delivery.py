@@ -5,7 +5,7 @@ recovers, a RIS on MLLP, an MSSanté relay (issue 8; R-REP-5, R-REP-6, R-INT-2).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +18,7 @@ from fhir_server.security.devissuer import DevIssuer
 from tests import peers
 from tests.behaviour.test_report_delivery import GP_MAIL, final, qualify
 from tests.behaviour.workflow_world import World
-from tests.e2e.harness import free_port, server_env, start, stop
+from tests.e2e.harness import eventually, free_port, server_env, start, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +38,6 @@ class RemoteWorld(World):
                                          finess=finess)
         return httpx.Client(base_url=self.base, timeout=30,
                             headers={"Authorization": f"Bearer {token}"})
-
-
-def _wait(condition: Callable[[], bool], seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture
@@ -82,7 +73,7 @@ def test_final_report_reaches_dmp_ris_and_mssante_once(system: dict[str, Any]) -
     world = RemoteWorld(system["base"], system["data"])
     qualify(world)
     final(world)
-    assert _wait(lambda: len(xds.requests) >= 2 and len(system["smtp"].mails) >= 1
+    assert eventually(lambda: len(xds.requests) >= 2 and len(system["smtp"].mails) >= 1
                  and len(system["ris"].messages) >= 1), (
         len(xds.requests), len(system["smtp"].mails), len(system["ris"].messages))
 
@@ -92,7 +83,7 @@ def test_final_report_reaches_dmp_ris_and_mssante_once(system: dict[str, Any]) -
                 t["resource"]["businessStatus"]["coding"][0]["code"]
                 for t in r.json().get("entry", [])}
 
-    assert _wait(lambda: states().get("DMP") == "envoye"), states()
+    assert eventually(lambda: states().get("DMP") == "envoye"), states()
     found = states()
     assert found[world.refs["gp"]] == "envoye" and found[world.refs["site"]] == "envoye"
     assert found[world.refs["requester"]] == "adresse-absente"

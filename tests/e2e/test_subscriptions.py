@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from fhir_server.security.devissuer import DevIssuer
-from tests.e2e.harness import free_port, server_env, start, stop
+from tests.e2e.harness import eventually, free_port, server_env, start, stop
 
 
 class Receiver:
@@ -58,15 +57,6 @@ def running(tmp_path: Path) -> Iterator[tuple[str, Path, Receiver]]:
         receiver.close()
 
 
-def _wait(condition: Any, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_rest_hook_notified_by_the_running_server(
         running: tuple[str, Path, Receiver]) -> None:
     base, data, receiver = running
@@ -81,12 +71,12 @@ def test_rest_hook_notified_by_the_running_server(
                     "header": ["X-Ehr-Key: k1"]}})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    assert _wait(lambda: http.get(f"/fhir/Subscription/{sid}").json()["status"] == "active")
+    assert eventually(lambda: http.get(f"/fhir/Subscription/{sid}").json()["status"] == "active")
     r = http.post("/fhir/Patient", json={"resourceType": "Patient",
                                          "name": [{"family": "E2E"}]})
     assert r.status_code == 201, r.text
     patient = r.json()["id"]
-    assert _wait(lambda: len(receiver.received) >= 2)
+    assert eventually(lambda: len(receiver.received) >= 2)
     handshake, (bundle, headers) = receiver.received[0], receiver.received[1]
     status = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
     assert status["type"]["valueCode"] == "event-notification"

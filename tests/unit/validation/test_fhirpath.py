@@ -5,24 +5,18 @@ the elements the invariants read; where a closure cannot vouch, it hands over
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import fhirpathpy
 import pytest
 from fhirpathpy.models import models
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from fhir_server.core.canonical import BASE
 from fhir_server.validation.fhirpath import Fallback, compile_fast
 from fhir_server.validation.registry import DEFINITIONS
-from tests.conftest import REFERENCES
-
-ROOT = Path(__file__).resolve().parents[3]
-R4_EXAMPLES = REFERENCES / "fhir-r4" / "examples"
+from tests.unit.validation.mutations import examples, mutated
 
 
 def _invariants() -> list[tuple[str, str, str]]:
@@ -41,15 +35,7 @@ INVARIANTS = _invariants()
 TYPES = {t for t, _, _ in INVARIANTS}
 
 
-def _corpus() -> list[dict[str, Any]]:
-    paths = sorted((ROOT / "profiles" / "examples").glob("*.json"))
-    if R4_EXAMPLES.is_dir():
-        paths += sorted(R4_EXAMPLES.glob("*.json"))
-    out = [json.loads(p.read_text()) for p in paths]
-    return [r for r in out if r.get("resourceType") in TYPES]
-
-
-CORPUS = _corpus()
+CORPUS = examples(TYPES.__contains__)
 
 
 def _reference(expression: str, resource: dict[str, Any]) -> Any:
@@ -100,45 +86,12 @@ TRICKY: list[Any] = [
 ]
 
 
-def _sites(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [path] if path else []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _sites(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _sites(v, (*path, i))
-    return out
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> dict[str, Any]:
-    body = copy.deepcopy(draw(st.sampled_from(CORPUS)))
-    for _ in range(draw(st.integers(1, 3))):
-        sites = [s for s in _sites(body) if s[0] != "resourceType"]
-        if not sites:
-            break
-        site = draw(st.sampled_from(sites))
-        parent: Any = body
-        for step in site[:-1]:
-            parent = parent[step]
-        action = draw(st.sampled_from(["delete", "set", "add", "underscore"]))
-        if action == "delete":
-            del parent[site[-1]]
-        elif action == "set":
-            parent[site[-1]] = copy.deepcopy(draw(st.sampled_from(TRICKY)))
-        elif isinstance(parent, dict) and isinstance(site[-1], str):
-            name = "_" + site[-1] if action == "underscore" else draw(st.sampled_from(
-                ["status", "language", "performer", "effectiveDateTime", "basedOn",
-                 "valueQuantity", "valueString", "extension", "identifier", "requestor"]))
-            parent[name] = copy.deepcopy(draw(st.sampled_from(TRICKY)))
-    return body
-
-
 @pytest.mark.skipif(not CORPUS, reason="no examples")
 @settings(max_examples=800, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(resource=mutated())
+@given(resource=mutated(CORPUS, TRICKY, [
+    "status", "language", "performer", "effectiveDateTime", "basedOn", "valueQuantity",
+    "valueString", "extension", "identifier", "requestor"]))
 def test_mutations_agree(resource: dict[str, Any]) -> None:
     _agree(resource)
 

@@ -6,9 +6,6 @@ calendar validity, white space, codes, decimals, base64, positional nulls)."""
 
 from __future__ import annotations
 
-import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,47 +15,18 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from fhir_server.core.errors import Issue
-from fhir_server.core.resource_types import is_supported, model_class
+from fhir_server.core.resource_types import is_supported
 from fhir_server.validation import base_spec
-from fhir_server.validation.resource import _path, base_issues
-from tests.conftest import REFERENCES
-
-ROOT = Path(__file__).resolve().parents[3]
-R4_EXAMPLES = REFERENCES / "fhir-r4" / "examples"
+from fhir_server.validation.resource import base_issues, with_model_issues
+from tests.unit.validation.mutations import examples, mutated
 
 
 def always_model(body: dict[str, Any], rtype: str) -> list[Issue]:
     """``base_issues`` as it was before ADR 0027: the walk, then the model, always."""
-    issues = base_spec.check(body, rtype)
-    try:
-        model_class(rtype).model_validate(body)
-    except ValidationError as exc:
-        seen = [e for i in issues for e in i.expression]
-        for err in exc.errors():
-            where = _path(rtype, tuple(err["loc"]))
-            if any(where == e or where.startswith((e + ".", e + "[")) for e in seen):
-                continue
-            kind = str(err["type"])
-            issues.append(Issue(f"{where}: {err['msg']}", code="required" if "missing" in kind
-                                else "structure" if kind == "extra_forbidden" else "value",
-                                expression=[where]))
-    except (TypeError, ValueError, AttributeError, LookupError) as exc:
-        if not issues:
-            issues.append(Issue(f"{rtype}: not a valid resource ({exc})", code="structure",
-                                expression=[rtype]))
-    return issues
+    return with_model_issues(body, rtype, base_spec.check(body, rtype))
 
 
-def _corpus() -> list[dict[str, Any]]:
-    out = [json.loads(p.read_text()) for p in sorted((ROOT / "profiles" / "examples")
-                                                     .glob("*.json"))]
-    if R4_EXAMPLES.is_dir():
-        out += [r for r in (json.loads(p.read_text()) for p in sorted(R4_EXAMPLES.glob("*.json")))
-                if is_supported(r.get("resourceType", ""))]
-    return out
-
-
-CORPUS = _corpus()
+CORPUS = examples(is_supported)
 
 
 def _same(body: dict[str, Any]) -> None:
@@ -90,56 +58,11 @@ TRICKY: list[Any] = [
 ]
 
 
-def _sites(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [path] if path else []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _sites(v, (*path, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _sites(v, (*path, i))
-    return out
-
-
-def _set(body: Any, path: tuple[Any, ...], value: Any, delete: bool) -> None:
-    for step in path[:-1]:
-        body = body[step]
-    if delete:
-        del body[path[-1]]
-    else:
-        body[path[-1]] = value
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> dict[str, Any]:
-    body = copy.deepcopy(draw(st.sampled_from(CORPUS)))
-    for _ in range(draw(st.integers(1, 3))):
-        sites = [s for s in _sites(body) if s[0] != "resourceType"]
-        if not sites:
-            break
-        site = draw(st.sampled_from(sites))
-        action = draw(st.sampled_from(["delete", "tricky", "choice", "underscore"]))
-        if action == "delete":
-            _set(body, site, None, delete=True)
-        elif action == "tricky":
-            _set(body, site, copy.deepcopy(draw(st.sampled_from(TRICKY))), delete=False)
-        else:
-            parent: Any = body
-            for step in site[:-1]:
-                parent = parent[step]
-            key = site[-1]
-            if isinstance(key, str) and isinstance(parent, dict):
-                name = (draw(st.sampled_from(["valueString", "valueBoolean", "effectivePeriod",
-                                               "deceasedBoolean", "onsetString"]))
-                        if action == "choice" else "_" + key.lstrip("_"))
-                parent[name] = copy.deepcopy(draw(st.sampled_from(TRICKY)))
-    return body
-
-
 @pytest.mark.skipif(not CORPUS, reason="no examples")
 @settings(max_examples=800, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(body=mutated())
+@given(body=mutated(CORPUS, TRICKY, ["valueString", "valueBoolean", "effectivePeriod",
+                                   "deceasedBoolean", "onsetString"]))
 def test_mutations_get_the_same_answer_with_or_without_the_model(body: dict[str, Any]) -> None:
     _same(body)
 
